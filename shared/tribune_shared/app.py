@@ -1,0 +1,117 @@
+"""The one way a Tribune HTTP process is built: logging, correlation ids, metrics,
+health, clear validation errors, indexes at start-up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from tribune_shared.errors import DomainError
+from tribune_shared.health import kafka_reachable, ops_router
+from tribune_shared.logging import (
+    bind_correlation_id,
+    configure_logging,
+    get_logger,
+    new_correlation_id,
+)
+from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from tribune_shared.outbox import OUTBOX_INDEXES
+from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import IndexSpec, Store
+
+CORRELATION_HEADER = "X-Correlation-ID"
+log = get_logger(__name__)
+
+
+def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """pydantic errors as (field, reason) pairs a user can act on."""
+    details = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        # Drop the transport part ("body", "query") but keep it for context.
+        field = ".".join(loc[1:]) if len(loc) > 1 else ".".join(loc)
+        details.append({"field": field, "location": loc[0] if loc else "", "reason": err["msg"]})
+    return details
+
+
+def install_common(app: FastAPI, service: str) -> None:
+    @app.middleware("http")
+    async def correlation_and_metrics(request: Request, call_next):
+        correlation_id = request.headers.get(CORRELATION_HEADER) or new_correlation_id()
+        bind_correlation_id(correlation_id)
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        HTTP_REQUESTS.labels(service, request.method, route, response.status_code).inc()
+        HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - started)
+        response.headers[CORRELATION_HEADER] = correlation_id
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"error": "validation_error", "detail": validation_details(exc)}, status_code=422
+        )
+
+    @app.exception_handler(DomainError)
+    async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    app.include_router(ops_router())
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    indexes: Sequence[IndexSpec] = (),
+    on_startup: Callable[[FastAPI], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[FastAPI], Awaitable[None]] | None = None,
+    store: Store | None = None,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    configure_logging(settings.service_name, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = store or Store(settings)
+        await app.state.store.ensure_indexes([*OUTBOX_INDEXES, *indexes])
+        app.state.readiness = {
+            "store": app.state.store.ping,
+            "kafka": lambda: kafka_reachable(settings),
+        }
+        if on_startup:
+            await on_startup(app)
+        log.info("service.started", port=settings.http_port)
+        yield
+        if on_shutdown:
+            await on_shutdown(app)
+        await app.state.store.close()
+        log.info("service.stopped")
+
+    app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
+    app.state.settings = settings
+    install_common(app, settings.service_name)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run an API process; uvicorn finishes in-flight requests on SIGTERM."""
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.consumer_shutdown_timeout_seconds),
+    )

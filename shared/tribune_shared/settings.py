@@ -1,0 +1,94 @@
+"""Settings: one class per service, each with its own env prefix.
+
+Every field can be set as ``<SERVICE>_<FIELD>``; platform-wide values fall back to
+``TRIBUNE_<FIELD>`` so one environment file configures the whole stack.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEV_SECRET = "change-me-dev-secret-0000000000000000"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every Tribune process needs. Subclass per service and set ``service_name``."""
+
+    service_name: ClassVar[str] = "tribune"
+    secret_fields: ClassVar[tuple[str, ...]] = ("identity_secret",)
+
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    environment: Environment = Environment.development
+    log_level: str = "INFO"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    worker_port: int = Field(default=8100, ge=1, le=65535, description="worker /metrics, /health")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    database_prefix: str = "tribune_"
+    identity_secret: str = DEV_SECRET
+    identity_ttl_seconds: int = Field(default=120, ge=5, le=3600)
+
+    # Consumer limits
+    consumer_max_retries: int = Field(default=3, ge=0, le=100)
+    consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0, le=60)
+    consumer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    consumer_shutdown_timeout_seconds: float = Field(default=20, gt=0, le=600)
+    # Outbox relay limits
+    outbox_poll_interval_seconds: float = Field(default=0.05, gt=0, le=60)
+    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    outbox_lease_seconds: float = Field(default=10, gt=0, le=600)
+    # HTTP limits
+    request_timeout_seconds: float = Field(default=10, gt=0, le=300)
+    readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
+    max_page_size: int = Field(default=200, ge=1, le=10_000)
+
+    @property
+    def database_name(self) -> str:
+        return f"{self.database_prefix}{self.service_name}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> ServiceSettings:
+        if self.environment is Environment.production:
+            for name in self.secret_fields:
+                value = str(getattr(self, name))
+                if value == DEV_SECRET or len(value) < 16:
+                    prefix = self.model_config.get("env_prefix", "")
+                    raise ValueError(
+                        f"{prefix}{name.upper()} must be set to a strong secret (>= 16 chars) "
+                        f"outside development"
+                    )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        platform_env = EnvSettingsSource(settings_cls, env_prefix="TRIBUNE_")
+        return init_settings, env_settings, platform_env, dotenv_settings, file_secret_settings

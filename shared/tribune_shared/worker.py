@@ -1,0 +1,136 @@
+"""The one way a Tribune worker process runs: consumers, the outbox relay and an ops
+HTTP server (/health, /ready, /metrics); SIGTERM finishes in-flight work and commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from tribune_shared.bus import EventConsumer, EventPublisher, Handler, ensure_topics
+from tribune_shared.health import kafka_reachable, ops_router
+from tribune_shared.logging import configure_logging, get_logger
+from tribune_shared.outbox import OUTBOX_INDEXES, OutboxRelay
+from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import IndexSpec, Store
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ConsumerGroup:
+    """A consumer group and the handler of each event type it reads."""
+
+    name: str
+    handlers: dict[str, Handler]
+
+
+class _OpsServer(uvicorn.Server):
+    # The worker owns the signals; uvicorn must not capture them.
+    def capture_signals(self):
+        return contextlib.nullcontext()
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        store: Store,
+        *,
+        groups: Sequence[ConsumerGroup] = (),
+        indexes: Sequence[IndexSpec] = (),
+        relay: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.indexes = indexes
+        self.publisher = EventPublisher(settings)
+        self.relay = OutboxRelay(store, self.publisher) if relay else None
+        self.consumers = [
+            EventConsumer(
+                settings, store, group=g.name, handlers=g.handlers, dlq_publisher=self.publisher
+            )
+            for g in groups
+        ]
+        self.stop_requested = asyncio.Event()
+
+    def request_stop(self) -> None:
+        log.info("worker.stop_requested")
+        self.stop_requested.set()
+        for consumer in self.consumers:
+            consumer.request_stop()
+        if self.relay:
+            self.relay.request_stop()
+
+    def _ops_app(self) -> FastAPI:
+        app = FastAPI(title=f"{self.settings.service_name} worker", docs_url=None)
+        app.include_router(ops_router())
+        app.state.readiness = {
+            "store": self.store.ping,
+            "kafka": lambda: kafka_reachable(self.settings),
+        }
+        return app
+
+    async def run(self) -> None:
+        await self.store.ensure_indexes([*OUTBOX_INDEXES, *self.indexes])
+        await ensure_topics(self.settings)
+        await self.publisher.start()
+        for consumer in self.consumers:
+            await consumer.start()
+        tasks = [asyncio.create_task(c.run(), name=c.group) for c in self.consumers]
+        if self.relay:
+            tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        ops = _OpsServer(
+            uvicorn.Config(
+                self._ops_app(),
+                host=self.settings.http_host,
+                port=self.settings.worker_port,
+                log_config=None,
+                access_log=False,
+            )
+        )
+        ops_task = asyncio.create_task(ops.serve(), name="ops-http")
+        log.info("worker.started", groups=[c.group for c in self.consumers])
+        try:
+            done, _ = await asyncio.wait(
+                [*tasks, asyncio.create_task(self.stop_requested.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done:
+                if task in tasks and task.exception():
+                    log.error(
+                        "worker.task_failed", task=task.get_name(), error=repr(task.exception())
+                    )
+            self.request_stop()
+            await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True),
+                timeout=self.settings.consumer_shutdown_timeout_seconds,
+            )
+        finally:
+            ops.should_exit = True
+            await ops_task
+            await self.publisher.stop()
+            await self.store.close()
+            log.info("worker.stopped")
+
+
+def run_worker(worker_factory) -> None:
+    """Process entry point: build the worker inside the loop, stop it on SIGTERM/SIGINT."""
+
+    async def main() -> None:
+        worker: Worker = worker_factory()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.request_stop)
+        await worker.run()
+
+    asyncio.run(main())
+
+
+def configure_worker_logging(settings: ServiceSettings) -> None:
+    configure_logging(f"{settings.service_name}-worker", settings.log_level)
