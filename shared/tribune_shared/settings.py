@@ -73,10 +73,10 @@ class ServiceSettings(BaseSettings):
         if self.environment is Environment.production:
             for name in self.secret_fields:
                 value = str(getattr(self, name))
-                if value == DEV_SECRET or len(value) < 16:
+                if value == DEV_SECRET or len(value) < 32:
                     prefix = self.model_config.get("env_prefix", "")
                     raise ValueError(
-                        f"{prefix}{name.upper()} must be set to a strong secret (>= 16 chars) "
+                        f"{prefix}{name.upper()} must be set to a strong secret (>= 32 chars) "
                         f"outside development"
                     )
         return self

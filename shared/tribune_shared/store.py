@@ -79,3 +79,20 @@ class Store:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def upsert_if_newer(
+    collection, doc_id: str, version: int, fields: dict[str, Any], *, session=None
+) -> bool:
+    """Apply a projected state only if it is newer than the stored one (events across
+    topics arrive in any order). True if it was applied."""
+    try:
+        result = await collection.update_one(
+            {"_id": doc_id, "$or": [{"version": {"$lt": version}}, {"version": None}]},
+            {"$set": {**fields, "version": version}},
+            upsert=True,
+            session=session,
+        )
+    except DuplicateKeyError:  # a newer version is already stored
+        return False
+    return bool(result.upserted_id or result.modified_count)

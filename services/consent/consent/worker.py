@@ -1,0 +1,26 @@
+"""Consent worker process: ``python -m consent.worker`` (consumers + outbox relay)."""
+
+from __future__ import annotations
+
+from tribune_shared.federations import FederationDirectory
+from tribune_shared.store import Store
+from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
+
+from consent.handlers import contact_handlers
+from consent.settings import ConsentSettings
+from consent.store import INDEXES, ConsentStore
+
+
+def build_worker(settings: ConsentSettings | None = None) -> Worker:
+    settings = settings or ConsentSettings()
+    configure_worker_logging(settings)
+    store = Store(settings)
+    handlers = {
+        **contact_handlers(ConsentStore(store)),
+        **FederationDirectory(store).handlers(),
+    }
+    return Worker(settings, store, groups=[ConsumerGroup("consent", handlers)], indexes=INDEXES)
+
+
+if __name__ == "__main__":
+    run_worker(build_worker)

@@ -1,0 +1,86 @@
+"""A child process for the kill -9 tests (run by test_bus.py, never collected)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from pydantic_settings import SettingsConfigDict
+from tribune_shared.bus import EventConsumer, EventPublisher
+from tribune_shared.events import new_envelope
+from tribune_shared.events.contracts import ContactCreatedV1, ContactState
+from tribune_shared.outbox import Outbox
+from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import Store
+
+TOPIC = "contact-created"
+
+
+class BusSettings(ServiceSettings):
+    service_name = "bustest"
+    model_config = SettingsConfigDict(env_prefix="BUSTEST_", extra="ignore")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def hang() -> None:
+    await asyncio.sleep(3600)
+
+
+async def consume(settings: BusSettings, store: Store, arg: str) -> None:
+    group, moment = arg.split(":")
+    publisher = EventPublisher(settings)
+    await publisher.start()
+
+    async def handle(env, session):
+        if moment == "inside-handler":
+            await store["effects"].update_one(
+                {"_id": env.key}, {"$inc": {"applied": 1}}, upsert=True, session=session
+            )
+            say("READY-TO-DIE")
+            await hang()
+        await store["effects"].update_one(
+            {"_id": env.key}, {"$inc": {"applied": 1}}, upsert=True, session=session
+        )
+
+    consumer = EventConsumer(
+        settings, store, group=group, handlers={TOPIC: handle}, dlq_publisher=publisher
+    )
+    if moment == "after-handler-before-commit":
+
+        async def commit_never(*_a, **_k):
+            say("READY-TO-DIE")  # the handler's transaction has committed
+            await hang()
+
+        consumer.consumer.commit = commit_never
+    await consumer.start()
+    await consumer.run()
+
+
+async def write(store: Store, key: str, hang_inside: bool) -> None:
+    event = ContactCreatedV1(contact_id=key, contact_version=1, contact=ContactState())
+    env = new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
+    async with store.transaction() as session:
+        await store["states"].insert_one({"_id": key}, session=session)
+        await Outbox(store).add(session, env)
+        if hang_inside:
+            say("IN-TRANSACTION")
+            await hang()
+    say("COMMITTED")
+    await hang()  # the relay never gets to run in this process
+
+
+async def main() -> None:
+    mode, arg = sys.argv[1], sys.argv[2]
+    settings = BusSettings()
+    store = Store(settings)
+    if mode == "consume":
+        await consume(settings, store, arg)
+    else:
+        await write(store, arg, hang_inside=mode == "hang-in-transaction")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

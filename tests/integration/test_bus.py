@@ -1,0 +1,206 @@
+"""The kernel's delivery guarantees on real Kafka and the real store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+from tribune_shared.bus import EventConsumer, EventPublisher, ensure_topics
+from tribune_shared.events import dlq_topic, new_envelope
+from tribune_shared.events.contracts import ContactCreatedV1, ContactState
+from tribune_shared.metrics import EVENTS_HANDLED
+from tribune_shared.outbox import OUTBOX, OutboxRelay
+from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import Store
+from tribune_shared.testing import read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+TOPIC = "contact-created"
+SCRIPT = Path(__file__).with_name("bus_child.py")
+
+
+class BusSettings(ServiceSettings):
+    service_name = "bustest"
+    model_config = SettingsConfigDict(env_prefix="BUSTEST_", extra="ignore")
+
+
+def envelope(contact_id: str):
+    event = ContactCreatedV1(contact_id=contact_id, contact_version=1, contact=ContactState())
+    return new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
+
+
+@pytest.fixture
+async def kit(isolated_env):
+    settings = BusSettings(consumer_max_retries=2, consumer_retry_backoff_seconds=0.01)
+    await ensure_topics(settings, [TOPIC])
+    store = Store(settings)
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    yield settings, store, publisher
+    await publisher.stop()
+    await store.client.drop_database(settings.database_name)
+    await store.close()
+
+
+def recording_handler(store: Store, fail_for: set[str] = frozenset()):
+    calls: list[str] = []
+
+    async def handle(env, session):
+        calls.append(env.key)
+        if env.key in fail_for:
+            raise RuntimeError(f"handler refuses {env.key}")
+        await store["effects"].update_one(
+            {"_id": env.key}, {"$inc": {"applied": 1}}, upsert=True, session=session
+        )
+
+    return handle, calls
+
+
+async def run_consumer_until(consumer: EventConsumer, predicate, timeout=30.0):
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_for(predicate, timeout=timeout)
+    finally:
+        consumer.request_stop()
+        await task
+
+
+async def test_failing_message_goes_to_dlq_and_the_next_is_processed(kit):
+    settings, store, publisher = kit
+    handle, calls = recording_handler(store, fail_for={"poison"})
+    await publisher.publish_many([envelope("poison"), envelope("healthy")])
+    consumer = EventConsumer(
+        settings, store, group="g-dlq", handlers={TOPIC: handle}, dlq_publisher=publisher
+    )
+
+    async def healthy_done():
+        return await store["effects"].find_one({"_id": "healthy"})
+
+    await run_consumer_until(consumer, healthy_done)
+    # first try + 2 retries, then parked
+    assert calls.count("poison") == 3
+    parked = await read_topic(
+        settings.kafka_bootstrap_servers, settings.topic(dlq_topic(TOPIC)), expect=1
+    )
+    assert len(parked) == 1
+    headers = dict(parked[0].headers)
+    assert b"handler refuses poison" in headers["dlq_error"]
+    assert headers["dlq_attempts"] == b"3"
+    assert parked[0].key == b"poison"
+    assert await store["effects"].find_one({"_id": "poison"}) is None
+
+
+async def test_duplicate_delivery_changes_state_once(kit):
+    settings, store, publisher = kit
+    handle, calls = recording_handler(store)
+    env = envelope("dup")
+    await publisher.publish_many([env, env, env])  # provider-style redelivery
+    await publisher.publish(envelope("marker"))
+    consumer = EventConsumer(
+        settings, store, group="g-dup", handlers={TOPIC: handle}, dlq_publisher=publisher
+    )
+
+    async def marker_done():
+        return await store["effects"].find_one({"_id": "marker"})
+
+    await run_consumer_until(consumer, marker_done)
+    assert (await store["effects"].find_one({"_id": "dup"}))["applied"] == 1
+    assert calls.count("dup") == 1
+
+
+def spawn_child(mode: str, env_extra: dict[str, str], arg: str = "") -> subprocess.Popen:
+    env = {**os.environ, **env_extra}
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), mode, arg],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_line(proc: subprocess.Popen, wanted: str, timeout: float = 60) -> None:
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.5):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if line.strip() == wanted:
+                return
+    proc.kill()
+    raise AssertionError(f"child never printed {wanted!r}; output: {''.join(seen)[-3000:]}")
+
+
+@pytest.mark.parametrize("moment", ["after-handler-before-commit", "inside-handler"])
+async def test_consumer_killed_before_commit_gets_the_message_again_and_handles_it_once(
+    kit, isolated_env, moment
+):
+    settings, store, publisher = kit
+    group = f"g-kill-{moment}"
+    await publisher.publish(envelope("k1"))
+    child = spawn_child("consume", {"BUSTEST_CONSUMER_MAX_RETRIES": "0"}, f"{group}:{moment}")
+    wait_line(child, "READY-TO-DIE")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+
+    before = await store["effects"].find_one({"_id": "k1"})
+    expected_before = 1 if moment == "after-handler-before-commit" else None
+    assert (before or {}).get("applied") == expected_before
+
+    handle, _calls = recording_handler(store)
+    consumer = EventConsumer(
+        settings, store, group=group, handlers={TOPIC: handle}, dlq_publisher=publisher
+    )
+    duplicates_before = EVENTS_HANDLED.labels("bustest", TOPIC, "duplicate")._value.get()
+    ok_before = EVENTS_HANDLED.labels("bustest", TOPIC, "ok")._value.get()
+
+    async def redelivered():
+        dup = EVENTS_HANDLED.labels("bustest", TOPIC, "duplicate")._value.get()
+        ok = EVENTS_HANDLED.labels("bustest", TOPIC, "ok")._value.get()
+        return dup > duplicates_before or ok > ok_before
+
+    await run_consumer_until(consumer, redelivered)
+    assert (await store["effects"].find_one({"_id": "k1"}))["applied"] == 1
+
+
+async def test_sigkill_between_write_and_publish_neither_loses_nor_invents_events(
+    kit, isolated_env
+):
+    settings, store, publisher = kit
+    # 1) committed write, killed before any relay ran: the event must still go out.
+    child = spawn_child("write-then-hang", {}, "committed-1")
+    wait_line(child, "COMMITTED")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    # 2) killed inside the transaction, after the state write: nothing may go out.
+    child = spawn_child("hang-in-transaction", {}, "never-1")
+    wait_line(child, "IN-TRANSACTION")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+
+    states = {d["_id"] async for d in store["states"].find({})}
+    assert states == {"committed-1"}
+    assert await store[OUTBOX].count_documents({"published_at": None}) == 1
+
+    relay = OutboxRelay(store, publisher)
+    assert await relay.relay_once() == 1
+    assert await store[OUTBOX].count_documents({"published_at": None}) == 0
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.topic(TOPIC))
+    published = [r.key.decode() for r in records]
+    assert published == ["committed-1"]
