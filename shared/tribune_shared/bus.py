@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from tribune_shared.events import TOPICS, Envelope, dlq_topic, utcnow
 from tribune_shared.logging import bind_correlation_id, get_logger
@@ -121,6 +121,10 @@ class EventPublisher:
 # ---------------------------------------------------------------- consumer
 
 
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError")
+
+
 class ProcessedEvents:
     """Remembers handled event ids per consumer group, inside the handler's transaction."""
 
@@ -208,6 +212,7 @@ class EventConsumer:
         structlog.contextvars.bind_contextvars(event_id=envelope.event_id)
         handler = self.handlers[event_type]
         attempts = 0
+        transient_deadline = time.monotonic() + self.settings.consumer_transient_retry_seconds
         while True:
             attempts += 1
             started = time.perf_counter()
@@ -219,6 +224,13 @@ class EventConsumer:
                     log.info("event.duplicate_skipped", topic=tp.topic, offset=record.offset)
                 return
             except Exception as exc:
+                if _is_transient(exc) and time.monotonic() < transient_deadline:
+                    # A conflict with another (possibly orphaned) transaction is not the
+                    # handler's fault: wait it out without spending a retry.
+                    attempts -= 1
+                    log.info("event.transient_conflict", topic=tp.topic, error=repr(exc))
+                    await asyncio.sleep(self.settings.consumer_retry_backoff_seconds)
+                    continue
                 if attempts > self.settings.consumer_max_retries:
                     await self._park(tp, record, repr(exc), attempts=attempts)
                     return

@@ -50,6 +50,9 @@ class ServiceSettings(BaseSettings):
     # Consumer limits
     consumer_max_retries: int = Field(default=3, ge=0, le=100)
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0, le=60)
+    consumer_transient_retry_seconds: float = Field(
+        default=90, ge=0, le=3600, description="how long store write conflicts are waited out"
+    )
     consumer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
     consumer_shutdown_timeout_seconds: float = Field(default=20, gt=0, le=600)
     # Outbox relay limits

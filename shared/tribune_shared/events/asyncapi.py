@@ -55,7 +55,9 @@ def build() -> dict[str, Any]:
         channels[topic] = {
             "address": topic,
             "description": f"{spec.description} Partitions: {spec.partitions}; key: aggregate id.",
-            "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in versions},
+            "messages": {
+                m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in versions
+            },
             "x-partitions": spec.partitions,
             "x-owner": spec.owner,
             "x-dead-letter-topic": dlq_topic(topic),
