@@ -22,7 +22,7 @@ from tribune_shared.logging import (
     new_correlation_id,
 )
 from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from tribune_shared.outbox import OUTBOX_INDEXES
+from tribune_shared.outbox import kernel_indexes
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 
@@ -83,7 +83,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or Store(settings)
-        await app.state.store.ensure_indexes([*OUTBOX_INDEXES, *indexes])
+        await app.state.store.ensure_indexes([*kernel_indexes(settings), *indexes])
         app.state.readiness = {
             "store": app.state.store.ping,
             "kafka": lambda: kafka_reachable(settings),

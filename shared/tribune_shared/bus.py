@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from tribune_shared.events import TOPICS, Envelope, dlq_topic, utcnow
 from tribune_shared.logging import bind_correlation_id, get_logger
@@ -128,23 +128,26 @@ def _is_transient(exc: Exception) -> bool:
 class ProcessedEvents:
     """Remembers handled event ids per consumer group, inside the handler's transaction."""
 
-    collection = "processed_events"
+    collection = "processed_events"  # TTL index: outbox.kernel_indexes
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
     async def run_once(self, group: str, envelope: Envelope, handler: Handler) -> bool:
-        """Run ``handler`` unless this event was already handled; True if it ran."""
-        try:
-            async with self.store.transaction() as session:
-                await self.store[self.collection].insert_one(
-                    {"_id": f"{group}:{envelope.event_id}", "at": utcnow(), "type": envelope.type},
-                    session=session,
-                )
-                await handler(envelope, session)
-            return True
-        except DuplicateKeyError:
-            return False
+        """Run ``handler`` unless this event was already handled; True if it ran.
+
+        A concurrent duplicate surfaces as a write conflict or duplicate key and is retried
+        by the consumer, after which it is seen here as already processed."""
+        key = f"{group}:{envelope.event_id}"
+        processed = self.store[self.collection]
+        async with self.store.transaction() as session:
+            if await processed.find_one({"_id": key}, {"_id": 1}, session=session):
+                return False
+            await processed.insert_one(
+                {"_id": key, "at": utcnow(), "type": envelope.type}, session=session
+            )
+            await handler(envelope, session)
+        return True
 
 
 class EventConsumer:
@@ -220,8 +223,12 @@ class EventConsumer:
                 ran = await self.processed.run_once(self.group, envelope, handler)
                 HANDLER_SECONDS.labels(service, event_type).observe(time.perf_counter() - started)
                 EVENTS_HANDLED.labels(service, event_type, "ok" if ran else "duplicate").inc()
-                if not ran:
-                    log.info("event.duplicate_skipped", topic=tp.topic, offset=record.offset)
+                log.info(
+                    "event.handled" if ran else "event.duplicate_skipped",
+                    topic=tp.topic,
+                    offset=record.offset,
+                    event_type=envelope.type,
+                )
                 return
             except Exception as exc:
                 if _is_transient(exc) and time.monotonic() < transient_deadline:

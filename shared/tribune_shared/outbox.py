@@ -20,6 +20,7 @@ from tribune_shared.bus import EventPublisher
 from tribune_shared.events import Envelope, utcnow
 from tribune_shared.logging import get_logger
 from tribune_shared.metrics import OUTBOX_BACKLOG
+from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 
 log = get_logger(__name__)
@@ -27,9 +28,29 @@ log = get_logger(__name__)
 OUTBOX = "outbox"
 LOCKS = "locks"
 
-OUTBOX_INDEXES = [
-    IndexSpec(OUTBOX, [("published_at", ASCENDING), ("seq", ASCENDING)]),
-]
+PROCESSED_EVENTS = "processed_events"
+
+
+def kernel_indexes(settings: ServiceSettings) -> list[IndexSpec]:
+    """Indexes every service database needs for the outbox and consumer idempotency."""
+    return [
+        IndexSpec(OUTBOX, [("published_at", ASCENDING), ("seq", ASCENDING)]),
+        # Published events are kept a while for audit, then expire (unpublished never do).
+        IndexSpec(
+            OUTBOX,
+            [("published_at", ASCENDING)],
+            {
+                "name": "published_at_ttl",
+                "expireAfterSeconds": int(settings.outbox_retention_hours * 3600),
+            },
+        ),
+        # Remembered event ids must outlive Kafka's retention so no replay is handled twice.
+        IndexSpec(
+            PROCESSED_EVENTS,
+            [("at", ASCENDING)],
+            {"expireAfterSeconds": int(settings.processed_events_retention_days * 86400)},
+        ),
+    ]
 
 
 class Outbox:

@@ -58,6 +58,8 @@ class ServiceSettings(BaseSettings):
     # Outbox relay limits
     outbox_poll_interval_seconds: float = Field(default=0.05, gt=0, le=60)
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    outbox_retention_hours: float = Field(default=72, gt=0, le=24 * 365)
+    processed_events_retention_days: float = Field(default=30, gt=0, le=3650)
     outbox_lease_seconds: float = Field(default=10, gt=0, le=600)
     # HTTP limits
     request_timeout_seconds: float = Field(default=10, gt=0, le=300)

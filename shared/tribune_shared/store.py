@@ -85,14 +85,15 @@ async def upsert_if_newer(
     collection, doc_id: str, version: int, fields: dict[str, Any], *, session=None
 ) -> bool:
     """Apply a projected state only if it is newer than the stored one (events across
-    topics arrive in any order). True if it was applied."""
-    try:
-        result = await collection.update_one(
-            {"_id": doc_id, "$or": [{"version": {"$lt": version}}, {"version": None}]},
-            {"$set": {**fields, "version": version}},
-            upsert=True,
-            session=session,
-        )
-    except DuplicateKeyError:  # a newer version is already stored
+    topics arrive in any order). True if it was applied.
+
+    Read-then-write inside the caller's transaction: a concurrent writer gets a write
+    conflict (retried), and an older event is a no-op rather than an aborted transaction.
+    """
+    current = await collection.find_one({"_id": doc_id}, {"version": 1}, session=session)
+    if current is not None and current.get("version") is not None and current["version"] >= version:
         return False
-    return bool(result.upserted_id or result.modified_count)
+    await collection.update_one(
+        {"_id": doc_id}, {"$set": {**fields, "version": version}}, upsert=True, session=session
+    )
+    return True

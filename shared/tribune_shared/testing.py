@@ -73,3 +73,19 @@ async def wait_for(predicate, *, timeout: float = 20.0, interval: float = 0.1):
         if loop.time() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def eventually(call, accept=bool, *, timeout: float = 30.0, interval: float = 0.1):
+    """Repeat ``call()`` until ``accept(result)`` holds and return that result; projections
+    built from events are eventually consistent. Fails with the last result."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = call()
+        if accept(result):
+            return result
+        if time.monotonic() > deadline:
+            shown = getattr(result, "text", result)
+            raise AssertionError(f"not reached within {timeout}s; last result: {shown!s:.500}")
+        time.sleep(interval)

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from tribune_shared.bus import EventConsumer, EventPublisher, Handler, ensure_topics
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.logging import configure_logging, get_logger
-from tribune_shared.outbox import OUTBOX_INDEXES, OutboxRelay
+from tribune_shared.outbox import OutboxRelay, kernel_indexes
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 
@@ -77,7 +77,7 @@ class Worker:
         return app
 
     async def run(self) -> None:
-        await self.store.ensure_indexes([*OUTBOX_INDEXES, *self.indexes])
+        await self.store.ensure_indexes([*kernel_indexes(self.settings), *self.indexes])
         await ensure_topics(self.settings)
         await self.publisher.start()
         for consumer in self.consumers:

@@ -208,3 +208,18 @@ async def test_sigkill_between_write_and_publish_neither_loses_nor_invents_event
     records = await read_topic(settings.kafka_bootstrap_servers, settings.topic(TOPIC))
     published = [r.key.decode() for r in records]
     assert published == ["committed-1"]
+
+
+async def test_projection_ignores_an_older_state_inside_a_handler_transaction(kit):
+    from tribune_shared.store import upsert_if_newer
+
+    _settings, store, _publisher = kit
+    coll = store["projection"]
+    async with store.transaction() as session:
+        assert await upsert_if_newer(coll, "c1", 2, {"name": "new"}, session=session)
+    # contact-updated v2 arrived before contact-created v1: v1 is a no-op, not an abort
+    async with store.transaction() as session:
+        assert not await upsert_if_newer(coll, "c1", 1, {"name": "old"}, session=session)
+        await store["other"].insert_one({"_id": "still-commits"}, session=session)
+    assert (await coll.find_one({"_id": "c1"}))["name"] == "new"
+    assert await store["other"].find_one({"_id": "still-commits"})

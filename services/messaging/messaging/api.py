@@ -1,0 +1,90 @@
+"""HTTP routes of the messaging service (thin: validate, call the service)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.events.contracts import Channel
+
+from messaging.domain import MessageStatus
+from messaging.service import MessagingService
+from messaging.settings import SUBJECT_MAX_CHARS, TEXT_MAX_CHARS
+
+router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
+
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+ContactId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+may_send = require_roles(Role.campaign_manager, Role.secretary)
+may_read = require_roles(Role.campaign_manager, Role.secretary, Role.dpo)
+
+
+def service(request: Request) -> MessagingService:
+    return request.app.state.messaging_service
+
+
+Service = Annotated[MessagingService, Depends(service)]
+
+
+class SendMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contact_id: ContactId
+    channel: Channel = Field(description='only "email" for now')
+    purpose: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="what the message is for; the contact must have consented to it",
+    )
+    subject: str = Field(min_length=1, max_length=SUBJECT_MAX_CHARS)
+    text: str = Field(min_length=1, max_length=TEXT_MAX_CHARS, description="plain-text body")
+
+
+class MessageView(BaseModel):
+    message_id: str
+    contact_id: str
+    channel: Channel
+    purpose: str
+    subject: str
+    status: MessageStatus
+    federation_id: str
+    created_at: datetime
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    failure_reason: str | None = None
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> MessageView:
+        return cls.model_validate({**doc, "message_id": doc["_id"]})
+
+
+class MessageList(BaseModel):
+    items: list[MessageView]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[may_send])
+async def send_message(body: SendMessage, svc: Service, identity: CurrentIdentity) -> MessageView:
+    doc = await svc.send(
+        identity,
+        contact_id=body.contact_id,
+        channel=body.channel,
+        purpose=body.purpose,
+        subject=body.subject,
+        text=body.text,
+    )
+    return MessageView.of(doc)
+
+
+@router.get("", dependencies=[may_read])
+async def list_messages(
+    svc: Service,
+    identity: CurrentIdentity,
+    contact_id: Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> MessageList:
+    docs = await svc.history(identity, contact_id, limit)
+    return MessageList(items=[MessageView.of(d) for d in docs])

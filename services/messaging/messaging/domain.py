@@ -1,0 +1,137 @@
+"""Messaging rules, free of I/O: who may be reached, and which projected state wins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from tribune_shared.errors import InvalidField, Refused
+from tribune_shared.events.contracts import Channel
+
+#: channels this service can send on today
+SUPPORTED_CHANNELS = frozenset({Channel.email})
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ConsentStatus(StrEnum):
+    granted = "granted"
+    revoked = "revoked"
+
+
+class MessageStatus(StrEnum):
+    sending = "sending"  # handed to the provider, outcome not recorded yet
+    sent = "sent"
+    failed = "failed"
+
+
+# ---------------------------------------------------------------- projections
+
+
+def is_newer(stored_version: int | None, incoming_version: int) -> bool:
+    """A projected state replaces the stored one only if it is strictly newer; a replayed
+    or late event changes nothing."""
+    return stored_version is None or incoming_version > stored_version
+
+
+def consent_version(status: ConsentStatus, changed_at: datetime) -> int:
+    """Order consent facts by when they happened (not when they arrived).
+
+    Microseconds since the epoch, doubled; a revocation gets the odd slot so that a grant
+    and a revocation stamped with the same instant resolve to "revoked" whatever their
+    arrival order (when in doubt, do not message).
+    """
+    if changed_at.tzinfo is None:
+        changed_at = changed_at.replace(tzinfo=UTC)
+    micros = (changed_at - _EPOCH) // timedelta(microseconds=1)
+    return micros * 2 + (1 if status is ConsentStatus.revoked else 0)
+
+
+# ---------------------------------------------------------------- sending
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A contact as messaging projects it."""
+
+    contact_id: str
+    federation_id: str
+    federation_path: str
+    email: str | None = None
+    given_name: str = ""
+    family_name: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return " ".join(p for p in (self.given_name.strip(), self.family_name.strip()) if p)
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """The latest consent fact for one contact x channel x purpose."""
+
+    status: ConsentStatus
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class ContentLimits:
+    subject_max_chars: int
+    text_max_chars: int
+
+
+def check_channel(channel: Channel) -> None:
+    if channel not in SUPPORTED_CHANNELS:
+        raise InvalidField("not supported yet", field="channel")
+
+
+def check_content(subject: str, text: str, limits: ContentLimits) -> None:
+    """A subject is one non-blank line; a text is not blank; both within the limits."""
+    if not subject.strip():
+        raise InvalidField("must not be blank", field="subject")
+    if "\r" in subject or "\n" in subject:
+        raise InvalidField("must be a single line", field="subject")
+    if len(subject) > limits.subject_max_chars:
+        raise InvalidField(
+            f"must be at most {limits.subject_max_chars} characters", field="subject"
+        )
+    if not text.strip():
+        raise InvalidField("must not be blank", field="text")
+    if len(text) > limits.text_max_chars:
+        raise InvalidField(f"must be at most {limits.text_max_chars} characters", field="text")
+
+
+def check_limit(limit: int, max_page_size: int) -> None:
+    if limit > max_page_size:
+        raise InvalidField(f"must be at most {max_page_size}", field="limit")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    rule: str
+    reason: str
+
+
+def refusal(
+    recipient: Recipient, consent: ConsentState | None, channel: Channel, purpose: str
+) -> Refusal | None:
+    """Why this contact may not be sent this message now, or None if it may."""
+    if channel is Channel.email and not recipient.email:
+        return Refusal("no_address", "contact has no email address")
+    if consent is None:
+        return Refusal("no_consent", f"no {channel.value} consent for purpose '{purpose}'")
+    if consent.status is ConsentStatus.revoked:
+        return Refusal(
+            "consent_revoked", f"{channel.value} consent for purpose '{purpose}' was revoked"
+        )
+    return None
+
+
+def check_sendable(
+    recipient: Recipient, consent: ConsentState | None, channel: Channel, purpose: str
+) -> None:
+    """Raise Refused (409) with a clear reason unless the message may be sent."""
+    found = refusal(recipient, consent, channel, purpose)
+    if found is not None:
+        raise Refused(found.reason, rule=found.rule)

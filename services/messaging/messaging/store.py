@@ -1,0 +1,189 @@
+"""All database access of the messaging service (its own database only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from tribune_shared.auth import Identity
+from tribune_shared.events.contracts import Channel
+from tribune_shared.store import IndexSpec, Store
+
+from messaging.domain import (
+    ConsentState,
+    ConsentStatus,
+    MessageStatus,
+    Recipient,
+    consent_version,
+    is_newer,
+)
+
+CONTACTS = "contacts"  # projection of contact-*: address, names, federation
+CONSENTS = "consents"  # projection of consent-*: latest fact per contact x channel x purpose
+MESSAGES = "messages"  # the message log and each message's delivery state
+
+INDEXES = [
+    IndexSpec(CONTACTS, [("federation_path", ASCENDING)]),
+    IndexSpec(CONSENTS, [("contact_id", ASCENDING)]),
+    IndexSpec(MESSAGES, [("contact_id", ASCENDING), ("created_at", DESCENDING)]),
+    IndexSpec(MESSAGES, [("federation_path", ASCENDING), ("created_at", DESCENDING)]),
+]
+
+
+def consent_key(contact_id: str, channel: Channel | str, purpose: str) -> str:
+    return f"{contact_id}:{Channel(channel).value}:{purpose}"
+
+
+class MessagingStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------ projections
+
+    async def _apply_if_newer(
+        self,
+        collection: str,
+        doc_id: str,
+        version: int,
+        fields: dict[str, Any],
+        session: AsyncClientSession,
+    ) -> bool:
+        """Write ``fields`` only if ``version`` is newer than the stored one.
+
+        Read-then-write inside the handler's snapshot transaction: a concurrent writer
+        of the same document makes one transaction fail with a (retried) write conflict.
+        Deliberately not ``tribune_shared.store.upsert_if_newer``: its stale path raises
+        DuplicateKeyError on the server, which aborts the surrounding transaction, so an
+        out-of-order event would be retried until it lands on the DLQ.
+        """
+        stored = await self.store[collection].find_one(
+            {"_id": doc_id}, {"version": 1}, session=session
+        )
+        if not is_newer(stored.get("version") if stored else None, version):
+            return False
+        await self.store[collection].update_one(
+            {"_id": doc_id}, {"$set": {**fields, "version": version}}, upsert=True, session=session
+        )
+        return True
+
+    async def project_contact(
+        self,
+        contact_id: str,
+        version: int,
+        *,
+        email: str | None,
+        given_name: str,
+        family_name: str,
+        federation_id: str,
+        federation_path: str,
+        session: AsyncClientSession,
+    ) -> bool:
+        return await self._apply_if_newer(
+            CONTACTS,
+            contact_id,
+            version,
+            {
+                "email": email,
+                "given_name": given_name,
+                "family_name": family_name,
+                "federation_id": federation_id,
+                "federation_path": federation_path,
+            },
+            session,
+        )
+
+    async def project_consent(
+        self,
+        contact_id: str,
+        channel: Channel,
+        purpose: str,
+        status: ConsentStatus,
+        changed_at: datetime,
+        *,
+        source: str,
+        federation_id: str,
+        federation_path: str,
+        event_id: str,
+        session: AsyncClientSession,
+    ) -> bool:
+        return await self._apply_if_newer(
+            CONSENTS,
+            consent_key(contact_id, channel, purpose),
+            consent_version(status, changed_at),
+            {
+                "contact_id": contact_id,
+                "channel": channel.value,
+                "purpose": purpose,
+                "status": status.value,
+                "changed_at": changed_at,
+                "source": source,
+                "event_id": event_id,
+                "federation_id": federation_id,
+                "federation_path": federation_path,
+            },
+            session,
+        )
+
+    # ------------------------------------------------------------ reads
+
+    async def find_recipient(self, identity: Identity, contact_id: str) -> Recipient | None:
+        doc = await self.store[CONTACTS].find_one({"_id": contact_id, **identity.scope()})
+        if doc is None:
+            return None
+        return Recipient(
+            contact_id=doc["_id"],
+            federation_id=doc["federation_id"],
+            federation_path=doc["federation_path"],
+            email=doc.get("email"),
+            given_name=doc.get("given_name") or "",
+            family_name=doc.get("family_name") or "",
+        )
+
+    async def consent(self, contact_id: str, channel: Channel, purpose: str) -> ConsentState | None:
+        key = consent_key(contact_id, channel, purpose)
+        doc = await self.store[CONSENTS].find_one({"_id": key})
+        if doc is None:
+            return None
+        return ConsentState(status=ConsentStatus(doc["status"]), changed_at=doc["changed_at"])
+
+    async def messages_of(
+        self, identity: Identity, contact_id: str, limit: int
+    ) -> list[dict[str, Any]]:
+        return (
+            await self.store[MESSAGES]
+            .find({"contact_id": contact_id, **identity.scope()})
+            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+            .to_list()
+        )
+
+    # ------------------------------------------------------------ message log
+
+    async def record_sending(self, message: dict[str, Any]) -> None:
+        """The attempt is on record before the provider sees it: a crash mid-send leaves
+        a message in "sending", never a mail nobody knows about."""
+        await self.store[MESSAGES].insert_one({**message, "status": MessageStatus.sending.value})
+
+    async def record_outcome(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        at: datetime,
+        reason: str | None,
+        session: AsyncClientSession,
+    ) -> dict[str, Any]:
+        """Set the outcome of a "sending" message; returns the fields that changed."""
+        fields: dict[str, Any] = {"status": status.value}
+        if status is MessageStatus.sent:
+            fields["sent_at"] = at
+        else:
+            fields["failed_at"] = at
+            fields["failure_reason"] = reason
+        await self.store[MESSAGES].update_one(
+            {"_id": message_id, "status": MessageStatus.sending.value},
+            {"$set": fields},
+            session=session,
+        )
+        return fields

@@ -1,0 +1,34 @@
+"""Messaging worker process: ``python -m messaging.worker`` (consumers + outbox relay).
+
+Several may run side by side: the consumer group shares the partitions, handlers are
+idempotent, and one relay at a time holds the outbox lease.
+"""
+
+from __future__ import annotations
+
+from tribune_shared.federations import FederationDirectory
+from tribune_shared.store import Store
+from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
+
+from messaging.handlers import consent_handlers, contact_handlers
+from messaging.settings import MessagingSettings
+from messaging.store import INDEXES, MessagingStore
+
+GROUP = "messaging"
+
+
+def build_worker(settings: MessagingSettings | None = None) -> Worker:
+    settings = settings or MessagingSettings()
+    configure_worker_logging(settings)
+    store = Store(settings)
+    messages = MessagingStore(store)
+    handlers = {
+        **contact_handlers(messages),
+        **consent_handlers(messages),
+        **FederationDirectory(store).handlers(),
+    }
+    return Worker(settings, store, groups=[ConsumerGroup(GROUP, handlers)], indexes=INDEXES)
+
+
+if __name__ == "__main__":
+    run_worker(build_worker)

@@ -1,0 +1,262 @@
+"""The walking-skeleton flow through the gateway, refusals included."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from memberships.signature import signature_headers
+from tribune_shared.testing import eventually
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ("gateway", "contacts", "consent", "memberships", "messaging")
+
+
+def new_contact(user, **over) -> dict:
+    tag = uuid.uuid4().hex[:8]
+    body = {
+        "given_name": "Marianne",
+        "family_name": f"Dupont-{tag}",
+        "email": f"Marianne.{tag}@Example.FR",
+        "phone": f"06 12 {int(tag[:4], 16) % 100:02d} {int(tag[4:], 16) % 100:02d} 78",
+        "origin": {"kind": "web_form", "detail": "petition climat"},
+        **over,
+    }
+    r = user("POST", "/api/v1/contacts", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def send_mail(user, contact_id: str, subject: str) -> httpx.Response:
+    return user(
+        "POST",
+        "/api/v1/messages",
+        json={
+            "contact_id": contact_id,
+            "channel": "email",
+            "purpose": "news",
+            "subject": subject,
+            "text": "Réunion publique jeudi à 19h.",
+        },
+    )
+
+
+def mails_to(stack, address: str) -> list[dict]:
+    r = httpx.get(f"{stack.smtp_http_url}/messages", params={"to": address}, timeout=10)
+    r.raise_for_status()
+    return r.json()["messages"] if isinstance(r.json(), dict) else r.json()
+
+
+def test_every_process_is_alive_ready_and_exposes_metrics(stack):
+    for svc in SERVICES:
+        for base in (stack.url(svc), stack.worker_url(svc)):
+            assert httpx.get(f"{base}/health").status_code == 200
+            ready = httpx.get(f"{base}/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"store": True, "kafka": True}
+            assert "tribune_" in httpx.get(f"{base}/metrics").text
+
+
+def test_openapi_docs_are_served_by_the_gateway(http):
+    assert http.get("/docs").status_code == 200
+    paths = http.get("/openapi.json").json()["paths"]
+    assert "/api/v1/auth/token" in paths
+    assert any(p.startswith("/api/v1/contacts") for p in paths)
+
+
+def test_contact_created_is_normalised_and_scoped(federations):
+    paris, lyon = federations["Paris"], federations["Lyon"]
+    contact = new_contact(paris.user)
+    assert contact["email"] == contact["email"].split("@")[0] + "@example.fr"
+    assert contact["phone"].startswith("+336")
+    assert contact["origin"]["kind"] == "web_form"
+
+    assert paris.user("GET", f"/api/v1/contacts/{contact['id']}").status_code == 200
+    # another federation's contact is 404, in reads and in the person view
+    assert lyon.user("GET", f"/api/v1/contacts/{contact['id']}").status_code == 404
+    assert lyon.user("GET", f"/api/v1/people/{contact['id']}").status_code == 404
+    listed = lyon.user("GET", "/api/v1/contacts").json()["items"]
+    assert contact["id"] not in {c["id"] for c in listed}
+
+
+def test_mail_reaches_the_sink_only_with_consent(stack, federations):
+    paris = federations["Paris"]
+    contact = new_contact(paris.user)
+    address = contact["email"]
+
+    # no consent: refused with a reason, nothing sent
+    refused = eventually(
+        lambda: send_mail(paris.user, contact["id"], "Sans consentement"),
+        lambda r: r.status_code == 409,
+    )
+    assert "consent" in json.dumps(refused.json()).lower()
+    assert mails_to(stack, address) == []
+
+    grant = {"channel": "email", "purpose": "news", "source": "web_form", "text_version": "v1"}
+    eventually(
+        lambda: paris.user("POST", f"/api/v1/consents/{contact['id']}/grant", json=grant),
+        lambda r: r.status_code == 200,
+    )
+    sent = eventually(
+        lambda: send_mail(paris.user, contact["id"], "Bienvenue"), lambda r: r.status_code == 201
+    )
+    assert sent.json()["status"] == "sent"
+    mails = eventually(lambda: mails_to(stack, address))
+    assert len(mails) == 1
+    assert mails[0]["subject"] == "Bienvenue"
+    headers = {k.lower(): v for k, v in mails[0]["headers"].items()}
+    assert "list-unsubscribe" in headers
+    assert headers["list-unsubscribe-post"] == "List-Unsubscribe=One-Click"
+
+    # revoked: refused again, even though it was granted before
+    eventually(
+        lambda: paris.user("POST", f"/api/v1/consents/{contact['id']}/revoke", json=grant),
+        lambda r: r.status_code == 200,
+    )
+    eventually(
+        lambda: send_mail(paris.user, contact["id"], "Après retrait"),
+        lambda r: r.status_code == 409,
+    )
+    assert len(mails_to(stack, address)) == 1
+
+
+def signed_webhook(http, stack, payload: dict, secret: str | None = None) -> httpx.Response:
+    body = json.dumps(payload).encode()
+    secret = secret or stack.env["MEMBERSHIPS_WEBHOOK_SECRET"]
+    headers = {"Content-Type": "application/json", **signature_headers(secret, body)}
+    return http.post("/api/v1/webhooks/payments", content=body, headers=headers)
+
+
+def test_payment_webhook_is_recorded_once_and_activates_the_membership(stack, http, federations):
+    paris = federations["Paris"]
+    contact = new_contact(paris.user)
+    payment = {
+        "provider": "helloasso",
+        "provider_payment_id": f"pay-{uuid.uuid4().hex}",
+        "contact_id": contact["id"],
+        "amount_cents": 3000,
+        "currency": "EUR",
+        "method": "card",
+        "purpose": "dues",
+        "paid_at": datetime.now(UTC).isoformat(),
+    }
+    # a forged signature is refused and records nothing
+    forged = signed_webhook(http, stack, payment, secret="not-the-webhook-secret-" * 2)
+    assert forged.status_code == 401
+
+    first = eventually(lambda: signed_webhook(http, stack, payment), lambda r: r.status_code == 201)
+    # the provider retries: same payment, recorded once
+    for _ in range(2):
+        again = signed_webhook(http, stack, payment)
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "duplicate"
+    payments = paris.user("GET", "/api/v1/payments", params={"contact_id": contact["id"]})
+    assert payments.status_code == 200
+    assert len(payments.json()["items"]) == 1
+    assert payments.json()["items"][0]["id"] == first.json()["payment_id"]
+    memberships = paris.user("GET", "/api/v1/memberships", params={"contact_id": contact["id"]})
+    [membership] = memberships.json()["items"]
+    assert membership["status"] == "active"
+    assert membership["in_good_standing"] is True
+
+    # malformed webhook body (validly signed): 422 with the field
+    bad = signed_webhook(http, stack, {**payment, "amount_cents": -5, "provider_payment_id": "x"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["field"] == "amount_cents"
+
+
+def test_person_view_aggregates_every_service(stack, http, federations):
+    paris = federations["Paris"]
+    contact = new_contact(paris.user)
+    grant = {"channel": "email", "purpose": "news", "source": "event", "text_version": "v1"}
+    eventually(
+        lambda: paris.user("POST", f"/api/v1/consents/{contact['id']}/grant", json=grant),
+        lambda r: r.status_code == 200,
+    )
+    eventually(
+        lambda: send_mail(paris.user, contact["id"], "Vue personne"),
+        lambda r: r.status_code == 201,
+    )
+    view = paris.user("GET", f"/api/v1/people/{contact['id']}")
+    assert view.status_code == 200, view.text
+    body = view.json()
+    assert body["contact"]["id"] == contact["id"]
+    assert body["consents"]["consents"][0]["status"] == "granted"
+    assert len(body["messages"]["items"]) == 1
+    assert body["memberships"]["items"] == []
+    assert body["unavailable"] == []
+
+
+def test_correlation_id_travels_from_http_into_the_consumers_logs(stack, federations):
+    paris = federations["Paris"]
+    correlation = f"e2e-{uuid.uuid4().hex}"
+    contact = None
+    r = paris.user(
+        "POST",
+        "/api/v1/contacts",
+        json={
+            "family_name": "Corrélation",
+            "email": f"corr.{uuid.uuid4().hex[:8]}@example.fr",
+            "origin": {"kind": "event"},
+        },
+        headers={"X-Correlation-ID": correlation},
+    )
+    assert r.status_code == 201
+    assert r.headers["X-Correlation-ID"] == correlation
+    contact = r.json()
+
+    def consumer_lines() -> list[dict]:
+        lines = stack.log_path("consent-worker").read_text().splitlines()
+        return [json.loads(x) for x in lines if correlation in x and "event.handled" in x]
+
+    [line] = eventually(consumer_lines, timeout=20)
+    assert line["correlation_id"] == correlation
+    assert line["event_type"] == "contact-created"
+    assert contact["id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        (
+            "POST",
+            "/api/v1/contacts",
+            {"email": "not-an-email", "origin": {"kind": "event"}},
+            "email",
+        ),
+        (
+            "POST",
+            "/api/v1/contacts",
+            {"family_name": "X", "origin": {"kind": "nope"}},
+            "origin.kind",
+        ),
+        ("POST", "/api/v1/contacts", {"family_name": "X"}, "origin"),
+        ("POST", "/api/v1/federations", {"name": ""}, "name"),
+        ("POST", "/api/v1/users", {"email": "x@y.fr", "password": "p"}, "role"),
+        ("POST", "/api/v1/messages", {"contact_id": "c", "channel": "email"}, "purpose"),
+        (
+            "POST",
+            "/api/v1/consents/abc/grant",
+            {"channel": "fax", "purpose": "news", "source": "s"},
+            "channel",
+        ),
+    ],
+)
+def test_malformed_input_gets_422_with_field_and_reason(admin, method, path, body, field):
+    r = admin(method, path, json=body)
+    assert r.status_code == 422, r.text
+    fields = {d["field"]: d["reason"] for d in r.json()["detail"]}
+    assert fields.get(field)
+
+
+def test_login_refusals(http):
+    r = http.post("/api/v1/auth/token", data={"username": "admin@tribune.local", "password": "no"})
+    assert r.status_code == 401
+    assert http.get("/api/v1/contacts").status_code == 401
+    assert (
+        http.get("/api/v1/contacts", headers={"Authorization": "Bearer forged"}).status_code == 401
+    )

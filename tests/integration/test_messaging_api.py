@@ -1,0 +1,455 @@
+"""Messaging API over the real store and a real SMTP server: consent decides, the mail
+arrives with its one-click unsubscribe, and the log and the event commit together."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+from messaging.composer import UnsubscribeTokens
+from messaging.handlers import consent_handlers, contact_handlers
+from messaging.main import create_app
+from messaging.settings import MessagingSettings
+from messaging.store import MessagingStore
+from tribune_shared.auth import Role
+from tribune_shared.events import Envelope, new_envelope
+from tribune_shared.events.contracts import (
+    Channel,
+    ConsentGrantedV1,
+    ConsentRevokedV1,
+    ContactCreatedV1,
+    ContactState,
+    ContactUpdatedV1,
+    EventContract,
+)
+from tribune_shared.outbox import OUTBOX
+from tribune_shared.store import Store
+from tribune_shared.testing import identity_headers, make_identity
+
+pytestmark = pytest.mark.integration
+
+PARIS = "/root/paris/"
+LYON = "/root/lyon/"
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+UNSUBSCRIBE_BASE = "https://tribune.example.org/api/v1/unsubscribe"
+REJECTED_ADDRESS = "gone@example.org"
+
+
+# ---------------------------------------------------------------- a real SMTP server
+
+
+class Sink:
+    """aiosmtpd handler: keeps what it accepts, refuses one mailbox like a real server."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: list[tuple[list[str], EmailMessage]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address == REJECTED_ADDRESS:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        parsed = email.message_from_bytes(envelope.content, policy=policy.default)
+        with self.lock:
+            self.received.append((list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+    def take(self) -> list[tuple[list[str], EmailMessage]]:
+        with self.lock:
+            taken, self.received = self.received, []
+        return taken
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def smtp_server():
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield sink, controller.port
+    controller.stop()
+
+
+# ---------------------------------------------------------------- seeding projections
+
+
+def fed(path: str) -> str:
+    return path.strip("/").rsplit("/", 1)[-1]
+
+
+def envelope(event: EventContract, path: str, producer: str) -> Envelope:
+    return new_envelope(event, producer=producer, federation_id=fed(path), federation_path=path)
+
+
+def contact(
+    contact_id: str,
+    path: str = PARIS,
+    *,
+    email_address: str | None = "ana.martin@example.org",
+    version: int = 1,
+    given_name: str = "Ana",
+) -> Envelope:
+    state = ContactState(given_name=given_name, family_name="Martin", email=email_address)
+    if version == 1:
+        event: EventContract = ContactCreatedV1(
+            contact_id=contact_id, contact_version=1, contact=state
+        )
+    else:
+        event = ContactUpdatedV1(
+            contact_id=contact_id, contact_version=version, contact=state, changed_fields=["email"]
+        )
+    return envelope(event, path, "contacts")
+
+
+def grant(contact_id: str, at: datetime = T0, purpose: str = "news", path: str = PARIS):
+    event = ConsentGrantedV1(
+        contact_id=contact_id,
+        channel=Channel.email,
+        purpose=purpose,
+        source="web_form",
+        proof={"text_version": "v3"},
+        granted_at=at,
+    )
+    return envelope(event, path, "consent")
+
+
+def revoke(contact_id: str, at: datetime, purpose: str = "news", path: str = PARIS):
+    event = ConsentRevokedV1(
+        contact_id=contact_id,
+        channel=Channel.email,
+        purpose=purpose,
+        source="unsubscribe_link",
+        revoked_at=at,
+    )
+    return envelope(event, path, "consent")
+
+
+def handle(settings: MessagingSettings, *envelopes: Envelope) -> None:
+    """Run the worker's handlers over the real store, one transaction per event."""
+
+    async def run():
+        store = Store(settings)
+        messages = MessagingStore(store)
+        handlers = {**contact_handlers(messages), **consent_handlers(messages)}
+        try:
+            for env in envelopes:
+                async with store.transaction() as session:
+                    await handlers[env.type](env, session)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def outbox(settings: MessagingSettings) -> list[Envelope]:
+    async def run():
+        store = Store(settings)
+        try:
+            docs = await store[OUTBOX].find({}).sort("seq").to_list()
+        finally:
+            await store.close()
+        return [Envelope.model_validate(d["envelope"]) for d in docs]
+
+    return asyncio.run(run())
+
+
+# ---------------------------------------------------------------- the API
+
+
+@pytest.fixture
+def api(isolated_env, smtp_server, monkeypatch):
+    sink, port = smtp_server
+    monkeypatch.setenv("MESSAGING_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("MESSAGING_SMTP_PORT", str(port))
+    monkeypatch.setenv("MESSAGING_SMTP_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("MESSAGING_MAIL_FROM", "Parti Exemple <news@parti.example.org>")
+    monkeypatch.setenv("MESSAGING_UNSUBSCRIBE_BASE_URL", UNSUBSCRIBE_BASE)
+    monkeypatch.setenv("MESSAGING_UNSUBSCRIBE_SECRET", "integration-unsubscribe-secret-42")
+    settings = MessagingSettings()
+    assert settings.smtp_port == port
+    sink.take()  # nothing left over from another test
+    with TestClient(create_app(settings)) as client:
+        yield client, settings, sink
+
+
+def headers(settings, path=PARIS, role=Role.campaign_manager):
+    return identity_headers(make_identity(path, role), settings.identity_secret)
+
+
+def message(contact_id: str = "ana", purpose: str = "news", **overrides) -> dict:
+    body = {
+        "contact_id": contact_id,
+        "channel": "email",
+        "purpose": purpose,
+        "subject": "Réunion publique jeudi",
+        "text": "Bonjour Ana,\nRendez-vous jeudi à 19h, salle des fêtes.",
+    }
+    return body | overrides
+
+
+def history(client, settings, contact_id: str, path: str = PARIS):
+    return client.get(
+        "/api/v1/messages", params={"contact_id": contact_id}, headers=headers(settings, path)
+    )
+
+
+# ---------------------------------------------------------------- happy path
+
+
+def test_consented_email_is_delivered_with_one_click_unsubscribe_and_announced(api):
+    client, settings, sink = api
+    handle(settings, contact("ana"), grant("ana"))
+
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+
+    assert r.status_code == 201, r.text
+    sent = r.json()
+    assert sent["status"] == "sent"
+    assert sent["contact_id"] == "ana"
+    assert sent["channel"] == "email"
+    assert sent["purpose"] == "news"
+    assert sent["sent_at"] is not None
+
+    [(rcpt_tos, mail)] = sink.take()
+    assert rcpt_tos == ["ana.martin@example.org"]
+    assert mail["To"].addresses[0].addr_spec == "ana.martin@example.org"
+    assert mail["From"].addresses[0].addr_spec == "news@parti.example.org"
+    assert mail["Subject"] == "Réunion publique jeudi"
+    assert mail["X-Tribune-Message-Id"] == sent["message_id"]
+    assert mail["Message-ID"] == f"<{sent['message_id']}@parti.example.org>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = mail["List-Unsubscribe"].strip()
+    assert link.startswith(f"<{UNSUBSCRIBE_BASE}?token=") and link.endswith(">")
+    token = parse_qs(urlsplit(link[1:-1]).query)["token"][0]
+    assert UnsubscribeTokens(settings.unsubscribe_secret).verify(token) == ("ana", "news")
+    body = mail.get_content()
+    assert "Rendez-vous jeudi à 19h" in body
+    assert link[1:-1] in body  # the footer carries the same link
+
+    [event] = outbox(settings)
+    assert event.type == "message-sent"
+    assert event.data["message_id"] == sent["message_id"]
+    assert event.data["contact_id"] == "ana"
+    assert event.federation_path == PARIS
+
+    listed = history(client, settings, "ana")
+    assert listed.status_code == 200, listed.text
+    assert [(m["message_id"], m["status"]) for m in listed.json()["items"]] == [
+        (sent["message_id"], "sent")
+    ]
+
+
+def test_a_parent_federation_may_message_its_subtree(api):
+    client, settings, sink = api
+    handle(settings, contact("ana"), grant("ana"))
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings, "/root/"))
+    assert r.status_code == 201, r.text
+    assert len(sink.take()) == 1
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def assert_nothing_happened(client, settings, sink, contact_id: str) -> None:
+    assert sink.take() == []
+    assert outbox(settings) == []
+    assert history(client, settings, contact_id).json() == {"items": []}
+
+
+def test_without_consent_nothing_is_sent(api):
+    client, settings, sink = api
+    handle(settings, contact("ana"), grant("ana", purpose="fundraising"))
+
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "refused"
+    assert r.json()["detail"] == "no email consent for purpose 'news'"
+    assert_nothing_happened(client, settings, sink, "ana")
+
+
+def test_consent_revoked_after_grant_stops_messages(api):
+    client, settings, sink = api
+    handle(settings, contact("ana"), grant("ana"))
+    assert client.post("/api/v1/messages", json=message(), headers=headers(settings)).is_success
+    sink.take()
+
+    handle(settings, revoke("ana", T0 + timedelta(days=1)))
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == "email consent for purpose 'news' was revoked"
+    assert sink.take() == []
+    assert [e.type for e in outbox(settings)] == ["message-sent"]  # only the first one
+
+
+def test_a_late_grant_does_not_undo_a_newer_revocation(api):
+    client, settings, sink = api
+    # The revocation is delivered first although the grant happened before it.
+    handle(settings, revoke("ana", T0 + timedelta(hours=1)), contact("ana"), grant("ana", T0))
+
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == "email consent for purpose 'news' was revoked"
+
+    handle(settings, grant("ana", T0 + timedelta(days=1)))  # a genuinely newer grant
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+    assert r.status_code == 201, r.text
+    assert len(sink.take()) == 1
+
+
+def test_a_late_contact_version_does_not_overwrite_a_newer_address(api):
+    client, settings, sink = api
+    handle(
+        settings,
+        contact("ana", email_address="ana.new@example.org", version=2),
+        contact("ana", email_address="ana.old@example.org", version=1),  # late, must not win
+        grant("ana"),
+    )
+
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+
+    assert r.status_code == 201, r.text
+    [(rcpt_tos, _)] = sink.take()
+    assert rcpt_tos == ["ana.new@example.org"]
+
+
+def test_contact_without_email_is_refused(api):
+    client, settings, sink = api
+    handle(settings, contact("bob", email_address=None), grant("bob"))
+
+    r = client.post("/api/v1/messages", json=message("bob"), headers=headers(settings))
+
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == "contact has no email address"
+    assert_nothing_happened(client, settings, sink, "bob")
+
+
+def test_contact_of_another_federation_is_not_found(api):
+    client, settings, sink = api
+    handle(settings, contact("leo", LYON), grant("leo", path=LYON))
+
+    r = client.post("/api/v1/messages", json=message("leo"), headers=headers(settings, PARIS))
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == "not_found"
+    unknown = client.post("/api/v1/messages", json=message("nobody"), headers=headers(settings))
+    assert unknown.status_code == 404
+    assert unknown.json() == r.json()  # same answer: nothing leaks about other federations
+
+    assert history(client, settings, "leo", PARIS).status_code == 404
+    assert history(client, settings, "leo", LYON).json() == {"items": []}
+    assert sink.take() == []
+    assert outbox(settings) == []
+
+
+def test_smtp_refusal_is_logged_as_failed_and_answered_502(api):
+    client, settings, sink = api
+    handle(settings, contact("gus", email_address=REJECTED_ADDRESS), grant("gus"))
+
+    r = client.post("/api/v1/messages", json=message("gus"), headers=headers(settings))
+
+    assert r.status_code == 502, r.text
+    failure = r.json()
+    assert failure["error"] == "delivery_failed"
+    assert "550" in failure["detail"] and "mailbox unavailable" in failure["detail"]
+    assert sink.take() == []
+    [event] = outbox(settings)
+    assert event.type == "message-failed"
+    assert event.data["message_id"] == failure["message_id"]
+    [logged] = history(client, settings, "gus").json()["items"]
+    assert logged["status"] == "failed"
+    assert logged["message_id"] == failure["message_id"]
+    assert "mailbox unavailable" in logged["failure_reason"]
+
+
+def test_roles_and_identity_are_checked(api):
+    client, settings, sink = api
+    handle(settings, contact("ana"), grant("ana"))
+    viewer = headers(settings, role=Role.viewer)
+    assert client.post("/api/v1/messages", json=message(), headers=viewer).status_code == 403
+    assert client.post("/api/v1/messages", json=message()).status_code == 401
+    assert sink.take() == []
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"channel": "sms"}, "channel", "not supported yet"),
+        ({"channel": "fax"}, "channel", "Input should be"),
+        ({"subject": ""}, "subject", "at least 1 character"),
+        ({"subject": "x" * 201}, "subject", "at most 200 characters"),
+        ({"subject": "Hi\r\nBcc: all@example.org"}, "subject", "must be a single line"),
+        ({"text": ""}, "text", "at least 1 character"),
+        ({"text": "x" * 100_001}, "text", "at most 100000 characters"),
+        ({"purpose": "news:all"}, "purpose", "should match pattern"),
+        ({"contact_id": "../etc"}, "contact_id", "should match pattern"),
+        ({"contact_id": None}, "contact_id", "valid string"),
+        ({"unexpected": 1}, "unexpected", "Extra inputs are not permitted"),
+    ],
+)
+def test_malformed_message_is_422_with_field_and_reason(api, change, field, reason):
+    client, settings, sink = api
+    handle(settings, contact("ana"), grant("ana"))
+
+    r = client.post("/api/v1/messages", json=message() | change, headers=headers(settings))
+
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "validation_error"
+    assert any(d["field"] == field and reason in d["reason"] for d in body["detail"]), body
+    assert sink.take() == []
+    assert outbox(settings) == []
+
+
+def test_missing_fields_are_each_named(api):
+    client, settings, _ = api
+    r = client.post("/api/v1/messages", json={"channel": "email"}, headers=headers(settings))
+    assert r.status_code == 422
+    fields = {d["field"] for d in r.json()["detail"]}
+    assert fields == {"contact_id", "purpose", "subject", "text"}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({}, "contact_id"), ({"contact_id": "ana", "limit": 0}, "limit")],
+)
+def test_malformed_history_query_is_422(api, params, field):
+    client, settings, _ = api
+    r = client.get("/api/v1/messages", params=params, headers=headers(settings))
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["detail"]] == [field]
+
+
+def test_history_limit_above_the_page_size_is_422(api):
+    client, settings, _ = api
+    handle(settings, contact("ana"))
+    too_many = settings.max_page_size + 1
+    r = client.get(
+        "/api/v1/messages",
+        params={"contact_id": "ana", "limit": too_many},
+        headers=headers(settings),
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [
+        {"field": "limit", "reason": f"must be at most {settings.max_page_size}"}
+    ]
