@@ -1,0 +1,52 @@
+# Tribune: one command runs the platform locally (no Docker), one runs the tests.
+# Local runners live in deploy/local (package tribune_devstack); see its README.md.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV       ?= uv
+DEVSTACK := $(UV) run --frozen python -m tribune_devstack
+
+.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+check-uv:
+	@command -v $(UV) >/dev/null 2>&1 || { echo "uv not found: install it with 'pip install uv'" >&2; exit 1; }
+
+# --- environment -----------------------------------------------------------------------------
+
+sync: | check-uv ## install the locked dependencies into .venv
+	$(UV) sync --frozen
+
+fetch-kafka: | check-uv ## fetch the Kafka broker jars with mvn (cached after the first time)
+	$(DEVSTACK) fetch
+
+# --- local stack -----------------------------------------------------------------------------
+
+infra-up: | check-uv ## start (or reuse) Kafka, the store and the SMTP sink
+	$(DEVSTACK) infra-up
+
+infra-down: | check-uv ## stop Kafka, the store and the SMTP sink
+	$(DEVSTACK) infra-down
+
+up: sync ## run the whole platform: infra + every service API and worker
+	$(DEVSTACK) up
+
+down: | check-uv ## stop the services, then the infra
+	$(DEVSTACK) down
+
+status: | check-uv ## processes, pids, ports, readiness
+	$(DEVSTACK) status
+
+logs: | check-uv ## follow every log, prefixed by process name
+	$(DEVSTACK) logs
+
+# --- quality and tests -----------------------------------------------------------------------
+
+lint: | check-uv ## ruff
+	$(UV) run --frozen ruff check .
+
+test: sync fetch-kafka ## run the test suite
+	$(UV) run --frozen pytest

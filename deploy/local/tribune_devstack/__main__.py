@@ -1,0 +1,5 @@
+import sys
+
+from tribune_devstack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,287 @@
+"""Infra lifecycle: Kafka, the store (SecantusDB) and the SMTP sink.
+
+Each is reused when its port already answers, else started detached with a pid file
+under <infra dir>/pids and its output in <infra dir>/logs/<name>.log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from aiokafka import AIOKafkaClient
+from pymongo import MongoClient
+
+from tribune_devstack.kafka import fetch_kafka, kafka_version, prepare_kafka
+from tribune_devstack.procs import (
+    DevstackError,
+    PidRecord,
+    file_lock,
+    live_pid,
+    log_excerpt,
+    pid_alive,
+    port_open,
+    read_pid,
+    spawn,
+    stop_records,
+    wait_until,
+)
+from tribune_devstack.stack import StackConfig
+
+__all__ = [
+    "INFRA",
+    "InfraHandle",
+    "ensure_infra",
+    "fetch_kafka",
+    "infra_status",
+    "kafka_ready",
+    "kafka_version",
+    "smtp_ready",
+    "stop_infra",
+    "store_ready",
+]
+
+INFRA: tuple[str, ...] = ("kafka", "store", "smtp")
+T = TypeVar("T")
+
+
+def _run_coro_in_thread(factory: Callable[[], Coroutine[object, object, T]]) -> T:
+    # Probes must work from sync code called inside a running loop (pytest-asyncio
+    # fixtures), where asyncio.run would refuse: give them a loop of their own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def kafka_ready(cfg: StackConfig, timeout: float = 5.0) -> bool:
+    """TCP connect, then a metadata round trip that lists at least one broker."""
+    if not port_open(cfg.host, cfg.kafka_port):
+        return False
+
+    async def probe() -> bool:
+        client = AIOKafkaClient(
+            bootstrap_servers=cfg.kafka_bootstrap, request_timeout_ms=int(timeout * 1000)
+        )
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout)
+            return bool(client.cluster.brokers())
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    # aiokafka logs every refused connection at ERROR while the broker boots.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return _run_coro_in_thread(probe)
+    finally:
+        quiet.setLevel(level)
+
+
+def store_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
+    if not port_open(cfg.host, cfg.store_port):
+        return False
+    ms = int(timeout * 1000)
+    client: MongoClient[dict[str, object]] = MongoClient(
+        cfg.mongo_url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def smtp_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(f"{cfg.smtp_http_url}/health", timeout=timeout)
+        return r.status_code == 200 and r.json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+_PROBES: dict[str, Callable[[StackConfig], bool]] = {
+    "kafka": kafka_ready,
+    "store": store_ready,
+    "smtp": smtp_ready,
+}
+
+
+def _port(cfg: StackConfig, name: str) -> int:
+    return {"kafka": cfg.kafka_port, "store": cfg.store_port, "smtp": cfg.smtp_port}[name]
+
+
+def _timeout(cfg: StackConfig, name: str) -> float:
+    return cfg.kafka_ready_timeout if name == "kafka" else cfg.infra_ready_timeout
+
+
+def _secantusd() -> str:
+    beside = Path(sys.executable).parent / "secantusd-py"
+    found = str(beside) if beside.is_file() else shutil.which("secantusd-py")
+    if not found:
+        raise DevstackError("secantusd-py not found: run `uv sync` (package secantusdb)")
+    return found
+
+
+def _command(cfg: StackConfig, name: str) -> list[str]:
+    if name == "kafka":
+        cmd, _ = prepare_kafka(cfg)
+        return cmd
+    if name == "store":
+        home = cfg.infra_dir / "store"
+        home.mkdir(parents=True, exist_ok=True)
+        # An explicit (empty) config turns off secantusd's auto-discovery of
+        # ./secantusd.toml and ~/.secantus/: the flags below are the whole config.
+        conf = cfg.infra_dir / "secantusd.toml"
+        if not conf.exists():
+            conf.write_text("# tribune_devstack: settings come from command-line flags\n")
+        return [
+            _secantusd(),
+            "--config",
+            str(conf),
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.store_port),
+            "--storage-path",
+            str(home),
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "tribune_devstack.smtp_sink",
+        "--host",
+        cfg.host,
+        "--smtp-port",
+        str(cfg.smtp_port),
+        "--http-port",
+        str(cfg.smtp_http_port),
+        "--maildir",
+        str(cfg.infra_dir / "mail"),
+        "--max-messages",
+        str(cfg.smtp_max_messages),
+    ]
+
+
+@dataclass
+class InfraHandle:
+    """What `ensure_infra` found running (reused) and what it started."""
+
+    cfg: StackConfig
+    started: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    records: dict[str, PidRecord] = field(default_factory=dict)
+
+    def stop_started(self, timeout: float | None = None) -> dict[str, str]:
+        """Stop only the processes this handle started; reused ones keep running.
+
+        No-op with TRIBUNE_KEEP_INFRA=1 (several test sessions sharing one infra)."""
+        if self.cfg.keep_infra:
+            self.started.clear()
+            return {}
+        recs = [self.records[n] for n in self.started if n in self.records]
+        out = stop_records(
+            recs,
+            timeout=self.cfg.stop_timeout if timeout is None else timeout,
+            pids_dir=self.cfg.infra_pids_dir,
+        )
+        self.started.clear()
+        return out
+
+
+def ensure_infra(cfg: StackConfig, only: Iterable[str] = INFRA) -> InfraHandle:
+    """Make Kafka, store and SMTP sink answer on cfg's ports; start what is missing."""
+    # Concurrent test sessions share the infra: the second waits, then reuses.
+    with file_lock(cfg.infra_dir / "infra.lock"):
+        return _ensure_infra(cfg, only)
+
+
+def _ensure_infra(cfg: StackConfig, only: Iterable[str]) -> InfraHandle:
+    handle = InfraHandle(cfg)
+    to_start: list[str] = []
+    to_wait: list[str] = []
+    for name in only:
+        if _PROBES[name](cfg):
+            handle.reused.append(name)
+        elif live_pid(cfg.infra_pids_dir, name) is not None:
+            to_wait.append(name)  # our earlier start, still booting
+        elif port_open(cfg.host, _port(cfg, name)):
+            raise DevstackError(
+                f"port {cfg.host}:{_port(cfg, name)} is taken by something that does not "
+                f"answer as {name}: stop it or set another TRIBUNE_*_PORT"
+            )
+        else:
+            to_start.append(name)
+    try:
+        for name in to_start:
+            rec = spawn(
+                name,
+                _command(cfg, name),
+                logs_dir=cfg.infra_logs_dir,
+                pids_dir=cfg.infra_pids_dir,
+                cwd=cfg.infra_dir,
+            )
+            handle.records[name] = rec
+            handle.started.append(name)
+        for name in to_wait:
+            rec = read_pid(cfg.infra_pids_dir, name)
+            if rec is not None:
+                handle.records[name] = rec
+        for name in [*to_start, *to_wait]:
+            _wait_ready(cfg, name, handle.records.get(name))
+            if name in to_wait:
+                handle.reused.append(name)
+    except BaseException:
+        handle.stop_started(timeout=5)
+        raise
+    return handle
+
+
+def _wait_ready(cfg: StackConfig, name: str, rec: PidRecord | None) -> None:
+    probe = _PROBES[name]
+    timeout = _timeout(cfg, name)
+    log = rec.log if rec else str(cfg.infra_logs_dir / f"{name}.log")
+    start = rec.log_offset if rec else 0
+
+    def died() -> str | None:
+        if rec is None or pid_alive(rec.pid):
+            return None
+        return f"{name} exited before it was ready; log {log}:\n{log_excerpt(log, start=start)}"
+
+    if not wait_until(lambda: probe(cfg), timeout=timeout, interval=0.5, abort=died):
+        raise DevstackError(
+            f"{name} not ready after {timeout:.0f}s (raise TRIBUNE_"
+            f"{'KAFKA' if name == 'kafka' else 'INFRA'}_READY_TIMEOUT?); "
+            f"log {log}:\n{log_excerpt(log, start=start)}"
+        )
+
+
+def stop_infra(cfg: StackConfig, timeout: float | None = None) -> dict[str, str]:
+    """Stop infra by pid files: SIGTERM, wait up to `timeout` s, then SIGKILL."""
+    recs = [r for n in INFRA if (r := read_pid(cfg.infra_pids_dir, n)) is not None]
+    out = stop_records(
+        recs, timeout=cfg.stop_timeout if timeout is None else timeout, pids_dir=cfg.infra_pids_dir
+    )
+    for rec in recs:
+        out.setdefault(rec.name, "not running")
+    return out
+
+
+def infra_status(cfg: StackConfig) -> list[tuple[str, int | None, int, bool]]:
+    """(name, pid or None if not ours, port, ready) for each infra process."""
+    rows: list[tuple[str, int | None, int, bool]] = []
+    for name in INFRA:
+        rec = live_pid(cfg.infra_pids_dir, name)
+        rows.append((name, rec.pid if rec else None, _port(cfg, name), _PROBES[name](cfg)))
+    return rows

@@ -1,0 +1,249 @@
+"""One isolated instance of the platform ("stack"): ports, prefixes and folders, from env."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+SERVICES: tuple[str, ...] = ("contacts", "consent", "memberships", "messaging", "gateway")
+"""Service packages; each runs `python -m <svc>.main` (API) and `python -m <svc>.worker`."""
+
+# Offsets from TRIBUNE_PORT_BASE: gateway=base, contacts=base+1 .. messaging=base+4.
+_PORT_OFFSETS: dict[str, int] = {
+    "gateway": 0,
+    "contacts": 1,
+    "consent": 2,
+    "memberships": 3,
+    "messaging": 4,
+}
+_DEFAULT_HTTP_PORTS: dict[str, int] = {
+    "gateway": 8000,
+    "contacts": 8101,
+    "consent": 8102,
+    "memberships": 8103,
+    "messaging": 8104,
+}
+_WORKER_OFFSET = 100  # worker ops port = its API port base + 100 (gateway 8200 ...)
+_DEFAULT_WORKER_PORTS: dict[str, int] = {
+    "gateway": 8200,
+    "contacts": 8201,
+    "consent": 8202,
+    "memberships": 8203,
+    "messaging": 8204,
+}
+
+
+def repo_root() -> Path:
+    """The monorepo root: the first ancestor of this file holding uv.lock (else the cwd)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "uv.lock").is_file() and (parent / "pyproject.toml").is_file():
+            return parent
+    return Path.cwd()
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def find_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Distinct ports the OS reports free right now (all sockets held until all are picked)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything that tells one stack from another. Build with `from_env()` or `for_tests()`."""
+
+    name: str = "dev"
+    state_dir: Path = field(default_factory=lambda: repo_root() / ".local" / "dev")
+    # Where Kafka/store/SMTP keep data, logs and pid files. Same as state_dir for a dev stack;
+    # test stacks point it at the dev stack's folder because they share that infra.
+    infra_dir: Path = field(default_factory=lambda: repo_root() / ".local" / "dev")
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    store_port: int = 27017
+    smtp_port: int = 1025
+    smtp_http_port: int = 8025
+    http_ports: Mapping[str, int] = field(default_factory=lambda: dict(_DEFAULT_HTTP_PORTS))
+    worker_ports: Mapping[str, int] = field(default_factory=lambda: dict(_DEFAULT_WORKER_PORTS))
+    topic_prefix: str = ""
+    database_prefix: str = "tribune_"
+    admin_email: str = "admin@tribune.local"
+    admin_password: str | None = field(default=None, repr=False)  # None: generated per stack
+    kafka_jars_dir: Path | None = None  # None: ~/.cache/tribune/kafka-<version>/libs
+    kafka_heap_opts: str = "-Xms256m -Xmx768m"
+    java: str = "java"
+    mvn: str = "mvn"
+    smtp_max_messages: int = 10_000
+    keep_infra: bool = False  # InfraHandle.stop_started() leaves infra running (shared CI)
+    kafka_ready_timeout: float = 90.0
+    infra_ready_timeout: float = 30.0  # store and SMTP sink
+    ready_timeout: float = 120.0  # service APIs and workers
+    stop_timeout: float = 20.0
+
+    @property
+    def gateway_port(self) -> int:
+        return self.http_ports["gateway"]
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def mongo_url(self) -> str:
+        return f"mongodb://{self.host}:{self.store_port}/?directConnection=true"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.service_url("gateway")
+
+    @property
+    def smtp_http_url(self) -> str:
+        return f"http://{self.host}:{self.smtp_http_port}"
+
+    def service_url(self, service: str) -> str:
+        return f"http://{self.host}:{self.http_ports[service]}"
+
+    def worker_url(self, service: str) -> str:
+        return f"http://{self.host}:{self.worker_ports[service]}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pids_dir(self) -> Path:
+        return self.state_dir / "pids"
+
+    @property
+    def infra_logs_dir(self) -> Path:
+        return self.infra_dir / "logs"
+
+    @property
+    def infra_pids_dir(self) -> Path:
+        return self.infra_dir / "pids"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
+        """Read the TRIBUNE_* variables (see deploy/local/README.md); unset means default."""
+        env = os.environ if env is None else env
+        name = env.get("TRIBUNE_STACK_NAME", "").strip() or "dev"
+        raw_state = env.get("TRIBUNE_STATE_DIR", "").strip()
+        state_dir = Path(raw_state).expanduser() if raw_state else repo_root() / ".local" / name
+        raw_infra = env.get("TRIBUNE_INFRA_DIR", "").strip()
+        infra_dir = Path(raw_infra).expanduser() if raw_infra else state_dir
+
+        http_ports = dict(_DEFAULT_HTTP_PORTS)
+        worker_ports = dict(_DEFAULT_WORKER_PORTS)
+        base_raw = env.get("TRIBUNE_PORT_BASE", "").strip()
+        if base_raw:
+            base = _env_int(env, "TRIBUNE_PORT_BASE", 0)
+            for svc, off in _PORT_OFFSETS.items():
+                http_ports[svc] = base + off
+                worker_ports[svc] = base + _WORKER_OFFSET + off
+        http_ports["gateway"] = _env_int(env, "TRIBUNE_GATEWAY_PORT", http_ports["gateway"])
+        # Per-process overrides, mostly to dodge one busy port.
+        for svc in SERVICES:
+            up = svc.upper()
+            http_ports[svc] = _env_int(env, f"TRIBUNE_{up}_PORT", http_ports[svc])
+            worker_ports[svc] = _env_int(env, f"TRIBUNE_{up}_WORKER_PORT", worker_ports[svc])
+
+        raw_jars = env.get("TRIBUNE_KAFKA_JARS_DIR", "").strip()
+        defaults = cls.__dataclass_fields__
+        return cls(
+            name=name,
+            state_dir=state_dir,
+            infra_dir=infra_dir,
+            host=env.get("TRIBUNE_HOST", "").strip() or "127.0.0.1",
+            kafka_port=_env_int(env, "TRIBUNE_KAFKA_PORT", 9092),
+            kafka_controller_port=_env_int(env, "TRIBUNE_KAFKA_CONTROLLER_PORT", 9093),
+            store_port=_env_int(env, "TRIBUNE_STORE_PORT", 27017),
+            smtp_port=_env_int(env, "TRIBUNE_SMTP_PORT", 1025),
+            smtp_http_port=_env_int(env, "TRIBUNE_SMTP_HTTP_PORT", 8025),
+            http_ports=http_ports,
+            worker_ports=worker_ports,
+            topic_prefix=env.get("TRIBUNE_TOPIC_PREFIX", ""),
+            database_prefix=env.get("TRIBUNE_DATABASE_PREFIX", "tribune_"),
+            admin_email=env.get("TRIBUNE_ADMIN_EMAIL", "").strip() or "admin@tribune.local",
+            admin_password=env.get("TRIBUNE_ADMIN_PASSWORD") or None,
+            kafka_jars_dir=Path(raw_jars).expanduser() if raw_jars else None,
+            kafka_heap_opts=env.get("TRIBUNE_KAFKA_HEAP_OPTS", "").strip()
+            or str(defaults["kafka_heap_opts"].default),
+            java=env.get("TRIBUNE_JAVA", "").strip() or _default_java(env),
+            mvn=env.get("TRIBUNE_MVN", "").strip() or "mvn",
+            smtp_max_messages=_env_int(env, "TRIBUNE_SMTP_MAX_MESSAGES", 10_000),
+            keep_infra=env.get("TRIBUNE_KEEP_INFRA", "").strip().lower() in ("1", "true", "yes"),
+            kafka_ready_timeout=_env_float(env, "TRIBUNE_KAFKA_READY_TIMEOUT", 90.0),
+            infra_ready_timeout=_env_float(env, "TRIBUNE_INFRA_READY_TIMEOUT", 30.0),
+            ready_timeout=_env_float(env, "TRIBUNE_READY_TIMEOUT", 120.0),
+            stop_timeout=_env_float(env, "TRIBUNE_STOP_TIMEOUT", 20.0),
+        )
+
+    @classmethod
+    def for_tests(
+        cls,
+        name: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        state_root: Path | None = None,
+    ) -> StackConfig:
+        """A stack for one test session: free service ports, unique topic/db prefixes.
+
+        Kafka, store and SMTP ports (and the folder their data lives in) are those of the
+        dev stack read from env: test stacks share that infra, isolated by the prefixes.
+        """
+        base = cls.from_env(env)
+        tag = uuid.uuid4().hex[:8]
+        name = name or f"test-{tag}"
+        root = state_root or base.infra_dir.parent / "tests"
+        ports = find_free_ports(2 * len(SERVICES), base.host)
+        http_ports = {svc: ports[i] for i, svc in enumerate(SERVICES)}
+        worker_ports = {svc: ports[len(SERVICES) + i] for i, svc in enumerate(SERVICES)}
+        return replace(
+            base,
+            name=name,
+            state_dir=root / name,
+            infra_dir=base.infra_dir,
+            http_ports=http_ports,
+            worker_ports=worker_ports,
+            topic_prefix=f"t{tag}.",
+            database_prefix=f"tribune_t{tag}_",
+        )
+
+
+def _default_java(env: Mapping[str, str]) -> str:
+    java_home = env.get("JAVA_HOME", "").strip()
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    return "java"
