@@ -7,7 +7,7 @@ SHELL := /bin/bash
 UV       ?= uv
 DEVSTACK := $(UV) run --frozen python -m tribune_devstack
 
-.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test
+.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test asyncapi
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,3 +50,6 @@ lint: | check-uv ## ruff
 
 test: sync fetch-kafka ## run the test suite
 	$(UV) run --frozen pytest
+
+asyncapi: | check-uv ## regenerate docs/asyncapi.json from the event contracts
+	$(UV) run --frozen python -m tribune_shared.events.asyncapi > docs/asyncapi.json
