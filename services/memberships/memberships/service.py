@@ -1,0 +1,362 @@
+"""Use cases: a payment, the membership it pays for and their events commit together."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from prometheus_client import Counter
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from tribune_shared.auth import Identity
+from tribune_shared.errors import DomainError, InvalidField, NotFound
+from tribune_shared.events import Envelope, new_envelope, utcnow
+from tribune_shared.events.contracts import (
+    DonationReceivedV1,
+    EventContract,
+    MembershipActivatedV1,
+    MembershipLapsedV1,
+    PaymentMethod,
+    PaymentReceivedV1,
+)
+from tribune_shared.logging import get_logger
+from tribune_shared.outbox import Outbox
+from tribune_shared.store import Store
+
+from memberships.domain import (
+    OPEN_STATUSES,
+    Membership,
+    MembershipStatus,
+    Plan,
+    check_paid_at,
+    check_payment,
+    lapsed_on,
+    new_membership,
+    pay_dues,
+    settle,
+)
+from memberships.settings import MembershipsSettings
+from memberships.signature import verify_signature
+from memberships.store import MembershipsStore, membership_from_doc
+
+log = get_logger(__name__)
+PRODUCER = "memberships"
+
+WEBHOOKS = Counter(
+    "tribune_payment_webhooks_total", "Payment webhooks by outcome", ["service", "outcome"]
+)
+
+
+@dataclass(frozen=True)
+class PaymentNotice:
+    """A payment as the provider reports it (validated at the HTTP boundary)."""
+
+    provider: str
+    provider_payment_id: str
+    contact_id: str
+    amount_cents: int
+    currency: str
+    method: PaymentMethod
+    purpose: Literal["dues", "donation"]
+    paid_at: datetime
+    plan: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    status: Literal["recorded", "duplicate"]
+    payment_id: str
+    membership: Membership | None = None
+    membership_id: str | None = None
+
+
+class MembershipsService:
+    def __init__(
+        self,
+        settings: MembershipsSettings,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.repo = MembershipsStore(store)
+        self.outbox = Outbox(store)
+        self.clock = clock
+
+    def today(self) -> date:
+        return datetime.fromtimestamp(self.clock(), self.settings.zone).date()
+
+    def local_day(self, moment: datetime) -> date:
+        return moment.astimezone(self.settings.zone).date()
+
+    # ------------------------------------------------------------ webhook
+
+    def verify_webhook(self, timestamp: str | None, signature: str | None, body: bytes) -> None:
+        try:
+            verify_signature(
+                self.settings.webhook_secret,
+                timestamp,
+                signature,
+                body,
+                now=self.clock(),
+                tolerance_seconds=self.settings.webhook_tolerance_seconds,
+            )
+        except DomainError as exc:
+            WEBHOOKS.labels(PRODUCER, "unauthorized").inc()
+            log.warning("webhook.refused", reason=exc.message)
+            raise
+
+    def _plan_for(self, notice: PaymentNotice) -> Plan | None:
+        if notice.purpose != "dues":
+            return None  # a donation pays for no plan
+        name = notice.plan or self.settings.default_plan
+        if name not in self.settings.plans:
+            raise InvalidField(
+                f"unknown plan; expected one of {', '.join(sorted(self.settings.plans))}",
+                field="plan",
+            )
+        return self.settings.plan(name)
+
+    async def record_payment(self, notice: PaymentNotice) -> PaymentOutcome:
+        """Record a provider's payment once; dues activate or renew the membership.
+        Everything (payment, membership, events) commits in one transaction."""
+        try:
+            outcome = await self._record_payment(notice)
+        except DomainError as exc:
+            WEBHOOKS.labels(PRODUCER, exc.code).inc()
+            raise
+        WEBHOOKS.labels(PRODUCER, outcome.status).inc()
+        return outcome
+
+    async def _record_payment(self, notice: PaymentNotice) -> PaymentOutcome:
+        existing = await self.repo.payment_by_provider_id(
+            notice.provider, notice.provider_payment_id
+        )
+        if existing is not None:  # the provider retried: answer as before, change nothing
+            return _duplicate(existing)
+        check_payment(
+            notice.amount_cents,
+            notice.method,
+            cash_limit_cents=self.settings.cash_limit_cents,
+            max_amount_cents=self.settings.max_amount_cents,
+        )
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        check_paid_at(
+            notice.paid_at, now, timedelta(seconds=self.settings.webhook_tolerance_seconds)
+        )
+        plan = self._plan_for(notice)
+        attempts = self.settings.transaction_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.store.transaction() as session:
+                    return await self._record_in(session, notice, plan)
+            except DuplicateKeyError:
+                # A concurrent delivery of the same payment committed first.
+                existing = await self.repo.payment_by_provider_id(
+                    notice.provider, notice.provider_payment_id
+                )
+                if existing is None:
+                    raise
+                return _duplicate(existing)
+            except PyMongoError as exc:
+                if exc.has_error_label("TransientTransactionError") and attempt < attempts:
+                    log.info("payment.transaction_retry", attempt=attempt, error=type(exc).__name__)
+                    await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # spread the retries
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def _record_in(
+        self, session: AsyncClientSession, notice: PaymentNotice, plan: Plan | None
+    ) -> PaymentOutcome:
+        existing = await self.repo.payment_by_provider_id(
+            notice.provider, notice.provider_payment_id, session
+        )
+        if existing is not None:
+            return _duplicate(existing)
+        contact = await self.repo.contact(notice.contact_id, session)
+        if contact is None:
+            raise NotFound("contact not found", field="contact_id")
+
+        def envelope(event: EventContract, causation: Envelope | None = None) -> Envelope:
+            return new_envelope(
+                event,
+                producer=PRODUCER,
+                federation_id=contact["federation_id"],
+                federation_path=contact["federation_path"],
+                causation=causation,
+            )
+
+        payment_id = uuid.uuid4().hex
+        received = envelope(
+            PaymentReceivedV1(
+                payment_id=payment_id,
+                provider=notice.provider,
+                provider_payment_id=notice.provider_payment_id,
+                contact_id=notice.contact_id,
+                amount_cents=notice.amount_cents,
+                currency=notice.currency,
+                method=notice.method,
+                purpose=notice.purpose,
+                received_at=notice.paid_at,
+            )
+        )
+        events = [received]
+        membership = None
+        if notice.purpose == "dues":
+            assert plan is not None
+            membership, membership_events = await self._pay_dues(
+                session, contact, plan, self.local_day(notice.paid_at), payment_id
+            )
+            events += [envelope(e, received) for e in membership_events]
+        else:
+            events.append(
+                envelope(
+                    DonationReceivedV1(
+                        donation_id=payment_id,
+                        contact_id=notice.contact_id,
+                        amount_cents=notice.amount_cents,
+                        currency=notice.currency,
+                        method=notice.method,
+                        received_at=notice.paid_at,
+                    ),
+                    received,
+                )
+            )
+        await self.repo.insert_payment(
+            {
+                "_id": payment_id,
+                "provider": notice.provider,
+                "provider_payment_id": notice.provider_payment_id,
+                "contact_id": notice.contact_id,
+                "amount_cents": notice.amount_cents,
+                "currency": notice.currency,
+                "method": notice.method,
+                "purpose": notice.purpose,
+                "plan": plan.name if plan else None,
+                "paid_at": notice.paid_at,
+                "recorded_at": utcnow(),
+                "membership_id": membership.membership_id if membership else None,
+                "federation_id": contact["federation_id"],
+                "federation_path": contact["federation_path"],
+            },
+            session,
+        )
+        await self.outbox.add(session, *events)
+        log.info(
+            "payment.recorded",
+            payment_id=payment_id,
+            purpose=notice.purpose,
+            membership_id=membership.membership_id if membership else None,
+        )
+        return PaymentOutcome(
+            "recorded",
+            payment_id,
+            membership=membership,
+            membership_id=membership.membership_id if membership else None,
+        )
+
+    async def _pay_dues(
+        self,
+        session: AsyncClientSession,
+        contact: dict[str, Any],
+        plan: Plan,
+        paid_on: date,
+        payment_id: str,
+    ) -> tuple[Membership, list[EventContract]]:
+        """Activate or renew the contact's membership; a lapsed or cancelled one is closed
+        and a new one starts."""
+        now = utcnow()
+        events: list[EventContract] = []
+        current = None
+        if contact.get("current_membership_id"):
+            current = await self.repo.membership(contact["current_membership_id"], session)
+        if current is not None:
+            settled = settle(current, paid_on)
+            if settled.status is not current.status:
+                await self.repo.save_membership(
+                    settled, contact, session, history=[_entry(settled.status, now)]
+                )
+                if settled.status is MembershipStatus.lapsed:
+                    events.append(
+                        MembershipLapsedV1(
+                            membership_id=settled.membership_id,
+                            contact_id=settled.contact_id,
+                            lapsed_on=lapsed_on(settled),
+                        )
+                    )
+            current = settled
+        history = []
+        if current is None or current.status not in OPEN_STATUSES:
+            current = new_membership(uuid.uuid4().hex, contact["_id"], plan)
+            history.append(_entry(current.status, now))
+        paid = pay_dues(current, plan, paid_on)
+        history.append(
+            _entry(paid.status, now, payment_id=payment_id, ends_on=paid.ends_on.isoformat())
+        )
+        await self.repo.save_membership(paid, contact, session, history=history)
+        await self.repo.set_current_membership(contact["_id"], paid.membership_id, session)
+        assert paid.starts_on is not None and paid.ends_on is not None
+        events.append(
+            MembershipActivatedV1(
+                membership_id=paid.membership_id,
+                contact_id=paid.contact_id,
+                plan=paid.plan,
+                starts_on=paid.starts_on,
+                ends_on=paid.ends_on,
+            )
+        )
+        return paid, events
+
+    # ------------------------------------------------------------ reads
+
+    async def _visible_contact(self, identity: Identity, contact_id: str) -> dict[str, Any]:
+        contact = await self.repo.visible_contact(identity, contact_id)
+        if contact is None:
+            raise NotFound("contact not found", field="contact_id")
+        return contact
+
+    async def memberships(
+        self, identity: Identity, contact_id: str, on: date | None = None
+    ) -> list[dict[str, Any]]:
+        """The contact's memberships with their status and standing at ``on`` (today)."""
+        await self._visible_contact(identity, contact_id)
+        day = on or self.today()
+        docs = await self.repo.memberships_of(identity, contact_id, self.settings.max_page_size)
+        items = []
+        for doc in docs:
+            m = membership_from_doc(doc)
+            items.append(
+                {
+                    "membership_id": m.membership_id,
+                    "contact_id": m.contact_id,
+                    "plan": m.plan,
+                    "status": m.status_on(day),
+                    "starts_on": m.starts_on,
+                    "ends_on": m.ends_on,
+                    "grace_ends_on": m.grace_ends_on,
+                    "in_good_standing": m.in_good_standing(day),
+                    "federation_id": doc["federation_id"],
+                }
+            )
+        return items
+
+    async def payments(self, identity: Identity, contact_id: str) -> list[dict[str, Any]]:
+        await self._visible_contact(identity, contact_id)
+        docs = await self.repo.payments_of(identity, contact_id, self.settings.max_page_size)
+        return [{"payment_id": d["_id"], **d} for d in docs]
+
+
+def _duplicate(existing: dict[str, Any]) -> PaymentOutcome:
+    return PaymentOutcome("duplicate", existing["_id"], membership_id=existing.get("membership_id"))
+
+
+def _entry(status: MembershipStatus, at: datetime, **extra: Any) -> dict[str, Any]:
+    return {"status": status.value, "at": at, **extra}

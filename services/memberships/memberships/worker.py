@@ -1,0 +1,28 @@
+"""Memberships worker process: ``python -m memberships.worker`` (consumers + outbox relay)."""
+
+from __future__ import annotations
+
+from tribune_shared.federations import FederationDirectory
+from tribune_shared.store import Store
+from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
+
+from memberships.handlers import contact_handlers
+from memberships.settings import MembershipsSettings
+from memberships.store import INDEXES, MembershipsStore
+
+GROUP = "memberships"
+
+
+def build_worker(settings: MembershipsSettings | None = None) -> Worker:
+    settings = settings or MembershipsSettings()
+    configure_worker_logging(settings)
+    store = Store(settings)
+    handlers = {
+        **contact_handlers(MembershipsStore(store)),
+        **FederationDirectory(store).handlers(),
+    }
+    return Worker(settings, store, groups=[ConsumerGroup(GROUP, handlers)], indexes=INDEXES)
+
+
+if __name__ == "__main__":
+    run_worker(build_worker)
