@@ -1,0 +1,57 @@
+"""Gateway API process: ``python -m gateway.main``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from tribune_shared.app import create_service_app, serve
+from tribune_shared.errors import Unauthorized
+
+from gateway.api import forwarding_router, router
+from gateway.errors import TooManyAttempts
+from gateway.proxy import Proxy
+from gateway.service import GatewayService
+from gateway.settings import GatewaySettings
+from gateway.store import INDEXES
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    async def on_startup(app: FastAPI) -> None:
+        app.state.gateway_service = GatewayService(settings, app.state.store)
+        app.state.proxy = Proxy(settings)
+        await app.state.gateway_service.bootstrap()
+
+    async def on_shutdown(app: FastAPI) -> None:
+        await app.state.proxy.close()
+
+    app = create_service_app(
+        settings,
+        title="Tribune gateway",
+        routers=[router, forwarding_router()],
+        indexes=INDEXES,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        description="The one door for clients: log in, the federation tree, users, and every "
+        "service's API under /api/v1 (forwarded with the caller's signed identity).",
+    )
+
+    @app.exception_handler(Unauthorized)
+    async def on_unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            exc.body(), status_code=exc.status_code, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(TooManyAttempts)
+    async def on_too_many(_: Request, exc: TooManyAttempts) -> JSONResponse:
+        return JSONResponse(
+            exc.body(), status_code=exc.status_code, headers={"Retry-After": str(exc.retry_after)}
+        )
+
+    return app
+
+
+if __name__ == "__main__":
+    settings = GatewaySettings()
+    serve(create_app(settings), settings)

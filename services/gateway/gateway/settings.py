@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+from tribune_shared.settings import DEV_SECRET, ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    service_name = "gateway"
+    secret_fields: ClassVar[tuple[str, ...]] = ("identity_secret", "jwt_secret")
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    http_port: int = 8000
+    worker_port: int = 8200
+
+    # ------------------------------------------------------------ client tokens
+    #: signs the clients' access tokens (HS256); refused outside development if default/short
+    jwt_secret: str = DEV_SECRET
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+
+    # ------------------------------------------------------------ bootstrap (first start only)
+    root_federation_name: str = Field(default="National", min_length=1, max_length=200)
+    admin_email: str = Field(default="admin@tribune.local", min_length=3, max_length=254)
+    #: when unset, a strong password is generated and logged once
+    admin_password: str | None = Field(default=None, max_length=1024)
+
+    # ------------------------------------------------------------ accounts and login
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    login_max_attempts: int = Field(default=5, ge=1, le=1000, description="failures per window")
+    login_window_seconds: float = Field(default=300, gt=0, le=86_400)
+    login_limiter_max_tracked: int = Field(default=100_000, ge=100, le=10_000_000)
+
+    # ------------------------------------------------------------ routing to services
+    contacts_url: str = "http://127.0.0.1:8101"
+    consent_url: str = "http://127.0.0.1:8102"
+    memberships_url: str = "http://127.0.0.1:8103"
+    messaging_url: str = "http://127.0.0.1:8104"
+    upstream_connect_timeout_seconds: float = Field(default=2, gt=0, le=60)
+    upstream_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    upstream_max_connections: int = Field(default=200, ge=1, le=10_000)
+    max_request_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31)
+
+    @field_validator("admin_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check_admin_password(self) -> GatewaySettings:
+        if self.admin_password is not None and len(self.admin_password) < self.password_min_length:
+            raise ValueError(
+                f"GATEWAY_ADMIN_PASSWORD must have at least {self.password_min_length} characters"
+            )
+        return self

@@ -1,0 +1,19 @@
+"""Gateway worker process: ``python -m gateway.worker`` (the outbox relay: federation-*)."""
+
+from __future__ import annotations
+
+from tribune_shared.store import Store
+from tribune_shared.worker import Worker, configure_worker_logging, run_worker
+
+from gateway.settings import GatewaySettings
+from gateway.store import INDEXES
+
+
+def build_worker(settings: GatewaySettings | None = None) -> Worker:
+    settings = settings or GatewaySettings()
+    configure_worker_logging(settings)
+    return Worker(settings, Store(settings), groups=[], indexes=INDEXES)
+
+
+if __name__ == "__main__":
+    run_worker(build_worker)

@@ -1,0 +1,579 @@
+"""Gateway over the real store: bootstrap, login, the federation tree, users, forwarding
+to a real HTTP service with a signed identity, and the person view."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import gateway.service as gateway_service_module
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+from gateway.main import create_app
+from gateway.service import GatewayService
+from gateway.settings import GatewaySettings
+from gateway.store import FEDERATIONS, USERS
+from tribune_shared.auth import IDENTITY_HEADER, Role, verify_identity
+from tribune_shared.outbox import OUTBOX
+from tribune_shared.store import Store
+
+pytestmark = pytest.mark.integration
+
+ADMIN_EMAIL = "admin@tribune.local"
+ADMIN_PASSWORD = "admin-password-for-tests-1"
+PASSWORD = "a-good-long-password"
+
+
+# ---------------------------------------------------------------- a real upstream service
+
+echo_app = FastAPI()
+
+
+@echo_app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def echo(request: Request, path: str) -> JSONResponse:
+    """Tells what it received; ``?status=`` picks the answer's status; contact "missing" is
+    unknown; the messages listing is broken."""
+    if path.endswith("/missing"):
+        return JSONResponse({"error": "not_found", "detail": "contact not found"}, 404)
+    if path.startswith("api/v1/messages"):
+        return JSONResponse({"error": "internal"}, 500)
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": dict(request.headers),
+            "body": (await request.body()).decode(),
+        },
+        status_code=int(request.query_params.get("status", 200)),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            echo_app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "echo server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def env(isolated_env, monkeypatch, upstream):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("GATEWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    monkeypatch.setenv("GATEWAY_CONTACTS_URL", upstream)
+    monkeypatch.setenv("GATEWAY_CONSENT_URL", upstream)
+    monkeypatch.setenv("GATEWAY_MEMBERSHIPS_URL", upstream)
+    monkeypatch.setenv("GATEWAY_MESSAGING_URL", dead)
+    monkeypatch.setenv("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "2")
+    return isolated_env
+
+
+@pytest.fixture
+def api(env) -> Iterator[tuple[TestClient, GatewaySettings]]:
+    settings = GatewaySettings()
+    with TestClient(create_app(settings)) as client:
+        yield client, settings
+
+
+def read(settings: GatewaySettings, collection: str, query: dict | None = None) -> list[dict]:
+    async def run():
+        store = Store(settings)
+        try:
+            return await store[collection].find(query or {}).to_list()
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def login(client: TestClient, email: str, password: str):
+    return client.post("/api/v1/auth/token", data={"username": email, "password": password})
+
+
+def bearer(client: TestClient, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD):
+    r = login(client, email, password)
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def root_of(client: TestClient, headers) -> dict:
+    (root,) = [f for f in client.get("/api/v1/federations", headers=headers).json()]
+    return root
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_creates_root_and_admin_once_across_two_starts(env):
+    for _ in range(2):
+        with TestClient(create_app(GatewaySettings())) as client:
+            assert client.get("/health").status_code == 200
+    settings = GatewaySettings()
+    federations = read(settings, FEDERATIONS)
+    assert len(federations) == 1
+    root = federations[0]
+    assert root["name"] == "National"
+    assert root["parent_id"] is None
+    assert root["path"] == f"/{root['_id']}/"
+    assert len(root["_id"]) == 32
+    users = read(settings, USERS)
+    assert [(u["email"], u["role"], u["federation_path"]) for u in users] == [
+        (ADMIN_EMAIL, "admin", root["path"])
+    ]
+    assert users[0]["password_hash"].startswith("$argon2id$")
+    events = read(settings, OUTBOX)
+    assert [e["topic"] for e in events] == ["federation-created"]
+    envelope = events[0]["envelope"]
+    assert envelope["producer"] == "gateway"
+    assert envelope["federation_path"] == root["path"]
+    assert envelope["data"] == {
+        "federation_id": root["_id"],
+        "parent_id": None,
+        "name": "National",
+        "path": root["path"],
+    }
+
+
+def test_two_processes_bootstrapping_at_once_create_one_root(env):
+    settings = GatewaySettings()
+
+    async def run():
+        stores = [Store(settings), Store(settings)]
+        try:
+            from gateway.store import INDEXES
+
+            await stores[0].ensure_indexes(INDEXES)
+            return await asyncio.gather(*(GatewayService(settings, s).bootstrap() for s in stores))
+        finally:
+            for s in stores:
+                await s.close()
+
+    assert sorted(asyncio.run(run())) == [False, True]
+    assert len(read(settings, FEDERATIONS)) == 1
+    assert len(read(settings, USERS)) == 1
+    assert len(read(settings, OUTBOX)) == 1
+
+
+class RecordingLog:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def info(self, event: str, **kw) -> None:
+        self.events.append((event, kw))
+
+    warning = info
+
+
+def test_generated_admin_password_is_logged_once_and_works(isolated_env, monkeypatch):
+    monkeypatch.delenv("GATEWAY_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setenv("GATEWAY_ADMIN_EMAIL", "Chief@Tribune.Local")
+    recorder = RecordingLog()
+    monkeypatch.setattr(gateway_service_module, "log", recorder)
+    for _ in range(2):
+        with TestClient(create_app(GatewaySettings())) as client:
+            pass
+    generated = [kw for e, kw in recorder.events if e == "gateway.admin_password_generated"]
+    assert len(generated) == 1
+    assert generated[0]["email"] == "chief@tribune.local"
+    password = generated[0]["password"]
+    assert len(password) >= 24
+    with TestClient(create_app(GatewaySettings())) as client:
+        assert login(client, "chief@tribune.local", password).status_code == 200
+
+
+# ---------------------------------------------------------------- login
+
+
+def test_login_returns_a_bearer_token_that_opens_me(api):
+    client, settings = api
+    r = login(client, "  ADMIN@tribune.local", ADMIN_PASSWORD)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == settings.access_token_ttl_seconds
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.status_code == 200, me.text
+    assert me.json()["email"] == ADMIN_EMAIL
+    assert me.json()["role"] == "admin"
+    assert me.json()["federation_name"] == "National"
+    assert "password_hash" not in me.json()
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(api):
+    client, _ = api
+    wrong = login(client, ADMIN_EMAIL, "not-the-password")
+    unknown = login(client, "nobody@tribune.local", ADMIN_PASSWORD)
+    assert wrong.status_code == unknown.status_code == 401
+    assert (
+        wrong.json()
+        == unknown.json()
+        == {
+            "error": "unauthorized",
+            "detail": "incorrect email or password",
+        }
+    )
+    assert wrong.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_malformed_login_form_is_422_with_the_field(api):
+    client, _ = api
+    r = client.post("/api/v1/auth/token", data={"username": ADMIN_EMAIL})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "password"
+    r = client.post("/api/v1/auth/token", json={"username": ADMIN_EMAIL, "password": "x"})
+    assert r.status_code == 422
+
+
+def test_repeated_failures_lock_the_email_even_for_the_right_password(env, monkeypatch):
+    monkeypatch.setenv("GATEWAY_LOGIN_MAX_ATTEMPTS", "2")
+    with TestClient(create_app(GatewaySettings())) as client:
+        assert login(client, ADMIN_EMAIL, "wrong-1").status_code == 401
+        assert login(client, ADMIN_EMAIL, "wrong-2").status_code == 401
+        locked = login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        assert locked.status_code == 429
+        assert locked.json()["error"] == "too_many_attempts"
+        assert int(locked.headers["Retry-After"]) >= 1
+        assert login(client, "other@tribune.local", "x").status_code == 401  # per email
+
+
+def test_missing_or_bad_token_is_401(api):
+    client, settings = api
+    assert client.get("/api/v1/me").status_code == 401
+    r = client.get("/api/v1/me", headers={"Authorization": "Bearer not-a-token"})
+    assert r.status_code == 401
+    # A token for a user that no longer exists (or another secret) is refused.
+    from gateway.security import issue_token
+
+    ghost = issue_token("no-such-user", settings.jwt_secret, 60).token
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {ghost}"}).status_code == 401
+
+
+# ---------------------------------------------------------------- federations and users
+
+
+def test_child_federation_and_its_user_who_sees_only_their_subtree(api):
+    client, settings = api
+    admin = bearer(client)
+    root = root_of(client, admin)
+
+    r = client.post("/api/v1/federations", json={"name": "  Paris "}, headers=admin)
+    assert r.status_code == 201, r.text
+    paris = r.json()
+    assert paris["name"] == "Paris"
+    assert paris["parent_id"] == root["id"]
+    assert paris["path"] == f"{root['path']}{paris['id']}/"
+    lyon = client.post(
+        "/api/v1/federations", json={"name": "Lyon", "parent_id": root["id"]}, headers=admin
+    ).json()
+
+    created = [e["envelope"] for e in read(settings, OUTBOX) if e["topic"] == "federation-created"]
+    assert [e["data"]["path"] for e in created] == [root["path"], paris["path"], lyon["path"]]
+    assert created[1]["federation_id"] == paris["id"]
+
+    r = client.post(
+        "/api/v1/users",
+        json={
+            "email": "Sec@Paris.example.org",
+            "password": PASSWORD,
+            "role": "admin",
+            "federation_id": paris["id"],
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    user = r.json()
+    assert user["email"] == "sec@paris.example.org"
+    assert user["federation_path"] == paris["path"]
+    assert "password" not in user and "password_hash" not in user
+
+    paris_admin = bearer(client, "sec@paris.example.org", PASSWORD)
+    ix = client.post("/api/v1/federations", json={"name": "Paris 11e"}, headers=paris_admin)
+    assert ix.status_code == 201
+    assert ix.json()["path"] == f"{paris['path']}{ix.json()['id']}/"
+
+    seen = client.get("/api/v1/federations", headers=paris_admin).json()
+    assert [f["id"] for f in seen] == [paris["id"], ix.json()["id"]]
+    everything = client.get("/api/v1/federations", headers=admin).json()
+    assert {f["id"] for f in everything} == {root["id"], paris["id"], lyon["id"], ix.json()["id"]}
+
+
+def test_outside_the_subtree_is_404(api):
+    client, _ = api
+    admin = bearer(client)
+    root = root_of(client, admin)
+    paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
+    lyon = client.post("/api/v1/federations", json={"name": "Lyon"}, headers=admin).json()
+    client.post(
+        "/api/v1/users",
+        json={
+            "email": "a@paris.org",
+            "password": PASSWORD,
+            "role": "admin",
+            "federation_id": paris["id"],
+        },
+        headers=admin,
+    )
+    paris_admin = bearer(client, "a@paris.org", PASSWORD)
+    for parent in (lyon["id"], root["id"], "0" * 32):
+        r = client.post(
+            "/api/v1/federations", json={"name": "X", "parent_id": parent}, headers=paris_admin
+        )
+        assert r.status_code == 404, r.text
+        assert r.json()["detail"] == [{"field": "parent_id", "reason": "federation not found"}]
+        r = client.post(
+            "/api/v1/users",
+            json={
+                "email": "b@lyon.org",
+                "password": PASSWORD,
+                "role": "viewer",
+                "federation_id": parent,
+            },
+            headers=paris_admin,
+        )
+        assert r.status_code == 404, r.text
+        assert r.json()["detail"][0]["field"] == "federation_id"
+
+
+def test_non_admins_may_not_create_federations_or_users(api):
+    client, _ = api
+    admin = bearer(client)
+    client.post(
+        "/api/v1/users",
+        json={"email": "sec@tribune.org", "password": PASSWORD, "role": "secretary"},
+        headers=admin,
+    )
+    secretary = bearer(client, "sec@tribune.org", PASSWORD)
+    r = client.post("/api/v1/federations", json={"name": "Nice"}, headers=secretary)
+    assert r.status_code == 403
+    assert r.json()["error"] == "forbidden"
+    r = client.post(
+        "/api/v1/users",
+        json={"email": "x@tribune.org", "password": PASSWORD, "role": "admin"},
+        headers=secretary,
+    )
+    assert r.status_code == 403
+    # but they may read their tree and themselves
+    assert client.get("/api/v1/federations", headers=secretary).status_code == 200
+    assert client.get("/api/v1/me", headers=secretary).json()["role"] == "secretary"
+
+
+def test_user_refusals_and_validation(api):
+    client, settings = api
+    admin = bearer(client)
+    ok = {"email": "dup@tribune.org", "password": PASSWORD, "role": "viewer"}
+    assert client.post("/api/v1/users", json=ok, headers=admin).status_code == 201
+    r = client.post("/api/v1/users", json={**ok, "email": "DUP@tribune.org"}, headers=admin)
+    assert r.status_code == 409
+    assert r.json()["detail"] == [
+        {"field": "email", "reason": "a user with this email already exists"}
+    ]
+
+    def field_of(body):
+        r = client.post("/api/v1/users", json=body, headers=admin)
+        assert r.status_code == 422, r.text
+        return r.json()["detail"][0]["field"], r.json()["detail"][0]["reason"]
+
+    short = "x" * (settings.password_min_length - 1)
+    assert field_of({**ok, "email": "new@tribune.org", "password": short}) == (
+        "password",
+        f"must have at least {settings.password_min_length} characters",
+    )
+    assert field_of({**ok, "email": "not-an-email"})[0] == "email"
+    assert field_of({**ok, "email": "new@tribune.org", "role": "king"})[0] == "role"
+    assert field_of({"email": "new@tribune.org", "role": "viewer"})[0] == "password"
+    assert (
+        field_of({**ok, "email": "new@tribune.org", "federation_id": "../x"})[0] == "federation_id"
+    )
+    assert len(read(settings, USERS)) == 2  # the admin and dup@: nothing half written
+
+
+def test_federation_refusals_and_validation(api):
+    client, settings = api
+    admin = bearer(client)
+    first = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
+    r = client.post("/api/v1/federations", json={"name": " paris "}, headers=admin)
+    assert r.status_code == 409
+    assert r.json()["existing_id"] == first["id"]
+    for body, field in (({"name": ""}, "name"), ({}, "name"), ({"name": "   "}, "name")):
+        r = client.post("/api/v1/federations", json=body, headers=admin)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["field"] == field
+    assert len(read(settings, FEDERATIONS)) == 2
+    assert len(read(settings, OUTBOX)) == 2
+
+
+# ---------------------------------------------------------------- forwarding
+
+
+def test_forwarded_request_carries_a_signed_identity_with_the_federation_path(api):
+    client, settings = api
+    admin = bearer(client)
+    paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
+    client.post(
+        "/api/v1/users",
+        json={
+            "email": "cm@paris.org",
+            "password": PASSWORD,
+            "role": "campaign_manager",
+            "federation_id": paris["id"],
+        },
+        headers=admin,
+    )
+    manager = bearer(client, "cm@paris.org", PASSWORD)
+    r = client.post(
+        "/api/v1/contacts/abc/tags?dry_run=true&x=%C3%A9",
+        content=b'{"tag": "volunteer"}',
+        headers={**manager, "Content-Type": "application/json", "X-Correlation-ID": "corr-123"},
+    )
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    assert seen["method"] == "POST"
+    assert seen["path"] == "/api/v1/contacts/abc/tags"
+    assert seen["query"] == "dry_run=true&x=%C3%A9"
+    assert seen["body"] == '{"tag": "volunteer"}'
+    headers = seen["headers"]
+    assert headers["content-type"] == "application/json"
+    assert headers["x-correlation-id"] == "corr-123"
+    assert "authorization" not in headers  # the client's token stays at the door
+    identity = verify_identity(headers[IDENTITY_HEADER.lower()], settings.identity_secret)
+    assert identity.email == "cm@paris.org"
+    assert identity.role is Role.campaign_manager
+    assert identity.federation_id == paris["id"]
+    assert identity.federation_path == paris["path"]
+    assert r.headers["X-Correlation-ID"] == "corr-123"
+
+
+def test_upstream_status_and_json_body_are_passed_through(api):
+    client, _ = api
+    admin = bearer(client)
+    r = client.get("/api/v1/contacts?status=409", headers=admin)
+    assert r.status_code == 409
+    assert r.json()["path"] == "/api/v1/contacts"
+    r = client.get("/api/v1/contacts/missing", headers=admin)
+    assert r.status_code == 404
+    assert r.json() == {"error": "not_found", "detail": "contact not found"}
+    r = client.get("/api/v1/payments/p1", headers=admin)
+    assert r.status_code == 200 and r.json()["path"] == "/api/v1/payments/p1"
+
+
+def test_forwarding_needs_a_token(api):
+    client, _ = api
+    assert client.get("/api/v1/contacts/abc").status_code == 401
+    assert client.delete("/api/v1/memberships/m1").status_code == 401
+
+
+def test_payment_webhook_is_public_and_forwarded_untouched(api):
+    client, _ = api
+    raw = b'{"id":"evt_1", "amount":  1500}'
+    r = client.post(
+        "/api/v1/webhooks/payments",
+        content=raw,
+        headers={
+            "Content-Type": "application/json",
+            "X-Tribune-Timestamp": "1700000000",
+            "X-Tribune-Signature": "v1=abcdef",
+            "Authorization": "Bearer whatever",
+        },
+    )
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    assert seen["body"] == raw.decode()
+    assert seen["headers"]["x-tribune-timestamp"] == "1700000000"
+    assert seen["headers"]["x-tribune-signature"] == "v1=abcdef"
+    assert IDENTITY_HEADER.lower() not in seen["headers"]
+    assert "authorization" not in seen["headers"]
+
+
+def test_a_down_service_gives_503_with_a_clear_message(api):
+    client, _ = api
+    admin = bearer(client)
+    r = client.get("/api/v1/messages", headers=admin)
+    assert r.status_code == 503
+    assert r.json() == {
+        "error": "service_unavailable",
+        "detail": "the messaging service is unreachable; try again later",
+        "service": "messaging",
+    }
+
+
+# ---------------------------------------------------------------- person view
+
+
+def test_person_view_degrades_the_parts_whose_service_fails(api, monkeypatch):
+    client, settings = api
+    admin = bearer(client)
+    r = client.get("/api/v1/people/c1", headers=admin)
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["contact"]["path"] == "/api/v1/contacts/c1"
+    assert (
+        verify_identity(
+            view["contact"]["headers"][IDENTITY_HEADER.lower()], settings.identity_secret
+        ).email
+        == ADMIN_EMAIL
+    )
+    assert view["consents"]["path"] == "/api/v1/consents/c1"
+    assert view["memberships"]["path"] == "/api/v1/memberships"
+    assert view["memberships"]["query"] == "contact_id=c1"
+    assert view["messages"] is None  # messaging is down
+    assert view["unavailable"] == ["messaging"]
+
+
+def test_person_view_reports_a_failing_service_and_404_for_an_unknown_contact(
+    env, monkeypatch, upstream
+):
+    monkeypatch.setenv("GATEWAY_MESSAGING_URL", upstream)  # answers 500 on /messages
+    with TestClient(create_app(GatewaySettings())) as client:
+        admin = bearer(client)
+        view = client.get("/api/v1/people/c1", headers=admin).json()
+        assert view["unavailable"] == ["messaging"]
+        assert view["contact"] is not None
+        r = client.get("/api/v1/people/missing", headers=admin)
+        assert r.status_code == 404
+        assert client.get("/api/v1/people/a.b", headers=admin).status_code == 422
+        assert client.get("/api/v1/people/c1").status_code == 401
+
+
+def test_openapi_lists_the_gateway_and_forwarded_routes(api):
+    client, _ = api
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/v1/auth/token",
+        "/api/v1/me",
+        "/api/v1/federations",
+        "/api/v1/users",
+        "/api/v1/people/{contact_id}",
+        "/api/v1/contacts/{path}",
+        "/api/v1/consents/{path}",
+        "/api/v1/memberships/{path}",
+        "/api/v1/payments/{path}",
+        "/api/v1/messages/{path}",
+        "/api/v1/webhooks/payments",
+    ):
+        assert path in paths, path
+    assert "security" not in paths["/api/v1/webhooks/payments"]["post"]
