@@ -3,6 +3,7 @@ the real store: they are started when absent (a missing broker fails, never skip
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Iterator
 
@@ -31,7 +32,11 @@ def isolated_env(infra, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, s
         "TRIBUNE_MONGO_URL": infra.mongo_url,
         "TRIBUNE_TOPIC_PREFIX": f"t{unique}.",
         "TRIBUNE_DATABASE_PREFIX": f"t{unique}_",
-        "TRIBUNE_IDENTITY_SECRET": f"test-identity-secret-{unique}",
+        # Outside development the settings refuse default secrets: generate them.
+        "TRIBUNE_IDENTITY_SECRET": secrets.token_urlsafe(32),
+        "TRIBUNE_JWT_SECRET": secrets.token_urlsafe(32),
+        "TRIBUNE_WEBHOOK_SECRET": secrets.token_urlsafe(32),
+        "TRIBUNE_UNSUBSCRIBE_SECRET": secrets.token_urlsafe(32),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -62,7 +62,7 @@ def install_common(app: FastAPI, service: str) -> None:
 
     @app.exception_handler(DomainError)
     async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     app.include_router(ops_router())
 

@@ -11,9 +11,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, Request
 from pydantic import BaseModel, ConfigDict
 
+from tribune_shared.errors import Forbidden, Unauthorized
 from tribune_shared.events import utcnow
 from tribune_shared.store import subtree_filter
 
@@ -87,12 +88,12 @@ def current_identity(
 ) -> Identity:
     """FastAPI dependency: the verified caller, or 401."""
     if not x_tribune_identity:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing identity")
+        raise Unauthorized("missing identity")
     secret = request.app.state.settings.identity_secret
     try:
         return verify_identity(x_tribune_identity, secret)
     except InvalidIdentity as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid identity") from exc
+        raise Unauthorized("invalid identity") from exc
 
 
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]
@@ -104,7 +105,7 @@ def require_roles(*roles: Role):
 
     def check(identity: CurrentIdentity) -> Identity:
         if identity.role not in allowed:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {identity.role} may not do this")
+            raise Forbidden(f"role {identity.role} may not do this")
         return identity
 
     return Depends(check)

@@ -9,10 +9,18 @@ class DomainError(Exception):
     status_code = 400
     code = "error"
 
-    def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.headers = headers or {}
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -52,3 +60,49 @@ class Refused(DomainError):
 class Unauthorized(DomainError):
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    """403: authenticated, but the role may not do this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(DomainError):
+    """429 with Retry-After."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(
+            message, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **extra
+        )
+        self.retry_after = retry_after
+
+
+class BadGateway(DomainError):
+    """502: a downstream provider (SMTP server, SMS gateway) did not take the request."""
+
+    status_code = 502
+    code = "bad_gateway"
+
+
+class ServiceUnavailable(DomainError):
+    """503: a dependency could not be reached; nothing was sent to it."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+class GatewayTimeout(DomainError):
+    """504: a dependency was reached but did not answer in time."""
+
+    status_code = 504
+    code = "service_timeout"

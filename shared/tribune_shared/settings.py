@@ -75,7 +75,8 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> ServiceSettings:
-        if self.environment is Environment.production:
+        # Tests run with generated secrets too, so only local development may use defaults.
+        if self.environment is not Environment.development:
             for name in self.secret_fields:
                 value = str(getattr(self, name))
                 if value == DEV_SECRET or len(value) < 32:

@@ -127,22 +127,30 @@ def spawn_child(mode: str, env_extra: dict[str, str], arg: str = "") -> subproce
 
 
 def wait_line(proc: subprocess.Popen, wanted: str, timeout: float = 60) -> None:
-    import selectors
+    """Block until the child prints ``wanted`` (a reader thread: select() cannot see
+    lines already buffered by the pipe's reader)."""
+    import queue
+    import threading
 
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    import time
+    lines: queue.Queue[str] = queue.Queue()
 
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        if sel.select(timeout=0.5):
-            line = proc.stdout.readline()
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    try:
+        while True:
+            line = lines.get(timeout=timeout)
             if not line:
                 break
             seen.append(line)
             if line.strip() == wanted:
                 return
+    except queue.Empty:
+        pass
     proc.kill()
     raise AssertionError(f"child never printed {wanted!r}; output: {''.join(seen)[-3000:]}")
 

@@ -71,7 +71,13 @@ def _spec(cfg: StackConfig, name: str) -> ProcessSpec:
 
 # --- secrets and environment -------------------------------------------------------------
 
-_SECRET_KEYS = ("identity_secret", "jwt_secret", "webhook_secret", "admin_password")
+_SECRET_KEYS = (
+    "identity_secret",
+    "jwt_secret",
+    "webhook_secret",
+    "unsubscribe_secret",
+    "admin_password",
+)
 
 
 def stack_secrets(cfg: StackConfig) -> dict[str, str]:
@@ -114,6 +120,7 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         "MESSAGING_SMTP_PORT": str(cfg.smtp_port),
         "MEMBERSHIPS_WEBHOOK_SECRET": sec["webhook_secret"],
         "GATEWAY_JWT_SECRET": sec["jwt_secret"],
+        "MESSAGING_UNSUBSCRIBE_SECRET": sec["unsubscribe_secret"],
         "GATEWAY_ADMIN_EMAIL": cfg.admin_email,
         "GATEWAY_ADMIN_PASSWORD": sec["admin_password"],
     }

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Depends, Path, Request, Response, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from tribune_shared.auth import Identity, Role
-from tribune_shared.errors import Unauthorized
+from tribune_shared.errors import Forbidden, Unauthorized
 
-from gateway.errors import Forbidden
 from gateway.proxy import Proxy
 from gateway.routing import ROUTES, Route
-from gateway.service import GatewayService
+from gateway.service import BEARER_CHALLENGE, GatewayService
 
 TOKEN_URL = "/api/v1/auth/token"
 oauth2 = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
@@ -36,7 +35,7 @@ Forwarder = Annotated[Proxy, Depends(proxy)]
 async def client_identity(svc: Service, token: Annotated[str | None, Depends(oauth2)]) -> Identity:
     """The authenticated client (Bearer access token), or 401."""
     if not token:
-        raise Unauthorized("not authenticated")
+        raise Unauthorized("not authenticated", headers=BEARER_CHALLENGE)
     return await svc.identity_for_token(token)
 
 

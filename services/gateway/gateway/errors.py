@@ -1,19 +1,13 @@
-"""Gateway answers the kernel's errors do not cover (429, 403, 413, 503, 504)."""
+"""The gateway's own refusal: too many failed logins (429 with Retry-After)."""
 
 from __future__ import annotations
 
 import math
 
-from tribune_shared.errors import DomainError
+from tribune_shared.errors import TooManyRequests
 
 
-class Forbidden(DomainError):
-    status_code = 403
-    code = "forbidden"
-
-
-class TooManyAttempts(DomainError):
-    status_code = 429
+class TooManyAttempts(TooManyRequests):
     code = "too_many_attempts"
 
     def __init__(self, retry_after: float) -> None:
@@ -21,23 +15,3 @@ class TooManyAttempts(DomainError):
         super().__init__(
             f"too many failed logins for this email; retry in {seconds} s", retry_after=seconds
         )
-        self.retry_after = seconds
-
-
-class PayloadTooLarge(DomainError):
-    status_code = 413
-    code = "payload_too_large"
-
-
-class ServiceUnavailable(DomainError):
-    """503: the owning service could not be reached (nothing was sent to it)."""
-
-    status_code = 503
-    code = "service_unavailable"
-
-
-class ServiceTimeout(DomainError):
-    """504: the owning service was reached but did not answer in time."""
-
-    status_code = 504
-    code = "service_timeout"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from tribune_shared.app import create_service_app, serve
-from tribune_shared.errors import Unauthorized
 
 from gateway.api import forwarding_router, router
-from gateway.errors import TooManyAttempts
 from gateway.proxy import Proxy
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
@@ -36,18 +33,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="The one door for clients: log in, the federation tree, users, and every "
         "service's API under /api/v1 (forwarded with the caller's signed identity).",
     )
-
-    @app.exception_handler(Unauthorized)
-    async def on_unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return JSONResponse(
-            exc.body(), status_code=exc.status_code, headers={"WWW-Authenticate": "Bearer"}
-        )
-
-    @app.exception_handler(TooManyAttempts)
-    async def on_too_many(_: Request, exc: TooManyAttempts) -> JSONResponse:
-        return JSONResponse(
-            exc.body(), status_code=exc.status_code, headers={"Retry-After": str(exc.retry_after)}
-        )
 
     return app
 

@@ -11,10 +11,9 @@ import httpx
 from fastapi import Request, Response
 from tribune_shared.app import CORRELATION_HEADER
 from tribune_shared.auth import IDENTITY_HEADER, Identity, sign_identity
-from tribune_shared.errors import NotFound
+from tribune_shared.errors import GatewayTimeout, NotFound, PayloadTooLarge, ServiceUnavailable
 from tribune_shared.logging import current_correlation_id, get_logger, new_correlation_id
 
-from gateway.errors import PayloadTooLarge, ServiceTimeout, ServiceUnavailable
 from gateway.routing import Route, service_url
 from gateway.settings import GatewaySettings
 
@@ -90,7 +89,7 @@ class Proxy:
             ) from exc
         except httpx.TimeoutException as exc:
             log.warning("gateway.service_timeout", service=service, error=repr(exc))
-            raise ServiceTimeout(
+            raise GatewayTimeout(
                 f"the {service} service did not answer in time", service=service
             ) from exc
         except httpx.TransportError as exc:
@@ -132,7 +131,7 @@ class Proxy:
                 part.service,
                 self.client.build_request("GET", url, headers=headers, params=part.params),
             )
-        except (ServiceUnavailable, ServiceTimeout):
+        except (ServiceUnavailable, GatewayTimeout):
             return None
         if response.status_code == 404:
             return 404, None

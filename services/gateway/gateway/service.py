@@ -30,6 +30,8 @@ from gateway.security import (
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
 log = get_logger(__name__)
 
 BAD_CREDENTIALS = "incorrect email or password"
@@ -111,7 +113,7 @@ class GatewayService:
         if not ok or user is None or not user.get("active", False):
             self.limiter.failed(key)
             log.info("gateway.login_failed", email_known=user is not None)
-            raise Unauthorized(BAD_CREDENTIALS)
+            raise Unauthorized(BAD_CREDENTIALS, headers=BEARER_CHALLENGE)
         self.limiter.succeeded(key)
         if needs_rehash(user["password_hash"]):
             await self.data.set_password_hash(
@@ -126,10 +128,10 @@ class GatewayService:
         try:
             user_id = verify_token(token, self.settings.jwt_secret)
         except InvalidToken as exc:
-            raise Unauthorized("invalid or expired token") from exc
+            raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE) from exc
         user = await self.data.find_user(user_id)
         if user is None or not user.get("active", False):
-            raise Unauthorized("invalid or expired token")
+            raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
         return identity_of(user)
 
     async def me(self, identity: Identity) -> dict[str, Any]:

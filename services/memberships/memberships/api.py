@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
-from tribune_shared.errors import DomainError
+from tribune_shared.errors import PayloadTooLarge
 from tribune_shared.events.contracts import PaymentMethod
 
 from memberships.domain import MembershipStatus
@@ -29,11 +29,6 @@ def service(request: Request) -> MembershipsService:
 
 
 Service = Annotated[MembershipsService, Depends(service)]
-
-
-class PayloadTooLarge(DomainError):
-    status_code = 413
-    code = "payload_too_large"
 
 
 # ---------------------------------------------------------------- payment webhook

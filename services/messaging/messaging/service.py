@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from tribune_shared.auth import Identity
-from tribune_shared.errors import DomainError, NotFound, Refused
+from tribune_shared.errors import BadGateway, NotFound, Refused
 from tribune_shared.events import new_envelope, utcnow
 from tribune_shared.events.contracts import Channel, MessageFailedV1, MessageSentV1
 from tribune_shared.logging import get_logger
@@ -35,10 +35,9 @@ from messaging.store import MessagingStore
 log = get_logger(__name__)
 
 
-class DeliveryFailed(DomainError):
+class DeliveryFailed(BadGateway):
     """502: the provider did not take the message (it is logged as failed)."""
 
-    status_code = 502
     code = "delivery_failed"
 
 

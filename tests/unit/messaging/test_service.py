@@ -94,7 +94,7 @@ def messages() -> FakeMessages:
 
 def build(messages: FakeMessages, mailer: FakeMailer) -> tuple[MessagingService, FakeOutbox]:
     outbox = FakeOutbox()
-    settings = MessagingSettings(environment="test")
+    settings = MessagingSettings()
     svc = MessagingService(settings, FakeStore(), mailer, messages=messages, outbox=outbox)
     return svc, outbox
 

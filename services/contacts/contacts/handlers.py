@@ -1,0 +1,15 @@
+"""Event handlers of the contacts service: small, idempotent, given their dependencies.
+
+Contacts consumes only the federation tree for now (to place contacts in a federation
+of the caller's subtree); erasure-requested comes next.
+"""
+
+from __future__ import annotations
+
+from tribune_shared.bus import Handler
+from tribune_shared.federations import FederationDirectory
+from tribune_shared.store import Store
+
+
+def federation_handlers(store: Store) -> dict[str, Handler]:
+    return FederationDirectory(store).handlers()
