@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.events.contracts import Channel
@@ -88,3 +88,25 @@ async def list_messages(
 ) -> MessageList:
     docs = await svc.history(identity, contact_id, limit)
     return MessageList(items=[MessageView.of(d) for d in docs])
+
+
+class Reachability(BaseModel):
+    contact_id: str
+    channel: Channel
+    purpose: str
+    reachable: bool
+    reason: str | None = Field(description="why a message would be refused now")
+
+
+@router.get("/reachability/{contact_id}", dependencies=[may_read])
+async def reachability(
+    svc: Service,
+    identity: CurrentIdentity,
+    contact_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    purpose: Annotated[str, Query(min_length=1, max_length=64)],
+    channel: Channel = Channel.email,
+) -> Reachability:
+    reachable, reason = await svc.reachability(identity, contact_id, channel, purpose)
+    return Reachability(
+        contact_id=contact_id, channel=channel, purpose=purpose, reachable=reachable, reason=reason
+    )

@@ -61,6 +61,21 @@ class MessagingService:
             subject_max_chars=settings.subject_max_chars, text_max_chars=settings.text_max_chars
         )
 
+    async def reachability(
+        self, identity: Identity, contact_id: str, channel: Channel, purpose: str
+    ) -> tuple[bool, str | None]:
+        """Whether a message on ``channel`` for ``purpose`` would be sent now, and why not:
+        the very rule ``send`` applies, on messaging's own view."""
+        recipient = await self.messages.find_recipient(identity, contact_id)
+        if recipient is None:
+            raise NotFound("contact not found")
+        consent = await self.messages.consent(contact_id, channel, purpose)
+        try:
+            check_sendable(recipient, consent, channel, purpose)
+        except Refused as refused:
+            return False, refused.message
+        return True, None
+
     async def send(
         self,
         identity: Identity,
