@@ -27,6 +27,7 @@ from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 
 CORRELATION_HEADER = "X-Correlation-ID"
+OPS_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 log = get_logger(__name__)
 
 
@@ -49,8 +50,17 @@ def install_common(app: FastAPI, service: str) -> None:
         started = time.perf_counter()
         response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
+        elapsed = time.perf_counter() - started
         HTTP_REQUESTS.labels(service, request.method, route, response.status_code).inc()
-        HTTP_LATENCY.labels(service, request.method, route).observe(time.perf_counter() - started)
+        HTTP_LATENCY.labels(service, request.method, route).observe(elapsed)
+        if route not in OPS_ROUTES:  # probes and scrapes would drown the access log
+            log.info(
+                "http.request",
+                method=request.method,
+                route=route,
+                status=response.status_code,
+                duration_ms=round(elapsed * 1000, 1),
+            )
         response.headers[CORRELATION_HEADER] = correlation_id
         return response
 

@@ -12,7 +12,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -150,6 +156,23 @@ class ProcessedEvents:
         return True
 
 
+class _LagCleanup(ConsumerRebalanceListener):
+    """Drops the lag of partitions this worker no longer owns (no stale series)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        for tp in revoked:
+            try:
+                CONSUMER_LAG.remove(self.group, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        pass
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -168,7 +191,6 @@ class EventConsumer:
         self.dlq = dlq_publisher
         self._topic_to_type = {settings.topic(t): t for t in handlers}
         self.consumer = AIOKafkaConsumer(
-            *self._topic_to_type,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.group,
             enable_auto_commit=False,
@@ -176,8 +198,13 @@ class EventConsumer:
             isolation_level="read_committed",
             client_id=f"{settings.service_name}-{group}",
         )
+        self.consumer.subscribe(list(self._topic_to_type), listener=_LagCleanup(self.group))
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
+        for event_type in handlers:  # series exist at 0, so the first DLQ message is an increase
+            DLQ_MESSAGES.labels(settings.service_name, event_type)
+            for outcome in ("ok", "duplicate", "dlq"):
+                EVENTS_HANDLED.labels(settings.service_name, event_type, outcome)
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -267,4 +294,6 @@ class EventConsumer:
             if high is None:
                 continue
             position = await self.consumer.position(tp)
-            CONSUMER_LAG.labels(self.group, tp.topic, tp.partition).set(max(0, high - position))
+            CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(
+                max(0, high - position)
+            )

@@ -112,6 +112,13 @@ class OutboxRelay:
             return False
         return doc is not None and doc["owner"] == self.owner
 
+    async def _report_backlog(self) -> None:
+        try:
+            backlog = await Outbox(self.store).backlog()
+        except Exception:  # the store is down too: nothing trustworthy to report
+            return
+        OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
+
     async def relay_once(self) -> int:
         """Publish one batch of pending events; returns how many were published."""
         pending = (
@@ -128,7 +135,7 @@ class OutboxRelay:
         await self.store[OUTBOX].update_many(
             {"_id": {"$in": [d["_id"] for d in pending]}}, {"$set": {"published_at": utcnow()}}
         )
-        OUTBOX_BACKLOG.labels(self.settings.service_name).set(await Outbox(self.store).backlog())
+        await self._report_backlog()
         return len(pending)
 
     async def run(self) -> None:
@@ -140,6 +147,7 @@ class OutboxRelay:
                         pass
             except Exception as exc:  # keep relaying after transient broker/store errors
                 log.warning("outbox.relay_failed", error=repr(exc))
+                await self._report_backlog()  # so a broker outage shows as a growing backlog
                 await asyncio.sleep(min(1.0, interval * 10))
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=interval)
