@@ -35,6 +35,9 @@ async def consume(settings: BusSettings, store: Store, arg: str) -> None:
     await publisher.start()
 
     async def handle(env, session):
+        if moment == "sigterm-while-handling":
+            say("HANDLING")
+            await asyncio.sleep(1.5)  # SIGTERM arrives now: the work in hand must finish
         if moment == "inside-handler":
             await store["effects"].update_one(
                 {"_id": env.key}, {"$inc": {"applied": 1}}, upsert=True, session=session
@@ -55,8 +58,13 @@ async def consume(settings: BusSettings, store: Store, arg: str) -> None:
             await hang()
 
         consumer.consumer.commit = commit_never
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, consumer.request_stop)
     await consumer.start()
     await consumer.run()
+    await publisher.stop()
+    say("STOPPED")
 
 
 async def write(store: Store, key: str, hang_inside: bool) -> None:

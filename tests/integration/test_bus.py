@@ -115,44 +115,52 @@ async def test_duplicate_delivery_changes_state_once(kit):
     assert calls.count("dup") == 1
 
 
-def spawn_child(mode: str, env_extra: dict[str, str], arg: str = "") -> subprocess.Popen:
-    env = {**os.environ, **env_extra}
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT), mode, arg],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_line(proc: subprocess.Popen, wanted: str, timeout: float = 60) -> None:
-    """Block until the child prints ``wanted`` (a reader thread: select() cannot see
+class Child:
+    """A child process whose stdout lines are read by one thread (select() cannot see
     lines already buffered by the pipe's reader)."""
-    import queue
-    import threading
 
-    lines: queue.Queue[str] = queue.Queue()
+    def __init__(self, mode: str, env_extra: dict[str, str], arg: str = "") -> None:
+        import queue
+        import threading
 
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put("")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), mode, arg],
+            env={**os.environ, **env_extra},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
 
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    try:
-        while True:
-            line = lines.get(timeout=timeout)
-            if not line:
-                break
-            seen.append(line)
-            if line.strip() == wanted:
-                return
-    except queue.Empty:
-        pass
-    proc.kill()
-    raise AssertionError(f"child never printed {wanted!r}; output: {''.join(seen)[-3000:]}")
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_line(self, wanted: str, timeout: float = 60) -> None:
+        import queue
+
+        try:
+            while True:
+                line = self.lines.get(timeout=timeout)
+                if not line:
+                    break
+                self.seen.append(line)
+                if line.strip() == wanted:
+                    return
+        except queue.Empty:
+            pass
+        self.proc.kill()
+        output = "".join(self.seen)[-3000:]
+        raise AssertionError(f"child never printed {wanted!r}; output: {output}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
 
 
 @pytest.mark.parametrize("moment", ["after-handler-before-commit", "inside-handler"])
@@ -162,9 +170,9 @@ async def test_consumer_killed_before_commit_gets_the_message_again_and_handles_
     settings, store, publisher = kit
     group = f"g-kill-{moment}"
     await publisher.publish(envelope("k1"))
-    child = spawn_child("consume", {"BUSTEST_CONSUMER_MAX_RETRIES": "0"}, f"{group}:{moment}")
-    wait_line(child, "READY-TO-DIE")
-    child.send_signal(signal.SIGKILL)
+    child = Child("consume", {"BUSTEST_CONSUMER_MAX_RETRIES": "0"}, f"{group}:{moment}")
+    child.wait_line("READY-TO-DIE")
+    child.signal(signal.SIGKILL)
     child.wait(timeout=10)
 
     before = await store["effects"].find_one({"_id": "k1"})
@@ -196,14 +204,14 @@ async def test_sigkill_between_write_and_publish_neither_loses_nor_invents_event
 ):
     settings, store, publisher = kit
     # 1) committed write, killed before any relay ran: the event must still go out.
-    child = spawn_child("write-then-hang", {}, "committed-1")
-    wait_line(child, "COMMITTED")
-    child.send_signal(signal.SIGKILL)
+    child = Child("write-then-hang", {}, "committed-1")
+    child.wait_line("COMMITTED")
+    child.signal(signal.SIGKILL)
     child.wait(timeout=10)
     # 2) killed inside the transaction, after the state write: nothing may go out.
-    child = spawn_child("hang-in-transaction", {}, "never-1")
-    wait_line(child, "IN-TRANSACTION")
-    child.send_signal(signal.SIGKILL)
+    child = Child("hang-in-transaction", {}, "never-1")
+    child.wait_line("IN-TRANSACTION")
+    child.signal(signal.SIGKILL)
     child.wait(timeout=10)
 
     states = {d["_id"] async for d in store["states"].find({})}
@@ -231,3 +239,30 @@ async def test_projection_ignores_an_older_state_inside_a_handler_transaction(ki
         await store["other"].insert_one({"_id": "still-commits"}, session=session)
     assert (await coll.find_one({"_id": "c1"}))["name"] == "new"
     assert await store["other"].find_one({"_id": "still-commits"})
+
+
+async def test_sigterm_finishes_the_message_in_hand_and_commits_it(kit, isolated_env):
+    settings, store, publisher = kit
+    group = "g-sigterm"
+    await publisher.publish(envelope("t1"))
+    child = Child("consume", {}, f"{group}:sigterm-while-handling")
+    child.wait_line("HANDLING")
+    child.signal(signal.SIGTERM)
+    child.wait_line("STOPPED", timeout=30)
+    assert child.wait(timeout=10) == 0
+    assert (await store["effects"].find_one({"_id": "t1"}))["applied"] == 1
+
+    # The offset was committed: a new member of the group is not handed t1 again.
+    await publisher.publish(envelope("marker"))
+    handle, calls = recording_handler(store)
+    consumer = EventConsumer(
+        settings, store, group=group, handlers={TOPIC: handle}, dlq_publisher=publisher
+    )
+    duplicates_before = EVENTS_HANDLED.labels("bustest", TOPIC, "duplicate")._value.get()
+
+    async def marker_done():
+        return await store["effects"].find_one({"_id": "marker"})
+
+    await run_consumer_until(consumer, marker_done)
+    assert calls == ["marker"]
+    assert EVENTS_HANDLED.labels("bustest", TOPIC, "duplicate")._value.get() == duplicates_before
