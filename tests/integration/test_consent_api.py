@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from consent.main import create_app
 from consent.settings import ConsentSettings
-from consent.store import ConsentStore
 from fastapi.testclient import TestClient
 from tribune_shared.auth import Role
+from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState
 from tribune_shared.outbox import OUTBOX
@@ -23,11 +23,9 @@ LYON = "/root/lyon/"
 
 
 def seed_contact(settings: ConsentSettings, contact_id: str, path: str) -> None:
-    from consent.handlers import contact_handlers
-
     async def run():
         store = Store(settings)
-        handler = contact_handlers(ConsentStore(store))["contact-created"]
+        handler = ContactDirectory(store).on_contact_event
         env = new_envelope(
             ContactCreatedV1(contact_id=contact_id, contact_version=1, contact=ContactState()),
             producer="contacts",

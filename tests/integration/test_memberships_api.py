@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from memberships.handlers import contact_handlers
 from memberships.main import create_app
 from memberships.service import MembershipsService, PaymentNotice
 from memberships.settings import MembershipsSettings
 from memberships.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_headers
-from memberships.store import INDEXES, MEMBERSHIPS, PAYMENTS, MembershipsStore
+from memberships.store import INDEXES, MEMBERSHIPS, PAYMENTS
 from tribune_shared.auth import Role
+from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState, ContactUpdatedV1
 from tribune_shared.outbox import OUTBOX
@@ -57,7 +57,7 @@ async def _project(settings, event, federation_path: str) -> None:
             federation_id=federation_path.rstrip("/").rsplit("/", 1)[-1],
             federation_path=federation_path,
         )
-        handlers = contact_handlers(MembershipsStore(store))
+        handlers = ContactDirectory(store).handlers()
         async with store.transaction() as session:
             await handlers[envelope.type](envelope, session)
     finally:

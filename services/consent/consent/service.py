@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tribune_shared.auth import Identity
+from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.errors import NotFound
 from tribune_shared.events import new_envelope, utcnow
 from tribune_shared.events.contracts import Channel, ConsentGrantedV1, ConsentRevokedV1
@@ -19,6 +20,7 @@ class ConsentService:
         self.settings = settings
         self.store = store
         self.consents = ConsentStore(store)
+        self.contacts = ContactDirectory(store)
         self.outbox = Outbox(store)
 
     async def change(
@@ -33,7 +35,7 @@ class ConsentService:
     ) -> tuple[ConsentStatus, bool]:
         """Record a grant or revocation; returns (status, changed)."""
         check_purpose(purpose, self.settings.purposes)
-        contact = await self.consents.find_contact(identity, contact_id)
+        contact = await self.contacts.visible(identity, contact_id)
         if contact is None:
             raise NotFound("contact not found")
         async with self.store.transaction() as session:
@@ -81,7 +83,7 @@ class ConsentService:
         return wanted, True
 
     async def view(self, identity: Identity, contact_id: str) -> dict:
-        if await self.consents.find_contact(identity, contact_id) is None:
+        if await self.contacts.visible(identity, contact_id) is None:
             raise NotFound("contact not found")
         return {
             "contact_id": contact_id,

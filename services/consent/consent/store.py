@@ -6,18 +6,17 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.auth import Identity
+from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events.contracts import Channel
-from tribune_shared.store import IndexSpec, Store, upsert_if_newer
+from tribune_shared.store import IndexSpec, Store
 
 from consent.domain import ConsentStatus, LedgerEntry
 
-CONTACTS = "contacts"  # projection of contact-* events: who exists, in which federation
 LEDGER = "consent_ledger"  # append-only
 CURRENT = "consents"  # derived current state per contact x channel x purpose
 
 INDEXES = [
-    IndexSpec(CONTACTS, [("federation_path", ASCENDING)]),
+    *ContactDirectory.indexes,
     IndexSpec(LEDGER, [("contact_id", ASCENDING), ("recorded_at", ASCENDING)]),
     IndexSpec(CURRENT, [("contact_id", ASCENDING)]),
     IndexSpec(CURRENT, [("federation_path", ASCENDING)]),
@@ -27,25 +26,6 @@ INDEXES = [
 class ConsentStore:
     def __init__(self, store: Store) -> None:
         self.store = store
-
-    async def project_contact(
-        self,
-        contact_id: str,
-        version: int,
-        federation_id: str,
-        federation_path: str,
-        session: AsyncClientSession,
-    ) -> None:
-        await upsert_if_newer(
-            self.store[CONTACTS],
-            contact_id,
-            version,
-            {"federation_id": federation_id, "federation_path": federation_path},
-            session=session,
-        )
-
-    async def find_contact(self, identity: Identity, contact_id: str) -> dict[str, Any] | None:
-        return await self.store[CONTACTS].find_one({"_id": contact_id, **identity.scope()})
 
     async def history(self, contact_id: str) -> list[LedgerEntry]:
         docs = (

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
 from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
 
-from consent.handlers import contact_handlers
 from consent.settings import ConsentSettings
-from consent.store import INDEXES, ConsentStore
+from consent.store import INDEXES
 
 
 def build_worker(settings: ConsentSettings | None = None) -> Worker:
@@ -16,7 +16,7 @@ def build_worker(settings: ConsentSettings | None = None) -> Worker:
     configure_worker_logging(settings)
     store = Store(settings)
     handlers = {
-        **contact_handlers(ConsentStore(store)),
+        **ContactDirectory(store).handlers(),
         **FederationDirectory(store).handlers(),
     }
     return Worker(settings, store, groups=[ConsumerGroup("consent", handlers)], indexes=INDEXES)

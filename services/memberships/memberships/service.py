@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from tribune_shared.auth import Identity
+from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.errors import DomainError, InvalidField, NotFound
 from tribune_shared.events import Envelope, new_envelope, utcnow
 from tribune_shared.events.contracts import (
@@ -87,6 +88,7 @@ class MembershipsService:
         self.settings = settings
         self.store = store
         self.repo = MembershipsStore(store)
+        self.contacts = ContactDirectory(store)
         self.outbox = Outbox(store)
         self.clock = clock
 
@@ -181,7 +183,7 @@ class MembershipsService:
         )
         if existing is not None:
             return _duplicate(existing)
-        contact = await self.repo.contact(notice.contact_id, session)
+        contact = await self.contacts.get(notice.contact_id, session)
         if contact is None:
             raise NotFound("contact not found", field="contact_id")
 
@@ -318,7 +320,7 @@ class MembershipsService:
     # ------------------------------------------------------------ reads
 
     async def _visible_contact(self, identity: Identity, contact_id: str) -> dict[str, Any]:
-        contact = await self.repo.visible_contact(identity, contact_id)
+        contact = await self.contacts.visible(identity, contact_id)
         if contact is None:
             raise NotFound("contact not found", field="contact_id")
         return contact

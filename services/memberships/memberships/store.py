@@ -9,16 +9,17 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.store import IndexSpec, Store, upsert_if_newer
+from tribune_shared.contact_directory import CONTACT_DIRECTORY, ContactDirectory
+from tribune_shared.store import IndexSpec, Store
 
 from memberships.domain import Membership, MembershipStatus
 
-CONTACTS = "contacts"  # projection of contact-* events: who exists, in which federation
+CONTACTS = CONTACT_DIRECTORY  # the kernel ContactDirectory, plus current_membership_id
 PAYMENTS = "payments"  # one document per provider payment, never twice
 MEMBERSHIPS = "memberships"
 
 INDEXES = [
-    IndexSpec(CONTACTS, [("federation_path", ASCENDING)]),
+    *ContactDirectory.indexes,
     # A provider's payment is recorded once, whatever its retries.
     IndexSpec(
         PAYMENTS,
@@ -58,33 +59,8 @@ class MembershipsStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    # ------------------------------------------------------------ contact projection
-
-    async def project_contact(
-        self,
-        contact_id: str,
-        version: int,
-        federation_id: str,
-        federation_path: str,
-        session: AsyncClientSession,
-    ) -> bool:
-        """Store the contact's federation if ``version`` is newer than the stored one."""
-        return await upsert_if_newer(
-            self.store[CONTACTS],
-            contact_id,
-            version,
-            {"federation_id": federation_id, "federation_path": federation_path},
-            session=session,
-        )
-
-    async def contact(
-        self, contact_id: str, session: AsyncClientSession | None = None
-    ) -> dict[str, Any] | None:
-        """Any contact (the webhook is not scoped to a caller)."""
-        return await self.store[CONTACTS].find_one({"_id": contact_id}, session=session)
-
-    async def visible_contact(self, identity: Identity, contact_id: str) -> dict[str, Any] | None:
-        return await self.store[CONTACTS].find_one({"_id": contact_id, **identity.scope()})
+    # ------------------------------------------------------------ contacts
+    # Which federation each contact is in: the kernel's ContactDirectory (same collection).
 
     async def set_current_membership(
         self, contact_id: str, membership_id: str, session: AsyncClientSession

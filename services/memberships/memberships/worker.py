@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
 from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
 
-from memberships.handlers import contact_handlers
 from memberships.settings import MembershipsSettings
-from memberships.store import INDEXES, MembershipsStore
+from memberships.store import INDEXES
 
 GROUP = "memberships"
 
@@ -18,7 +18,7 @@ def build_worker(settings: MembershipsSettings | None = None) -> Worker:
     configure_worker_logging(settings)
     store = Store(settings)
     handlers = {
-        **contact_handlers(MembershipsStore(store)),
+        **ContactDirectory(store).handlers(),
         **FederationDirectory(store).handlers(),
     }
     return Worker(settings, store, groups=[ConsumerGroup(GROUP, handlers)], indexes=INDEXES)
