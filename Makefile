@@ -7,7 +7,7 @@ SHELL := /bin/bash
 UV       ?= uv
 DEVSTACK := $(UV) run --frozen python -m tribune_devstack
 
-.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test asyncapi
+.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test asyncapi bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,3 +53,8 @@ test: sync fetch-kafka ## run the test suite
 
 asyncapi: | check-uv ## regenerate docs/asyncapi.json from the event contracts
 	$(UV) run --frozen python -m tribune_shared.events.asyncapi > docs/asyncapi.json
+
+bench: sync fetch-kafka ## run every benchmark in bench/ (each starts what it needs, prints its figures)
+	@set -e; for script in bench/*.py; do \
+	  echo "== $$script"; $(UV) run --frozen python $$script; \
+	done

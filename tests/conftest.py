@@ -37,7 +37,21 @@ def isolated_env(infra, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, s
         "TRIBUNE_JWT_SECRET": secrets.token_urlsafe(32),
         "TRIBUNE_WEBHOOK_SECRET": secrets.token_urlsafe(32),
         "TRIBUNE_UNSUBSCRIBE_SECRET": secrets.token_urlsafe(32),
+        "TRIBUNE_SUPPRESSION_SALT": secrets.token_urlsafe(32),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield env
+
+
+#: run order: fast, self-contained tests first; the end-to-end platform (ten processes
+#: polling the shared store) starts last so it does not slow the integration tests down
+_ORDER = ("unit", "contract", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        parts = item.path.parts
+        return next((i for i, name in enumerate(_ORDER) if name in parts), len(_ORDER))
+
+    items.sort(key=rank)  # stable: the order inside each group is kept

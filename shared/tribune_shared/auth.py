@@ -99,9 +99,10 @@ def current_identity(
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]
 
 
-def require_roles(*roles: Role):
-    """Dependency factory: 403 unless the caller has one of ``roles`` (admin always may)."""
-    allowed = {*roles, Role.admin}
+def require_roles(*roles: Role, admin: bool = True):
+    """Dependency factory: 403 unless the caller has one of ``roles`` (admin always may,
+    unless ``admin=False``: e.g. privacy requests are the DPO's alone)."""
+    allowed = {*roles, Role.admin} if admin else set(roles)
 
     def check(identity: CurrentIdentity) -> Identity:
         if identity.role not in allowed:

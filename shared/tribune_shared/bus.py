@@ -36,6 +36,7 @@ from tribune_shared.metrics import (
 )
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
+from tribune_shared.vault import opening, vault_for
 
 log = get_logger(__name__)
 
@@ -188,6 +189,7 @@ class EventConsumer:
         self.group = settings.topic(group)
         self.handlers = handlers
         self.processed = ProcessedEvents(store)
+        self.vault = vault_for(store)
         self.dlq = dlq_publisher
         self._topic_to_type = {settings.topic(t): t for t in handlers}
         self.consumer = AIOKafkaConsumer(
@@ -241,6 +243,8 @@ class EventConsumer:
         bind_correlation_id(envelope.correlation_id)
         structlog.contextvars.bind_contextvars(event_id=envelope.event_id)
         handler = self.handlers[event_type]
+        if envelope.sealed is not None:  # handlers get personal fields in clear (if not erased)
+            handler = opening(handler, self.vault)
         attempts = 0
         transient_deadline = time.monotonic() + self.settings.consumer_transient_retry_seconds
         while True:

@@ -57,6 +57,8 @@ class ServiceSettings(BaseSettings):
     consumer_shutdown_timeout_seconds: float = Field(default=20, gt=0, le=600)
     # Outbox relay limits
     outbox_poll_interval_seconds: float = Field(default=0.05, gt=0, le=60)
+    #: wake the relay on each outbox insert (a change stream) rather than at the next poll
+    outbox_wake_on_insert: bool = False
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_retention_hours: float = Field(default=72, gt=0, le=24 * 365)
     processed_events_retention_days: float = Field(default=30, gt=0, le=3650)
@@ -65,10 +67,21 @@ class ServiceSettings(BaseSettings):
     request_timeout_seconds: float = Field(default=10, gt=0, le=300)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
     max_page_size: int = Field(default=200, ge=1, le=10_000)
+    # Key vault (crypto-shredding of personal fields in events; see tribune_shared.vault)
+    vault_mongo_url: str | None = Field(
+        default=None, description="the vault's server; default: mongo_url (a KMS in production)"
+    )
+    vault_database: str = Field(default="", description="default: <database_prefix>vault")
+    vault_key_cache_seconds: float = Field(default=30, ge=0, le=3600)
+    vault_key_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
 
     @property
     def database_name(self) -> str:
         return f"{self.database_prefix}{self.service_name}"
+
+    @property
+    def vault_database_name(self) -> str:
+        return self.vault_database or f"{self.database_prefix}vault"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
+from tribune_shared.events import Envelope
+from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import Store
+
+T = TypeVar("T")
 
 
 def make_identity(
@@ -89,3 +96,88 @@ def eventually(call, accept=bool, *, timeout: float = 30.0, interval: float = 0.
             shown = getattr(result, "text", result)
             raise AssertionError(f"not reached within {timeout}s; last result: {shown!s:.500}")
         time.sleep(interval)
+
+
+async def read_all_topics(bootstrap_servers: str, prefix: str = "") -> dict[str, list]:
+    """Every record of every topic whose name starts with ``prefix``, from the beginning up
+    to the end offsets seen at the start, with one fresh consumer (no group): what a new
+    consumer replaying the whole log would get. Topic name -> records."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    out: dict[str, list] = {}
+    try:
+        topics = sorted(t for t in await consumer.topics() if t.startswith(prefix))
+        consumer.subscribe(topics)  # so the metadata of these topics is fetched...
+        await consumer._client.force_metadata_update()
+        consumer.unsubscribe()  # ...then read them without a group
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        if not partitions:
+            return out
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out = {t: [] for t in topics}
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, records in batch.items():
+                out[tp.topic].extend(r for r in records if r.offset < ends[tp])
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def run_with_store(settings: ServiceSettings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``work(store)`` on a fresh Store of the service's database (from sync tests)."""
+    import asyncio
+
+    async def go() -> T:
+        store = Store(settings)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def federation_created(path: str) -> Envelope:
+    """federation-created of ``path`` ("/root/paris/"), as the gateway publishes it."""
+    from tribune_shared.events import new_envelope
+    from tribune_shared.events.contracts import FederationCreatedV1
+
+    parts = path.strip("/").split("/")
+    return new_envelope(
+        FederationCreatedV1(
+            federation_id=parts[-1],
+            parent_id=parts[-2] if len(parts) > 1 else None,
+            name=parts[-1],
+            path=path,
+        ),
+        producer="gateway",
+        federation_id=parts[-1],
+        federation_path=path,
+    )
+
+
+def seed_federations(settings: ServiceSettings, *paths: str) -> None:
+    """Deliver federation-created of each path to the service's federation directory, as
+    its consumer would."""
+    from tribune_shared.federations import FederationDirectory
+
+    async def deliver(store: Store) -> None:
+        directory = FederationDirectory(store)
+        for path in paths:
+            async with store.transaction() as session:
+                await directory.on_federation_event(federation_created(path), session)
+
+    run_with_store(settings, deliver)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -20,6 +20,9 @@ from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 
 log = get_logger(__name__)
+
+#: a periodic job of a worker: runs until the event is set (SIGTERM), then returns
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 
 
 @dataclass
@@ -45,8 +48,10 @@ class Worker:
         groups: Sequence[ConsumerGroup] = (),
         indexes: Sequence[IndexSpec] = (),
         relay: bool = True,
+        tasks: Sequence[BackgroundTask] = (),
     ) -> None:
         self.settings = settings
+        self.background = list(tasks)
         self.store = store
         self.indexes = indexes
         self.publisher = EventPublisher(settings)
@@ -85,6 +90,9 @@ class Worker:
         tasks = [asyncio.create_task(c.run(), name=c.group) for c in self.consumers]
         if self.relay:
             tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for job in self.background:
+            name = getattr(job, "__name__", "background")
+            tasks.append(asyncio.create_task(job(self.stop_requested), name=name))
         ops = _OpsServer(
             uvicorn.Config(
                 self._ops_app(),

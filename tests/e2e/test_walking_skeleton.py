@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from memberships.signature import signature_headers
 from tribune_shared.testing import eventually
+from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +61,13 @@ def mails_to(stack, address: str) -> list[dict]:
     return r.json()
 
 
+def ensure_consent_text(user, version: str = "v1") -> None:
+    """A grant's proof refers to a stored consent text (its version and SHA-256)."""
+    text = {"version": version, "title": "Actualités", "body": "J'accepte de recevoir les news."}
+    r = user("POST", "/api/v1/consents/texts", json=text)
+    assert r.status_code in (201, 409), r.text
+
+
 def test_every_process_is_alive_ready_and_exposes_metrics(stack):
     for svc in SERVICES:
         for base in (stack.url(svc), stack.worker_url(svc)):
@@ -106,6 +113,7 @@ def test_mail_reaches_the_sink_only_with_consent(stack, federations):
     assert "consent" in json.dumps(refused.json()).lower()
     assert mails_to(stack, address) == []
 
+    ensure_consent_text(paris.user)
     grant = {"channel": "email", "purpose": "news", "source": "web_form", "text_version": "v1"}
     eventually(
         lambda: paris.user("POST", f"/api/v1/consents/{contact['id']}/grant", json=grant),
@@ -179,6 +187,7 @@ def test_payment_webhook_is_recorded_once_and_activates_the_membership(stack, ht
 def test_person_view_aggregates_every_service(stack, http, federations):
     paris = federations["Paris"]
     contact = new_contact(paris.user)
+    ensure_consent_text(paris.user)
     grant = {"channel": "email", "purpose": "news", "source": "event", "text_version": "v1"}
     eventually(
         lambda: paris.user("POST", f"/api/v1/consents/{contact['id']}/grant", json=grant),

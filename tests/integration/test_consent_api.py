@@ -67,6 +67,12 @@ GRANT = {"channel": "email", "purpose": "news", "source": "web_form", "text_vers
 
 def test_grant_then_revoke_is_recorded_with_proof_and_events(api):
     client, settings = api
+    # The proof refers to a stored consent text (its version and SHA-256).
+    text = {"version": "v3", "title": "Newsletter", "body": "I agree to receive the news."}
+    made = client.post(
+        "/api/v1/consents/texts", json=text, headers=headers(settings, "/root/", Role.dpo)
+    )
+    assert made.status_code == 201, made.text
     r = client.post("/api/v1/consents/c-paris/grant", json=GRANT, headers=headers(settings))
     assert r.status_code == 200, r.text
     assert r.json() == {
@@ -84,7 +90,7 @@ def test_grant_then_revoke_is_recorded_with_proof_and_events(api):
     view = client.get("/api/v1/consents/c-paris", headers=headers(settings)).json()
     assert [c["status"] for c in view["consents"]] == ["revoked"]
     assert [h["status"] for h in view["history"]] == ["granted", "revoked"]
-    assert view["history"][0]["proof"] == {"text_version": "v3"}
+    assert view["history"][0]["proof"] == {"text_version": "v3", "text_hash": made.json()["sha256"]}
     assert outbox_types(settings) == ["consent-granted", "consent-revoked"]
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from contacts.domain import ContactFields
-from contacts.handlers import federation_handlers
 from contacts.main import create_app
 from contacts.service import ContactsService
 from contacts.settings import ContactsSettings
@@ -16,16 +15,16 @@ from contacts.store import CONTACTS, INDEXES, ContactStore
 from fastapi.testclient import TestClient
 from tribune_shared.auth import Role
 from tribune_shared.errors import Conflict
-from tribune_shared.events import Envelope, decode, new_envelope
+from tribune_shared.events import Envelope, decode
 from tribune_shared.events.contracts import (
     ContactCreatedV1,
     DataOrigin,
-    FederationCreatedV1,
     OriginKind,
 )
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity
+from tribune_shared.testing import identity_headers, make_identity, run_with_store, seed_federations
+from tribune_shared.vault import vault_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +38,6 @@ ORIGIN = {"kind": "petition", "detail": "pétition gare du Nord", "collected_on"
 # ---------------------------------------------------------------- helpers
 
 
-def run_with_store(settings: ContactsSettings, fn) -> Any:
-    async def run():
-        store = Store(settings)
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
 def outbox(settings: ContactsSettings) -> list[dict[str, Any]]:
     async def read(store: Store):
         return await store[OUTBOX].find({}).sort("seq").to_list()
@@ -57,31 +45,20 @@ def outbox(settings: ContactsSettings) -> list[dict[str, Any]]:
     return run_with_store(settings, read)
 
 
+def open_envelope(settings: ContactsSettings, envelope: Envelope) -> Envelope:
+    """The envelope with its sealed personal fields opened (the person's key lives)."""
+
+    async def open_(store: Store):
+        return await vault_for(store).open(envelope)
+
+    return run_with_store(settings, open_)
+
+
 def contact_count(settings: ContactsSettings) -> int:
     async def count(store: Store):
         return await store[CONTACTS].count_documents({})
 
     return run_with_store(settings, count)
-
-
-def seed_federation(settings: ContactsSettings, federation_id: str, path: str) -> None:
-    """Deliver federation-created to the worker's handler, as the consumer would."""
-
-    async def deliver(store: Store):
-        handler = federation_handlers(store)["federation-created"]
-        parent = path.rstrip("/").rsplit("/", 2)[-2] or None
-        env = new_envelope(
-            FederationCreatedV1(
-                federation_id=federation_id, parent_id=parent, name=federation_id, path=path
-            ),
-            producer="gateway",
-            federation_id=federation_id,
-            federation_path=path,
-        )
-        async with store.transaction() as session:
-            await handler(env, session)
-
-    run_with_store(settings, deliver)
 
 
 def headers(settings: ContactsSettings, path: str = PARIS, role: Role = Role.secretary):
@@ -146,7 +123,10 @@ def test_create_normalises_stores_and_emits_exactly_one_event(api):
     assert envelope.key == contact["id"]
     assert (envelope.federation_id, envelope.federation_path) == ("paris", PARIS)
     assert envelope.producer == "contacts"
-    event = decode(envelope)
+    # personal fields never sit in clear in the outbox (tribune_shared.vault)
+    assert envelope.sealed is not None and "contact.email" in envelope.sealed.fields
+    assert "Eloise" not in envelope.model_dump_json()
+    event = decode(open_envelope(settings, envelope))
     assert isinstance(event, ContactCreatedV1)
     assert event.contact_id == contact["id"] and event.contact_version == 1
     assert event.contact.email == "Eloise.Martin@example.org"
@@ -343,8 +323,7 @@ def test_a_sibling_federations_contact_is_404(api):
 
 def test_create_in_a_federation_of_the_subtree(api):
     client, settings = api
-    seed_federation(settings, "paris", PARIS)
-    seed_federation(settings, "lyon", LYON)
+    seed_federations(settings, PARIS, LYON)
     r = create(client, settings, ROOT, family_name="Martin", federation_id="paris")
     assert r.status_code == 201, r.text
     assert (r.json()["federation_id"], r.json()["federation_path"]) == ("paris", PARIS)

@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from memberships.main import create_app
 from memberships.service import MembershipsService, PaymentNotice
 from memberships.settings import MembershipsSettings
-from memberships.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_headers
 from memberships.store import INDEXES, MEMBERSHIPS, PAYMENTS
 from tribune_shared.auth import Role
 from tribune_shared.contact_directory import ContactDirectory
@@ -25,6 +24,7 @@ from tribune_shared.events.contracts import ContactCreatedV1, ContactState, Cont
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
 from tribune_shared.testing import identity_headers, make_identity
+from tribune_shared.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_headers
 
 pytestmark = pytest.mark.integration
 

@@ -76,6 +76,8 @@ _SECRET_KEYS = (
     "jwt_secret",
     "webhook_secret",
     "unsubscribe_secret",
+    "suppression_salt",
+    "sms_webhook_secret",
     "admin_password",
 )
 
@@ -121,6 +123,13 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         "MEMBERSHIPS_WEBHOOK_SECRET": sec["webhook_secret"],
         "GATEWAY_JWT_SECRET": sec["jwt_secret"],
         "MESSAGING_UNSUBSCRIBE_SECRET": sec["unsubscribe_secret"],
+        # consent verifies the unsubscribe links messaging signs: the same secret
+        "TRIBUNE_UNSUBSCRIBE_SECRET": sec["unsubscribe_secret"],
+        "TRIBUNE_SUPPRESSION_SALT": sec["suppression_salt"],
+        "CONSENT_WEBHOOK_SECRET": sec["sms_webhook_secret"],
+        # links in emails point at this stack's gateway
+        "CONSENT_PUBLIC_BASE_URL": cfg.gateway_url,
+        "MESSAGING_UNSUBSCRIBE_BASE_URL": f"{cfg.gateway_url}/api/v1/public/consents/unsubscribe",
         "GATEWAY_ADMIN_EMAIL": cfg.admin_email,
         "GATEWAY_ADMIN_PASSWORD": sec["admin_password"],
     }

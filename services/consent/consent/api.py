@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, status
-from pydantic import BaseModel, Field
-from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from tribune_shared.auth import CurrentIdentity, Identity, Role, require_roles
+from tribune_shared.client_info import ClientInfo
+from tribune_shared.errors import Forbidden
 from tribune_shared.events.contracts import Channel
 
-from consent.domain import ConsentStatus, LedgerEntry
-from consent.service import ConsentService
+from consent.domain import ActorKind, ConsentStatus, LedgerEntry
+from consent.service import ChangeRequest, ConsentService
 
 router = APIRouter(prefix="/api/v1/consents", tags=["consents"])
 
-ContactId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+ContactId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+TextId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 may_change = require_roles(Role.secretary, Role.campaign_manager, Role.dpo)
+may_write_texts = require_roles(Role.secretary, Role.dpo)
 
 
 def service(request: Request) -> ConsentService:
@@ -26,12 +31,208 @@ def service(request: Request) -> ConsentService:
 Service = Annotated[ConsentService, Depends(service)]
 
 
+def client_info(request: Request) -> ClientInfo:
+    """Where the request came from, as the gateway says, minimised (IPv4 /24, IPv6 /48,
+    user agent truncated)."""
+    settings = request.app.state.settings
+    return ClientInfo.from_headers(request.headers, settings.user_agent_max_chars)
+
+
+Client = Annotated[ClientInfo, Depends(client_info)]
+
+
+def dpo_only(identity: CurrentIdentity) -> Identity:
+    """The audit log is the DPO's alone (not even an administrator's)."""
+    if identity.role is not Role.dpo:
+        raise Forbidden("only the data protection officer (role dpo) may read the audit log")
+    return identity
+
+
+Dpo = Annotated[Identity, Depends(dpo_only)]
+
+
+# ---------------------------------------------------------------- consent texts
+
+
+class NewText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, description="the exact text shown to the person")
+    language: str = Field(
+        default="fr", min_length=2, max_length=8, pattern=r"^[a-z]{2}(-[A-Z]{2})?$"
+    )
+    federation_id: str | None = Field(
+        default=None, max_length=64, description="default: the caller's federation"
+    )
+
+
+class TextChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    body: str | None = Field(default=None, min_length=1)
+    language: str | None = Field(
+        default=None, min_length=2, max_length=8, pattern=r"^[a-z]{2}(-[A-Z]{2})?$"
+    )
+
+
+class TextView(BaseModel):
+    id: str
+    federation_id: str
+    version: str
+    title: str
+    body: str
+    language: str
+    sha256: str = Field(description="hex SHA-256 of the body's UTF-8 bytes")
+    used: bool = Field(description="referred to by a consent's proof: immutable from then on")
+    first_used_at: datetime | None = None
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> TextView:
+        return cls.model_validate({**doc, "id": doc["_id"]})
+
+
+class TextList(BaseModel):
+    items: list[TextView]
+
+
+@router.post(
+    "/texts", status_code=status.HTTP_201_CREATED, dependencies=[may_write_texts], tags=["texts"]
+)
+async def create_text(
+    body: NewText, svc: Service, identity: CurrentIdentity, client: Client
+) -> TextView:
+    doc = await svc.create_text(
+        identity,
+        version=body.version,
+        title=body.title,
+        body=body.body,
+        language=body.language,
+        federation_id=body.federation_id,
+        client=client,
+    )
+    return TextView.of(doc)
+
+
+@router.get("/texts", tags=["texts"])
+async def list_texts(
+    svc: Service,
+    identity: CurrentIdentity,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> TextList:
+    """Texts of your federation and below, and your ancestors' (which you may use)."""
+    limit = min(limit, svc.settings.max_page_size)
+    return TextList(items=[TextView.of(d) for d in await svc.texts(identity, limit)])
+
+
+@router.get("/texts/{text_id}", tags=["texts"])
+async def get_text(text_id: TextId, svc: Service, identity: CurrentIdentity) -> TextView:
+    return TextView.of(await svc.text(identity, text_id))
+
+
+@router.put("/texts/{text_id}", dependencies=[may_write_texts], tags=["texts"])
+async def update_text(
+    text_id: TextId, body: TextChange, svc: Service, identity: CurrentIdentity, client: Client
+) -> TextView:
+    """409 `refused` once the text is the proof of a consent: create a new version."""
+    doc = await svc.update_text(
+        identity, text_id, title=body.title, body=body.body, language=body.language, client=client
+    )
+    return TextView.of(doc)
+
+
+@router.delete(
+    "/texts/{text_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[may_write_texts],
+    tags=["texts"],
+)
+async def delete_text(
+    text_id: TextId, svc: Service, identity: CurrentIdentity, client: Client
+) -> Response:
+    await svc.delete_text(identity, text_id, client)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------- audit log (DPO)
+
+
+class AuditEntry(BaseModel):
+    id: str
+    at: datetime
+    action: str
+    actor: str
+    actor_kind: ActorKind | None = None
+    role: str | None = None
+    contact_id: str | None = None
+    federation_path: str
+    ip: str | None = Field(default=None, description="minimised: IPv4 /24, IPv6 /48")
+    user_agent: str | None = Field(default=None, description="truncated")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> AuditEntry:
+        return cls.model_validate({**doc, "id": doc["_id"]})
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None = None
+
+
+@router.get("/audit", tags=["audit"])
+async def audit_log(
+    svc: Service,
+    identity: Dpo,
+    contact_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)
+    ] = None,
+    action: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    actor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> AuditPage:
+    """Who viewed, changed or exported consent data, when and from where (newest first;
+    DPO only, limited to your subtree)."""
+    items, next_cursor = await svc.audit(
+        identity,
+        contact_id=contact_id,
+        action=action,
+        actor=actor,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
+    return AuditPage(items=[AuditEntry.of(d) for d in items], next_cursor=next_cursor)
+
+
+# ---------------------------------------------------------------- the ledger
+
+
 class ConsentChange(BaseModel):
     channel: Channel
     purpose: str = Field(min_length=1, max_length=64)
     source: str = Field(min_length=1, max_length=200, description="form, import id, call...")
     text_version: str | None = Field(
-        default=None, max_length=64, description="version of the consent text shown"
+        default=None,
+        max_length=64,
+        description="version of the consent text shown (a text stored with POST /texts); "
+        "the proof keeps its SHA-256",
+    )
+    reference: str | None = Field(
+        default=None, min_length=1, max_length=200, description="form or import id"
+    )
+    double_opt_in: bool = Field(
+        default=False,
+        description="grant as pending and email the person a confirmation link (email only)",
     )
 
 
@@ -48,21 +249,33 @@ class CurrentConsent(BaseModel):
     purpose: str
     status: ConsentStatus
     updated_at: datetime
+    confirmation_expires_at: datetime | None = None
 
 
 class ConsentView(BaseModel):
     contact_id: str
+    suppressed: bool = Field(description="an address of this person is on the suppression list")
     consents: list[CurrentConsent]
     history: list[LedgerEntry]
 
 
 async def _change(
-    svc: ConsentService, identity, contact_id: str, body: ConsentChange, wanted: ConsentStatus
+    svc: ConsentService,
+    identity: Identity,
+    contact_id: str,
+    body: ConsentChange,
+    wanted: ConsentStatus,
+    client: ClientInfo,
 ) -> ConsentResult:
-    proof = {"text_version": body.text_version} if body.text_version else {}
-    state, changed = await svc.change(
-        identity, contact_id, body.channel, body.purpose, wanted, body.source, proof
+    request = ChangeRequest(
+        channel=body.channel,
+        purpose=body.purpose,
+        source=body.source,
+        text_version=body.text_version,
+        reference=body.reference,
+        double_opt_in=body.double_opt_in,
     )
+    state, changed = await svc.change(identity, contact_id, wanted, request, client)
     return ConsentResult(
         contact_id=contact_id,
         channel=body.channel,
@@ -74,18 +287,30 @@ async def _change(
 
 @router.post("/{contact_id}/grant", status_code=status.HTTP_200_OK, dependencies=[may_change])
 async def grant(
-    contact_id: ContactId, body: ConsentChange, svc: Service, identity: CurrentIdentity
+    contact_id: ContactId,
+    body: ConsentChange,
+    svc: Service,
+    identity: CurrentIdentity,
+    client: Client,
 ) -> ConsentResult:
-    return await _change(svc, identity, contact_id, body, ConsentStatus.granted)
+    """Granted at once, or `pending` with `double_opt_in` until the person confirms.
+    409 `refused` (rule `suppressed`) if the person is on the suppression list."""
+    return await _change(svc, identity, contact_id, body, ConsentStatus.granted, client)
 
 
 @router.post("/{contact_id}/revoke", status_code=status.HTTP_200_OK, dependencies=[may_change])
 async def revoke(
-    contact_id: ContactId, body: ConsentChange, svc: Service, identity: CurrentIdentity
+    contact_id: ContactId,
+    body: ConsentChange,
+    svc: Service,
+    identity: CurrentIdentity,
+    client: Client,
 ) -> ConsentResult:
-    return await _change(svc, identity, contact_id, body, ConsentStatus.revoked)
+    return await _change(svc, identity, contact_id, body, ConsentStatus.revoked, client)
 
 
 @router.get("/{contact_id}")
-async def view(contact_id: ContactId, svc: Service, identity: CurrentIdentity) -> ConsentView:
-    return ConsentView.model_validate(await svc.view(identity, contact_id))
+async def view(
+    contact_id: ContactId, svc: Service, identity: CurrentIdentity, client: Client
+) -> ConsentView:
+    return ConsentView.model_validate(await svc.view(identity, contact_id, client))

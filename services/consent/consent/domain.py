@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from tribune_shared.errors import InvalidField
@@ -13,7 +15,26 @@ from tribune_shared.events.contracts import Channel
 class ConsentStatus(StrEnum):
     granted = "granted"
     revoked = "revoked"
+    #: asked, waiting for the person to confirm (double opt-in): counts as no consent
     pending = "pending"
+
+
+class ActorKind(StrEnum):
+    user = "user"  # a user of the federation recorded it (a form, a call, an import...)
+    person = "person"  # the person did it (confirmation link, unsubscribe, SMS STOP)
+
+
+#: the actor id recorded when the person acts themselves
+PERSON = "person"
+
+
+class Source(StrEnum):
+    """Sources the person's own actions are recorded with (users give theirs freely)."""
+
+    double_opt_in = "double_opt_in"
+    unsubscribe_link = "unsubscribe_link"
+    one_click = "one_click"
+    sms_stop = "sms_stop"
 
 
 class LedgerEntry(BaseModel):
@@ -26,8 +47,11 @@ class LedgerEntry(BaseModel):
     purpose: str
     status: ConsentStatus
     source: str
+    #: how it was obtained: text version and SHA-256 of the text, form or import id,
+    #: minimised IP and user agent, double opt-in request and confirmation times...
     proof: dict[str, str] = Field(default_factory=dict)
     actor: str
+    actor_kind: ActorKind = ActorKind.user
     recorded_at: datetime
 
 
@@ -44,10 +68,22 @@ def current_status(
 
 
 def needs_entry(current: ConsentStatus | None, wanted: ConsentStatus) -> bool:
-    """Granting what is granted or revoking what is revoked changes nothing (idempotent)."""
-    if wanted is ConsentStatus.revoked and current is None:
-        return True  # an objection is recorded even if consent was never asked: it is proof
+    """Granting what is granted or revoking what is revoked changes nothing (idempotent).
+
+    A pending request (double opt-in) is needed only when there is no consent yet: asking
+    again while a request is pending, or asking someone who already consented, changes
+    nothing."""
+    if wanted is ConsentStatus.revoked:
+        # an objection is recorded even if consent was never asked: it is proof
+        return current is not ConsentStatus.revoked
+    if wanted is ConsentStatus.pending:
+        return current not in (ConsentStatus.granted, ConsentStatus.pending)
     return current != wanted
+
+
+def unchanged_status(current: ConsentStatus | None, wanted: ConsentStatus) -> ConsentStatus:
+    """The status to report when ``needs_entry`` said nothing changes."""
+    return current if current is not None else wanted
 
 
 def check_purpose(purpose: str, allowed: list[str]) -> None:
@@ -55,3 +91,70 @@ def check_purpose(purpose: str, allowed: list[str]) -> None:
         raise InvalidField(
             f"unknown purpose; expected one of {', '.join(allowed)}", field="purpose"
         )
+
+
+def check_tracking_channel(channel: Channel, purpose: str, tracking_purpose: str) -> None:
+    """Per-person open/click tracking exists only for emails."""
+    if purpose == tracking_purpose and channel is not Channel.email:
+        raise InvalidField(
+            f"the '{tracking_purpose}' consent exists only on channel email", field="channel"
+        )
+
+
+def check_double_opt_in(channel: Channel) -> None:
+    """The confirmation link goes by email: double opt-in is for the email channel."""
+    if channel is not Channel.email:
+        raise InvalidField("double opt-in is only available for channel email", field="channel")
+
+
+def every_consent(purposes: list[str], tracking_purpose: str) -> list[tuple[Channel, str]]:
+    """Every (channel, purpose) a person can object to: "unsubscribe from everything"."""
+    pairs = [(channel, purpose) for channel in Channel for purpose in purposes]
+    return [*pairs, (Channel.email, tracking_purpose)]
+
+
+# ---------------------------------------------------------------- consent texts
+
+
+def text_sha256(body: str) -> str:
+    """Hex SHA-256 of a consent text's exact UTF-8 bytes (what the proof refers to)."""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def ancestor_paths(federation_path: str) -> list[str]:
+    """A federation's path and its ancestors', root first: a text of the national level
+    is usable by every federation under it."""
+    parts = [p for p in federation_path.strip("/").split("/") if p]
+    return ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+
+
+def proof_of(
+    *,
+    text: dict[str, Any] | None,
+    reference: str | None,
+    client: dict[str, str],
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The proof kept with a ledger entry: the consent text (version and hash), the form or
+    import id, where the request came from (already minimised) and anything specific."""
+    proof: dict[str, str] = {}
+    if text is not None:
+        proof["text_version"] = text["version"]
+        proof["text_hash"] = text["sha256"]
+    if reference:
+        proof["reference"] = reference
+    proof.update(client)
+    proof.update(extra or {})
+    return proof
+
+
+# ---------------------------------------------------------------- SMS STOP
+
+
+def is_stop_message(text: str, keywords: list[str]) -> bool:
+    """An inbound SMS asks to stop if its whole text, or its first word, is a keyword
+    (case, accents as written, extra blanks and trailing punctuation ignored)."""
+    words = " ".join(text.split()).upper().strip(" .!")
+    if not words:
+        return False
+    return words in keywords or words.split(" ")[0] in keywords

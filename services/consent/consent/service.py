@@ -1,18 +1,142 @@
-"""Use cases: a change to the ledger and its event commit together (outbox)."""
+"""Use cases: a change to the ledger, its events and its audit entry commit together
+(transactional outbox)."""
 
 from __future__ import annotations
 
-from tribune_shared.auth import Identity
-from tribune_shared.contact_directory import ContactDirectory
-from tribune_shared.errors import NotFound
-from tribune_shared.events import new_envelope, utcnow
-from tribune_shared.events.contracts import Channel, ConsentGrantedV1, ConsentRevokedV1
-from tribune_shared.outbox import Outbox
-from tribune_shared.store import Store
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
 
-from consent.domain import ConsentStatus, LedgerEntry, check_purpose, needs_entry
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from tribune_shared.auth import Identity
+from tribune_shared.client_info import ClientInfo
+from tribune_shared.contact_directory import ContactDirectory
+from tribune_shared.errors import Conflict, InvalidField, NotFound, Refused
+from tribune_shared.events import Envelope, new_envelope, utcnow
+from tribune_shared.events.contracts import (
+    Channel,
+    ConsentConfirmationRequestedV1,
+    ConsentGrantedV1,
+    ConsentRevokedV1,
+    EventContract,
+    SuppressionAddedV1,
+)
+from tribune_shared.federations import FederationDirectory
+from tribune_shared.logging import get_logger
+from tribune_shared.outbox import Outbox
+from tribune_shared.store import Store, subtree_filter
+from tribune_shared.suppression import phone_hash
+from tribune_shared.tokens import SignedTokens, TokenError, UnsubscribeTokens
+from tribune_shared.webhooks import verify_signature
+
+from consent.domain import (
+    PERSON,
+    ActorKind,
+    ConsentStatus,
+    LedgerEntry,
+    Source,
+    ancestor_paths,
+    check_double_opt_in,
+    check_purpose,
+    check_tracking_channel,
+    every_consent,
+    is_stop_message,
+    needs_entry,
+    proof_of,
+    text_sha256,
+    unchanged_status,
+)
 from consent.settings import ConsentSettings
 from consent.store import ConsentStore
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+#: purpose of the double opt-in confirmation tokens (tribune_shared.tokens)
+CONFIRM_PURPOSE = "consent-confirm"
+CONFIRM_PATH = "/api/v1/public/consents/confirm"
+#: proof keys that travel in consent-granted (IP and user agent stay in consent)
+EVENT_PROOF_KEYS = ("text_version", "text_hash", "reference", "double_opt_in", "confirmed_at")
+
+
+class AuditAction(StrEnum):
+    consent_viewed = "consent_viewed"
+    consent_changed = "consent_changed"
+    suppression_added = "suppression_added"
+    text_created = "consent_text_created"
+    text_updated = "consent_text_updated"
+    text_deleted = "consent_text_deleted"
+
+
+class ConfirmOutcome(StrEnum):
+    confirmed = "confirmed"
+    already_confirmed = "already_confirmed"
+    #: the request was revoked, replaced or its person erased or suppressed
+    no_longer_valid = "no_longer_valid"
+
+
+@dataclass(frozen=True)
+class ChangeRequest:
+    channel: Channel
+    purpose: str
+    source: str
+    text_version: str | None = None
+    #: form or import id the consent was collected with
+    reference: str | None = None
+    double_opt_in: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """One ledger entry to record."""
+
+    channel: Channel
+    purpose: str
+    status: ConsentStatus
+    source: str
+    proof: dict[str, str]
+    text: dict[str, Any] | None = None
+    #: the double opt-in request kept on the current state while pending
+    pending: dict[str, Any] | None = None
+    events: tuple[EventContract, ...] = ()
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str
+    kind: ActorKind
+    role: str | None = None
+
+    @classmethod
+    def of(cls, identity: Identity) -> Actor:
+        return cls(identity.user_id, ActorKind.user, identity.role.value)
+
+
+THE_PERSON = Actor(PERSON, ActorKind.person)
+
+
+@dataclass
+class Unsubscribed:
+    contact_known: bool
+    purpose: str
+    revoked: list[tuple[str, str]] = field(default_factory=list)
+    suppressed: int = 0
+
+
+def _audit_id(at: datetime) -> str:
+    """Sortable by time across processes (then random): the audit log's order and cursor."""
+    micros = int(at.timestamp() * 1_000_000)
+    return f"{micros:016x}{uuid.uuid4().hex[:16]}"
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ConsentService:
@@ -21,75 +145,845 @@ class ConsentService:
         self.store = store
         self.consents = ConsentStore(store)
         self.contacts = ContactDirectory(store)
+        self.federations = FederationDirectory(store)
         self.outbox = Outbox(store)
+        self.confirm_tokens = SignedTokens(
+            settings.unsubscribe_secret,
+            CONFIRM_PURPOSE,
+            ttl_seconds=settings.confirmation_ttl_seconds,
+        )
+        self.unsubscribe_tokens = UnsubscribeTokens(settings.unsubscribe_secret)
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _run(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+        """``work`` in one transaction, retried when a concurrent one won a write conflict
+        (e.g. a mail scanner and the person clicking the same link at once)."""
+        attempts = self.settings.transaction_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.store.transaction() as session:
+                    return await work(session)
+            except PyMongoError as exc:
+                if attempt < attempts and exc.has_error_label("TransientTransactionError"):
+                    log.info("consent.transaction_retried", attempt=attempt, error=str(exc)[:200])
+                    backoff = self.settings.transaction_retry_backoff_seconds * attempt
+                    await asyncio.sleep(backoff * (0.5 + random.random()))
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _envelope(
+        self, event: EventContract, contact: dict[str, Any], causation: Envelope | None = None
+    ) -> Envelope:
+        return new_envelope(
+            event,
+            producer=self.settings.service_name,
+            federation_id=contact.get("federation_id") or "",
+            federation_path=contact["federation_path"],
+            causation=causation,
+        )
+
+    def _check(self, channel: Channel, purpose: str) -> None:
+        check_purpose(purpose, self.settings.all_purposes)
+        check_tracking_channel(channel, purpose, self.settings.tracking_purpose)
+
+    def _audit_doc(
+        self,
+        action: AuditAction,
+        actor: Actor,
+        client: ClientInfo,
+        *,
+        federation_path: str,
+        contact_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        now = utcnow()
+        return {
+            "_id": _audit_id(now),
+            "at": now,
+            "action": action.value,
+            "actor": actor.id,
+            "actor_kind": actor.kind.value,
+            "role": actor.role,
+            "contact_id": contact_id,
+            "federation_path": federation_path,
+            "ip": client.ip,
+            "user_agent": client.user_agent,
+            "detail": detail or {},
+        }
+
+    async def _audit(
+        self,
+        session: AsyncClientSession | None,
+        action: AuditAction,
+        actor: Actor,
+        client: ClientInfo,
+        *,
+        federation_path: str,
+        contact_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        doc = self._audit_doc(
+            action,
+            actor,
+            client,
+            federation_path=federation_path,
+            contact_id=contact_id,
+            detail=detail,
+        )
+        await self.consents.add_audits([doc], session)
+
+    async def _contact_visible(self, identity: Identity, contact_id: str) -> dict[str, Any]:
+        contact = await self.contacts.visible(identity, contact_id)
+        if contact is None or contact.get("erased"):
+            raise NotFound("contact not found")
+        return contact
+
+    async def is_suppressed(
+        self, contact_id: str, session: AsyncClientSession | None = None
+    ) -> bool:
+        """Whether one of the contact's emails or phones is on the suppression list."""
+        hashes = await self.consents.hashes_of(contact_id, session)
+        return bool(
+            await self.consents.suppressed_among(hashes["email"] + hashes["phone"], session)
+        )
+
+    async def _statuses(
+        self, contact_id: str, session: AsyncClientSession
+    ) -> dict[tuple[Channel, str], ConsentStatus]:
+        """The contact's current state of every (channel, purpose), in one read."""
+        return {
+            (Channel(d["channel"]), d["purpose"]): ConsentStatus(d["status"])
+            for d in await self.consents.current_all(contact_id, session)
+        }
+
+    async def _record(
+        self,
+        session: AsyncClientSession,
+        contact: dict[str, Any],
+        changes: list[Change],
+        actor: Actor,
+        *,
+        also: tuple[Envelope, ...] = (),
+    ) -> list[LedgerEntry]:
+        """Append the entries, make them current and publish their events (plus ``also``)
+        in the caller's transaction, in a few batched writes whatever their number."""
+        now = utcnow()
+        entries = [
+            LedgerEntry(
+                contact_id=contact["_id"],
+                channel=c.channel,
+                purpose=c.purpose,
+                status=c.status,
+                source=c.source,
+                proof=c.proof,
+                actor=actor.id,
+                actor_kind=actor.kind,
+                recorded_at=now,
+            )
+            for c in changes
+        ]
+        await self.consents.append_many(
+            entries, contact, session, pending=[c.pending for c in changes]
+        )
+        for text_id in dict.fromkeys(c.text["_id"] for c in changes if c.text is not None):
+            await self.consents.mark_text_used(text_id, now, session)
+        events: list[EventContract] = []
+        for c in changes:
+            if c.status is ConsentStatus.granted:
+                events.append(
+                    ConsentGrantedV1(
+                        contact_id=contact["_id"],
+                        channel=c.channel,
+                        purpose=c.purpose,
+                        source=c.source,
+                        proof={k: v for k, v in c.proof.items() if k in EVENT_PROOF_KEYS},
+                        granted_at=now,
+                        text_hash=c.proof.get("text_hash"),
+                        actor_kind=actor.kind.value,
+                    )
+                )
+            elif c.status is ConsentStatus.revoked:
+                events.append(
+                    ConsentRevokedV1(
+                        contact_id=contact["_id"],
+                        channel=c.channel,
+                        purpose=c.purpose,
+                        source=c.source,
+                        revoked_at=now,
+                        actor_kind=actor.kind.value,
+                    )
+                )
+            events.extend(c.events)
+        envelopes = [self._envelope(e, contact) for e in events]
+        await self.outbox.add(session, *envelopes, *also)
+        return entries
+
+    # ------------------------------------------------------------ users' changes
 
     async def change(
         self,
         identity: Identity,
         contact_id: str,
-        channel: Channel,
-        purpose: str,
         wanted: ConsentStatus,
-        source: str,
-        proof: dict[str, str],
+        request: ChangeRequest,
+        client: ClientInfo | None = None,
     ) -> tuple[ConsentStatus, bool]:
-        """Record a grant or revocation; returns (status, changed)."""
-        check_purpose(purpose, self.settings.purposes)
-        contact = await self.contacts.visible(identity, contact_id)
-        if contact is None:
-            raise NotFound("contact not found")
-        async with self.store.transaction() as session:
-            current = await self.consents.current(contact_id, channel, purpose, session)
-            if not needs_entry(current, wanted):
-                return wanted, False
-            now = utcnow()
-            entry = LedgerEntry(
-                contact_id=contact_id,
-                channel=channel,
-                purpose=purpose,
-                status=wanted,
-                source=source,
-                proof=proof,
-                actor=identity.user_id,
-                recorded_at=now,
-            )
-            await self.consents.append(entry, contact, session)
-            if wanted is ConsentStatus.granted:
-                event = ConsentGrantedV1(
-                    contact_id=contact_id,
-                    channel=channel,
-                    purpose=purpose,
-                    source=source,
-                    proof=proof,
-                    granted_at=now,
-                )
-            else:
-                event = ConsentRevokedV1(
-                    contact_id=contact_id,
-                    channel=channel,
-                    purpose=purpose,
-                    source=source,
-                    revoked_at=now,
-                )
-            await self.outbox.add(
-                session,
-                new_envelope(
-                    event,
-                    producer="consent",
-                    federation_id=contact["federation_id"],
-                    federation_path=contact["federation_path"],
-                ),
-            )
-        return wanted, True
+        """Record a grant (or a pending double opt-in request) or a revocation; returns
+        (status, changed)."""
+        client = client or ClientInfo()
+        self._check(request.channel, request.purpose)
+        if request.double_opt_in:
+            if wanted is not ConsentStatus.granted:
+                raise InvalidField("only a grant can ask for confirmation", field="double_opt_in")
+            check_double_opt_in(request.channel)
+            wanted = ConsentStatus.pending
+        contact = await self._contact_visible(identity, contact_id)
+        actor = Actor.of(identity)
 
-    async def view(self, identity: Identity, contact_id: str) -> dict:
-        if await self.contacts.visible(identity, contact_id) is None:
-            raise NotFound("contact not found")
+        async def work(session: AsyncClientSession) -> tuple[ConsentStatus, bool]:
+            doc = await self.consents.current_doc(
+                contact_id, request.channel, request.purpose, session
+            )
+            current = ConsentStatus(doc["status"]) if doc else None
+            if wanted is not ConsentStatus.revoked and await self.is_suppressed(
+                contact_id, session
+            ):
+                raise Refused(
+                    "this person's address is on the suppression list (they objected to "
+                    "everything or were erased): no consent can be recorded",
+                    rule="suppressed",
+                )
+            if not needs_entry(current, wanted):
+                return unchanged_status(current, wanted), False
+            text = await self._text_for(request, contact, wanted, session)
+            proof = proof_of(text=text, reference=request.reference, client=client.as_proof())
+            if text is None and request.text_version:
+                proof["text_version"] = request.text_version  # an objection is never refused
+            pending = None
+            extra: tuple[EventContract, ...] = ()
+            if wanted is ConsentStatus.pending:
+                pending, extra = self._confirmation_request(contact, request, proof, text, actor)
+                proof = {**proof, "request_id": pending["request_id"]}
+            change = Change(
+                request.channel,
+                request.purpose,
+                wanted,
+                request.source,
+                proof,
+                text=text,
+                pending=pending,
+                events=extra,
+            )
+            await self._record(session, contact, [change], actor)
+            await self._audit(
+                session,
+                AuditAction.consent_changed,
+                actor,
+                client,
+                federation_path=contact["federation_path"],
+                contact_id=contact_id,
+                detail={
+                    "changes": [
+                        {
+                            "channel": request.channel.value,
+                            "purpose": request.purpose,
+                            "status": wanted.value,
+                        }
+                    ],
+                    "source": request.source,
+                },
+            )
+            return wanted, True
+
+        return await self._run(work)
+
+    async def _text_for(
+        self,
+        request: ChangeRequest,
+        contact: dict[str, Any],
+        wanted: ConsentStatus,
+        session: AsyncClientSession,
+    ) -> dict[str, Any] | None:
+        if not request.text_version:
+            return None
+        paths = ancestor_paths(contact["federation_path"])
+        text = await self.consents.text_for(request.text_version, paths, session)
+        if text is None and wanted is not ConsentStatus.revoked:
+            raise InvalidField(
+                "no consent text of this version for the contact's federation (create it "
+                "first: POST /api/v1/consents/texts)",
+                field="text_version",
+            )
+        return text
+
+    def _confirmation_request(
+        self,
+        contact: dict[str, Any],
+        request: ChangeRequest,
+        proof: dict[str, str],
+        text: dict[str, Any] | None,
+        actor: Actor,
+    ) -> tuple[dict[str, Any], tuple[EventContract, ...]]:
+        request_id = uuid.uuid4().hex
+        token = self.confirm_tokens.sign(
+            {
+                "c": contact["_id"],
+                "ch": request.channel.value,
+                "p": request.purpose,
+                "r": request_id,
+            }
+        )
+        expires_at = self.confirm_tokens.verify(token).expires_at
+        assert expires_at is not None
+        expiry = datetime.fromtimestamp(expires_at, UTC)
+        pending = {
+            "request_id": request_id,
+            "requested_at": utcnow(),
+            "expires_at": expiry,
+            "source": request.source,
+            "proof": proof,
+            "requested_by": actor.id,
+        }
+        event = ConsentConfirmationRequestedV1(
+            request_id=request_id,
+            contact_id=contact["_id"],
+            channel=request.channel,
+            purpose=request.purpose,
+            confirm_url=f"{self.settings.public_base_url}{CONFIRM_PATH}?token={token}",
+            expires_at=expiry,
+            text_version=text["version"] if text else None,
+        )
+        return pending, (event,)
+
+    async def view(
+        self, identity: Identity, contact_id: str, client: ClientInfo | None = None
+    ) -> dict[str, Any]:
+        contact = await self._contact_visible(identity, contact_id)
+        await self._audit(
+            None,
+            AuditAction.consent_viewed,
+            Actor.of(identity),
+            client or ClientInfo(),
+            federation_path=contact["federation_path"],
+            contact_id=contact_id,
+        )
         return {
             "contact_id": contact_id,
+            "suppressed": await self.is_suppressed(contact_id),
             "consents": [
-                {k: d[k] for k in ("channel", "purpose", "status", "updated_at")}
+                {
+                    **{k: d[k] for k in ("channel", "purpose", "status", "updated_at")},
+                    "confirmation_expires_at": (d.get("pending") or {}).get("expires_at"),
+                }
                 for d in await self.consents.current_all(contact_id)
             ],
             "history": await self.consents.history(contact_id),
         }
+
+    # ------------------------------------------------------------ double opt-in (public)
+
+    def read_confirmation(self, token: str) -> dict[str, str]:
+        """What a confirmation link is about (TokenError if forged, altered, expired)."""
+        data = self.confirm_tokens.verify(token).data
+        values = {k: data.get(k) for k in ("c", "ch", "p", "r")}
+        if not all(isinstance(v, str) and v for v in values.values()):
+            raise TokenError("the link is malformed")
+        try:
+            channel = Channel(values["ch"])
+        except ValueError as exc:
+            raise TokenError("the link is malformed") from exc
+        return {
+            "contact_id": values["c"],
+            "channel": channel.value,
+            "purpose": values["p"],
+            "request_id": values["r"],
+        }
+
+    async def confirmation_page(self, token: str) -> dict[str, Any]:
+        """The page shown before confirming: purpose, channel, the text agreed to, and
+        whether there is still something to confirm. Changes nothing."""
+        link = self.read_confirmation(token)
+        state = ConfirmOutcome.no_longer_valid
+        text = None
+        contact = await self.contacts.get(link["contact_id"])
+        if contact is not None:
+            doc = await self.consents.current_doc(
+                link["contact_id"], Channel(link["channel"]), link["purpose"], None
+            )
+            if doc and doc["status"] == ConsentStatus.granted:
+                state = ConfirmOutcome.already_confirmed
+            elif (
+                doc
+                and doc["status"] == ConsentStatus.pending
+                and (doc.get("pending") or {}).get("request_id") == link["request_id"]
+            ):
+                state = ConfirmOutcome.confirmed  # i.e. "can be confirmed"
+                version = doc["pending"].get("proof", {}).get("text_version")
+                if version:
+                    paths = ancestor_paths(contact["federation_path"])
+                    text = await self.consents.text_for(version, paths, None)
+        return {**link, "state": state, "text": text}
+
+    async def confirm(self, token: str, client: ClientInfo) -> tuple[ConfirmOutcome, dict]:
+        """The person confirms a pending consent with their link. A link whose request was
+        revoked or replaced changes nothing."""
+        link = self.read_confirmation(token)
+        contact_id, channel, purpose = link["contact_id"], Channel(link["channel"]), link["purpose"]
+        contact = await self.contacts.get(contact_id)
+        if contact is None:
+            return ConfirmOutcome.no_longer_valid, link
+
+        async def work(session: AsyncClientSession) -> ConfirmOutcome:
+            doc = await self.consents.current_doc(contact_id, channel, purpose, session)
+            if doc and doc["status"] == ConsentStatus.granted:
+                return ConfirmOutcome.already_confirmed
+            pending = (doc or {}).get("pending") or {}
+            if (
+                not doc
+                or doc["status"] != ConsentStatus.pending
+                or pending.get("request_id") != link["request_id"]
+                or await self.is_suppressed(contact_id, session)
+            ):
+                return ConfirmOutcome.no_longer_valid
+            now = utcnow()
+            proof = {
+                **pending.get("proof", {}),
+                "double_opt_in": "confirmed",
+                "request_id": link["request_id"],
+                "requested_at": _iso(pending["requested_at"]),
+                "confirmed_at": _iso(now),
+                **{f"confirmed_{k}": v for k, v in client.as_proof().items()},
+            }
+            source = pending.get("source") or Source.double_opt_in.value
+            change = Change(channel, purpose, ConsentStatus.granted, source, proof)
+            await self._record(session, contact, [change], THE_PERSON)
+            await self._audit(
+                session,
+                AuditAction.consent_changed,
+                THE_PERSON,
+                client,
+                federation_path=contact["federation_path"],
+                contact_id=contact_id,
+                detail={
+                    "changes": [
+                        {"channel": channel.value, "purpose": purpose, "status": "granted"}
+                    ],
+                    "source": Source.double_opt_in.value,
+                },
+            )
+            return ConfirmOutcome.confirmed
+
+        return await self._run(work), link
+
+    # ------------------------------------------------------------ unsubscribe (public)
+
+    def read_unsubscribe(self, token: str) -> tuple[str, str]:
+        """(contact_id, purpose) of a genuine unsubscribe link (TokenError otherwise)."""
+        return self.unsubscribe_tokens.verify(token)
+
+    async def unsubscribe(
+        self,
+        token: str,
+        scope: Literal["purpose", "all"],
+        source: Source,
+        client: ClientInfo,
+    ) -> Unsubscribed:
+        """The person withdraws from the link's purpose, or from everything (which also
+        puts their addresses on the suppression list). Idempotent."""
+        contact_id, purpose = self.read_unsubscribe(token)
+        outcome = Unsubscribed(contact_known=False, purpose=purpose)
+        contact = await self.contacts.get(contact_id)
+        if contact is None:
+            return outcome  # erased, or unknown: there is nothing left to withdraw from
+        outcome.contact_known = True
+        if scope == "all":
+            pairs = every_consent(self.settings.purposes, self.settings.tracking_purpose)
+        else:
+            pairs = [(Channel.email, purpose)]
+
+        async def work(session: AsyncClientSession) -> Unsubscribed:
+            result = Unsubscribed(contact_known=True, purpose=purpose)
+            current = await self._statuses(contact_id, session)
+            proof = {**client.as_proof(), "scope": scope}
+            changes = [
+                Change(channel, p, ConsentStatus.revoked, source.value, proof)
+                for channel, p in pairs
+                if needs_entry(current.get((channel, p)), ConsentStatus.revoked)
+            ]
+            result.revoked = [(c.channel.value, c.purpose) for c in changes]
+            added: list[str] = []
+            suppression: list[Envelope] = []
+            if scope == "all":
+                added, suppression = await self._suppression_of(session, contact, "objection")
+                result.suppressed = len(added)
+            if changes or suppression:
+                await self._record(session, contact, changes, THE_PERSON, also=tuple(suppression))
+            audits = []
+            if changes:
+                audits.append(
+                    self._audit_doc(
+                        AuditAction.consent_changed,
+                        THE_PERSON,
+                        client,
+                        federation_path=contact["federation_path"],
+                        contact_id=contact_id,
+                        detail={
+                            "changes": [
+                                {"channel": c, "purpose": p, "status": "revoked"}
+                                for c, p in result.revoked
+                            ],
+                            "source": source.value,
+                            "scope": scope,
+                        },
+                    )
+                )
+            if added:
+                audits.append(
+                    self._audit_doc(
+                        AuditAction.suppression_added,
+                        THE_PERSON,
+                        client,
+                        federation_path=contact["federation_path"],
+                        contact_id=contact_id,
+                        detail={"reason": "objection", "addresses": len(added)},
+                    )
+                )
+            if audits:
+                await self.consents.add_audits(audits, session)
+            return result
+
+        return await self._run(work)
+
+    # ------------------------------------------------------------ SMS STOP (public)
+
+    def verify_webhook(
+        self, timestamp: str | None, signature: str | None, body: bytes, now: float
+    ) -> None:
+        verify_signature(
+            self.settings.webhook_secret,
+            timestamp,
+            signature,
+            body,
+            now=now,
+            tolerance_seconds=self.settings.webhook_tolerance_seconds,
+        )
+
+    async def sms_received(
+        self, sender: str, text: str, message_id: str | None, client: ClientInfo
+    ) -> dict[str, Any]:
+        """An inbound SMS: a STOP revokes every SMS consent of every contact with that
+        number (an objection is recorded even for purposes never asked)."""
+        if not is_stop_message(text, self.settings.stop_keywords):
+            return {"status": "ignored", "contacts": 0, "revoked": 0}
+        hashed = phone_hash(sender, self.settings.suppression_salt)
+        contact_ids = await self.consents.contacts_with_phone(hashed) if hashed else []
+        revoked = 0
+        for contact_id in contact_ids:
+            contact = await self.contacts.get(contact_id)
+            if contact is None:
+                continue
+            revoked += await self._stop_one(contact, message_id, client)
+        log.info("consent.sms_stop", contacts=len(contact_ids), revoked=revoked)
+        return {"status": "stopped", "contacts": len(contact_ids), "revoked": revoked}
+
+    async def _stop_one(
+        self, contact: dict[str, Any], message_id: str | None, client: ClientInfo
+    ) -> int:
+        contact_id = contact["_id"]
+
+        async def work(session: AsyncClientSession) -> int:
+            current = await self._statuses(contact_id, session)
+            proof = {"sms_message_id": message_id} if message_id else {}
+            changes = [
+                Change(Channel.sms, purpose, ConsentStatus.revoked, Source.sms_stop.value, proof)
+                for purpose in self.settings.purposes
+                if needs_entry(current.get((Channel.sms, purpose)), ConsentStatus.revoked)
+            ]
+            if changes:
+                await self._record(session, contact, changes, THE_PERSON)
+                await self._audit(
+                    session,
+                    AuditAction.consent_changed,
+                    THE_PERSON,
+                    client,
+                    federation_path=contact["federation_path"],
+                    contact_id=contact_id,
+                    detail={
+                        "changes": [
+                            {"channel": "sms", "purpose": c.purpose, "status": "revoked"}
+                            for c in changes
+                        ],
+                        "source": Source.sms_stop.value,
+                    },
+                )
+            return len(changes)
+
+        return await self._run(work)
+
+    # ------------------------------------------------------------ suppression list
+
+    async def _suppression_of(
+        self,
+        session: AsyncClientSession,
+        contact: dict[str, Any],
+        reason: Literal["objection", "erasure"],
+        causation: Envelope | None = None,
+    ) -> tuple[list[str], list[Envelope]]:
+        """Put every email and phone hash of the contact not yet on the suppression list
+        on it; returns the hashes added and their suppression-added events (to publish
+        in the same transaction)."""
+        hashes = await self.consents.hashes_of(contact["_id"], session)
+        known = await self.consents.suppressed_among(hashes["email"] + hashes["phone"], session)
+        now = utcnow()
+        new: list[tuple[str, str]] = []
+        for kind in ("email", "phone"):
+            for address_hash in hashes[kind]:
+                if address_hash not in known and address_hash not in {h for h, _ in new}:
+                    new.append((address_hash, kind))
+        if not new:
+            return [], []
+        await self.consents.add_suppressions(new, reason, now, session)
+        events = [
+            self._envelope(
+                SuppressionAddedV1(
+                    address_hash=address_hash, kind=kind, reason=reason, suppressed_at=now
+                ),
+                contact,
+                causation,
+            )
+            for address_hash, kind in new
+        ]
+        return [h for h, _ in new], events
+
+    async def _suppress(
+        self,
+        session: AsyncClientSession,
+        contact: dict[str, Any],
+        reason: Literal["objection", "erasure"],
+        actor: Actor,
+        client: ClientInfo,
+        causation: Envelope | None = None,
+    ) -> list[str]:
+        added, events = await self._suppression_of(session, contact, reason, causation)
+        if events:
+            await self.outbox.add(session, *events)
+            await self._audit(
+                session,
+                AuditAction.suppression_added,
+                actor,
+                client,
+                federation_path=contact["federation_path"],
+                contact_id=contact["_id"],
+                detail={"reason": reason, "addresses": len(added)},
+            )
+        return added
+
+    async def suppress_contact(
+        self,
+        session: AsyncClientSession,
+        contact_id: str,
+        *,
+        federation_id: str,
+        federation_path: str,
+        reason: Literal["objection", "erasure"],
+        causation: Envelope | None = None,
+    ) -> list[str]:
+        """For other use cases (erasure): suppress the contact's addresses inside the
+        caller's transaction, before its hashes are forgotten."""
+        contact = {
+            "_id": contact_id,
+            "federation_id": federation_id,
+            "federation_path": federation_path,
+        }
+        actor = THE_PERSON if reason == "objection" else Actor("dpo", ActorKind.user, "dpo")
+        return await self._suppress(session, contact, reason, actor, ClientInfo(), causation)
+
+    # ------------------------------------------------------------ consent texts
+
+    def _read_scope(self, identity: Identity) -> dict[str, Any]:
+        """Texts of the caller's subtree, and those of its ancestors (usable, read-only)."""
+        return {
+            "$or": [
+                subtree_filter(identity.federation_path),
+                {"federation_path": {"$in": ancestor_paths(identity.federation_path)}},
+            ]
+        }
+
+    async def create_text(
+        self,
+        identity: Identity,
+        *,
+        version: str,
+        title: str,
+        body: str,
+        language: str,
+        federation_id: str | None,
+        client: ClientInfo,
+    ) -> dict[str, Any]:
+        self._check_text(body)
+        fed_id, fed_path = await self.federations.resolve(identity, federation_id)
+        now = utcnow()
+        doc = {
+            "_id": uuid.uuid4().hex,
+            "federation_id": fed_id,
+            "federation_path": fed_path,
+            "version": version,
+            "title": title,
+            "body": body,
+            "language": language,
+            "sha256": text_sha256(body),
+            "used": False,
+            "first_used_at": None,
+            "created_at": now,
+            "created_by": identity.user_id,
+            "updated_at": now,
+        }
+        try:
+            await self.consents.insert_text(doc)
+        except DuplicateKeyError:
+            existing = await self.consents.texts(
+                {"federation_id": fed_id, "version": version}, limit=1
+            )
+            raise Conflict(
+                "a consent text of this version already exists in this federation",
+                existing_id=existing[0]["_id"] if existing else None,
+            ) from None
+        await self._audit(
+            None,
+            AuditAction.text_created,
+            Actor.of(identity),
+            client,
+            federation_path=fed_path,
+            detail={"text_id": doc["_id"], "version": version, "sha256": doc["sha256"]},
+        )
+        return doc
+
+    def _check_text(self, body: str) -> None:
+        if not body.strip():
+            raise InvalidField("must not be blank", field="body")
+        if len(body) > self.settings.text_max_chars:
+            raise InvalidField(
+                f"must be at most {self.settings.text_max_chars} characters", field="body"
+            )
+
+    async def texts(self, identity: Identity, limit: int) -> list[dict[str, Any]]:
+        return await self.consents.texts(self._read_scope(identity), limit)
+
+    async def text(self, identity: Identity, text_id: str) -> dict[str, Any]:
+        doc = await self.consents.text(text_id, self._read_scope(identity))
+        if doc is None:
+            raise NotFound("consent text not found")
+        return doc
+
+    async def update_text(
+        self,
+        identity: Identity,
+        text_id: str,
+        *,
+        title: str | None,
+        body: str | None,
+        language: str | None,
+        client: ClientInfo,
+    ) -> dict[str, Any]:
+        """A text may change until it is first used as proof; then it is immutable (a new
+        version is created instead)."""
+        scope = identity.scope()
+        doc = await self.consents.text(text_id, scope)
+        if doc is None:
+            raise NotFound("consent text not found")
+        fields: dict[str, Any] = {"updated_at": utcnow()}
+        if title is not None:
+            fields["title"] = title
+        if language is not None:
+            fields["language"] = language
+        if body is not None:
+            self._check_text(body)
+            fields["body"] = body
+            fields["sha256"] = text_sha256(body)
+        if doc["used"] or not await self.consents.update_unused_text(text_id, scope, fields):
+            raise _text_used()
+        await self._audit(
+            None,
+            AuditAction.text_updated,
+            Actor.of(identity),
+            client,
+            federation_path=doc["federation_path"],
+            detail={"text_id": text_id, "version": doc["version"], "changed": sorted(fields)},
+        )
+        return {**doc, **fields}
+
+    async def delete_text(self, identity: Identity, text_id: str, client: ClientInfo) -> None:
+        scope = identity.scope()
+        doc = await self.consents.text(text_id, scope)
+        if doc is None:
+            raise NotFound("consent text not found")
+        if doc["used"] or not await self.consents.delete_unused_text(text_id, scope):
+            raise _text_used()
+        await self._audit(
+            None,
+            AuditAction.text_deleted,
+            Actor.of(identity),
+            client,
+            federation_path=doc["federation_path"],
+            detail={"text_id": text_id, "version": doc["version"]},
+        )
+
+    # ------------------------------------------------------------ audit log (DPO)
+
+    async def audit(
+        self,
+        identity: Identity,
+        *,
+        contact_id: str | None,
+        action: str | None,
+        actor: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        limit = limit or min(self.settings.audit_default_limit, self.settings.max_page_size)
+        if limit > self.settings.max_page_size:
+            raise InvalidField(f"must be at most {self.settings.max_page_size}", field="limit")
+        if since and until and since >= until:
+            raise InvalidField("must be after 'since'", field="until")
+        filters: dict[str, Any] = {}
+        if contact_id:
+            filters["contact_id"] = contact_id
+        if action:
+            filters["action"] = action
+        if actor:
+            filters["actor"] = actor
+        if since or until:
+            filters["at"] = {
+                **({"$gte": since} if since else {}),
+                **({"$lt": until} if until else {}),
+            }
+        items = await self.consents.audit_page(identity, filters, _read_cursor(cursor), limit + 1)
+        next_cursor = _cursor(items[limit - 1]) if len(items) > limit else None
+        return items[:limit], next_cursor
+
+
+def _cursor(doc: dict[str, Any]) -> str:
+    at = doc["at"] if doc["at"].tzinfo else doc["at"].replace(tzinfo=UTC)
+    millis = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    return f"{millis}:{doc['_id']}"
+
+
+def _read_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    millis, sep, last_id = cursor.partition(":")
+    if not sep or not millis.isdigit() or not last_id:
+        raise InvalidField("not a cursor this endpoint returned", field="cursor")
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(millis)), last_id
+
+
+def _text_used() -> Refused:
+    return Refused(
+        "this consent text is the proof of recorded consents: it can no longer change; "
+        "create a new version instead",
+        rule="text_used",
+    )

@@ -7,8 +7,13 @@ from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
 from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
 
+from consent.handlers import contact_handlers, suppression_handlers
+from consent.privacy_handlers import all_privacy_handlers, merge_handlers, retention_sweeper
+from consent.privacy_service import PrivacyService
+from consent.privacy_store import PRIVACY_INDEXES
+from consent.service import ConsentService
 from consent.settings import ConsentSettings
-from consent.store import INDEXES
+from consent.store import INDEXES, ConsentStore
 
 
 def build_worker(settings: ConsentSettings | None = None) -> Worker:
@@ -16,10 +21,23 @@ def build_worker(settings: ConsentSettings | None = None) -> Worker:
     configure_worker_logging(settings)
     store = Store(settings)
     handlers = {
-        **ContactDirectory(store).handlers(),
+        **contact_handlers(ConsentStore(store), ContactDirectory(store), settings.suppression_salt),
         **FederationDirectory(store).handlers(),
+        **suppression_handlers(ConsentService(settings, store)),
     }
-    return Worker(settings, store, groups=[ConsumerGroup("consent", handlers)], indexes=INDEXES)
+    # Privacy and retention: their handlers chain with the others on shared event types.
+    privacy = PrivacyService(settings, store)
+    handlers = merge_handlers(handlers, *all_privacy_handlers(privacy))
+    tasks = []
+    if settings.retention_interval_seconds > 0:
+        tasks.append(retention_sweeper(privacy, settings.retention_interval_seconds))
+    return Worker(
+        settings,
+        store,
+        groups=[ConsumerGroup("consent", handlers)],
+        indexes=[*INDEXES, *PRIVACY_INDEXES],
+        tasks=tasks,
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@ from fastapi import FastAPI
 from tribune_shared.app import create_service_app, serve
 
 from contacts.api import router
+from contacts.export_service import ExportsService
+from contacts.import_api import router as imports_router
+from contacts.import_service import ImportsService
+from contacts.merge_service import MergeService
+from contacts.privacy import router as privacy_router
+from contacts.segment_service import SegmentsService
+from contacts.segments_api import router as segments_router
 from contacts.service import ContactsService
 from contacts.settings import ContactsSettings
 from contacts.store import INDEXES
@@ -16,9 +23,22 @@ def create_app(settings: ContactsSettings | None = None) -> FastAPI:
 
     async def on_startup(app: FastAPI) -> None:
         app.state.contacts_service = ContactsService(settings, app.state.store)
+        app.state.segments_service = SegmentsService(
+            settings, app.state.store, app.state.contacts_service
+        )
+        app.state.exports_service = ExportsService(
+            settings, app.state.store, app.state.contacts_service, app.state.segments_service
+        )
+        app.state.imports_service = ImportsService(settings, app.state.store)
+        app.state.merge_service = MergeService(settings, app.state.store)
 
     return create_service_app(
-        settings, title="Tribune contacts", routers=[router], indexes=INDEXES, on_startup=on_startup
+        settings,
+        title="Tribune contacts",
+        # /contacts/privacy/{id}, /contacts/imports, /duplicates, /merges before /{id}
+        routers=[privacy_router, imports_router, router, segments_router],
+        indexes=INDEXES,
+        on_startup=on_startup,
     )
 
 

@@ -1,14 +1,24 @@
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import phonenumbers
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
-from tribune_shared.settings import ServiceSettings
+from tribune_shared.auth import Role
+from tribune_shared.segments import FilterLimits
+from tribune_shared.settings import DEV_SECRET, ServiceSettings
 
 
 class ContactsSettings(ServiceSettings):
     service_name = "contacts"
     model_config = SettingsConfigDict(env_prefix="CONTACTS_", extra="ignore")
+    secret_fields: ClassVar[tuple[str, ...]] = (
+        *ServiceSettings.secret_fields,
+        "suppression_salt",
+    )
+    #: salts the suppression list's hashes (TRIBUNE_SUPPRESSION_SALT, as in consent)
+    suppression_salt: str = DEV_SECRET
 
     http_port: int = Field(default=8101, ge=1, le=65535)
     worker_port: int = Field(default=8201, ge=1, le=65535)
@@ -24,6 +34,71 @@ class ContactsSettings(ServiceSettings):
     transaction_retries: int = Field(default=3, ge=0, le=20)
     transaction_retry_backoff_seconds: float = Field(default=0.02, ge=0, le=5)
 
+    # The full contact
+    max_emails: int = Field(default=10, ge=1, le=100)
+    max_phones: int = Field(default=10, ge=1, le=100)
+    max_address_lines: int = Field(default=4, ge=1, le=10)
+    max_address_line_length: int = Field(default=200, ge=10, le=1_000)
+    max_code_length: int = Field(
+        default=32, ge=5, le=200, description="constituency and polling station codes"
+    )
+    min_birth_year: int = Field(default=1900, ge=1800, le=2100)
+
+    # Custom fields (defined per federation; a child sees its ancestors' definitions)
+    max_custom_fields: int = Field(
+        default=100, ge=0, le=1_000, description="definitions per federation"
+    )
+    max_custom_field_choices: int = Field(default=100, ge=1, le=1_000)
+    max_custom_text_length: int = Field(default=500, ge=1, le=500)
+
+    # Segments and the filter language (tribune_shared.segments)
+    segment_max_depth: int = Field(default=10, ge=1, le=50)
+    segment_max_nodes: int = Field(default=200, ge=1, le=5_000)
+    segment_max_values: int = Field(default=1_000, ge=1, le=50_000)
+    segment_preview_default_size: int = Field(default=10, ge=0, le=100)
+    segment_preview_max_size: int = Field(default=50, ge=0, le=500)
+    max_segments_per_federation: int = Field(default=500, ge=1, le=100_000)
+
+    # Export (CSV)
+    export_roles: list[Role] = Field(
+        default_factory=lambda: [Role.admin, Role.secretary],
+        description='roles that may export contacts (JSON list, e.g. ["admin","secretary"])',
+    )
+    export_max_rows: int = Field(default=200_000, ge=1, le=10_000_000)
+    export_batch_size: int = Field(default=1_000, ge=1, le=50_000)
+
+    # CSV import (contacts.import_jobs), duplicates and merges (contacts.merge_service)
+    import_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, le=2**31, description="uploaded file; 413 beyond"
+    )
+    import_chunk_bytes: int = Field(
+        default=1024 * 1024, ge=4096, le=8 * 1024 * 1024, description="stored chunks of a file"
+    )
+    import_sample_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=1024 * 1024, description="read to find header/delimiter"
+    )
+    import_batch_size: int = Field(
+        default=1_000, ge=1, le=5_000, description="rows written (with their events) per batch"
+    )
+    import_max_columns: int = Field(default=200, ge=1, le=2_000)
+    import_duplicate_rule: Literal["merge", "skip", "flag"] = "merge"
+    import_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    import_lease_seconds: float = Field(default=120, ge=5, le=3600)
+    import_retention_days: float = Field(
+        default=30, gt=0, le=3650, description="jobs and their rejected/flagged rows"
+    )
+    import_key_cache_max_contacts: int = Field(
+        default=1_000_000,
+        ge=0,
+        le=50_000_000,
+        description="federations up to this size are deduplicated from an in-memory map",
+    )
+    import_temp_dir: str | None = Field(default=None, description="the worker's spool directory")
+    duplicate_name_threshold: float = Field(default=88, ge=50, le=100)
+    duplicate_max_scanned: int = Field(default=20_000, ge=100, le=1_000_000)
+    duplicate_max_block: int = Field(default=1_000, ge=10, le=20_000)
+    duplicate_default_limit: int = Field(default=50, ge=1, le=1_000)
+
     @field_validator("default_region")
     @classmethod
     def _known_region(cls, value: str) -> str:
@@ -36,4 +111,16 @@ class ContactsSettings(ServiceSettings):
     def _page_sizes(self) -> ContactsSettings:
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size must not exceed max_page_size")
+        if self.segment_preview_default_size > self.segment_preview_max_size:
+            raise ValueError(
+                "segment_preview_default_size must not exceed segment_preview_max_size"
+            )
         return self
+
+    @property
+    def filter_limits(self) -> FilterLimits:
+        return FilterLimits(
+            max_depth=self.segment_max_depth,
+            max_nodes=self.segment_max_nodes,
+            max_values=self.segment_max_values,
+        )

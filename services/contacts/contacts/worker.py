@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tribune_shared.store import Store
 from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
 
 from contacts.handlers import federation_handlers
+from contacts.import_jobs import run_import_jobs
+from contacts.privacy import erasure_handlers
 from contacts.settings import ContactsSettings
 from contacts.store import INDEXES
+from contacts.suppression import suppression_handlers
 
 
 def build_worker(settings: ContactsSettings | None = None) -> Worker:
     settings = settings or ContactsSettings()
     configure_worker_logging(settings)
     store = Store(settings)
-    handlers = {**federation_handlers(store)}
-    return Worker(settings, store, groups=[ConsumerGroup("contacts", handlers)], indexes=INDEXES)
+    handlers = {
+        **federation_handlers(store),
+        **erasure_handlers(store),
+        **suppression_handlers(store),
+    }
+    async def import_jobs(stop: asyncio.Event) -> None:  # CSV imports (contacts.import_jobs)
+        await run_import_jobs(settings, store, stop)
+
+    return Worker(
+        settings,
+        store,
+        groups=[ConsumerGroup("contacts", handlers)],
+        indexes=INDEXES,
+        tasks=[import_jobs],
+    )
 
 
 if __name__ == "__main__":

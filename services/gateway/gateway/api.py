@@ -203,7 +203,7 @@ def forwarding_router() -> APIRouter:
     """One explicit route per prefix and method, so OpenAPI lists every forwarded part."""
     forwarded = APIRouter()
     for route in ROUTES:
-        methods = ("POST",) if route.public else METHODS
+        methods = route.methods or (("POST",) if route.public else METHODS)
         owner = f"the {route.service} service"
         for suffix in ("", "/{path:path}"):
             endpoint = _forwarder(route, with_path=bool(suffix))
@@ -219,7 +219,8 @@ def forwarding_router() -> APIRouter:
                     tags=[route.tag],
                     summary=f"{method} {route.prefix}{shown} (forwarded to {owner})",
                     description=(
-                        f"Public: forwarded to {owner} with its raw body and signature headers."
+                        f"Public: forwarded to {owner} with its raw body, signature headers "
+                        "and the client's address (no login)."
                         if route.public
                         else f"Forwarded to {owner} with the caller's signed identity."
                     ),

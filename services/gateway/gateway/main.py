@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from tribune_shared.app import create_service_app, serve
 
 from gateway.api import forwarding_router, router
+from gateway.privacy import router as privacy_router
 from gateway.proxy import Proxy
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
@@ -26,7 +27,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = create_service_app(
         settings,
         title="Tribune gateway",
-        routers=[router, forwarding_router()],
+        routers=[router, privacy_router, forwarding_router()],
         indexes=INDEXES,
         on_startup=on_startup,
         on_shutdown=on_shutdown,

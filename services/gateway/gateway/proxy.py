@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import Request, Response
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 from tribune_shared.app import CORRELATION_HEADER
 from tribune_shared.auth import IDENTITY_HEADER, Identity, sign_identity
+from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
 from tribune_shared.errors import GatewayTimeout, NotFound, PayloadTooLarge, ServiceUnavailable
 from tribune_shared.logging import current_correlation_id, get_logger, new_correlation_id
 
@@ -21,6 +24,9 @@ log = get_logger(__name__)
 
 #: a public route forwards these from the client untouched (the webhook signature)
 WEBHOOK_HEADERS = ("X-Tribune-Timestamp", "X-Tribune-Signature")
+#: request headers every forwarded call passes on: content negotiation and conditional
+#: requests (a PATCH with If-Match is refused upstream when the contact changed meanwhile)
+REQUEST_HEADERS = ("accept", "if-match", "if-none-match")
 #: response headers passed back to the client
 RESPONSE_HEADERS = (
     "content-type",
@@ -29,6 +35,10 @@ RESPONSE_HEADERS = (
     "retry-after",
     "cache-control",
     "etag",
+    # public pages (consent): they hold tokens in their URL and must not leak them
+    "referrer-policy",
+    "content-security-policy",
+    "x-robots-tag",
 )
 
 
@@ -65,23 +75,36 @@ class Proxy:
             )
         return headers
 
-    async def _body(self, request: Request) -> bytes:
+    def _streamed_body(self, request: Request, headers: dict[str, str]):
+        """The client's body passed on as it arrives (an upload is never held whole in
+        the gateway), unchanged, within ``max_request_body_bytes`` (413 beyond, checked on
+        the declared length first, then while streaming); None when there is none."""
         limit = self.settings.max_request_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        if not chunked and (not declared or declared == "0"):
+            return None
+        if declared and declared.isdigit():
+            headers["Content-Length"] = declared
 
-    async def _send(self, service: str, request: httpx.Request) -> httpx.Response:
+        async def chunks():
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+                if chunk:
+                    yield chunk
+
+        return chunks()
+
+    async def _send(
+        self, service: str, request: httpx.Request, *, stream: bool = False
+    ) -> httpx.Response:
         try:
-            return await self.client.send(request)
+            return await self.client.send(request, stream=stream)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             log.warning("gateway.service_unreachable", service=service, error=repr(exc))
             raise ServiceUnavailable(
@@ -98,28 +121,42 @@ class Proxy:
                 f"the {service} service is unavailable; try again later", service=service
             ) from exc
 
-    async def forward(self, route: Route, request: Request, identity: Identity | None) -> Response:
+    async def forward(
+        self, route: Route, request: Request, identity: Identity | None
+    ) -> StreamingResponse:
         """Same method, path, query and body to the owning service; its answer as is."""
         headers = self._base_headers(None if route.public else identity)
         if content_type := request.headers.get("content-type"):
             headers["Content-Type"] = content_type
+        for name in REQUEST_HEADERS:
+            if (value := request.headers.get(name)) is not None:
+                headers[name] = value
         if route.public:
             for name in WEBHOOK_HEADERS:
                 if (value := request.headers.get(name)) is not None:
                     headers[name] = value
+        # Where the request came from (set here, never taken from the client): services
+        # that keep it as proof or audit minimise it (tribune_shared.client_info).
+        if request.client is not None and request.client.host:
+            headers[CLIENT_IP_HEADER] = request.client.host
+        if user_agent := request.headers.get("user-agent"):
+            headers[CLIENT_USER_AGENT_HEADER] = user_agent[:512]
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         url = service_url(self.settings, route.service) + raw_path.decode("latin-1")
         if query := request.scope.get("query_string", b""):
             url += "?" + query.decode("latin-1")
-        body = await self._body(request)
+        body = self._streamed_body(request, headers)
         upstream = await self._send(
             route.service,
-            self.client.build_request(request.method, url, headers=headers, content=body or None),
+            self.client.build_request(request.method, url, headers=headers, content=body),
+            stream=True,
         )
-        return Response(
-            content=upstream.content,
+        # The answer is streamed back as it comes (an export is never held whole here).
+        return StreamingResponse(
+            upstream.aiter_bytes(),
             status_code=upstream.status_code,
             headers={k: v for k in RESPONSE_HEADERS if (v := upstream.headers.get(k)) is not None},
+            background=BackgroundTask(upstream.aclose),
         )
 
     # ------------------------------------------------------------ person view

@@ -12,6 +12,8 @@ class Route:
     prefix: str
     service: str  # contacts | consent | memberships | messaging
     public: bool = False  # no client token; the request is forwarded untouched (webhooks)
+    #: methods forwarded; default: POST for a public route, every method otherwise
+    methods: tuple[str, ...] | None = None
 
     @property
     def tag(self) -> str:
@@ -21,11 +23,16 @@ class Route:
 #: Longest prefixes first, so /api/v1/webhooks/payments is not taken for a shorter one.
 ROUTES: tuple[Route, ...] = (
     Route("/api/v1/webhooks/payments", "memberships", public=True),
+    Route("/api/v1/webhooks/sms", "consent", public=True),  # inbound SMS (STOP), signed
+    # pages behind the links in emails (confirm a consent, unsubscribe; RFC 8058 one-click)
+    Route("/api/v1/public/consents", "consent", public=True, methods=("GET", "POST")),
     Route("/api/v1/contacts", "contacts"),
+    Route("/api/v1/segments", "contacts"),
     Route("/api/v1/consents", "consent"),
     Route("/api/v1/memberships", "memberships"),
     Route("/api/v1/payments", "memberships"),
     Route("/api/v1/messages", "messaging"),
+    Route("/api/v1/privacy", "consent"),  # privacy requests (DPO); export: gateway.privacy
 )
 
 

@@ -12,10 +12,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.errors import PayloadTooLarge
 from tribune_shared.events.contracts import PaymentMethod
+from tribune_shared.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 from memberships.domain import MembershipStatus
 from memberships.service import MembershipsService, PaymentNotice
-from memberships.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 router = APIRouter(prefix="/api/v1", tags=["memberships"])
 

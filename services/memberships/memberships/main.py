@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from tribune_shared.app import create_service_app, serve
 
 from memberships.api import router
+from memberships.privacy import router as privacy_router
 from memberships.service import MembershipsService
 from memberships.settings import MembershipsSettings
 from memberships.store import INDEXES
@@ -20,7 +21,7 @@ def create_app(settings: MembershipsSettings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="Tribune memberships",
-        routers=[router],
+        routers=[privacy_router, router],
         indexes=INDEXES,
         on_startup=on_startup,
     )

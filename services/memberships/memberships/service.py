@@ -29,6 +29,7 @@ from tribune_shared.events.contracts import (
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
+from tribune_shared.webhooks import verify_signature
 
 from memberships.domain import (
     OPEN_STATUSES,
@@ -43,7 +44,6 @@ from memberships.domain import (
     settle,
 )
 from memberships.settings import MembershipsSettings
-from memberships.signature import verify_signature
 from memberships.store import MembershipsStore, membership_from_doc
 
 log = get_logger(__name__)

@@ -56,6 +56,14 @@ class MessageView(BaseModel):
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     failure_reason: str | None = None
+    transactional: bool = Field(
+        default=False, description="sent at the person's request (double opt-in confirmation)"
+    )
+    per_person_tracking: bool = Field(
+        default=False,
+        description="the person consented to open/click tracking (purpose 'tracking', email) "
+        "when it was sent; without it only aggregate rates may be measured",
+    )
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> MessageView:
@@ -96,6 +104,9 @@ class Reachability(BaseModel):
     purpose: str
     reachable: bool
     reason: str | None = Field(description="why a message would be refused now")
+    per_person_tracking: bool = Field(
+        default=False, description="open/click tracking per person is allowed (consent)"
+    )
 
 
 @router.get("/reachability/{contact_id}", dependencies=[may_read])
@@ -108,5 +119,10 @@ async def reachability(
 ) -> Reachability:
     reachable, reason = await svc.reachability(identity, contact_id, channel, purpose)
     return Reachability(
-        contact_id=contact_id, channel=channel, purpose=purpose, reachable=reachable, reason=reason
+        contact_id=contact_id,
+        channel=channel,
+        purpose=purpose,
+        reachable=reachable,
+        reason=reason,
+        per_person_tracking=await svc.tracking_allowed(identity, contact_id),
     )

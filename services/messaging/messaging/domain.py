@@ -102,6 +102,20 @@ def check_content(subject: str, text: str, limits: ContentLimits) -> None:
         raise InvalidField(f"must be at most {limits.text_max_chars} characters", field="text")
 
 
+def check_purpose(purpose: str, tracking_purpose: str) -> None:
+    """The tracking consent allows tracking messages; it is not what a message is for."""
+    if purpose == tracking_purpose:
+        raise InvalidField(
+            f"'{tracking_purpose}' is the tracking consent, not a message purpose",
+            field="purpose",
+        )
+
+
+def tracking_allowed(consent: ConsentState | None) -> bool:
+    """Per-person open/click tracking only with the person's (unrevoked) consent."""
+    return consent is not None and consent.status is ConsentStatus.granted
+
+
 def check_limit(limit: int, max_page_size: int) -> None:
     if limit > max_page_size:
         raise InvalidField(f"must be at most {max_page_size}", field="limit")
@@ -114,11 +128,23 @@ class Refusal:
 
 
 def refusal(
-    recipient: Recipient, consent: ConsentState | None, channel: Channel, purpose: str
+    recipient: Recipient,
+    consent: ConsentState | None,
+    channel: Channel,
+    purpose: str,
+    *,
+    suppressed: bool = False,
 ) -> Refusal | None:
-    """Why this contact may not be sent this message now, or None if it may."""
+    """Why this contact may not be sent this message now, or None if it may.
+    ``suppressed``: the address is on the suppression list (whatever the consents say)."""
     if channel is Channel.email and not recipient.email:
         return Refusal("no_address", "contact has no email address")
+    if suppressed:
+        return Refusal(
+            "suppressed",
+            "the address is on the suppression list (the person objected to everything "
+            "or was erased)",
+        )
     if consent is None:
         return Refusal("no_consent", f"no {channel.value} consent for purpose '{purpose}'")
     if consent.status is ConsentStatus.revoked:
@@ -129,9 +155,14 @@ def refusal(
 
 
 def check_sendable(
-    recipient: Recipient, consent: ConsentState | None, channel: Channel, purpose: str
+    recipient: Recipient,
+    consent: ConsentState | None,
+    channel: Channel,
+    purpose: str,
+    *,
+    suppressed: bool = False,
 ) -> None:
     """Raise Refused (409) with a clear reason unless the message may be sent."""
-    found = refusal(recipient, consent, channel, purpose)
+    found = refusal(recipient, consent, channel, purpose, suppressed=suppressed)
     if found is not None:
         raise Refused(found.reason, rule=found.rule)

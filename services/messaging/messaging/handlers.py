@@ -11,9 +11,12 @@ from tribune_shared.events.contracts import (
     ConsentRevokedV1,
     ContactCreatedV1,
     ContactUpdatedV1,
+    SuppressionAddedV1,
 )
 
 from messaging.domain import ConsentStatus
+from messaging.privacy import MessagingPrivacyStore
+from messaging.service import MessagingService
 from messaging.store import MessagingStore
 
 
@@ -21,6 +24,9 @@ def contact_handlers(messages: MessagingStore) -> dict[str, Handler]:
     async def on_contact(envelope: Envelope, session: AsyncClientSession) -> None:
         event = decode(envelope)
         assert isinstance(event, ContactCreatedV1 | ContactUpdatedV1)
+        if event.erased:  # a late or replayed event of an erased person: stays erased
+            await MessagingPrivacyStore(messages.store).forget_contact(event.contact_id, session)
+            return
         await messages.project_contact(
             event.contact_id,
             event.contact_version,
@@ -43,6 +49,8 @@ def consent_handlers(messages: MessagingStore) -> dict[str, Handler]:
         else:
             assert isinstance(event, ConsentRevokedV1)
             status, changed_at = ConsentStatus.revoked, event.revoked_at
+        if await MessagingPrivacyStore(messages.store).is_erased(event.contact_id, session):
+            return  # the person was erased: nothing about them is kept
         await messages.project_consent(
             event.contact_id,
             event.channel,
@@ -57,3 +65,22 @@ def consent_handlers(messages: MessagingStore) -> dict[str, Handler]:
         )
 
     return {"consent-granted": on_consent, "consent-revoked": on_consent}
+
+
+def suppression_handlers(messages: MessagingStore) -> dict[str, Handler]:
+    """suppression-added: the hash joins messaging's own list; nothing is ever sent to an
+    address on it (campaigns, single messages, confirmations)."""
+
+    async def on_suppression(envelope: Envelope, session: AsyncClientSession) -> None:
+        event = decode(envelope)
+        assert isinstance(event, SuppressionAddedV1)
+        await messages.project_suppression(
+            event.address_hash, event.kind, event.suppressed_at, session
+        )
+
+    return {"suppression-added": on_suppression}
+
+
+def confirmation_handlers(service: MessagingService) -> dict[str, Handler]:
+    """consent-confirmation-requested: the double opt-in email (transactional)."""
+    return {"consent-confirmation-requested": service.send_confirmation}

@@ -7,6 +7,7 @@ from tribune_shared.app import create_service_app, serve
 
 from messaging.api import router
 from messaging.mailer import Mailer, SmtpMailer
+from messaging.privacy import router as privacy_router
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.store import INDEXES
@@ -23,7 +24,7 @@ def create_app(settings: MessagingSettings | None = None, mailer: Mailer | None 
     return create_service_app(
         settings,
         title="Tribune messaging",
-        routers=[router],
+        routers=[privacy_router, router],
         indexes=INDEXES,
         on_startup=on_startup,
     )

@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
+from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.errors import BadGateway, NotFound, Refused
-from tribune_shared.events import new_envelope, utcnow
-from tribune_shared.events.contracts import Channel, MessageFailedV1, MessageSentV1
+from tribune_shared.events import Envelope, decode, new_envelope, utcnow
+from tribune_shared.events.contracts import (
+    Channel,
+    ConsentConfirmationRequestedV1,
+    MessageFailedV1,
+    MessageSentV1,
+)
 from tribune_shared.logging import get_logger
 from tribune_shared.metrics import MESSAGES
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
+from tribune_shared.suppression import email_hash
 
 from messaging.composer import (
     InvalidRecipientAddress,
     UnsubscribeTokens,
     build_email,
+    build_transactional_email,
     unsubscribe_url,
 )
 from messaging.domain import (
+    ConsentState,
     ContentLimits,
     MessageStatus,
+    Recipient,
     check_channel,
     check_content,
     check_limit,
+    check_purpose,
     check_sendable,
+    tracking_allowed,
 )
 from messaging.mailer import DeliveryError, Mailer
 from messaging.settings import MessagingSettings
@@ -71,10 +84,28 @@ class MessagingService:
             raise NotFound("contact not found")
         consent = await self.messages.consent(contact_id, channel, purpose)
         try:
-            check_sendable(recipient, consent, channel, purpose)
+            check_sendable(
+                recipient, consent, channel, purpose, suppressed=await self._suppressed(recipient)
+            )
         except Refused as refused:
             return False, refused.message
         return True, None
+
+    async def _suppressed(self, recipient: Recipient) -> bool:
+        """Whether the recipient's address is on the suppression list (a salted hash)."""
+        hashed = email_hash(recipient.email, self.settings.suppression_salt)
+        return await self.messages.is_suppressed(hashed)
+
+    async def _tracking(self, contact_id: str) -> ConsentState | None:
+        return await self.messages.consent(
+            contact_id, Channel.email, self.settings.tracking_purpose
+        )
+
+    async def tracking_allowed(self, identity: Identity, contact_id: str) -> bool:
+        """Whether per-person open/click tracking may be added to this contact's emails."""
+        if await self.messages.find_recipient(identity, contact_id) is None:
+            raise NotFound("contact not found")
+        return tracking_allowed(await self._tracking(contact_id))
 
     async def send(
         self,
@@ -88,13 +119,16 @@ class MessagingService:
     ) -> dict[str, Any]:
         """Send one message to one contact; the logged message, or an error."""
         check_channel(channel)
+        check_purpose(purpose, self.settings.tracking_purpose)
         check_content(subject, text, self.limits)
         recipient = await self.messages.find_recipient(identity, contact_id)
         if recipient is None:
             raise NotFound("contact not found")
         consent = await self.messages.consent(contact_id, channel, purpose)
         try:
-            check_sendable(recipient, consent, channel, purpose)
+            check_sendable(
+                recipient, consent, channel, purpose, suppressed=await self._suppressed(recipient)
+            )
         except Refused as refused:
             MESSAGES.labels(channel.value, "refused").inc()
             log.info("message.refused", contact_id=contact_id, reason=refused.message)
@@ -132,6 +166,10 @@ class MessagingService:
             "federation_path": recipient.federation_path,
             "created_by": identity.user_id,
             "created_at": now,
+            "transactional": False,
+            # Per-person open/click tracking only with the person's tracking consent
+            # (no pixel or redirect yet: the log says whether it would be allowed).
+            "per_person_tracking": tracking_allowed(await self._tracking(contact_id)),
         }
         await self.messages.record_sending(message)
 
@@ -181,3 +219,107 @@ class MessagingService:
         if await self.messages.find_recipient(identity, contact_id) is None:
             raise NotFound("contact not found")
         return await self.messages.messages_of(identity, contact_id, limit)
+
+    # ------------------------------------------------------------ transactional
+
+    async def send_confirmation(self, envelope: Envelope, session: AsyncClientSession) -> None:
+        """consent-confirmation-requested: email the person their double opt-in link.
+
+        Transactional: no marketing consent is needed (the person is asked for it), but
+        an erased person or a suppressed address is never written to. The message id
+        derives from the event id and the sent message is logged with its message-sent
+        event in the handler's transaction: once that commits, a redelivered event sends
+        nothing. (A crash between the SMTP hand-over and the commit sends it again: at
+        least once.) A failure is logged as failed and raised, so the consumer retries.
+        """
+        event = decode(envelope)
+        assert isinstance(event, ConsentConfirmationRequestedV1)
+        message_id = hashlib.sha256(f"confirmation:{envelope.event_id}".encode()).hexdigest()[:32]
+        done = await self.messages.message(message_id, session)
+        if done is not None and done.get("status") == MessageStatus.sent.value:
+            return
+        recipient = await self.messages.recipient(event.contact_id, session)
+        if recipient is None:
+            if await self.messages.is_erased(event.contact_id, session):
+                log.info("confirmation.skipped", contact_id=event.contact_id, reason="erased")
+                return
+            # Not projected yet (contact-created is consumed on another topic): retried.
+            raise LookupError(f"contact {event.contact_id} is not known to messaging yet")
+        skip = None
+        if not recipient.email:
+            skip = "no_address"
+        elif await self._suppressed(recipient):
+            skip = "suppressed"
+        if skip:
+            MESSAGES.labels(Channel.email.value, "refused").inc()
+            log.info("confirmation.skipped", contact_id=event.contact_id, reason=skip)
+            return
+        now = utcnow()
+        text = self.settings.confirmation_text.replace("{purpose}", event.purpose).replace(
+            "{url}", event.confirm_url
+        )
+        try:
+            email = build_transactional_email(
+                message_id=message_id,
+                mail_from=self.settings.mail_from,
+                recipient=recipient,
+                subject=self.settings.confirmation_subject,
+                text=text,
+                date=now,
+            )
+        except InvalidRecipientAddress as exc:
+            MESSAGES.labels(Channel.email.value, "refused").inc()
+            log.info("confirmation.skipped", contact_id=event.contact_id, reason=str(exc))
+            return
+        message = {
+            "_id": message_id,
+            "contact_id": event.contact_id,
+            "channel": Channel.email.value,
+            "purpose": event.purpose,
+            "subject": self.settings.confirmation_subject,
+            "campaign_id": None,
+            "federation_id": recipient.federation_id,
+            "federation_path": recipient.federation_path,
+            "created_by": envelope.producer,
+            "created_at": now,
+            "transactional": True,
+            "per_person_tracking": False,
+            "cause_event_id": envelope.event_id,
+        }
+        try:
+            await self.mailer.send(email)
+        except DeliveryError as exc:
+            # Logged as failed outside the handler's transaction (which is rolled back)
+            # and raised: the consumer retries, then parks the event on the DLQ.
+            await self.messages.record_message(
+                {
+                    **message,
+                    "status": MessageStatus.failed.value,
+                    "failed_at": utcnow(),
+                    "failure_reason": exc.reason,
+                },
+                None,
+            )
+            MESSAGES.labels(Channel.email.value, MessageStatus.failed.value).inc()
+            raise
+        sent_at = utcnow()
+        await self.messages.record_message(
+            {**message, "status": MessageStatus.sent.value, "sent_at": sent_at}, session
+        )
+        await self.outbox.add(
+            session,
+            new_envelope(
+                MessageSentV1(
+                    message_id=message_id,
+                    contact_id=event.contact_id,
+                    channel=Channel.email,
+                    sent_at=sent_at,
+                ),
+                producer=self.settings.service_name,
+                federation_id=recipient.federation_id,
+                federation_path=recipient.federation_path,
+                causation=envelope,
+            ),
+        )
+        MESSAGES.labels(Channel.email.value, MessageStatus.sent.value).inc()
+        log.info("confirmation.sent", message_id=message_id, contact_id=event.contact_id)

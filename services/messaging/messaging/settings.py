@@ -18,6 +18,7 @@ class MessagingSettings(ServiceSettings):
     secret_fields: ClassVar[tuple[str, ...]] = (
         *ServiceSettings.secret_fields,
         "unsubscribe_secret",
+        "suppression_salt",
     )
     model_config = SettingsConfigDict(env_prefix="MESSAGING_", extra="ignore")
 
@@ -37,13 +38,32 @@ class MessagingSettings(ServiceSettings):
 
     # What every email carries
     mail_from: str = "Tribune <no-reply@tribune.localhost>"
-    unsubscribe_base_url: str = "http://127.0.0.1:8000/api/v1/unsubscribe"
+    #: consent's public unsubscribe page, through the gateway
+    unsubscribe_base_url: str = "http://127.0.0.1:8000/api/v1/public/consents/unsubscribe"
     #: signs the unsubscribe tokens (falls back to TRIBUNE_UNSUBSCRIBE_SECRET)
     unsubscribe_secret: str = DEV_SECRET
     unsubscribe_footer: str = Field(
         default="You receive this email because you agreed to it. "
         "To stop receiving these emails: {url}",
         max_length=1000,
+    )
+
+    #: salts the suppression list's hashes (TRIBUNE_SUPPRESSION_SALT, same as consent's):
+    #: an address on it is never sent anything
+    suppression_salt: str = DEV_SECRET
+    #: the consent purpose (channel email) that allows per-person open/click tracking
+    tracking_purpose: str = Field(default="tracking", min_length=1, max_length=64)
+
+    # The double opt-in confirmation email (consent-confirmation-requested)
+    confirmation_subject: str = Field(
+        default="Please confirm your subscription", min_length=1, max_length=SUBJECT_MAX_CHARS
+    )
+    confirmation_text: str = Field(
+        default="Hello,\n\nYou were asked whether you agree to receive our emails about "
+        "\u201c{purpose}\u201d. To confirm, open this link:\n\n{url}\n\nIf you did not ask "
+        "for this, ignore this email: without your confirmation we will not write to you "
+        "again about it.",
+        max_length=5000,
     )
 
     # Limits (the API refuses more than the hard caps whatever these say)
@@ -65,6 +85,20 @@ class MessagingSettings(ServiceSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("confirmation_text")
+    @classmethod
+    def _confirmation_has_url(cls, value: str) -> str:
+        if "{url}" not in value:
+            raise ValueError("must contain {url}, where the confirmation link goes")
+        return value
+
+    @field_validator("confirmation_subject")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must be a single line")
         return value
 
     @field_validator("unsubscribe_footer")

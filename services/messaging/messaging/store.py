@@ -23,6 +23,7 @@ from messaging.domain import (
 CONTACTS = "contacts"  # projection of contact-*: address, names, federation
 CONSENTS = "consents"  # projection of consent-*: latest fact per contact x channel x purpose
 MESSAGES = "messages"  # the message log and each message's delivery state
+SUPPRESSED = "suppressed"  # projection of suppression-added: salted address hashes only
 
 INDEXES = [
     IndexSpec(CONTACTS, [("federation_path", ASCENDING)]),
@@ -126,20 +127,48 @@ class MessagingStore:
             session,
         )
 
+    async def project_suppression(
+        self, address_hash: str, kind: str, suppressed_at: datetime, session: AsyncClientSession
+    ) -> None:
+        """Idempotent: the first time an address was suppressed is kept."""
+        await self.store[SUPPRESSED].update_one(
+            {"_id": address_hash},
+            {"$setOnInsert": {"kind": kind, "suppressed_at": suppressed_at}},
+            upsert=True,
+            session=session,
+        )
+
     # ------------------------------------------------------------ reads
+
+    async def is_suppressed(
+        self, address_hash: str | None, session: AsyncClientSession | None = None
+    ) -> bool:
+        if not address_hash:
+            return False
+        return (
+            await self.store[SUPPRESSED].find_one({"_id": address_hash}, session=session)
+            is not None
+        )
+
+    async def is_erased(self, contact_id: str, session: AsyncClientSession | None = None) -> bool:
+        """The contact projection is an erasure tombstone (messaging.privacy)."""
+        doc = await self.store[CONTACTS].find_one(
+            {"_id": contact_id}, {"erased": 1}, session=session
+        )
+        return bool(doc and doc.get("erased"))
+
+    async def recipient(
+        self, contact_id: str, session: AsyncClientSession | None = None
+    ) -> Recipient | None:
+        """Any contact (for event handlers, which act for no user)."""
+        doc = await self.store[CONTACTS].find_one({"_id": contact_id}, session=session)
+        return _recipient(doc) if doc is not None else None
 
     async def find_recipient(self, identity: Identity, contact_id: str) -> Recipient | None:
         doc = await self.store[CONTACTS].find_one({"_id": contact_id, **identity.scope()})
         if doc is None:
             return None
-        return Recipient(
-            contact_id=doc["_id"],
-            federation_id=doc["federation_id"],
-            federation_path=doc["federation_path"],
-            email=doc.get("email"),
-            given_name=doc.get("given_name") or "",
-            family_name=doc.get("family_name") or "",
-        )
+        return _recipient(doc)
 
     async def consent(self, contact_id: str, channel: Channel, purpose: str) -> ConsentState | None:
         key = consent_key(contact_id, channel, purpose)
@@ -166,6 +195,20 @@ class MessagingStore:
         a message in "sending", never a mail nobody knows about."""
         await self.store[MESSAGES].insert_one({**message, "status": MessageStatus.sending.value})
 
+    async def message(
+        self, message_id: str, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self.store[MESSAGES].find_one({"_id": message_id}, session=session)
+
+    async def record_message(
+        self, message: dict[str, Any], session: AsyncClientSession | None
+    ) -> None:
+        """Log a message whose id derives from its cause (an event): written whole, so a
+        redelivered event overwrites a failed attempt rather than adding one."""
+        await self.store[MESSAGES].replace_one(
+            {"_id": message["_id"]}, message, upsert=True, session=session
+        )
+
     async def record_outcome(
         self,
         message_id: str,
@@ -187,3 +230,16 @@ class MessagingStore:
             session=session,
         )
         return fields
+
+
+def _recipient(doc: dict[str, Any]) -> Recipient | None:
+    if doc.get("federation_path") is None:  # a tombstone (erased person)
+        return None
+    return Recipient(
+        contact_id=doc["_id"],
+        federation_id=doc["federation_id"],
+        federation_path=doc["federation_path"],
+        email=doc.get("email"),
+        given_name=doc.get("given_name") or "",
+        family_name=doc.get("family_name") or "",
+    )

@@ -10,7 +10,15 @@ from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
 from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
 
-from messaging.handlers import consent_handlers, contact_handlers
+from messaging.handlers import (
+    confirmation_handlers,
+    consent_handlers,
+    contact_handlers,
+    suppression_handlers,
+)
+from messaging.mailer import SmtpMailer
+from messaging.privacy import erasure_handlers
+from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.store import INDEXES, MessagingStore
 
@@ -25,7 +33,12 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
     handlers = {
         **contact_handlers(messages),
         **consent_handlers(messages),
+        **suppression_handlers(messages),
+        **confirmation_handlers(
+            MessagingService(settings, store, SmtpMailer(settings), messages=messages)
+        ),
         **FederationDirectory(store).handlers(),
+        **erasure_handlers(store),
     }
     return Worker(settings, store, groups=[ConsumerGroup(GROUP, handlers)], indexes=INDEXES)
 

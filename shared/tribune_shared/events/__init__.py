@@ -10,7 +10,7 @@ from tribune_shared.events.contracts import (
     contract_for,
     dlq_topic,
 )
-from tribune_shared.events.envelope import Envelope, utcnow
+from tribune_shared.events.envelope import Envelope, Sealed, utcnow
 from tribune_shared.logging import current_correlation_id, new_correlation_id
 
 
@@ -41,8 +41,16 @@ def new_envelope(
 
 
 def decode(envelope: Envelope) -> EventContract:
-    """The typed payload of an envelope (raises LookupError / ValidationError)."""
-    return contract_for(envelope.type, envelope.version).model_validate(envelope.data)
+    """The typed payload of an envelope (raises LookupError / ValidationError).
+
+    Personal fields still sealed (the consumer could not open them: the person was erased
+    and their key destroyed, or the envelope was read straight off a topic) hold their
+    defaults and are listed in ``event.erased_fields``. Kafka consumers of the kernel open
+    sealed envelopes before their handlers run (``tribune_shared.vault``)."""
+    event = contract_for(envelope.type, envelope.version).model_validate(envelope.data)
+    if envelope.sealed is not None:
+        event._erased_fields = frozenset(envelope.sealed.fields)
+    return event
 
 
 __all__ = [
@@ -50,6 +58,7 @@ __all__ = [
     "TOPICS",
     "Envelope",
     "EventContract",
+    "Sealed",
     "TopicSpec",
     "decode",
     "dlq_topic",

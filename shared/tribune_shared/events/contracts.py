@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class EventContract(BaseModel):
@@ -22,10 +22,29 @@ class EventContract(BaseModel):
     event_version: ClassVar[int]
     #: the data field holding the aggregate id (the Kafka key)
     key_field: ClassVar[str]
+    #: dotted paths of the fields holding personal data: they travel encrypted with the
+    #: person's data key (``tribune_shared.vault``) and read as their default once the key
+    #: is destroyed; each must have a default
+    personal_fields: ClassVar[tuple[str, ...]] = ()
+    #: the data field naming the person the personal fields are about
+    subject_field: ClassVar[str] = "contact_id"
+
+    _erased_fields: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @property
     def key(self) -> str:
         return str(getattr(self, self.key_field))
+
+    @property
+    def erased_fields(self) -> frozenset[str]:
+        """Personal fields that could not be read because the person was erased (their data
+        key is destroyed): they hold their defaults. Projections treat such an event as
+        being about an erased person."""
+        return self._erased_fields
+
+    @property
+    def erased(self) -> bool:
+        return bool(self._erased_fields)
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,7 @@ def contract(
         cls.event_type = event_type
         cls.event_version = version
         cls.key_field = key
+        _check_personal_fields(cls)
         CONTRACTS[(event_type, version)] = cls
         TOPICS.setdefault(
             event_type,
@@ -63,6 +83,37 @@ def contract(
 
 def dlq_topic(topic: str) -> str:
     return f"{topic}-dlq"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``Model`` or ``Model | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _check_personal_fields(cls: type[EventContract]) -> None:
+    """Every personal field exists and has a default, so an event whose person was erased
+    (sealed values unreadable) still decodes; the subject field exists."""
+    if not cls.personal_fields:
+        return
+    if cls.subject_field not in cls.model_fields:
+        raise TypeError(f"{cls.__name__}: subject field {cls.subject_field!r} is not a field")
+    for path in cls.personal_fields:
+        model: type[BaseModel] | None = cls
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            if model is None or part not in model.model_fields:
+                raise TypeError(f"{cls.__name__}: personal field {path!r} does not exist")
+            info = model.model_fields[part]
+            if i == len(parts) - 1:
+                if info.is_required():
+                    raise TypeError(f"{cls.__name__}: personal field {path!r} needs a default")
+            else:
+                model = _model_of(info.annotation)
 
 
 # ---------------------------------------------------------------- shared value types
@@ -94,8 +145,53 @@ class DataOrigin(BaseModel):
     collected_on: date | None = None
 
 
+#: the fields of a contact's state that identify the person (sealed in contact events)
+CONTACT_PERSONAL_FIELDS: tuple[str, ...] = (
+    "contact.given_name",
+    "contact.family_name",
+    "contact.email",
+    "contact.phone",
+    "contact.postcode",
+    # the full contact (emails, phones, postal address, birth year, custom fields)
+    "contact.emails",
+    "contact.phones",
+    "contact.address",
+    "contact.birth_year",
+    "contact.custom_fields",
+)
+
+
+class ContactEmail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    primary: bool = False
+
+
+class ContactPhone(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    number: str = Field(description="E.164")
+    kind: Literal["mobile", "landline", "other"] = "other"
+
+
+class ContactAddress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    lines: list[str] = Field(default_factory=list)
+    postcode: str | None = None
+    commune: str | None = None
+    commune_insee: str | None = Field(default=None, description="INSEE code (5 chars, 2A/2B)")
+    department: str | None = None
+
+
 class ContactState(BaseModel):
-    """The personal data of a contact as other services may project it."""
+    """The personal data of a contact as other services may project it.
+
+    Its JSON form (with the envelope's federation_path) is the document shape the segment
+    filter language (``tribune_shared.segments``) evaluates. ``email``/``phone``/``postcode``
+    mirror the primary email, the first phone and the address's postcode.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -106,6 +202,16 @@ class ContactState(BaseModel):
     postcode: str | None = None
     tags: list[str] = Field(default_factory=list)
     origin: DataOrigin | None = None
+    # Added in v1 (optional): the full contact.
+    emails: list[ContactEmail] = Field(default_factory=list)
+    phones: list[ContactPhone] = Field(default_factory=list)
+    address: ContactAddress | None = None
+    constituency: str | None = None
+    polling_station: str | None = None
+    birth_year: int | None = None
+    custom_fields: dict[str, str | int | float] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 # ---------------------------------------------------------------- gateway
@@ -138,6 +244,8 @@ class FederationUpdatedV1(EventContract):
 class ContactCreatedV1(EventContract):
     """A person entered a federation's file."""
 
+    personal_fields: ClassVar[tuple[str, ...]] = CONTACT_PERSONAL_FIELDS
+
     contact_id: str
     contact_version: int = Field(ge=1)
     contact: ContactState
@@ -146,6 +254,8 @@ class ContactCreatedV1(EventContract):
 @contract("contact-updated", 1, key="contact_id", owner="contacts", partitions=6)
 class ContactUpdatedV1(EventContract):
     """A person's data changed; carries the full new state and its version."""
+
+    personal_fields: ClassVar[tuple[str, ...]] = CONTACT_PERSONAL_FIELDS
 
     contact_id: str
     contact_version: int = Field(ge=1)
@@ -178,12 +288,18 @@ class ContactErasedV1(EventContract):
 class ConsentGrantedV1(EventContract):
     """A contact consented to be reached on a channel for a purpose."""
 
+    personal_fields: ClassVar[tuple[str, ...]] = ("proof",)
+
     contact_id: str
     channel: Channel
     purpose: str
     source: str
     proof: dict[str, str] = Field(default_factory=dict)
     granted_at: datetime
+    #: SHA-256 (hex) of the consent text the person agreed to, when one was recorded
+    text_hash: str | None = None
+    #: who recorded it: a user of the federation, or the person (double opt-in link)
+    actor_kind: Literal["user", "person"] | None = None
 
 
 @contract("consent-revoked", 1, key="contact_id", owner="consent", partitions=6)
@@ -195,6 +311,36 @@ class ConsentRevokedV1(EventContract):
     purpose: str
     source: str
     revoked_at: datetime
+    #: who recorded it: a user, or the person (unsubscribe link, one-click, SMS STOP)
+    actor_kind: Literal["user", "person"] | None = None
+
+
+@contract("consent-confirmation-requested", 1, key="contact_id", owner="consent", partitions=6)
+class ConsentConfirmationRequestedV1(EventContract):
+    """A consent is pending (double opt-in): messaging sends the person the confirmation
+    link (a transactional email, sent without a marketing consent but never to a
+    suppressed address). The consent counts only once the link is opened and confirmed."""
+
+    request_id: str
+    contact_id: str
+    channel: Channel
+    purpose: str
+    #: public link with a signed, expiring token; opening it lets the person confirm
+    confirm_url: str
+    expires_at: datetime
+    text_version: str | None = None
+
+
+@contract("suppression-added", 1, key="address_hash", owner="consent", partitions=3)
+class SuppressionAddedV1(EventContract):
+    """An address joined the suppression list (the person objected to everything or was
+    erased): never message it, flag any contact created with it. Carries only the salted
+    hash (tribune_shared.suppression.address_hash), never the address."""
+
+    address_hash: str
+    kind: Literal["email", "phone"]
+    reason: Literal["objection", "erasure"]
+    suppressed_at: datetime
 
 
 @contract("erasure-requested", 1, key="contact_id", owner="consent", partitions=6)

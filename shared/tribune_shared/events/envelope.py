@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Sealed(BaseModel):
+    """The personal fields of an event, encrypted with the data key of the person they are
+    about (``tribune_shared.vault``). They are absent from ``data`` in clear; once the key
+    is destroyed (erasure) nobody can read them again, and consumers see them as erased."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str = Field(description="the person whose data key seals the fields")
+    fields: list[str] = Field(description="dotted paths in data of the sealed fields")
+    alg: Literal["AES-256-GCM"] = "AES-256-GCM"
+    nonce: str | None = Field(default=None, description="base64url")
+    ciphertext: str | None = Field(
+        default=None,
+        description="base64url of the JSON {path: value}, authenticated with the event id, "
+        "type, version and subject; null when the person was already erased (values dropped)",
+    )
 
 
 class Envelope(BaseModel):
@@ -27,6 +45,9 @@ class Envelope(BaseModel):
     correlation_id: str
     causation_id: str | None = None
     data: dict[str, Any]
+    sealed: Sealed | None = Field(
+        default=None, description="personal fields of data, encrypted (absent: none)"
+    )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

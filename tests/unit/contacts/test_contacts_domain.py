@@ -16,7 +16,13 @@ from contacts.domain import (
     normalise_postcode,
     normalise_tags,
 )
-from tribune_shared.events.contracts import DataOrigin, OriginKind
+from tribune_shared.events.contracts import (
+    ContactAddress,
+    ContactEmail,
+    ContactPhone,
+    DataOrigin,
+    OriginKind,
+)
 
 FR = ContactRules(region="FR")
 
@@ -196,6 +202,8 @@ def test_a_full_contact_is_normalised() -> None:
         ),
         FR,
     )
+    # The single values of the first API become the lists and the address; the single
+    # fields mirror the primary email, the first phone and the postcode.
     assert result == ContactFields(
         given_name="Éloïse",
         family_name="Martin",
@@ -203,6 +211,9 @@ def test_a_full_contact_is_normalised() -> None:
         phone="+33612345678",
         postcode="69001",
         tags=("lyon", "adhérente"),
+        emails=(ContactEmail(address="Eloise.Martin@example.org", primary=True),),
+        phones=(ContactPhone(number="+33612345678", kind="mobile"),),
+        address=ContactAddress(postcode="69001", department="69"),
     )
 
 

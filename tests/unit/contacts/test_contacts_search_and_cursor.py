@@ -19,7 +19,13 @@ from contacts.domain import (
 from contacts.settings import ContactsSettings
 from contacts.store import from_document, search_filter, to_document
 from pydantic import ValidationError
-from tribune_shared.events.contracts import DataOrigin, OriginKind
+from tribune_shared.events.contracts import (
+    ContactAddress,
+    ContactEmail,
+    ContactPhone,
+    DataOrigin,
+    OriginKind,
+)
 
 # ---------------------------------------------------------------- cursors
 
@@ -100,7 +106,7 @@ def test_search_terms_refuse_blank_and_too_many_words() -> None:
 def test_search_filter_escapes_regex_characters() -> None:
     flt = search_filter(search_terms("a.b*(", "FR", 5))
     email_clause = flt["$or"][1]
-    assert email_clause == {"search.email": {"$regex": r"^a\.b\*\("}}
+    assert email_clause == {"search.emails": {"$regex": r"^a\.b\*\("}}
 
 
 # ---------------------------------------------------------------- stored shape
@@ -133,9 +139,33 @@ def test_stored_document_omits_absent_email_and_phone_and_round_trips() -> None:
     doc = to_document(contact)
     assert doc["_id"] == contact.id
     assert "phone" not in doc and "postcode" not in doc and doc["email"] == "Eloise@example.org"
+    assert doc["emails"] == [{"address": "Eloise@example.org", "primary": True}]
+    assert doc["phones"] == [] and "address" not in doc and "birth_year" not in doc
     assert doc["origin"] == {"kind": "petition", "detail": "p-42", "collected_on": "2026-01-01"}
-    assert doc["search"] == {"given": "eloise", "family": "martin", "email": "eloise@example.org"}
+    assert doc["search"] == {
+        "given": "eloise",
+        "family": "martin",
+        "emails": ["eloise@example.org"],
+    }
     assert from_document(doc) == contact
+
+
+def test_a_document_stored_before_the_full_contact_reads_as_one() -> None:
+    """Documents of the first API had single email/phone/postcode fields."""
+    contact = _contact()
+    doc = {
+        k: v for k, v in to_document(contact).items() if k not in ("emails", "phones", "address")
+    }
+    doc.update(phone="+33612345678", postcode="75011")
+    read = from_document(doc)
+    assert read.emails == [ContactEmail(address="Eloise@example.org", primary=True)]
+    assert read.phones == [ContactPhone(number="+33612345678", kind="mobile")]
+    assert read.address == ContactAddress(postcode="75011")
+    assert (read.email, read.phone, read.postcode) == (
+        "Eloise@example.org",
+        "+33612345678",
+        "75011",
+    )
 
 
 def test_event_state_carries_the_personal_data() -> None:

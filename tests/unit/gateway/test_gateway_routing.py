@@ -18,6 +18,9 @@ from gateway.settings import GatewaySettings
         ("/api/v1/messages", "messaging", False),
         ("/api/v1/webhooks/payments", "memberships", True),
         ("/api/v1/webhooks/payments/stripe", "memberships", True),
+        ("/api/v1/webhooks/sms", "consent", True),
+        ("/api/v1/public/consents/unsubscribe", "consent", True),
+        ("/api/v1/public/consents/confirm", "consent", True),
     ],
 )
 def test_paths_resolve_to_their_owner(path, service, public):
@@ -40,8 +43,17 @@ def test_paths_no_service_owns_do_not_resolve(path):
     assert resolve(path) is None
 
 
-def test_only_the_payment_webhook_is_public():
-    assert [r.prefix for r in ROUTES if r.public] == ["/api/v1/webhooks/payments"]
+def test_only_the_webhooks_and_the_consent_pages_are_public():
+    assert sorted(r.prefix for r in ROUTES if r.public) == [
+        "/api/v1/public/consents",
+        "/api/v1/webhooks/payments",
+        "/api/v1/webhooks/sms",
+    ]
+    # the webhooks take POST only; the consent pages are opened (GET) and answered (POST)
+    assert {r.prefix: r.methods for r in ROUTES if r.public}["/api/v1/public/consents"] == (
+        "GET",
+        "POST",
+    )
 
 
 def test_service_urls_come_from_settings(monkeypatch):

@@ -1,4 +1,5 @@
-"""The worker's wiring: one consumer group reading contacts and the federation tree."""
+"""The worker's wiring: one consumer group reading contacts, the federation tree and
+erasure requests."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ async def test_the_memberships_group_projects_contacts_and_federations():
         "contact-updated",
         "federation-created",
         "federation-updated",
+        "erasure-requested",  # memberships answers every erasure (pseudonymises payments)
     }
     assert worker.relay is not None  # the outbox is published by this worker
     await worker.store.close()

@@ -28,6 +28,7 @@ class FakeMessages:
         self.recipients: dict[str, Recipient] = {}
         self.consents: dict[tuple[str, str, str], ConsentState] = {}
         self.log: dict[str, dict] = {}
+        self.suppressed: set[str] = set()
 
     async def find_recipient(self, identity, contact_id):
         found = self.recipients.get(contact_id)
@@ -35,6 +36,9 @@ class FakeMessages:
 
     async def consent(self, contact_id, channel, purpose):
         return self.consents.get((contact_id, channel.value, purpose))
+
+    async def is_suppressed(self, address_hash):
+        return address_hash in self.suppressed
 
     async def record_sending(self, message):
         self.log[message["_id"]] = {**message, "status": "sending"}

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 
 import pytest
-from memberships.signature import (
+from tribune_shared.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     InvalidSignature,

@@ -1,4 +1,5 @@
-"""Payment webhook signatures (pure).
+"""Webhook signatures (pure): the payment webhook (memberships) and the inbound SMS
+webhook (consent) are signed the same way.
 
 The provider (or the gateway relaying it) sends two headers:
 

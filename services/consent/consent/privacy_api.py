@@ -1,0 +1,141 @@
+"""HTTP routes of privacy requests (the DPO's alone) and consent's part of an access export."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.errors import InvalidField
+
+from consent.privacy import RequestKind, RequestStatus
+from consent.privacy_service import PrivacyService
+
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+ContactId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+RequestId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+dpo_only = require_roles(Role.dpo, admin=False)
+
+router = APIRouter(prefix="/api/v1/privacy", tags=["privacy"], dependencies=[dpo_only])
+person_router = APIRouter(prefix="/api/v1/consents", tags=["privacy"], dependencies=[dpo_only])
+
+
+def service(request: Request) -> PrivacyService:
+    return request.app.state.privacy_service
+
+
+Service = Annotated[PrivacyService, Depends(service)]
+
+
+class NewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: RequestKind
+    contact_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    received_at: AwareDatetime | None = Field(
+        default=None, description="when the person's request arrived (default: now)"
+    )
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ServiceCompletion(BaseModel):
+    service: str
+    completed_at: datetime
+    kept_for_legal_reasons: list[str]
+
+
+class ErasureReceipt(BaseModel):
+    services: list[ServiceCompletion]
+    kept_for_legal_reasons: list[str]
+    key_destroyed_at: datetime | None
+    completed_at: datetime
+
+
+class Export(BaseModel):
+    at: datetime
+    by: str
+    services: list[str]
+
+
+class PrivacyRequest(BaseModel):
+    request_id: str
+    kind: RequestKind
+    contact_id: str
+    federation_id: str
+    status: RequestStatus
+    received_at: datetime
+    deadline: datetime
+    overdue: bool = Field(description="past the deadline and not answered")
+    recorded_at: datetime
+    recorded_by: str
+    origin: str = Field(description='"dpo", or "retention:<rule>" when a clock ran out')
+    action: str | None = Field(default=None, description="erasure: erase | anonymise")
+    note: str | None = None
+    completed_at: datetime | None = None
+    expected_services: list[str] | None = None
+    services: dict[str, Any] | None = Field(
+        default=None, description="erasure: the services that finished, so far"
+    )
+    key_destroyed_at: datetime | None = None
+    receipt: ErasureReceipt | None = None
+    exports: list[Export] = Field(default_factory=list)
+
+
+class PrivacyRequestList(BaseModel):
+    items: list[PrivacyRequest]
+
+
+class ExportDone(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    services: list[str] = Field(max_length=20, description="services whose data was exported")
+
+
+@router.post("/requests", status_code=status.HTTP_201_CREATED)
+async def create_request(
+    body: NewRequest, svc: Service, identity: CurrentIdentity
+) -> PrivacyRequest:
+    """Record an access or erasure request (an erasure starts at once: it fans out)."""
+    doc = await svc.create(identity, body.kind, body.contact_id, body.received_at, body.note)
+    return PrivacyRequest.model_validate(doc)
+
+
+@router.get("/requests")
+async def list_requests(
+    svc: Service,
+    identity: CurrentIdentity,
+    overdue: Annotated[bool | None, Query(description="only overdue (true) or not (false)")] = None,
+    kind: RequestKind | None = None,
+    status: RequestStatus | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> PrivacyRequestList:
+    if limit is not None and limit > svc.settings.max_page_size:
+        raise InvalidField(f"must be at most {svc.settings.max_page_size}", field="limit")
+    docs = await svc.list(identity, overdue=overdue, kind=kind, status=status, limit=limit)
+    return PrivacyRequestList(items=[PrivacyRequest.model_validate(d) for d in docs])
+
+
+@router.get("/requests/{request_id}")
+async def get_request(
+    request_id: RequestId, svc: Service, identity: CurrentIdentity
+) -> PrivacyRequest:
+    return PrivacyRequest.model_validate(await svc.get(identity, request_id))
+
+
+@router.post("/requests/{request_id}/exported")
+async def export_done(
+    request_id: RequestId, body: ExportDone, svc: Service, identity: CurrentIdentity
+) -> PrivacyRequest:
+    """Called by the gateway once it delivered the access export: answers the request."""
+    return PrivacyRequest.model_validate(
+        await svc.record_export(identity, request_id, body.services)
+    )
+
+
+@person_router.get("/privacy/{contact_id}")
+async def person_data(contact_id: ContactId, svc: Service, identity: CurrentIdentity) -> dict:
+    """Everything consent holds on the person: consents with their proof, the full
+    history, privacy requests (the access export's consent part)."""
+    return await svc.person_data(identity, contact_id)

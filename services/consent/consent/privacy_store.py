@@ -1,0 +1,184 @@
+"""Database access of privacy requests, retention clocks and the person's consent data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from tribune_shared.auth import Identity
+from tribune_shared.store import IndexSpec, Store
+
+from consent.privacy import RequestStatus, RetentionRule, retention_cutoff
+from consent.store import CURRENT, LEDGER
+
+PRIVACY_REQUESTS = "privacy_requests"
+RETENTION_CLOCKS = "retention_clocks"  # per contact: dates only (no personal data)
+
+#: collections of the consent database holding a person's data, by their contact field;
+#: erasure deletes the person's documents from each
+PERSON_COLLECTIONS: list[tuple[str, str]] = [(LEDGER, "contact_id"), (CURRENT, "contact_id")]
+
+PRIVACY_INDEXES = [
+    IndexSpec(PRIVACY_REQUESTS, [("federation_path", ASCENDING), ("received_at", DESCENDING)]),
+    IndexSpec(PRIVACY_REQUESTS, [("status", ASCENDING), ("deadline", ASCENDING)]),
+    IndexSpec(PRIVACY_REQUESTS, [("contact_id", ASCENDING)]),
+    # At most one erasure in progress per person (set while in progress, unset when done).
+    IndexSpec(
+        PRIVACY_REQUESTS,
+        [("active_erasure", ASCENDING)],
+        {
+            "name": "one_active_erasure_per_contact",
+            "unique": True,
+            "partialFilterExpression": {"active_erasure": {"$type": "string"}},
+        },
+    ),
+    IndexSpec(RETENTION_CLOCKS, [("first_message_at", ASCENDING)]),
+    IndexSpec(RETENTION_CLOCKS, [("last_activity_at", ASCENDING)]),
+]
+
+
+class PrivacyStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def requests(self):
+        return self.store[PRIVACY_REQUESTS]
+
+    # ------------------------------------------------------------ requests
+    async def insert_request(self, doc: dict[str, Any], session: AsyncClientSession) -> None:
+        """Raises DuplicateKeyError if an erasure of the person is already in progress."""
+        await self.requests.insert_one(doc, session=session)
+
+    async def active_erasure(self, contact_id: str) -> dict[str, Any] | None:
+        return await self.requests.find_one({"active_erasure": contact_id})
+
+    async def request(
+        self,
+        request_id: str,
+        identity: Identity | None = None,
+        session: AsyncClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        query: dict[str, Any] = {"_id": request_id}
+        if identity is not None:
+            query.update(identity.scope())
+        return await self.requests.find_one(query, session=session)
+
+    async def list_requests(
+        self,
+        identity: Identity,
+        *,
+        now: datetime,
+        overdue: bool | None,
+        kind: str | None,
+        status: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        done = RequestStatus.completed.value
+        clauses: list[dict[str, Any]] = [identity.scope()]
+        if kind:
+            clauses.append({"kind": kind})
+        if status:
+            clauses.append({"status": status})
+        if overdue is True:
+            clauses += [{"deadline": {"$lt": now}}, {"status": {"$ne": done}}]
+        elif overdue is False:
+            clauses.append({"$or": [{"deadline": {"$gte": now}}, {"status": done}]})
+        query = {"$and": clauses}
+        return (
+            await self.requests.find(query)
+            .sort([("deadline", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+            .to_list()
+        )
+
+    async def requests_of(self, contact_id: str) -> list[dict[str, Any]]:
+        return await self.requests.find({"contact_id": contact_id}).sort("received_at").to_list()
+
+    async def update_request(
+        self, request_id: str, update: dict[str, Any], session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self.requests.find_one_and_update(
+            {"_id": request_id}, update, session=session, return_document=ReturnDocument.AFTER
+        )
+
+    # ------------------------------------------------------------ the person's data
+    async def ledger(self, contact_id: str) -> list[dict[str, Any]]:
+        return (
+            await self.store[LEDGER].find({"contact_id": contact_id}).sort("recorded_at").to_list()
+        )
+
+    async def current(self, contact_id: str) -> list[dict[str, Any]]:
+        return await self.store[CURRENT].find({"contact_id": contact_id}).to_list()
+
+    async def erase_person(self, contact_id: str, session: AsyncClientSession) -> dict[str, int]:
+        """Delete the person's documents from every collection holding some."""
+        deleted = {}
+        for collection, field in PERSON_COLLECTIONS:
+            result = await self.store[collection].delete_many({field: contact_id}, session=session)
+            deleted[collection] = result.deleted_count
+        return deleted
+
+    # ------------------------------------------------------------ retention clocks
+    async def touch_clock(
+        self,
+        contact_id: str,
+        *,
+        federation_id: str,
+        federation_path: str,
+        session: AsyncClientSession,
+        set_fields: dict[str, Any] | None = None,
+        earliest: dict[str, datetime] | None = None,
+        latest: dict[str, datetime] | None = None,
+        inc: dict[str, int] | None = None,
+    ) -> None:
+        """Move a person's clocks; $min/$max make it independent of the events' order."""
+        update: dict[str, Any] = {
+            "$set": {
+                "federation_id": federation_id,
+                "federation_path": federation_path,
+                **(set_fields or {}),
+            }
+        }
+        if earliest:
+            update["$min"] = earliest
+        if latest:
+            update["$max"] = latest
+        if inc:
+            update["$inc"] = inc
+        await self.store[RETENTION_CLOCKS].update_one(
+            {"_id": contact_id}, update, upsert=True, session=session
+        )
+
+    async def clock(self, contact_id: str) -> dict[str, Any] | None:
+        return await self.store[RETENTION_CLOCKS].find_one({"_id": contact_id})
+
+    async def mark_clock_erased(
+        self, contact_id: str, at: datetime, session: AsyncClientSession
+    ) -> None:
+        await self.store[RETENTION_CLOCKS].update_one(
+            {"_id": contact_id},
+            {"$set": {"erased": True}, "$min": {"erased_at": at}},
+            upsert=True,
+            session=session,
+        )
+
+    async def due_clocks(
+        self, rule: RetentionRule, now: datetime, limit: int
+    ) -> list[dict[str, Any]]:
+        """Clocks that may have run out under ``rule`` (``retention_due`` decides)."""
+        cutoff = retention_cutoff(rule, now)
+        query: dict[str, Any] = {"erased": {"$ne": True}}
+        if rule.origins:
+            query["origin_kind"] = {"$in": rule.origins}
+        if rule.clock == "unanswered_prospect":
+            query["first_message_at"] = {"$lte": cutoff}
+            query["consented_at"] = None
+        else:
+            query["$or"] = [
+                {"last_activity_at": {"$lte": cutoff}},
+                {"last_activity_at": None, "created_at": {"$lte": cutoff}},
+            ]
+        return await self.store[RETENTION_CLOCKS].find(query).limit(limit).to_list()

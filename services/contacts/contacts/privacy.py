@@ -1,0 +1,99 @@
+"""Privacy in the contacts service: the person's data for an access export (DPO only),
+and erasure (erasure-requested -> the person is deleted -> contact-erased and
+erasure-completed, in one transaction)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from pymongo.asynchronous.client_session import AsyncClientSession
+from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.bus import Handler
+from tribune_shared.errors import NotFound
+from tribune_shared.events import Envelope, new_envelope
+from tribune_shared.events.contracts import ContactErasedV1
+from tribune_shared.outbox import Outbox
+from tribune_shared.privacy import erasure_completed, erasure_request
+from tribune_shared.store import Store
+
+from contacts.store import CONTACTS, IMPORT_ROWS, MERGES
+
+SERVICE = "contacts"
+
+#: collections holding a person's data, with the field naming them; erasure deletes
+#: the person's documents from each (add new ones here)
+PERSON_COLLECTIONS: list[tuple[str, str]] = [
+    (CONTACTS, "_id"),
+    # import rows flagged as duplicates of the person (their cells as typed) and merges
+    (IMPORT_ROWS, "contact_id"),
+    (MERGES, "surviving_contact_id"),
+    (MERGES, "merged_contact_id"),
+]
+
+
+class ContactsPrivacyStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def person(self, identity_scope: dict[str, Any], contact_id: str) -> dict | None:
+        return await self.store[CONTACTS].find_one(
+            {"_id": contact_id, **identity_scope}, {"search": 0}
+        )
+
+    async def version(self, contact_id: str, session: AsyncClientSession) -> int | None:
+        doc = await self.store[CONTACTS].find_one(
+            {"_id": contact_id}, {"version": 1}, session=session
+        )
+        return doc.get("version") if doc else None
+
+    async def erase(self, contact_id: str, session: AsyncClientSession) -> int:
+        deleted = 0
+        for collection, field in PERSON_COLLECTIONS:
+            result = await self.store[collection].delete_many({field: contact_id}, session=session)
+            deleted += result.deleted_count
+        return deleted
+
+
+def erasure_handlers(store: Store) -> dict[str, Handler]:
+    data = ContactsPrivacyStore(store)
+    outbox = Outbox(store)
+
+    async def on_erasure_requested(envelope: Envelope, session: AsyncClientSession) -> None:
+        """Delete the person; tell the others (contact-erased) and consent (completed).
+        Their events' personal fields are sealed with a key that is destroyed already;
+        the published outbox rows about them are dropped too."""
+        event = erasure_request(envelope)
+        version = await data.version(event.contact_id, session)
+        await data.erase(event.contact_id, session)
+        await outbox.forget_published(event.contact_id, session)
+        erased = new_envelope(
+            ContactErasedV1(contact_id=event.contact_id, contact_version=(version or 0) + 1),
+            producer=SERVICE,
+            federation_id=envelope.federation_id,
+            federation_path=envelope.federation_path,
+            causation=envelope,
+        )
+        await outbox.add(session, erased, erasure_completed(envelope, SERVICE))
+
+    return {"erasure-requested": on_erasure_requested}
+
+
+router = APIRouter(
+    prefix="/api/v1/contacts",
+    tags=["privacy"],
+    dependencies=[require_roles(Role.dpo, admin=False)],
+)
+
+
+@router.get("/privacy/{contact_id}")
+async def person_data(
+    request: Request,
+    identity: CurrentIdentity,
+    contact_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
+) -> dict:
+    """Everything contacts holds on the person (the access export's contact part; DPO)."""
+    doc = await ContactsPrivacyStore(request.app.state.store).person(identity.scope(), contact_id)
+    if doc is None:
+        raise NotFound("contact not found")
+    return {"contact": {"id": doc.pop("_id"), **doc}}
