@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -27,6 +27,11 @@ from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 
 CORRELATION_HEADER = "X-Correlation-ID"
+
+#: ids in paths, queries and bodies: what the platform mints (hex, uuid) and federation slugs
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+IdQuery = Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
 OPS_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 log = get_logger(__name__)
 

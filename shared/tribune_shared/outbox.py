@@ -122,9 +122,7 @@ class Outbox:
         pending = {"published_at": None}
         singles = await self.store[OUTBOX].count_documents({**pending, "batch": None})
         batched = 0
-        async for row in self.store[OUTBOX].find(
-            {**pending, "batch": {"$ne": None}}, {"count": 1}
-        ):
+        async for row in self.store[OUTBOX].find({**pending, "batch": {"$ne": None}}, {"count": 1}):
             batched += row.get("count", 0)
         return singles + batched
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fastapi import APIRouter
+
+from tribune_shared.auth import Role, require_roles
 from tribune_shared.events import Envelope, decode, new_envelope, utcnow
 from tribune_shared.events.contracts import ErasureCompletedV1, ErasureRequestedV1
 
@@ -32,4 +35,12 @@ def erasure_completed(
         federation_id=request.federation_id,
         federation_path=request.federation_path,
         causation=request,
+    )
+
+
+def dpo_router(prefix: str) -> APIRouter:
+    """Routes only the DPO reaches (a service's part of the access export, privacy
+    requests): administrators included, nobody else."""
+    return APIRouter(
+        prefix=prefix, tags=["privacy"], dependencies=[require_roles(Role.dpo, admin=False)]
     )

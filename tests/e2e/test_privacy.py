@@ -167,6 +167,15 @@ def test_the_access_export_holds_everything_every_service_has_on_the_person(
     overdue = dpos["Paris"]("GET", "/api/v1/privacy/requests", params={"overdue": "true"}).json()
     assert req["request_id"] not in {i["request_id"] for i in overdue["items"]}
 
+    # the access audit: who touched the person's data, through the gateway (DPO only)
+    assert paris.user("GET", "/api/v1/audit/access").status_code == 403
+    r = dpos["Paris"]("GET", "/api/v1/audit/access", params={"contact_id": contact["id"]})
+    assert r.status_code == 200, r.text
+    touched = {(e["role"], e["action"], e["path"]) for e in r.json()["items"]}
+    assert ("dpo", "exported", path) in touched
+    assert ("secretary", "changed", f"/api/v1/consents/{contact['id']}/grant") in touched
+    assert ("secretary", "viewed", f"/api/v1/messages/reachability/{contact['id']}") in touched
+
 
 def test_erasure_closes_with_a_receipt_and_no_store_nor_topic_replay_brings_the_person_back(
     stack, http, federations, dpos

@@ -557,6 +557,7 @@ def test_sorted_pages_are_stable_and_cover_everything_once(api):
                 return seen
 
     by_name = walk("family_name", 2)
+
     def folded(name: str) -> str:
         return name.lower().replace("é", "e")
 

@@ -577,3 +577,98 @@ def test_openapi_lists_the_gateway_and_forwarded_routes(api):
     ):
         assert path in paths, path
     assert "security" not in paths["/api/v1/webhooks/payments"]["post"]
+
+
+# ---------------------------------------------------------------- access audit
+
+
+def dpo_of(client: TestClient, admin, federation_id: str, email: str) -> dict[str, str]:
+    r = client.post(
+        "/api/v1/users",
+        json={"email": email, "password": PASSWORD, "role": "dpo", "federation_id": federation_id},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    return bearer(client, email, PASSWORD)
+
+
+def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(api):
+    client, settings = api
+    admin = bearer(client)
+    root = root_of(client, admin)
+    paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
+    client.post(
+        "/api/v1/users",
+        json={
+            "email": "sec@paris.org",
+            "password": PASSWORD,
+            "role": "secretary",
+            "federation_id": paris["id"],
+        },
+        headers=admin,
+    )
+    secretary = bearer(client, "sec@paris.org", PASSWORD)
+    agent = {"User-Agent": "Mozilla/5.0 " + "x" * 300}
+    assert client.get("/api/v1/contacts/c42", headers={**secretary, **agent}).status_code == 200
+    r = client.patch(
+        "/api/v1/contacts/c42", json={"tags": ["a"]}, headers={**secretary, "If-Match": '"1"'}
+    )
+    assert r.status_code == 200
+    assert client.get("/api/v1/contacts?q=dupont&tags_any=x", headers=secretary).status_code == 200
+    assert client.post("/api/v1/contacts/exports", json={}, headers=secretary).status_code == 200
+    assert client.get("/api/v1/consents/c42?status=404", headers=secretary).status_code == 404
+
+    # the secretary and the administrator may not read it; the DPO may
+    assert client.get("/api/v1/audit/access", headers=secretary).status_code == 403
+    assert client.get("/api/v1/audit/access", headers=admin).status_code == 403
+    national_dpo = dpo_of(client, admin, root["id"], "dpo@national.org")
+    r = client.get("/api/v1/audit/access", params={"user_id": "x" * 3}, headers=national_dpo)
+    assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}
+
+    r = client.get("/api/v1/audit/access", headers=national_dpo)
+    assert r.status_code == 200, r.text
+    entries = [e for e in r.json()["items"] if e["email"] == "sec@paris.org"]
+    assert [(e["action"], e["method"], e["path"], e["status"]) for e in entries] == [
+        ("viewed", "GET", "/api/v1/consents/c42", 404),
+        ("exported", "POST", "/api/v1/contacts/exports", 200),
+        ("viewed", "GET", "/api/v1/contacts", 200),
+        ("changed", "PATCH", "/api/v1/contacts/c42", 200),
+        ("viewed", "GET", "/api/v1/contacts/c42", 200),
+    ]
+    assert [e["contact_id"] for e in entries] == ["c42", None, None, "c42", "c42"]
+    search = entries[2]
+    assert search["query_keys"] == ["q", "tags_any"]  # the search terms are not kept
+    assert "dupont" not in str(r.json())
+    first = entries[-1]
+    assert first["role"] == "secretary" and first["federation_path"] == paris["path"]
+    assert first["ip"] is None  # the test client has no IP address; real ones are /24s
+    assert first["user_agent"].startswith("Mozilla/5.0") and len(first["user_agent"]) <= 64
+
+    # filters and pages
+    r = client.get(
+        "/api/v1/audit/access", params={"contact_id": "c42", "limit": 2}, headers=national_dpo
+    )
+    page = r.json()
+    assert [e["action"] for e in page["items"]] == ["viewed", "changed"]
+    r = client.get(
+        "/api/v1/audit/access",
+        params={"contact_id": "c42", "limit": 2, "cursor": page["next_cursor"]},
+        headers=national_dpo,
+    )
+    assert [e["action"] for e in r.json()["items"]] == ["viewed"]
+    assert r.json()["next_cursor"] is None
+    r = client.get("/api/v1/audit/access", params={"action": "exported"}, headers=national_dpo)
+    assert [e["path"] for e in r.json()["items"]] == ["/api/v1/contacts/exports"]
+    bad = client.get("/api/v1/audit/access", params={"action": "deleted"}, headers=national_dpo)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "action"
+
+    # a DPO of another federation sees its own subtree's users only
+    lyon = client.post("/api/v1/federations", json={"name": "Lyon"}, headers=admin).json()
+    lyon_dpo = dpo_of(client, admin, lyon["id"], "dpo@lyon.org")
+    r = client.get("/api/v1/audit/access", params={"contact_id": "c42"}, headers=lyon_dpo)
+    assert r.json()["items"] == []
+
+    # reading the audit is audited too; nothing in the store can be changed through it
+    docs = read(settings, "access_audit", {"email": "dpo@national.org"})
+    assert {d["path"] for d in docs} == {"/api/v1/audit/access"}
+    assert client.delete("/api/v1/audit/access", headers=national_dpo).status_code == 405

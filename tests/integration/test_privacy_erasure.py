@@ -137,7 +137,7 @@ async def new_person(p: Platform) -> Person:
         "given_name": f"Prenom{tag}",
         "family_name": f"Nom{tag}",
         "email": f"person.{tag}@example.fr",
-        "phone": f"06{digits}",
+        "phone": f"0612{digits[:6]}",  # 06 12: an assigned mobile range
         "origin": {"kind": "web_form", "detail": "petition"},
     }
     r = await p.http["contacts"].post("/api/v1/contacts", json=body, headers=p.headers())

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from tribune_shared.app import ID_PATTERN, IdPath
 from tribune_shared.auth import CurrentIdentity, Identity, Role, require_roles
 from tribune_shared.client_info import ClientInfo
 from tribune_shared.errors import Forbidden
@@ -17,9 +18,8 @@ from consent.service import ChangeRequest, ConsentService
 
 router = APIRouter(prefix="/api/v1/consents", tags=["consents"])
 
-ID_PATTERN = r"^[A-Za-z0-9_-]+$"
-ContactId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
-TextId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+ContactId = IdPath
+TextId = IdPath
 may_change = require_roles(Role.secretary, Role.campaign_manager, Role.dpo)
 may_write_texts = require_roles(Role.secretary, Role.dpo)
 

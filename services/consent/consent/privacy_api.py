@@ -5,21 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import Depends, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.app import ID_PATTERN, IdPath
+from tribune_shared.auth import CurrentIdentity
 from tribune_shared.errors import InvalidField
+from tribune_shared.privacy import dpo_router
 
 from consent.privacy import RequestKind, RequestStatus
 from consent.privacy_service import PrivacyService
 
-ID_PATTERN = r"^[A-Za-z0-9_-]+$"
-ContactId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
-RequestId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
-dpo_only = require_roles(Role.dpo, admin=False)
+ContactId = IdPath
+RequestId = IdPath
 
-router = APIRouter(prefix="/api/v1/privacy", tags=["privacy"], dependencies=[dpo_only])
-person_router = APIRouter(prefix="/api/v1/consents", tags=["privacy"], dependencies=[dpo_only])
+router = dpo_router("/api/v1/privacy")
+person_router = dpo_router("/api/v1/consents")
 
 
 def service(request: Request) -> PrivacyService:

@@ -107,6 +107,14 @@ class Change:
     events: tuple[EventContract, ...] = ()
 
 
+def changes_detail(changes: list[Change]) -> list[dict[str, str]]:
+    """What an audit entry says of consent changes."""
+    return [
+        {"channel": c.channel.value, "purpose": c.purpose, "status": c.status.value}
+        for c in changes
+    ]
+
+
 @dataclass(frozen=True)
 class Actor:
     id: str
@@ -258,6 +266,27 @@ class ConsentService:
             for d in await self.consents.current_all(contact_id, session)
         }
 
+    async def _record_and_audit(
+        self,
+        session: AsyncClientSession,
+        contact: dict[str, Any],
+        changes: list[Change],
+        actor: Actor,
+        client: ClientInfo,
+        source: str,
+    ) -> None:
+        """Record the changes and the audit entry that says who made them, from where."""
+        await self._record(session, contact, changes, actor)
+        await self._audit(
+            session,
+            AuditAction.consent_changed,
+            actor,
+            client,
+            federation_path=contact["federation_path"],
+            contact_id=contact["_id"],
+            detail={"changes": changes_detail(changes), "source": source},
+        )
+
     async def _record(
         self,
         session: AsyncClientSession,
@@ -376,25 +405,7 @@ class ConsentService:
                 pending=pending,
                 events=extra,
             )
-            await self._record(session, contact, [change], actor)
-            await self._audit(
-                session,
-                AuditAction.consent_changed,
-                actor,
-                client,
-                federation_path=contact["federation_path"],
-                contact_id=contact_id,
-                detail={
-                    "changes": [
-                        {
-                            "channel": request.channel.value,
-                            "purpose": request.purpose,
-                            "status": wanted.value,
-                        }
-                    ],
-                    "source": request.source,
-                },
-            )
+            await self._record_and_audit(session, contact, [change], actor, client, request.source)
             return wanted, True
 
         return await self._run(work)
@@ -558,20 +569,8 @@ class ConsentService:
             }
             source = pending.get("source") or Source.double_opt_in.value
             change = Change(channel, purpose, ConsentStatus.granted, source, proof)
-            await self._record(session, contact, [change], THE_PERSON)
-            await self._audit(
-                session,
-                AuditAction.consent_changed,
-                THE_PERSON,
-                client,
-                federation_path=contact["federation_path"],
-                contact_id=contact_id,
-                detail={
-                    "changes": [
-                        {"channel": channel.value, "purpose": purpose, "status": "granted"}
-                    ],
-                    "source": Source.double_opt_in.value,
-                },
+            await self._record_and_audit(
+                session, contact, [change], THE_PERSON, client, Source.double_opt_in.value
             )
             return ConfirmOutcome.confirmed
 
@@ -630,10 +629,7 @@ class ConsentService:
                         federation_path=contact["federation_path"],
                         contact_id=contact_id,
                         detail={
-                            "changes": [
-                                {"channel": c, "purpose": p, "status": "revoked"}
-                                for c, p in result.revoked
-                            ],
+                            "changes": changes_detail(changes),
                             "source": source.value,
                             "scope": scope,
                         },
@@ -702,21 +698,8 @@ class ConsentService:
                 if needs_entry(current.get((Channel.sms, purpose)), ConsentStatus.revoked)
             ]
             if changes:
-                await self._record(session, contact, changes, THE_PERSON)
-                await self._audit(
-                    session,
-                    AuditAction.consent_changed,
-                    THE_PERSON,
-                    client,
-                    federation_path=contact["federation_path"],
-                    contact_id=contact_id,
-                    detail={
-                        "changes": [
-                            {"channel": "sms", "purpose": c.purpose, "status": "revoked"}
-                            for c in changes
-                        ],
-                        "source": Source.sms_stop.value,
-                    },
+                await self._record_and_audit(
+                    session, contact, changes, THE_PERSON, client, Source.sms_stop.value
                 )
             return len(changes)
 

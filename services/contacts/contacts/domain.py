@@ -202,6 +202,46 @@ def new_contact_id() -> str:
     return uuid.uuid4().hex
 
 
+def build_contact(
+    *,
+    contact_id: str,
+    federation: tuple[str, str],
+    version: int,
+    fields: ContactFields,
+    custom: Mapping[str, Any],
+    origin: DataOrigin,
+    created: tuple[datetime, str],
+    updated: tuple[datetime, str | None],
+    suppressed: bool = False,
+) -> Contact:
+    """A contact of already normalised fields (a phone of unknown kind gets its kind)."""
+    return Contact(
+        id=contact_id,
+        federation_id=federation[0],
+        federation_path=federation[1],
+        version=version,
+        given_name=fields.given_name,
+        family_name=fields.family_name,
+        emails=list(fields.emails or ()),
+        phones=[
+            p if p.kind != "other" else ContactPhone(number=p.number, kind=phone_kind(p.number))
+            for p in fields.phones or ()
+        ],
+        address=fields.address,
+        constituency=fields.constituency,
+        polling_station=fields.polling_station,
+        birth_year=fields.birth_year,
+        tags=list(fields.tags),
+        custom_fields=dict(custom),
+        origin=origin,
+        created_at=created[0],
+        created_by=created[1],
+        updated_at=updated[0],
+        updated_by=updated[1],
+        suppressed=suppressed,
+    )
+
+
 #: what changed_fields of contact-updated compares (mirrors included: consumers read them)
 COMPARED = (
     "given_name",
@@ -230,9 +270,7 @@ def changed_fields(before: Contact, after: Contact) -> list[str]:
     return changed
 
 
-def contact_created(
-    contact: Contact, producer: str, correlation_id: str | None = None
-) -> Envelope:
+def contact_created(contact: Contact, producer: str, correlation_id: str | None = None) -> Envelope:
     return new_envelope(
         ContactCreatedV1(contact_id=contact.id, contact_version=1, contact=contact.state()),
         producer=producer,

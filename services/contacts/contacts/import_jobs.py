@@ -34,6 +34,7 @@ from tribune_shared.suppression import email_hash, phone_hash
 from contacts.domain import (
     Contact,
     ContactFields,
+    build_contact,
     changed_fields,
     contact_created,
     contact_updated,
@@ -46,7 +47,6 @@ from contacts.imports import (
     ParsedRow,
     RawRow,
     RejectedRow,
-    build_contact,
     data_signature,
     fold_into,
     parse_row,

@@ -15,7 +15,7 @@ import io
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -28,14 +28,12 @@ from tribune_shared.events.contracts import (
 
 from contacts.custom_fields import CustomFieldDefinition, normalise_custom_fields
 from contacts.domain import (
-    Contact,
     ContactFields,
     ContactRules,
     InvalidFields,
     fold,
     normalise_contact,
     normalise_phone,
-    phone_kind,
 )
 from contacts.export_csv import neutralise
 
@@ -811,47 +809,6 @@ def data_signature(fields: ContactFields, custom: Mapping[str, Any]) -> tuple[An
     )
 
 
-
-
-def build_contact(
-    *,
-    contact_id: str,
-    federation: tuple[str, str],
-    version: int,
-    fields: ContactFields,
-    custom: Mapping[str, Any],
-    origin: DataOrigin,
-    created: tuple[datetime, str],
-    updated: tuple[datetime, str | None],
-    suppressed: bool = False,
-) -> Contact:
-    return Contact(
-        id=contact_id,
-        federation_id=federation[0],
-        federation_path=federation[1],
-        version=version,
-        given_name=fields.given_name,
-        family_name=fields.family_name,
-        emails=list(fields.emails or ()),
-        phones=[
-            p if p.kind != "other" else ContactPhone(number=p.number, kind=phone_kind(p.number))
-            for p in fields.phones or ()
-        ],
-        address=fields.address,
-        constituency=fields.constituency,
-        polling_station=fields.polling_station,
-        birth_year=fields.birth_year,
-        tags=list(fields.tags),
-        custom_fields=dict(custom),
-        origin=origin,
-        created_at=created[0],
-        created_by=created[1],
-        updated_at=updated[0],
-        updated_by=updated[1],
-        suppressed=suppressed,
-    )
-
-
 # ---------------------------------------------------------------- origin and options
 
 
@@ -937,7 +894,6 @@ __all__ = [
     "RawRow",
     "RejectedRow",
     "Target",
-    "build_contact",
     "check_import_origin",
     "check_mapping_usable",
     "decode_sample",

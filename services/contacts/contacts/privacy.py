@@ -4,17 +4,18 @@ erasure-completed, in one transaction)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import Request
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.app import IdPath
+from tribune_shared.auth import CurrentIdentity
 from tribune_shared.bus import Handler
 from tribune_shared.errors import NotFound
 from tribune_shared.events import Envelope, new_envelope
 from tribune_shared.events.contracts import ContactErasedV1
 from tribune_shared.outbox import Outbox
-from tribune_shared.privacy import erasure_completed, erasure_request
+from tribune_shared.privacy import dpo_router, erasure_completed, erasure_request
 from tribune_shared.store import Store
 
 from contacts.store import CONTACTS, IMPORT_ROWS, MERGES
@@ -79,18 +80,14 @@ def erasure_handlers(store: Store) -> dict[str, Handler]:
     return {"erasure-requested": on_erasure_requested}
 
 
-router = APIRouter(
-    prefix="/api/v1/contacts",
-    tags=["privacy"],
-    dependencies=[require_roles(Role.dpo, admin=False)],
-)
+router = dpo_router("/api/v1/contacts")
 
 
 @router.get("/privacy/{contact_id}")
 async def person_data(
     request: Request,
     identity: CurrentIdentity,
-    contact_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
+    contact_id: IdPath,
 ) -> dict:
     """Everything contacts holds on the person (the access export's contact part; DPO)."""
     doc = await ContactsPrivacyStore(request.app.state.store).person(identity.scope(), contact_id)

@@ -46,6 +46,7 @@ from contacts.domain import (
     ContactFields,
     ContactRules,
     InvalidFields,
+    build_contact,
     changed_fields,
     check_origin,
     contact_created,
@@ -71,20 +72,6 @@ T = TypeVar("T")
 PATCHABLE = (
     "given_name",
     "family_name",
-    "emails",
-    "phones",
-    "address",
-    "constituency",
-    "polling_station",
-    "birth_year",
-    "tags",
-)
-_COMPARED = (
-    "given_name",
-    "family_name",
-    "email",
-    "phone",
-    "postcode",
     "emails",
     "phones",
     "address",
@@ -221,7 +208,7 @@ class ContactsService:
         problems += custom_problems
         if problems or fields is None:
             raise InvalidFields(problems)
-        contact = _contact(
+        contact = build_contact(
             contact_id=new_contact_id(),
             federation=(fed_id, fed_path),
             version=1,
@@ -356,7 +343,7 @@ class ContactsService:
         if problems or fields is None:
             raise InvalidFields(problems)
         now = _now_ms()
-        updated = _contact(
+        updated = build_contact(
             contact_id=current.id,
             federation=(fed_id, fed_path),
             version=current.version + 1,
@@ -568,37 +555,3 @@ class ContactsService:
                 contacts=holders,
             )
         await self.custom_fields.delete(definition_id)
-
-
-def _contact(
-    *,
-    contact_id: str,
-    federation: tuple[str, str],
-    version: int,
-    fields: ContactFields,
-    custom: Mapping[str, Any],
-    origin: DataOrigin,
-    created: tuple[datetime, str],
-    updated: tuple[datetime, str | None],
-) -> Contact:
-    return Contact(
-        id=contact_id,
-        federation_id=federation[0],
-        federation_path=federation[1],
-        version=version,
-        given_name=fields.given_name,
-        family_name=fields.family_name,
-        emails=list(fields.emails or ()),
-        phones=list(fields.phones or ()),
-        address=fields.address,
-        constituency=fields.constituency,
-        polling_station=fields.polling_station,
-        birth_year=fields.birth_year,
-        tags=list(fields.tags),
-        custom_fields=dict(custom),
-        origin=origin,
-        created_at=created[0],
-        created_by=created[1],
-        updated_at=updated[0],
-        updated_by=updated[1],
-    )

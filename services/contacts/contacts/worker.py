@@ -24,6 +24,7 @@ def build_worker(settings: ContactsSettings | None = None) -> Worker:
         **erasure_handlers(store),
         **suppression_handlers(store),
     }
+
     async def import_jobs(stop: asyncio.Event) -> None:  # CSV imports (contacts.import_jobs)
         await run_import_jobs(settings, store, stop)
 

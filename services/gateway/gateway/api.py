@@ -6,15 +6,20 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
+from tribune_shared.app import ID_PATTERN, IdPath
 from tribune_shared.auth import Identity, Role
-from tribune_shared.errors import Forbidden, Unauthorized
+from tribune_shared.errors import DomainError, Forbidden, ServiceUnavailable, Unauthorized
+from tribune_shared.logging import get_logger
 
+from gateway.audit import AccessAction, AccessEntry
 from gateway.proxy import Proxy
 from gateway.routing import ROUTES, Route
-from gateway.service import BEARER_CHALLENGE, GatewayService
+from gateway.service import BEARER_CHALLENGE, AccessAudit, GatewayService
+
+log = get_logger(__name__)
 
 TOKEN_URL = "/api/v1/auth/token"
 oauth2 = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
@@ -28,8 +33,13 @@ def proxy(request: Request) -> Proxy:
     return request.app.state.proxy
 
 
+def access_audit(request: Request) -> AccessAudit:
+    return request.app.state.access_audit
+
+
 Service = Annotated[GatewayService, Depends(service)]
 Forwarder = Annotated[Proxy, Depends(proxy)]
+Audit = Annotated[AccessAudit, Depends(access_audit)]
 
 
 async def client_identity(svc: Service, token: Annotated[str | None, Depends(oauth2)]) -> Identity:
@@ -49,8 +59,63 @@ def admin(identity: ClientIdentity) -> Identity:
 
 
 Admin = Annotated[Identity, Depends(admin)]
-FederationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-ContactId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+FederationId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+ContactId = IdPath
+OptionalId = Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+async def audited(
+    request: Request,
+    identity: Identity,
+    audit: AccessAudit,
+    call: Callable[[], Awaitable[Any]],
+    subject: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """Answer the call and leave its access audit entry (gateway.audit); ``subject`` names
+    the person from the answer when the path does not. A read whose entry cannot be
+    written is refused (503): nobody sees personal data unaudited; a write already
+    happened, so its answer is given and the failure logged."""
+    try:
+        result = await call()
+    except DomainError as exc:
+        await _record(request, identity, audit, exc.status_code, refuse=False)
+        raise
+    code = result.status_code if isinstance(result, Response) else status.HTTP_200_OK
+    refuse = request.method in ("GET", "HEAD")
+    about = subject(result) if subject is not None else None
+    try:
+        await _record(request, identity, audit, code, refuse=refuse, contact_id=about)
+    except ServiceUnavailable:
+        if isinstance(result, Response) and result.background is not None:
+            await result.background()  # release the upstream answer
+        raise
+    return result
+
+
+async def _record(
+    request: Request,
+    identity: Identity,
+    audit: AccessAudit,
+    code: int,
+    *,
+    refuse: bool,
+    contact_id: str | None = None,
+) -> None:
+    try:
+        await audit.record(
+            identity,
+            request.method,
+            request.url.path,
+            request.query_params,
+            code,
+            request.client.host if request.client else None,
+            request.headers.get("user-agent"),
+            contact_id=contact_id,
+        )
+    except Exception as exc:
+        log.error("audit.write_failed", path=request.url.path, error=repr(exc))
+        if refuse:
+            raise ServiceUnavailable("the access audit is unavailable; try again later") from exc
 
 
 # ---------------------------------------------------------------- models
@@ -154,9 +219,53 @@ async def create_user(body: NewUser, identity: Admin, svc: Service) -> UserOut:
 
 
 @router.get("/people/{contact_id}", tags=["people"])
-async def person(contact_id: ContactId, identity: ClientIdentity, fwd: Forwarder) -> PersonView:
+async def person(
+    request: Request, contact_id: ContactId, identity: ClientIdentity, fwd: Forwarder, audit: Audit
+) -> PersonView:
     """One person as every service sees them; a service that is down degrades its part."""
-    return PersonView.model_validate(await fwd.person(identity, contact_id))
+    view = await audited(request, identity, audit, lambda: fwd.person(identity, contact_id))
+    return PersonView.model_validate(view)
+
+
+class AccessLogPage(BaseModel):
+    items: list[AccessEntry]
+    next_cursor: str | None
+
+
+@router.get("/audit/access", tags=["audit"])
+async def access_log(
+    request: Request,
+    identity: ClientIdentity,
+    audit: Audit,
+    contact_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)
+    ] = None,
+    user_id: Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)] = None,
+    action: AccessAction | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f]{25}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AccessLogPage:
+    """Who viewed, changed or exported personal data through the gateway, when, from where
+    (the DPO alone; users of the DPO's subtree; newest first). Reading it is audited too."""
+    if identity.role is not Role.dpo:
+        raise Forbidden(f"role {identity.role} may not read the access audit")
+
+    async def read() -> AccessLogPage:
+        items, next_cursor = await audit.read(
+            identity,
+            contact_id=contact_id,
+            user_id=user_id,
+            action=action,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=min(limit, request.app.state.settings.max_page_size),
+        )
+        return AccessLogPage(items=items, next_cursor=next_cursor)
+
+    return await audited(request, identity, audit, read)
 
 
 # ---------------------------------------------------------------- forwarded routes
@@ -187,14 +296,20 @@ def _forwarder(route: Route, with_path: bool) -> Callable[..., Awaitable[Respons
     if with_path:
 
         async def forward_path(
-            request: Request, identity: ClientIdentity, fwd: Forwarder, path: str
+            request: Request, identity: ClientIdentity, fwd: Forwarder, audit: Audit, path: str
         ) -> Response:
-            return await fwd.forward(route, request, identity)
+            return await audited(
+                request, identity, audit, lambda: fwd.forward(route, request, identity)
+            )
 
         return forward_path
 
-    async def forward(request: Request, identity: ClientIdentity, fwd: Forwarder) -> Response:
-        return await fwd.forward(route, request, identity)
+    async def forward(
+        request: Request, identity: ClientIdentity, fwd: Forwarder, audit: Audit
+    ) -> Response:
+        return await audited(
+            request, identity, audit, lambda: fwd.forward(route, request, identity)
+        )
 
     return forward
 

@@ -8,9 +8,9 @@ from tribune_shared.app import create_service_app, serve
 from gateway.api import forwarding_router, router
 from gateway.privacy import router as privacy_router
 from gateway.proxy import Proxy
-from gateway.service import GatewayService
+from gateway.service import AccessAudit, GatewayService
 from gateway.settings import GatewaySettings
-from gateway.store import INDEXES
+from gateway.store import INDEXES, audit_indexes
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -19,6 +19,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def on_startup(app: FastAPI) -> None:
         app.state.gateway_service = GatewayService(settings, app.state.store)
         app.state.proxy = Proxy(settings)
+        app.state.access_audit = AccessAudit(app.state.store)
         await app.state.gateway_service.bootstrap()
 
     async def on_shutdown(app: FastAPI) -> None:
@@ -28,7 +29,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings,
         title="Tribune gateway",
         routers=[router, privacy_router, forwarding_router()],
-        indexes=INDEXES,
+        indexes=[*INDEXES, *audit_indexes(settings.audit_retention_days)],
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         description="The one door for clients: log in, the federation tree, users, and every "

@@ -14,15 +14,16 @@ import asyncio
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from tribune_shared.app import IdPath
 from tribune_shared.auth import Identity, Role
 from tribune_shared.errors import DomainError, Forbidden, NotFound, ServiceUnavailable
 from tribune_shared.events import utcnow
 from tribune_shared.logging import get_logger
 
-from gateway.api import ClientIdentity
+from gateway.api import Audit, ClientIdentity, audited
 from gateway.proxy import Proxy
 from gateway.routing import service_url
 
@@ -164,13 +165,21 @@ def _exporter(request: Request) -> PrivacyExporter:
     },
 )
 async def export(
-    request_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
+    request: Request,
+    request_id: IdPath,
     identity: ClientIdentity,
+    audit: Audit,
     exporter: Annotated[PrivacyExporter, Depends(_exporter)],
 ) -> JSONResponse:
     if identity.role is not Role.dpo:
         raise Forbidden(f"role {identity.role} may not do this")
-    document = await exporter.export(identity, request_id)
+    document = await audited(
+        request,
+        identity,
+        audit,
+        lambda: exporter.export(identity, request_id),
+        subject=lambda doc: doc["contact_id"],
+    )
     return JSONResponse(
         jsonable_encoder(document),
         headers={

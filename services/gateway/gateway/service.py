@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -16,6 +19,7 @@ from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
 
 from gateway import domain
+from gateway.audit import AccessAction, AccessEntry, access_entry, from_document, to_document
 from gateway.errors import TooManyAttempts
 from gateway.security import (
     AccessToken,
@@ -28,7 +32,7 @@ from gateway.security import (
     verify_token,
 )
 from gateway.settings import GatewaySettings
-from gateway.store import GatewayStore
+from gateway.store import AccessAuditStore, GatewayStore
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -242,3 +246,59 @@ class GatewayService:
         log.info("gateway.user_created", user_id=doc["_id"], role=role.value)
         doc.pop("password_hash")
         return doc
+
+
+class AccessAudit:
+    """Records every authenticated call the gateway answers, and reads them back for the
+    DPO (gateway.audit)."""
+
+    def __init__(self, store: Store) -> None:
+        self.entries = AccessAuditStore(store)
+
+    async def record(
+        self,
+        identity: Identity,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        status: int,
+        client_ip: str | None,
+        user_agent: str | None,
+        *,
+        contact_id: str | None = None,
+    ) -> AccessEntry:
+        now = utcnow()
+        entry_id = f"{int(now.timestamp() * 1000):013x}{secrets.token_hex(6)}"
+        entry = access_entry(
+            entry_id, now, identity, method, path, query, status, client_ip, user_agent
+        )
+        if contact_id is not None:
+            entry = entry.model_copy(update={"contact_id": contact_id})
+        await self.entries.append(to_document(entry))
+        return entry
+
+    async def read(
+        self,
+        identity: Identity,
+        *,
+        contact_id: str | None = None,
+        user_id: str | None = None,
+        action: AccessAction | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: int,
+    ) -> tuple[list[AccessEntry], str | None]:
+        """The entries of users of the DPO's subtree, newest first, and the next cursor."""
+        docs, more = await self.entries.page(
+            identity.federation_path,
+            contact_id=contact_id,
+            user_id=user_id,
+            action=action.value if action else None,
+            since=since,
+            until=until,
+            before_id=cursor,
+            limit=limit,
+        )
+        entries = [from_document(d) for d in docs]
+        return entries, (entries[-1].id if more and entries else None)

@@ -42,6 +42,10 @@ class GatewaySettings(ServiceSettings):
     upstream_max_connections: int = Field(default=200, ge=1, le=10_000)
     max_request_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31)
 
+    # ------------------------------------------------------------ access audit
+    #: how long the access audit keeps an entry (then it expires)
+    audit_retention_days: int = Field(default=365, ge=1, le=3650)
+
     @field_validator("admin_password", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -1,18 +1,36 @@
-"""All database access of the gateway: users, the federation tree, the bootstrap marker."""
+"""All database access of the gateway: users, the federation tree, the bootstrap marker,
+the access audit."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.store import IndexSpec, Store, subtree_filter
 
 USERS = "users"
 FEDERATIONS = "federations"
 META = "meta"  # one document per one-time action (the bootstrap)
+ACCESS_AUDIT = "access_audit"  # append-only (gateway.audit)
 
 BOOTSTRAP_MARKER = "bootstrap"
+
+
+def audit_indexes(retention_days: int) -> list[IndexSpec]:
+    return [
+        IndexSpec(ACCESS_AUDIT, [("contact_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexSpec(ACCESS_AUDIT, [("user_id", ASCENDING), ("_id", DESCENDING)]),
+        # Entries are kept for the retention the DPO set, then expire (CNIL: 6 months to
+        # a year for access logs).
+        IndexSpec(
+            ACCESS_AUDIT,
+            [("at", ASCENDING)],
+            {"name": "at_ttl", "expireAfterSeconds": retention_days * 86_400},
+        ),
+    ]
+
 
 INDEXES = [
     IndexSpec(USERS, [("email", ASCENDING)], {"unique": True}),
@@ -76,3 +94,47 @@ class GatewayStore:
         await self.store[USERS].update_one(
             {"_id": user_id}, {"$set": {"password_hash": password_hash}}
         )
+
+
+class AccessAuditStore:
+    """Append and read; nothing here updates or deletes an entry (the TTL index expires
+    them after the retention)."""
+
+    def __init__(self, store: Store) -> None:
+        self.entries = store[ACCESS_AUDIT]
+
+    async def append(self, doc: dict[str, Any]) -> None:
+        await self.entries.insert_one(doc)
+
+    async def page(
+        self,
+        scope_path: str,
+        *,
+        contact_id: str | None,
+        user_id: str | None,
+        action: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        before_id: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, of the users of ``scope_path``'s subtree; ``before_id`` continues
+        a page (ids sort by time)."""
+        query: dict[str, Any] = subtree_filter(scope_path, "federation_path")
+        if contact_id is not None:
+            query["contact_id"] = contact_id
+        if user_id is not None:
+            query["user_id"] = user_id
+        if action is not None:
+            query["action"] = action
+        when: dict[str, Any] = {}
+        if since is not None:
+            when["$gte"] = since
+        if until is not None:
+            when["$lt"] = until
+        if when:
+            query["at"] = when
+        if before_id is not None:
+            query["_id"] = {"$lt": before_id}
+        found = await self.entries.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list()
+        return found[:limit], len(found) > limit

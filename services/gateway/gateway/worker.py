@@ -6,13 +6,14 @@ from tribune_shared.store import Store
 from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
 from gateway.settings import GatewaySettings
-from gateway.store import INDEXES
+from gateway.store import INDEXES, audit_indexes
 
 
 def build_worker(settings: GatewaySettings | None = None) -> Worker:
     settings = settings or GatewaySettings()
     configure_worker_logging(settings)
-    return Worker(settings, Store(settings), groups=[], indexes=INDEXES)
+    indexes = [*INDEXES, *audit_indexes(settings.audit_retention_days)]
+    return Worker(settings, Store(settings), groups=[], indexes=indexes)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from tribune_shared.app import ID_PATTERN
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.errors import PayloadTooLarge
 from tribune_shared.events.contracts import PaymentMethod
@@ -19,7 +20,6 @@ from memberships.service import MembershipsService, PaymentNotice
 
 router = APIRouter(prefix="/api/v1", tags=["memberships"])
 
-ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 ContactIdQuery = Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
 may_read_payments = require_roles(Role.treasurer, Role.secretary, Role.dpo)
 

@@ -12,18 +12,19 @@ the person. The erasure-completed answer says what was kept and why.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import Request
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.app import IdPath
+from tribune_shared.auth import CurrentIdentity
 from tribune_shared.bus import Handler
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.errors import NotFound
 from tribune_shared.events import Envelope, utcnow
 from tribune_shared.outbox import Outbox
-from tribune_shared.privacy import erasure_completed, erasure_request
+from tribune_shared.privacy import dpo_router, erasure_completed, erasure_request
 from tribune_shared.store import Store
 
 from memberships.store import MEMBERSHIPS, PAYMENTS
@@ -108,18 +109,14 @@ def _out(doc: dict[str, Any], id_name: str) -> dict[str, Any]:
     return {id_name: doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}}
 
 
-router = APIRouter(
-    prefix="/api/v1/memberships",
-    tags=["privacy"],
-    dependencies=[require_roles(Role.dpo, admin=False)],
-)
+router = dpo_router("/api/v1/memberships")
 
 
 @router.get("/privacy/{contact_id}")
 async def person_data(
     request: Request,
     identity: CurrentIdentity,
-    contact_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
+    contact_id: IdPath,
 ) -> dict:
     """Everything memberships holds on the person: memberships (with their history),
     payments of dues, donations (the access export's part; DPO)."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
+from tribune_shared.app import ID_PATTERN
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.events.contracts import Channel
 
@@ -16,7 +17,6 @@ from messaging.settings import SUBJECT_MAX_CHARS, TEXT_MAX_CHARS
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 
-ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 ContactId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 may_send = require_roles(Role.campaign_manager, Role.secretary)
 may_read = require_roles(Role.campaign_manager, Role.secretary, Role.dpo)

@@ -4,17 +4,18 @@ the person back), their consent projection and message log are deleted."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import Request
 from pymongo import DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.app import IdPath
+from tribune_shared.auth import CurrentIdentity
 from tribune_shared.bus import Handler
 from tribune_shared.errors import NotFound
 from tribune_shared.events import Envelope
 from tribune_shared.outbox import Outbox
-from tribune_shared.privacy import erasure_completed, erasure_request
+from tribune_shared.privacy import dpo_router, erasure_completed, erasure_request
 from tribune_shared.store import Store
 
 from messaging.store import CONSENTS, CONTACTS, MESSAGES
@@ -77,18 +78,14 @@ def erasure_handlers(store: Store) -> dict[str, Handler]:
     return {"erasure-requested": on_erasure_requested}
 
 
-router = APIRouter(
-    prefix="/api/v1/messages",
-    tags=["privacy"],
-    dependencies=[require_roles(Role.dpo, admin=False)],
-)
+router = dpo_router("/api/v1/messages")
 
 
 @router.get("/privacy/{contact_id}")
 async def person_data(
     request: Request,
     identity: CurrentIdentity,
-    contact_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
+    contact_id: IdPath,
 ) -> dict:
     """Everything messaging holds on the person: its view of the contact and of their
     consents, and the message log (the access export's part; DPO)."""
