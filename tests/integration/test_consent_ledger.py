@@ -10,7 +10,7 @@ from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from consent.handlers import contact_handlers
+from consent.handlers import contact_handlers, contact_merge_handlers
 from consent.main import create_app
 from consent.service import CONFIRM_PATH, CONFIRM_PURPOSE, ConsentService
 from consent.settings import ConsentSettings
@@ -20,7 +20,7 @@ from tribune_shared.auth import Role
 from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import Envelope, new_envelope
-from tribune_shared.events.contracts import ContactCreatedV1, ContactState
+from tribune_shared.events.contracts import ContactCreatedV1, ContactMergedV1, ContactState
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.testing import identity_headers, make_identity, run_with_store
 from tribune_shared.tokens import SignedTokens
@@ -385,3 +385,54 @@ def test_malformed_audit_queries_are_422(api, params, field):
     )
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["field"] == field
+
+
+# ---------------------------------------------------------------- merged duplicates
+
+
+def test_a_merged_duplicate_s_consents_follow_the_survivor_once(api):
+    client, settings = api
+    seed_contact(settings, "bob", PARIS, email="bob@example.org")
+    assert grant(client, settings, "bob").status_code == 200  # email/news: ana has none
+    r = client.post(
+        "/api/v1/consents/ana/revoke",
+        json={"channel": "sms", "purpose": "news", "source": "call"},
+        headers=headers(settings),
+    )
+    assert r.status_code == 200
+    assert grant(client, settings, "bob", channel="sms").status_code == 200  # later: wins
+    before = len(outbox(settings))
+    merged = new_envelope(
+        ContactMergedV1(
+            merged_contact_id="bob", surviving_contact_id="ana", contact_version=2, merged_by="u1"
+        ),
+        producer="contacts",
+        federation_id="paris",
+        federation_path=PARIS,
+    )
+
+    def deliver() -> None:
+        async def work(store):
+            handler = contact_merge_handlers(ConsentService(settings, store))["contact-merged"]
+            async with store.transaction() as session:
+                await handler(merged, session)
+
+        run_with_store(settings, work)
+
+    deliver()
+    view = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
+    current = {(c["channel"], c["purpose"]): c["status"] for c in view["consents"]}
+    assert current == {("email", "news"): "granted", ("sms", "news"): "granted"}
+    carried = [h for h in view["history"] if h["source"] == "contact_merge"]
+    assert len(carried) == 2 and all(h["actor"] == "u1" for h in carried)
+    assert all(h["proof"]["merged_contact_id"] == "bob" for h in carried)
+    # bob's own entries are part of ana's history now, bob has no consents any more
+    assert [h["source"] for h in view["history"]].count("web_form") == 2
+    assert client.get("/api/v1/consents/bob", headers=headers(settings)).status_code == 404
+    published = [(e.type, e.key) for e in outbox(settings)[before:]]
+    assert published == [("consent-granted", "ana"), ("consent-granted", "ana")]
+
+    deliver()  # a replay (another consumer group, a restore) changes nothing
+    assert len(outbox(settings)) == before + 2
+    again = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
+    assert len(again["history"]) == len(view["history"])

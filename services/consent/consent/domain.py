@@ -35,6 +35,8 @@ class Source(StrEnum):
     unsubscribe_link = "unsubscribe_link"
     one_click = "one_click"
     sms_stop = "sms_stop"
+    #: carried over from a duplicate merged into this contact (contacts' merge)
+    contact_merge = "contact_merge"
 
 
 class LedgerEntry(BaseModel):
@@ -65,6 +67,33 @@ def current_status(
             if latest is None or entry.recorded_at >= latest.recorded_at:
                 latest = entry
     return latest.status if latest else None
+
+
+def carried_over(
+    merged: list[dict[str, Any]], survivor: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """When a duplicate is merged into a surviving contact: the merged contact's current
+    consents (granted or revoked; a pending request dies with its contact) that become the
+    survivor's. The person's latest decision wins; at the same instant a revocation wins;
+    a state the survivor already has changes nothing."""
+    theirs = {(d["channel"], d["purpose"]): d for d in survivor}
+    out = []
+    for doc in merged:
+        status = ConsentStatus(doc["status"])
+        if status is ConsentStatus.pending:
+            continue
+        mine = theirs.get((doc["channel"], doc["purpose"]))
+        if mine is not None:
+            if ConsentStatus(mine["status"]) is status:
+                continue
+            newer = doc["updated_at"] > mine["updated_at"]
+            tie_revoked = doc["updated_at"] == mine["updated_at"] and (
+                status is ConsentStatus.revoked
+            )
+            if not (newer or tie_revoked):
+                continue
+        out.append(doc)
+    return out
 
 
 def needs_entry(current: ConsentStatus | None, wanted: ConsentStatus) -> bool:

@@ -9,6 +9,7 @@ from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import Envelope, decode
 from tribune_shared.events.contracts import (
     ContactCreatedV1,
+    ContactMergedV1,
     ContactState,
     ContactUpdatedV1,
     ErasureRequestedV1,
@@ -53,6 +54,19 @@ def contact_handlers(
         )
 
     return {"contact-created": on_contact, "contact-updated": on_contact}
+
+
+def contact_merge_handlers(service: ConsentService) -> dict[str, Handler]:
+    """contact-merged: the survivor takes over the merged contact's consents."""
+
+    async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
+        event = decode(envelope)
+        assert isinstance(event, ContactMergedV1)
+        await service.merge_contacts(
+            session, event.merged_contact_id, event.surviving_contact_id, event.merged_by
+        )
+
+    return {"contact-merged": on_merged}
 
 
 def suppression_handlers(service: ConsentService) -> dict[str, Handler]:

@@ -42,6 +42,7 @@ from consent.domain import (
     LedgerEntry,
     Source,
     ancestor_paths,
+    carried_over,
     check_double_opt_in,
     check_purpose,
     check_tracking_channel,
@@ -782,6 +783,39 @@ class ConsentService:
         }
         actor = THE_PERSON if reason == "objection" else Actor("dpo", ActorKind.user, "dpo")
         return await self._suppress(session, contact, reason, actor, ClientInfo(), causation)
+
+    # ------------------------------------------------------------ merges
+
+    async def merge_contacts(
+        self, session: AsyncClientSession, merged_id: str, survivor_id: str, merged_by: str
+    ) -> int:
+        """contact-merged: the merged contact's decisions the survivor did not have (or
+        had older) become the survivor's current consents, recorded and published as the
+        survivor's; then the merged contact's history joins the survivor's and the merged
+        id is forgotten. Returns how many consents changed; a replay changes nothing."""
+        survivor = await self.contacts.get(survivor_id)
+        if survivor is None:
+            raise LookupError(f"surviving contact {survivor_id} not known yet")  # retried
+        carried = carried_over(
+            await self.consents.current_all(merged_id, session),
+            await self.consents.current_all(survivor_id, session),
+        )
+        changes = [
+            Change(
+                Channel(doc["channel"]),
+                doc["purpose"],
+                ConsentStatus(doc["status"]),
+                Source.contact_merge.value,
+                {"merged_contact_id": merged_id, "decided_at": _iso(doc["updated_at"])},
+            )
+            for doc in carried
+        ]
+        await self.consents.merge_ledger(merged_id, survivor_id, session)
+        if changes:
+            await self._record(session, survivor, changes, Actor(merged_by, ActorKind.user))
+        await self.consents.forget_hashes(merged_id, session)
+        await self.contacts.forget(merged_id, session)
+        return len(changes)
 
     # ------------------------------------------------------------ consent texts
 

@@ -9,7 +9,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.contact_directory import ContactDirectory
+from tribune_shared.contact_directory import ERASED_VERSION, ContactDirectory
 from tribune_shared.events.contracts import Channel
 from tribune_shared.store import IndexSpec, Store, upsert_if_newer
 
@@ -24,7 +24,6 @@ AUDIT = "audit_log"  # append-only: who viewed or changed consent data
 #: the privacy requests' audit (consent.privacy_service): shown in the same DPO log
 PRIVACY_AUDIT = "privacy_audit"
 #: version of an erased contact's hashes: no contact event is ever newer
-ERASED_VERSION = 2**62
 
 INDEXES = [
     *ContactDirectory.indexes,
@@ -126,6 +125,19 @@ class ConsentStore:
             key = current_key(entry.contact_id, entry.channel, entry.purpose)
             updates.append(UpdateOne({"_id": key}, update, upsert=True))
         await self.store[CURRENT].bulk_write(updates, ordered=True, session=session)
+
+    async def merge_ledger(
+        self, merged_id: str, survivor_id: str, session: AsyncClientSession
+    ) -> None:
+        """contact-merged: the merged contact's entries (decisions and proof unchanged)
+        become part of the survivor's history, marked with the id they were recorded
+        under; the merged contact has no current state any more."""
+        await self.store[LEDGER].update_many(
+            {"contact_id": merged_id},
+            {"$set": {"contact_id": survivor_id, "merged_from": merged_id}},
+            session=session,
+        )
+        await self.store[CURRENT].delete_many({"contact_id": merged_id}, session=session)
 
     async def append(
         self,

@@ -7,7 +7,7 @@ from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
 from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
 
-from consent.handlers import contact_handlers, suppression_handlers
+from consent.handlers import contact_handlers, contact_merge_handlers, suppression_handlers
 from consent.privacy_handlers import all_privacy_handlers, merge_handlers, retention_sweeper
 from consent.privacy_service import PrivacyService
 from consent.privacy_store import PRIVACY_INDEXES
@@ -20,10 +20,12 @@ def build_worker(settings: ConsentSettings | None = None) -> Worker:
     settings = settings or ConsentSettings()
     configure_worker_logging(settings)
     store = Store(settings)
+    consent = ConsentService(settings, store)
     handlers = {
         **contact_handlers(ConsentStore(store), ContactDirectory(store), settings.suppression_salt),
         **FederationDirectory(store).handlers(),
-        **suppression_handlers(ConsentService(settings, store)),
+        **suppression_handlers(consent),
+        **contact_merge_handlers(consent),
     }
     # Privacy and retention: their handlers chain with the others on shared event types.
     privacy = PrivacyService(settings, store)

@@ -72,6 +72,26 @@ class MembershipsStore:
             session=session,
         )
 
+    async def merge_contact(
+        self, merged_id: str, survivor_id: str, session: AsyncClientSession
+    ) -> None:
+        """contact-merged: the merged contact's payments and memberships become the
+        survivor's (donation ceilings and standing add up on one person); the survivor
+        keeps its current membership, or takes the merged one's if it had none."""
+        for collection in (PAYMENTS, MEMBERSHIPS):
+            await self.store[collection].update_many(
+                {"contact_id": merged_id},
+                {"$set": {"contact_id": survivor_id, "merged_from": merged_id}},
+                session=session,
+            )
+        merged = await self.store[CONTACTS].find_one({"_id": merged_id}, session=session)
+        if merged and merged.get("current_membership_id"):
+            await self.store[CONTACTS].update_one(
+                {"_id": survivor_id, "current_membership_id": None},
+                {"$set": {"current_membership_id": merged["current_membership_id"]}},
+                session=session,
+            )
+
     # ------------------------------------------------------------ payments
 
     async def payment_by_provider_id(

@@ -7,6 +7,7 @@ from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
 from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
 
+from memberships.handlers import contact_merge_handlers
 from memberships.privacy import erasure_handlers
 from memberships.settings import MembershipsSettings
 from memberships.store import INDEXES
@@ -21,6 +22,7 @@ def build_worker(settings: MembershipsSettings | None = None) -> Worker:
     handlers = {
         **ContactDirectory(store).handlers(),
         **FederationDirectory(store).handlers(),
+        **contact_merge_handlers(store),
         **erasure_handlers(store),
     }
     return Worker(settings, store, groups=[ConsumerGroup(GROUP, handlers)], indexes=INDEXES)

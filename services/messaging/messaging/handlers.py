@@ -10,6 +10,7 @@ from tribune_shared.events.contracts import (
     ConsentGrantedV1,
     ConsentRevokedV1,
     ContactCreatedV1,
+    ContactMergedV1,
     ContactUpdatedV1,
     SuppressionAddedV1,
 )
@@ -38,7 +39,16 @@ def contact_handlers(messages: MessagingStore) -> dict[str, Handler]:
             session=session,
         )
 
-    return {"contact-created": on_contact, "contact-updated": on_contact}
+    async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
+        event = decode(envelope)
+        assert isinstance(event, ContactMergedV1)
+        await messages.merge_contact(event.merged_contact_id, event.surviving_contact_id, session)
+
+    return {
+        "contact-created": on_contact,
+        "contact-updated": on_contact,
+        "contact-merged": on_merged,
+    }
 
 
 def consent_handlers(messages: MessagingStore) -> dict[str, Handler]:

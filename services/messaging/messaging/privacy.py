@@ -12,6 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.app import IdPath
 from tribune_shared.auth import CurrentIdentity
 from tribune_shared.bus import Handler
+from tribune_shared.contact_directory import ERASED_VERSION
 from tribune_shared.errors import NotFound
 from tribune_shared.events import Envelope
 from tribune_shared.outbox import Outbox
@@ -22,7 +23,6 @@ from messaging.store import CONSENTS, CONTACTS, MESSAGES
 
 SERVICE = "messaging"
 #: the version of an erased contact's tombstone: no contact event is ever newer
-ERASED_VERSION = 2**62
 
 #: collections holding a person's data besides the contact projection, by their field
 PERSON_COLLECTIONS: list[tuple[str, str]] = [(CONSENTS, "contact_id"), (MESSAGES, "contact_id")]

@@ -8,6 +8,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
+from tribune_shared.contact_directory import ERASED_VERSION
 from tribune_shared.events.contracts import Channel
 from tribune_shared.store import IndexSpec, Store
 
@@ -148,6 +149,25 @@ class MessagingStore:
         return (
             await self.store[SUPPRESSED].find_one({"_id": address_hash}, session=session)
             is not None
+        )
+
+    async def merge_contact(
+        self, merged_id: str, survivor_id: str, session: AsyncClientSession
+    ) -> None:
+        """contact-merged: the merged contact is never reachable again (a tombstone that no
+        late contact event overwrites); its consents view goes (consent publishes what the
+        survivor carries over); its messages become the survivor's."""
+        await self.store[CONTACTS].replace_one(
+            {"_id": merged_id},
+            {"merged_into": survivor_id, "version": ERASED_VERSION},
+            upsert=True,
+            session=session,
+        )
+        await self.store[CONSENTS].delete_many({"contact_id": merged_id}, session=session)
+        await self.store[MESSAGES].update_many(
+            {"contact_id": merged_id},
+            {"$set": {"contact_id": survivor_id, "merged_from": merged_id}},
+            session=session,
         )
 
     async def is_erased(self, contact_id: str, session: AsyncClientSession | None = None) -> bool:

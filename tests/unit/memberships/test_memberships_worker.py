@@ -16,6 +16,7 @@ async def test_the_memberships_group_projects_contacts_and_federations():
     assert set(consumer.handlers) == {
         "contact-created",
         "contact-updated",
+        "contact-merged",  # payments and memberships follow the surviving contact
         "federation-created",
         "federation-updated",
         "erasure-requested",  # memberships answers every erasure (pseudonymises payments)
