@@ -38,6 +38,21 @@ class InvalidField(DomainError):
     code = "validation_error"
 
 
+class InvalidFields(InvalidField):
+    """422 listing every field that breaks a rule (not only the first one)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        first_field, first_reason = problems[0]
+        super().__init__(first_reason, field=first_field)
+        self.problems = problems
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": self.code,
+            "detail": [{"field": f, "reason": r} for f, r in self.problems],
+        }
+
+
 class NotFound(DomainError):
     """404, whatever the reason (never leak that an object exists elsewhere)."""
 

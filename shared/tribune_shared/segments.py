@@ -60,7 +60,7 @@ from pydantic import (
     model_validator,
 )
 
-from tribune_shared.errors import InvalidField
+from tribune_shared.errors import InvalidFields
 
 __all__ = [
     "GEO_FIELDS",
@@ -106,19 +106,8 @@ class FilterLimits:
     max_values: int = 1_000
 
 
-class FilterError(InvalidField):
+class FilterError(InvalidFields):
     """422 listing every problem of a filter, each with the path of the bad node."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        first_field, first_reason = problems[0]
-        super().__init__(first_reason, field=first_field)
-        self.problems = problems
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": self.code,
-            "detail": [{"field": f, "reason": r} for f, r in self.problems],
-        }
 
 
 # ---------------------------------------------------------------- normalisation

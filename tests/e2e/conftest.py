@@ -78,3 +78,20 @@ def federations(admin, http) -> dict[str, Federation]:
         assert r.status_code == 201, r.text
         out[name] = Federation(fed["id"], fed["path"], login(http, email, password))
     return out
+
+
+@pytest.fixture(scope="session")
+def dpos(admin, http, federations) -> dict[str, Client]:
+    """A DPO in Paris and one in Lyon."""
+    out = {}
+    for name, fed in federations.items():
+        email = f"dpo.{name.lower()}.{uuid.uuid4().hex[:6]}@tribune.test"
+        password = f"pw-{uuid.uuid4().hex}"
+        r = admin(
+            "POST",
+            "/api/v1/users",
+            json={"email": email, "password": password, "role": "dpo", "federation_id": fed.id},
+        )
+        assert r.status_code == 201, r.text
+        out[name] = login(http, email, password)
+    return out

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_contacts_segments_and_export_through_the_gateway(federations, admin):
+def test_contacts_segments_and_export_through_the_gateway(federations, admin, dpos):
     paris, lyon = federations["Paris"], federations["Lyon"]
     tag = f"e2e-{uuid.uuid4().hex[:8]}"
     field = f"quartier_{uuid.uuid4().hex[:6]}"
@@ -126,7 +126,9 @@ def test_contacts_segments_and_export_through_the_gateway(federations, admin):
     assert rows[marianne["id"]]["phone"] == "'+33612345678"  # no formula in a spreadsheet
     assert rows[jean["id"]][f"custom.{field}"] == "Bastille"
 
-    audit = admin("GET", "/api/v1/contacts/exports").json()["items"]
+    # the export trail is the DPO's alone (not even the administrator's)
+    assert admin("GET", "/api/v1/contacts/exports").status_code == 403
+    audit = dpos["Paris"]("GET", "/api/v1/contacts/exports").json()["items"]
     mine = next(a for a in audit if a["segment_id"] == segment["id"])
     assert (mine["row_count"], mine["status"]) == (2, "completed")
     assert mine["user_email"].startswith("secretary.paris")

@@ -35,23 +35,6 @@ def login(http, email: str, password: str):
     return call
 
 
-@pytest.fixture(scope="module")
-def dpos(admin, http, federations) -> dict:
-    """A DPO in Paris and one in Lyon."""
-    out = {}
-    for name, fed in federations.items():
-        email = f"dpo.{name.lower()}.{uuid.uuid4().hex[:6]}@tribune.test"
-        password = f"pw-{uuid.uuid4().hex}"
-        r = admin(
-            "POST",
-            "/api/v1/users",
-            json={"email": email, "password": password, "role": "dpo", "federation_id": fed.id},
-        )
-        assert r.status_code == 201, r.text
-        out[name] = login(http, email, password)
-    return out
-
-
 def person(user) -> dict:
     tag = uuid.uuid4().hex[:10]
     digits = f"{int(tag, 16) % 10**8:08d}"

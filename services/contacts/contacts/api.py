@@ -22,7 +22,7 @@ ContactId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="uuid4 he
 may_create = require_roles(Role.secretary)
 may_update = require_roles(Role.secretary)
 may_define_fields = require_roles(Role.secretary)
-may_read_audit = require_roles(Role.dpo)
+may_read_audit = require_roles(Role.dpo, admin=False)  # the DPO alone reads audit trails
 
 # Hard caps on raw input size; the configured rules (ContactsSettings) are checked after
 # normalisation and are stricter.

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, model_validator
-from tribune_shared.errors import InvalidField
+from tribune_shared.errors import InvalidFields
 from tribune_shared.events import Envelope, new_envelope
 from tribune_shared.events.contracts import (
     ContactAddress,
@@ -38,21 +38,6 @@ from contacts.geography import (
 )
 
 PhoneKind = Literal["mobile", "landline", "other"]
-
-
-class InvalidFields(InvalidField):
-    """422 listing every field that breaks a rule (not only the first one)."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        first_field, first_reason = problems[0]
-        super().__init__(first_reason, field=first_field)
-        self.problems = problems
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": self.code,
-            "detail": [{"field": f, "reason": r} for f, r in self.problems],
-        }
 
 
 @dataclass(frozen=True)
