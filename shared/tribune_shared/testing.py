@@ -181,3 +181,10 @@ def seed_federations(settings: ServiceSettings, *paths: str) -> None:
                 await directory.on_federation_event(federation_created(path), session)
 
     run_with_store(settings, deliver)
+
+
+def signed_headers(
+    settings: ServiceSettings, path: str, role: Role = Role.secretary, user_id: str | None = None
+) -> dict[str, str]:
+    """The identity header the gateway would send for a user of ``path`` with ``role``."""
+    return identity_headers(make_identity(path, role, user_id), settings.identity_secret)

@@ -9,16 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from contacts.main import create_app
 from contacts.settings import ContactsSettings
 from contacts.store import CONTACTS
-from fastapi.testclient import TestClient
 from tribune_shared.auth import Role
 from tribune_shared.events import Envelope, decode
 from tribune_shared.events.contracts import ContactCreatedV1, ContactUpdatedV1
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity, run_with_store, seed_federations
+from tribune_shared.testing import (
+    run_with_store,
+    signed_headers,
+)
 from tribune_shared.vault import vault_for
 
 pytestmark = pytest.mark.integration
@@ -44,15 +45,7 @@ def events(settings: ContactsSettings) -> list[Envelope]:
 
 
 def headers(settings: ContactsSettings, path: str = PARIS, role: Role = Role.secretary):
-    return identity_headers(make_identity(path, role), settings.identity_secret)
-
-
-@pytest.fixture
-def api(isolated_env):
-    settings = ContactsSettings()
-    with TestClient(create_app(settings)) as client:
-        seed_federations(settings, ROOT, PARIS, P11, LYON)
-        yield client, settings
+    return signed_headers(settings, path, role)
 
 
 def create(client, settings, path=PARIS, **fields) -> dict[str, Any]:
@@ -75,8 +68,8 @@ def patch(client, settings, contact: dict, path=PARIS, **body):
 # ---------------------------------------------------------------- the full contact
 
 
-def test_a_full_contact_is_stored_returned_and_announced(api):
-    client, settings = api
+def test_a_full_contact_is_stored_returned_and_announced(contacts_api):
+    client, settings = contacts_api
     define(client, settings, ROOT, name="adhesion", type="date")
     define(
         client, settings, PARIS, name="quartier", type="choice", choices=["Bastille", "Roquette"]
@@ -147,8 +140,8 @@ def test_a_full_contact_is_stored_returned_and_announced(api):
     assert event.contact.created_at is not None
 
 
-def test_every_email_and_phone_is_unique_in_a_federation(api):
-    client, settings = api
+def test_every_email_and_phone_is_unique_in_a_federation(contacts_api):
+    client, settings = contacts_api
     first = create(
         client,
         settings,
@@ -190,8 +183,8 @@ def test_every_email_and_phone_is_unique_in_a_federation(api):
         ({"custom_fields": {"nope": 1}}, "custom_fields.nope", "unknown custom field"),
     ],
 )
-def test_bad_full_contact_is_422_and_writes_nothing(api, payload, field, reason):
-    client, settings = api
+def test_bad_full_contact_is_422_and_writes_nothing(contacts_api, payload, field, reason):
+    client, settings = contacts_api
     r = client.post(
         URL, json={"origin": ORIGIN, "family_name": "Dupont", **payload}, headers=headers(settings)
     )
@@ -205,8 +198,8 @@ def test_bad_full_contact_is_422_and_writes_nothing(api, payload, field, reason)
 # ---------------------------------------------------------------- custom fields
 
 
-def test_custom_fields_per_federation_seen_by_children(api):
-    client, settings = api
+def test_custom_fields_per_federation_seen_by_children(contacts_api):
+    client, settings = contacts_api
     national = define(client, settings, ROOT, name="adhesion", type="date", label="Adhésion")
     paris = define(
         client, settings, PARIS, name="mandat", type="choice", choices=["Maire"], required=True
@@ -247,8 +240,8 @@ def test_custom_fields_per_federation_seen_by_children(api):
     create(client, settings, LYON, family_name="Y", custom_fields={"cotisation": "12,5"})
 
 
-def test_custom_field_definition_rules(api):
-    client, settings = api
+def test_custom_field_definition_rules(contacts_api):
+    client, settings = contacts_api
     define(client, settings, PARIS, name="quartier", type="text")
     for path, body, status, field in [
         (P11, {"name": "quartier", "type": "text"}, 409, None),  # an ancestor has it
@@ -272,8 +265,8 @@ def test_custom_field_definition_rules(api):
     assert r.status_code == 403
 
 
-def test_a_custom_field_is_deleted_only_when_no_contact_holds_a_value(api):
-    client, settings = api
+def test_a_custom_field_is_deleted_only_when_no_contact_holds_a_value(contacts_api):
+    client, settings = contacts_api
     field = define(client, settings, PARIS, name="quartier", type="text")
     contact = create(client, settings, P11, family_name="X", custom_fields={"quartier": "Est"})
     url = f"{FIELDS}/{field['id']}"
@@ -291,8 +284,8 @@ def test_a_custom_field_is_deleted_only_when_no_contact_holds_a_value(api):
 # ---------------------------------------------------------------- PATCH
 
 
-def test_patch_changes_only_what_is_given_and_announces_it(api):
-    client, settings = api
+def test_patch_changes_only_what_is_given_and_announces_it(contacts_api):
+    client, settings = contacts_api
     define(client, settings, PARIS, name="quartier", type="text")
     contact = create(
         client,
@@ -347,8 +340,8 @@ def test_patch_changes_only_what_is_given_and_announces_it(api):
     assert len(events(settings)) == 2
 
 
-def test_a_stale_version_is_409_and_changes_nothing(api):
-    client, settings = api
+def test_a_stale_version_is_409_and_changes_nothing(contacts_api):
+    client, settings = contacts_api
     contact = create(client, settings, family_name="Dupont")
     assert patch(client, settings, contact, family_name="Un").status_code == 200
     stale = patch(client, settings, contact, family_name="Deux")  # still says version 1
@@ -365,8 +358,8 @@ def test_a_stale_version_is_409_and_changes_nothing(api):
     assert len(events(settings)) == 2
 
 
-def test_concurrent_patches_of_one_version_make_one_change(api):
-    client, settings = api
+def test_concurrent_patches_of_one_version_make_one_change(contacts_api):
+    client, settings = contacts_api
     contact = create(client, settings, family_name="Dupont")
 
     async def race():
@@ -392,8 +385,8 @@ def test_concurrent_patches_of_one_version_make_one_change(api):
     assert [e.type for e in events(settings)] == ["contact-created", "contact-updated"]
 
 
-def test_patch_refuses_duplicates_bad_values_and_other_federations(api):
-    client, settings = api
+def test_patch_refuses_duplicates_bad_values_and_other_federations(contacts_api):
+    client, settings = contacts_api
     taken = create(client, settings, family_name="A", email="taken@x.fr", phone="0612345678")
     contact = create(client, settings, family_name="B", email="mine@x.fr")
     dup = patch(client, settings, contact, emails=[{"address": "TAKEN@x.fr".lower()}])
@@ -437,8 +430,8 @@ def test_patch_refuses_duplicates_bad_values_and_other_federations(api):
     assert client.get(f"{URL}/{contact['id']}", headers=headers(settings)).json() == contact
 
 
-def test_patch_moves_a_contact_within_the_subtree(api):
-    client, settings = api
+def test_patch_moves_a_contact_within_the_subtree(contacts_api):
+    client, settings = contacts_api
     contact = create(client, settings, ROOT, family_name="Dupont", email="d@x.fr")
     create(client, settings, LYON, family_name="Autre", email="d@x.fr")
     # Lyon already has d@x.fr: moving there is a duplicate
@@ -465,8 +458,8 @@ def ids(client, settings, path=PARIS, **params) -> list[str]:
     return [c["id"] for c in r.json()["items"]]
 
 
-def test_list_filters(api):
-    client, settings = api
+def test_list_filters(contacts_api):
+    client, settings = contacts_api
     define(client, settings, PARIS, name="quartier", type="text")
     define(client, settings, PARIS, name="cotisation", type="number")
     a = create(
@@ -538,8 +531,8 @@ def test_list_filters(api):
         assert r.json()["detail"][0]["field"] == field
 
 
-def test_sorted_pages_are_stable_and_cover_everything_once(api):
-    client, settings = api
+def test_sorted_pages_are_stable_and_cover_everything_once(contacts_api):
+    client, settings = contacts_api
     names = ["Émile", "dupont", "Zola", "durand", "Dupont", "Ader", "Étienne"]
     created = [create(client, settings, family_name=n) for n in names]
     # make updated_at differ from created_at order
@@ -585,10 +578,10 @@ def test_sorted_pages_are_stable_and_cover_everything_once(api):
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "cursor"
 
 
-def test_a_page_is_stable_while_contacts_are_added(api):
+def test_a_page_is_stable_while_contacts_are_added(contacts_api):
     """The cursor holds the sort key and the id: contacts created meanwhile before the
     cursor do not shift the next page."""
-    client, settings = api
+    client, settings = contacts_api
     for n in ["B", "D", "F"]:
         create(client, settings, family_name=n)
     first = client.get(
@@ -605,15 +598,15 @@ def test_a_page_is_stable_while_contacts_are_added(api):
     assert [c["family_name"] for c in rest["items"]] == ["F"]
 
 
-def test_list_is_scoped_to_the_caller(api):
-    client, settings = api
+def test_list_is_scoped_to_the_caller(contacts_api):
+    client, settings = contacts_api
     create(client, settings, LYON, family_name="L", tags=["a"])
     assert ids(client, settings, PARIS, tags_any="a") == []
     assert len(ids(client, settings, ROOT, tags_any="a")) == 1
 
 
-def test_updated_since_uses_the_stored_time(api):
-    client, settings = api
+def test_updated_since_uses_the_stored_time(contacts_api):
+    client, settings = contacts_api
     contact = create(client, settings, family_name="A")
 
     async def age(store: Store):

@@ -19,7 +19,11 @@ from tribune_shared.auth import Role
 from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
 from tribune_shared.segments import compile_filter, dump_filter, evaluate, parse_filter
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity, run_with_store, seed_federations
+from tribune_shared.testing import (
+    run_with_store,
+    seed_federations,
+    signed_headers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +39,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def headers(settings: ContactsSettings, path: str = PARIS, role: Role = Role.secretary):
-    return identity_headers(make_identity(path, role), settings.identity_secret)
-
-
-@pytest.fixture
-def api(isolated_env):
-    settings = ContactsSettings()
-    with TestClient(create_app(settings)) as client:
-        seed_federations(settings, ROOT, PARIS, P11, LYON)
-        yield client, settings
+    return signed_headers(settings, path, role)
 
 
 def create(client, settings, path=PARIS, **fields) -> dict[str, Any]:
@@ -177,8 +173,8 @@ def test_the_store_and_evaluate_agree_on_generated_contacts(isolated_env):
 # ---------------------------------------------------------------- segments
 
 
-def test_segments_are_saved_per_federation_and_previewed(api):
-    client, settings = api
+def test_segments_are_saved_per_federation_and_previewed(contacts_api):
+    client, settings = contacts_api
     create(client, settings, family_name="A", email="a@x.fr", tags=["bénévole"])
     create(client, settings, P11, family_name="B", tags=["bénévole"], address={"postcode": "75011"})
     create(client, settings, family_name="C", tags=["donateur"])
@@ -246,8 +242,8 @@ def test_segments_are_saved_per_federation_and_previewed(api):
     assert client.get(url, headers=headers(settings)).status_code == 404
 
 
-def test_another_federations_segment_is_404_everywhere(api):
-    client, settings = api
+def test_another_federations_segment_is_404_everywhere(contacts_api):
+    client, settings = contacts_api
     segment = new_segment(client, settings, name="Paris")
     url = f"{SEGMENTS}/{segment['id']}"
     lyon = headers(settings, LYON, Role.admin)
@@ -299,8 +295,8 @@ def test_another_federations_segment_is_404_everywhere(api):
         ({"name": "x", "filter": {"op": "all"}, "colour": "red"}, 422, "colour"),
     ],
 )
-def test_bad_segments_are_refused_with_the_path_of_the_bad_node(api, body, status, field):
-    client, settings = api
+def test_bad_segments_are_refused_with_the_path_of_the_bad_node(contacts_api, body, status, field):
+    client, settings = contacts_api
     r = client.post(
         "/api/v1/contacts/custom-fields",
         json={"name": "age", "type": "number"},
@@ -313,8 +309,8 @@ def test_bad_segments_are_refused_with_the_path_of_the_bad_node(api, body, statu
     assert client.get(SEGMENTS, headers=headers(settings)).json()["items"] == []
 
 
-def test_filters_are_bounded_by_the_settings(api, monkeypatch):
-    client, settings = api
+def test_filters_are_bounded_by_the_settings(contacts_api, monkeypatch):
+    client, settings = contacts_api
     deep: dict[str, Any] = {"op": "all"}
     for _ in range(settings.segment_max_depth):
         deep = {"op": "not", "filter": deep}
@@ -329,8 +325,8 @@ def test_filters_are_bounded_by_the_settings(api, monkeypatch):
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "size"
 
 
-def test_segment_roles(api):
-    client, settings = api
+def test_segment_roles(contacts_api):
+    client, settings = contacts_api
     for role, status in [(Role.viewer, 403), (Role.treasurer, 403), (Role.campaign_manager, 201)]:
         r = client.post(
             SEGMENTS,
@@ -344,8 +340,8 @@ def test_segment_roles(api):
 # ---------------------------------------------------------------- export
 
 
-def test_export_streams_a_safe_csv_and_records_it(api):
-    client, settings = api
+def test_export_streams_a_safe_csv_and_records_it(contacts_api):
+    client, settings = contacts_api
     client.post(
         "/api/v1/contacts/custom-fields",
         json={"name": "note", "type": "text"},
@@ -408,8 +404,8 @@ def test_export_streams_a_safe_csv_and_records_it(api):
     assert client.get(EXPORT, headers=headers(settings, PARIS, Role.secretary)).status_code == 403
 
 
-def test_export_is_only_for_the_roles_allowed(api, monkeypatch):
-    client, settings = api
+def test_export_is_only_for_the_roles_allowed(contacts_api, monkeypatch):
+    client, settings = contacts_api
     create(client, settings, family_name="A")
     body = {"filter": {"op": "all"}}
     for role, status in [
@@ -431,8 +427,8 @@ def test_export_is_only_for_the_roles_allowed(api, monkeypatch):
         assert other.post(EXPORT, json=body, headers=h).status_code == 403
 
 
-def test_export_refusals_write_no_audit_row(api, monkeypatch):
-    client, settings = api
+def test_export_refusals_write_no_audit_row(contacts_api, monkeypatch):
+    client, settings = contacts_api
     for i in range(3):
         create(client, settings, family_name=f"N{i}")
     for body, status, field in [
@@ -466,7 +462,7 @@ def test_export_refusals_write_no_audit_row(api, monkeypatch):
     assert run_with_store(settings, audited) == 0
 
 
-def test_a_large_export_streams_in_batches(api, monkeypatch):
+def test_a_large_export_streams_in_batches(contacts_api, monkeypatch):
     monkeypatch.setenv("CONTACTS_EXPORT_BATCH_SIZE", "7")
     settings = ContactsSettings()
     with TestClient(create_app(settings)) as client:
