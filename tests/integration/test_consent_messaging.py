@@ -5,16 +5,10 @@ the suppression list, the tracking consent, and unsubscribe links consent can ve
 from __future__ import annotations
 
 import asyncio
-import email
-import socket
-import threading
 from datetime import UTC, datetime, timedelta
-from email import policy
-from email.message import EmailMessage
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiosmtpd.controller import Controller
 from consent.settings import ConsentSettings
 from fastapi.testclient import TestClient
 from messaging.handlers import (
@@ -50,41 +44,6 @@ pytestmark = pytest.mark.integration
 PARIS = "/root/paris/"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 CONFIRM_URL = "https://tribune.example.org/api/v1/public/consents/confirm?token=abc.def"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[EmailMessage] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address == "gone@example.org":
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        parsed = email.message_from_bytes(envelope.content, policy=policy.default)
-        with self.lock:
-            self.received.append(parsed)
-        return "250 Message accepted for delivery"
-
-    def take(self) -> list[EmailMessage]:
-        with self.lock:
-            taken, self.received = self.received, []
-        return taken
-
-
-@pytest.fixture(scope="module")
-def smtp_server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield sink, port
-    controller.stop()
 
 
 def envelope(event: EventContract, producer: str = "consent") -> Envelope:
@@ -208,7 +167,7 @@ def test_the_confirmation_email_is_sent_once_without_marketing_consent(api):
     request = confirmation("ana")
     handle(settings, contact("ana"), request)
 
-    [mail] = sink.take()
+    [(_, mail)] = sink.take()
     assert mail["To"].addresses[0].addr_spec == "ana.martin@example.org"
     assert mail["Subject"] == settings.confirmation_subject
     assert CONFIRM_URL in mail.get_content() and "news" in mail.get_content()
@@ -324,7 +283,7 @@ def test_the_unsubscribe_link_of_every_email_points_at_consent_and_consent_verif
     assert settings.unsubscribe_base_url.endswith("/api/v1/public/consents/unsubscribe")
     handle(settings, contact("ana"), granted("ana"))
     assert send(client, settings).status_code == 201
-    [mail] = sink.take()
+    [(_, mail)] = sink.take()
     link = mail["List-Unsubscribe"].strip()[1:-1]
     assert urlsplit(link).path == "/api/v1/public/consents/unsubscribe"
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

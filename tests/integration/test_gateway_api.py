@@ -582,10 +582,11 @@ def test_openapi_lists_the_gateway_and_forwarded_routes(api):
 # ---------------------------------------------------------------- access audit
 
 
-def dpo_of(client: TestClient, admin, federation_id: str, email: str) -> dict[str, str]:
+def user_of(client: TestClient, admin, federation_id: str, email: str, role: str) -> dict[str, str]:
+    """A new user of the federation, logged in: their Authorization header."""
     r = client.post(
         "/api/v1/users",
-        json={"email": email, "password": PASSWORD, "role": "dpo", "federation_id": federation_id},
+        json={"email": email, "password": PASSWORD, "role": role, "federation_id": federation_id},
         headers=admin,
     )
     assert r.status_code == 201, r.text
@@ -597,17 +598,7 @@ def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(api):
     admin = bearer(client)
     root = root_of(client, admin)
     paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
-    client.post(
-        "/api/v1/users",
-        json={
-            "email": "sec@paris.org",
-            "password": PASSWORD,
-            "role": "secretary",
-            "federation_id": paris["id"],
-        },
-        headers=admin,
-    )
-    secretary = bearer(client, "sec@paris.org", PASSWORD)
+    secretary = user_of(client, admin, paris["id"], "sec@paris.org", "secretary")
     agent = {"User-Agent": "Mozilla/5.0 " + "x" * 300}
     assert client.get("/api/v1/contacts/c42", headers={**secretary, **agent}).status_code == 200
     r = client.patch(
@@ -621,7 +612,7 @@ def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(api):
     # the secretary and the administrator may not read it; the DPO may
     assert client.get("/api/v1/audit/access", headers=secretary).status_code == 403
     assert client.get("/api/v1/audit/access", headers=admin).status_code == 403
-    national_dpo = dpo_of(client, admin, root["id"], "dpo@national.org")
+    national_dpo = user_of(client, admin, root["id"], "dpo@national.org", "dpo")
     r = client.get("/api/v1/audit/access", params={"user_id": "x" * 3}, headers=national_dpo)
     assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}
 
@@ -664,7 +655,7 @@ def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(api):
 
     # a DPO of another federation sees its own subtree's users only
     lyon = client.post("/api/v1/federations", json={"name": "Lyon"}, headers=admin).json()
-    lyon_dpo = dpo_of(client, admin, lyon["id"], "dpo@lyon.org")
+    lyon_dpo = user_of(client, admin, lyon["id"], "dpo@lyon.org", "dpo")
     r = client.get("/api/v1/audit/access", params={"contact_id": "c42"}, headers=lyon_dpo)
     assert r.json()["items"] == []
 

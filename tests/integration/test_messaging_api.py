@@ -4,16 +4,10 @@ arrives with its one-click unsubscribe, and the log and the event commit togethe
 from __future__ import annotations
 
 import asyncio
-import email
-import socket
-import threading
 from datetime import UTC, datetime, timedelta
-from email import policy
-from email.message import EmailMessage
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from messaging.composer import UnsubscribeTokens
 from messaging.handlers import consent_handlers, contact_handlers
@@ -41,50 +35,7 @@ PARIS = "/root/paris/"
 LYON = "/root/lyon/"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 UNSUBSCRIBE_BASE = "https://tribune.example.org/api/v1/unsubscribe"
-REJECTED_ADDRESS = "gone@example.org"
-
-
-# ---------------------------------------------------------------- a real SMTP server
-
-
-class Sink:
-    """aiosmtpd handler: keeps what it accepts, refuses one mailbox like a real server."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[tuple[list[str], EmailMessage]] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address == REJECTED_ADDRESS:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        parsed = email.message_from_bytes(envelope.content, policy=policy.default)
-        with self.lock:
-            self.received.append((list(envelope.rcpt_tos), parsed))
-        return "250 Message accepted for delivery"
-
-    def take(self) -> list[tuple[list[str], EmailMessage]]:
-        with self.lock:
-            taken, self.received = self.received, []
-        return taken
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def smtp_server():
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield sink, controller.port
-    controller.stop()
+REJECTED_ADDRESS = "gone@example.org"  # refused by the test SMTP server (conftest.py)
 
 
 # ---------------------------------------------------------------- seeding projections

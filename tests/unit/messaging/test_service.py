@@ -17,6 +17,7 @@ from tribune_shared.auth import Role
 from tribune_shared.errors import InvalidField, NotFound, Refused
 from tribune_shared.events import decode
 from tribune_shared.events.contracts import Channel, MessageFailedV1, MessageSentV1
+from tribune_shared.suppression import email_hash
 from tribune_shared.testing import make_identity
 
 PARIS = make_identity("/root/paris/", Role.campaign_manager)
@@ -193,4 +194,37 @@ async def test_sms_is_refused_as_unsupported_before_anything_else(messages):
     with pytest.raises(InvalidField) as exc:
         await send(svc, channel=Channel.sms, contact_id="nobody")
     assert exc.value.field == "channel"
+    assert mailer.sent == []
+
+
+# ---------------------------------------------------------------- beyond a purpose's consent
+
+
+async def test_send_refuses_a_suppressed_address_and_mails_nothing(messages):
+    mailer = FakeMailer()
+    svc, outbox = build(messages, mailer)
+    messages.suppressed.add(email_hash("ana@example.org", svc.settings.suppression_salt))
+    with pytest.raises(Refused) as refused:
+        await send(svc)
+    assert refused.value.extra["rule"] == "suppressed"
+    assert mailer.sent == [] and outbox.envelopes == [] and messages.log == {}
+
+
+async def test_the_log_says_whether_per_person_tracking_was_allowed(messages):
+    svc, _ = build(messages, FakeMailer())
+    first = await send(svc)
+    assert first["per_person_tracking"] is False
+    messages.consents["ana", "email", "tracking"] = ConsentState(
+        ConsentStatus.granted, datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    second = await send(svc)
+    assert second["per_person_tracking"] is True
+    assert messages.log[second["_id"]]["per_person_tracking"] is True
+
+
+async def test_tracking_is_refused_as_a_message_purpose(messages):
+    mailer = FakeMailer()
+    svc, _ = build(messages, mailer)
+    with pytest.raises(InvalidField):
+        await send(svc, purpose="tracking")
     assert mailer.sent == []
