@@ -46,7 +46,7 @@ def new_contact(user, **over) -> dict:
 
 
 def mobile() -> str:
-    return "+336" + "".join(random.choices("0123456789", k=8))
+    return "+33612" + "".join(random.choices("0123456789", k=6))  # an assigned mobile range
 
 
 def change(user, contact_id: str, action: str, **body) -> httpx.Response:
