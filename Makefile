@@ -45,8 +45,9 @@ logs: | check-uv ## follow every log, prefixed by process name
 
 # --- quality and tests -----------------------------------------------------------------------
 
-lint: | check-uv ## ruff
+lint: | check-uv ## ruff, then mypy (what it checks: [tool.mypy] in pyproject.toml)
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen mypy
 
 test: sync fetch-kafka ## run the test suite
 	$(UV) run --frozen pytest

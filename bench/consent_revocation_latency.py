@@ -17,11 +17,11 @@ TRIBUNE_OUTBOX_WAKE_ON_INSERT) -> Kafka (acks=all) -> messaging's consumer (fetc
 long-poll) -> projection transaction -> the view.
 
     uv run python bench/consent_revocation_latency.py [--revocations 1000]
-        [--compare VAR=VALUE ...] [--shared-infra]
+        [--compare VAR=VALUE ...]
 
-By default it starts a Kafka and a store of its own (free ports, a temporary folder,
-stopped and removed at the end), so that other stacks sharing the machine's store do not
-weigh on the figures; ``--shared-infra`` uses the running ones. A first round runs with the
+It starts a Kafka and a store of its own (free ports, a folder under .local/tests, stopped
+and deleted at the end), so that other stacks on the machine do not weigh on the figures
+and the dev stack's data is never touched. A first round runs with the
 settings as configured (consent's relay woken by a change stream on its outbox, the
 default); ``--compare`` (default ``CONSENT_OUTBOX_WAKE_ON_INSERT=false``: polling every
 50 ms only) restarts the consent worker with other settings for a second round, and the
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import statistics
 import sys
@@ -43,7 +42,7 @@ from dataclasses import dataclass
 
 import httpx
 from tribune_devstack.platform import RunningStack
-from tribune_devstack.stack import StackConfig, find_free_ports, repo_root
+from tribune_devstack.stack import StackConfig
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
 
 FEDERATION = "/bench/"
@@ -267,12 +266,6 @@ def main() -> int:
         "the ratio of the two rounds is printed. Default: consent's relay polling only "
         "(no change stream); none: one round only",
     )
-    parser.add_argument(
-        "--shared-infra",
-        action="store_true",
-        help="use the running Kafka and store (default: start a Kafka and a store of its "
-        "own, so other stacks' load on the shared store does not count)",
-    )
     args = parser.parse_args()
     if args.revocations < 1:
         parser.error("--revocations must be at least 1")
@@ -280,29 +273,13 @@ def main() -> int:
         parser.error("--compare takes VAR=VALUE settings")
     # SIGTERM (a timeout) stops the processes this run started, like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    tag = uuid.uuid4().hex[:6]
-    own_infra = None
-    if not args.shared_infra:
-        own_infra = repo_root() / ".local" / f"bench-infra-{tag}"
-        ports = find_free_ports(5)
-        names = ("KAFKA", "KAFKA_CONTROLLER", "STORE", "SMTP", "SMTP_HTTP")
-        os.environ.update({f"TRIBUNE_{n}_PORT": str(p) for n, p in zip(names, ports, strict=True)})
-        os.environ["TRIBUNE_INFRA_DIR"] = str(own_infra)
-        os.environ["TRIBUNE_KEEP_INFRA"] = "0"  # what this run starts, it stops
-    cfg = StackConfig.for_tests(name=f"bench-{tag}")
-    print(
-        f"starting an isolated platform ({cfg.name}) on "
-        f"{'its own Kafka and store' if own_infra else 'the shared Kafka and store'} ...",
-        flush=True,
-    )
+    # The store on disk, as the dev stack runs it, since that is what the README's figures measure.
+    cfg = StackConfig.for_tests(name=f"bench-{uuid.uuid4().hex[:6]}", store_in_memory=False)
+    print(f"starting an isolated platform ({cfg.name}) on its own Kafka and store ...", flush=True)
     started = time.perf_counter()
-    try:
-        with RunningStack(cfg, environment="test") as stack:
-            print(f"platform ready in {time.perf_counter() - started:.0f}s", flush=True)
-            return asyncio.run(run(stack, args))
-    finally:
-        if own_infra is not None:
-            shutil.rmtree(own_infra, ignore_errors=True)
+    with RunningStack(cfg, environment="test") as stack:
+        print(f"platform ready in {time.perf_counter() - started:.0f}s", flush=True)
+        return asyncio.run(run(stack, args))
 
 
 if __name__ == "__main__":

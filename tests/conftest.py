@@ -1,25 +1,43 @@
 """Fixtures shared by every test layer. Integration and e2e tests need real Kafka and
-the real store: they are started when absent (a missing broker fails, never skips)."""
+the real store: the session starts its own (a missing broker fails, never skips)."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-
-@pytest.fixture(scope="session")
-def infra():
-    """Real Kafka, SecantusDB and SMTP sink, started if not running (stopped after if so)."""
-    from tribune_devstack.infra import ensure_infra
+if TYPE_CHECKING:
     from tribune_devstack.stack import StackConfig
 
-    cfg = StackConfig.for_tests()
-    handle = ensure_infra(cfg)
-    yield cfg
-    handle.stop_started()
+_KEPT_INFRA = pytest.StashKey["StackConfig"]()
+
+
+@pytest.fixture(scope="session")
+def infra(request: pytest.FixtureRequest) -> Iterator[StackConfig]:
+    """This session's own Kafka, in-memory SecantusDB and SMTP sink, on free ports, in
+    .local/tests/<name>/: stopped and deleted at the end (TRIBUNE_KEEP_INFRA=1 keeps them).
+    The e2e platform runs on the same config, so one session starts one broker."""
+    from tribune_devstack.platform import RunningStack
+    from tribune_devstack.stack import StackConfig
+
+    with RunningStack(StackConfig.for_tests(), platform=False) as session:
+        yield session.cfg
+    if session.cfg.keep_infra:
+        request.config.stash[_KEPT_INFRA] = session.cfg
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    cfg = config.stash.get(_KEPT_INFRA, None)
+    if cfg is not None:
+        terminalreporter.write_line(
+            f"TRIBUNE_KEEP_INFRA: Kafka {cfg.kafka_bootstrap}, store {cfg.mongo_url} and SMTP "
+            f"sink {cfg.smtp_http_url} still run, logs in {cfg.infra_logs_dir}; stop them with "
+            f"`TRIBUNE_INFRA_DIR={cfg.infra_dir} make infra-down`, then delete that folder"
+        )
 
 
 @pytest.fixture

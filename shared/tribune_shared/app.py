@@ -13,6 +13,8 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tribune_shared.bus import ProcessedEvents
+from tribune_shared.consistency import ConsistencyMiddleware
 from tribune_shared.errors import DomainError
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.logging import (
@@ -22,9 +24,10 @@ from tribune_shared.logging import (
     new_correlation_id,
 )
 from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from tribune_shared.outbox import kernel_indexes
+from tribune_shared.outbox import Outbox, kernel_indexes
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
+from tribune_shared.subscriptions import awaited_by
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -115,6 +118,17 @@ def create_service_app(
     app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
     app.state.settings = settings
     install_common(app, settings.service_name)
+    # Read-your-writes: wait for the events a client's token names, answer with its own.
+    app.add_middleware(
+        ConsistencyMiddleware,
+        awaited=awaited_by(settings.service_name),
+        applied=lambda: ProcessedEvents(app.state.store, settings.service_name).applied,
+        committed=lambda: Outbox(app.state.store).committed,
+        wait_seconds=settings.consistency_wait_seconds,
+        poll_seconds=settings.consistency_poll_seconds,
+        max_entries=settings.consistency_max_entries,
+        horizon_seconds=settings.consistency_horizon_seconds,
+    )
     for router in routers:
         app.include_router(router)
     return app
@@ -129,4 +143,8 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.consumer_shutdown_timeout_seconds),
+        # named, not "auto": a missing one fails the start instead of silently costing
+        # every request the pure-Python loop and parser
+        loop="uvloop",
+        http="httptools",
     )

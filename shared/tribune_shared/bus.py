@@ -1,17 +1,21 @@
 """The Kafka bus on aiokafka: topics, an idempotent producer and a reliable consumer.
 
-Consumers commit offsets only after processing, remember processed event ids (in the
-same transaction as the handler's writes), retry a bounded number of times, then park
-the message on ``<topic>-dlq`` with the error and go on.
+The consumer handles each partition's poll batch in one store transaction (processed event
+ids checked and recorded in bulk, batch-capable handlers writing with bulk operations),
+partitions concurrently up to a bound, and commits offsets after the transactions. A
+failing event is isolated by splitting its batch until it stands alone, retried a bounded
+number of times, then parked on ``<topic>-dlq`` with the error; the rest of the batch is
+applied once. Each lane (``TopicSpec.lane``) gets its own consumer, so urgent events never
+wait behind a bulk backlog.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
-import structlog
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -19,14 +23,16 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure
 
 from tribune_shared.events import TOPICS, Envelope, dlq_topic, utcnow
-from tribune_shared.logging import bind_correlation_id, get_logger
+from tribune_shared.events.contracts import Lane
+from tribune_shared.logging import get_logger
 from tribune_shared.metrics import (
+    BATCH_SIZE,
     CONSUMER_LAG,
     DLQ_MESSAGES,
     EVENTS_HANDLED,
@@ -36,18 +42,31 @@ from tribune_shared.metrics import (
 )
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
-from tribune_shared.vault import opening, vault_for
+from tribune_shared.subscriptions import Batch, Handler, Step, apply_steps
+from tribune_shared.vault import vault_for
 
 log = get_logger(__name__)
 
-Handler = Callable[[Envelope, AsyncClientSession], Awaitable[None]]
+__all__ = [
+    "Batch",
+    "EventConsumer",
+    "EventPublisher",
+    "Handler",
+    "ProcessedEvents",
+    "create_topics",
+    "ensure_topics",
+]
 
 
 # ---------------------------------------------------------------- topics
 
 
 async def ensure_topics(settings: ServiceSettings, names: Iterable[str] | None = None) -> None:
-    """Create the declared topics (and their DLQs) that do not exist yet."""
+    """Create the declared topics (and their DLQs) that do not exist yet, and raise the
+    partition count of those that have fewer than the registry declares (never lowers
+    it). Raising it moves some keys to new partitions: events of one key published before
+    and after may then be consumed out of order once, which the projections absorb
+    (versions, apply-if-newer); do it in a quiet moment."""
     wanted = [TOPICS[n] for n in (names if names is not None else TOPICS)]
     new = []
     for spec in wanted:
@@ -68,6 +87,20 @@ async def create_topics(settings: ServiceSettings, topics: list[NewTopic]) -> No
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:  # another process won the race
                 pass
+        present = {t.name: t.num_partitions for t in topics if t.name in existing}
+        if present:
+            grow = {}
+            for described in await admin.describe_topics(list(present)):
+                name = described["topic"]
+                have = len(described.get("partitions") or [])
+                if have and have < present[name]:
+                    grow[name] = NewPartitions(total_count=present[name])
+            if grow:
+                log.warning("topics.partitions_raised", topics=sorted(grow))
+                try:
+                    await admin.create_partitions(grow)
+                except InvalidPartitionsError:  # another process raised them first
+                    pass
     finally:
         await admin.close()
 
@@ -128,33 +161,52 @@ class EventPublisher:
 # ---------------------------------------------------------------- consumer
 
 
-def _is_transient(exc: Exception) -> bool:
-    return isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError")
-
-
 class ProcessedEvents:
-    """Remembers handled event ids per consumer group, inside the handler's transaction."""
+    """The event ids a service has applied, per consumer group, recorded in the same
+    transaction as the handlers' writes (so a redelivery is skipped) and read by the APIs
+    for read-your-writes (``tribune_shared.consistency``)."""
 
     collection = "processed_events"  # TTL index: outbox.kernel_indexes
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, group: str) -> None:
         self.store = store
+        self.group = group
 
-    async def run_once(self, group: str, envelope: Envelope, handler: Handler) -> bool:
-        """Run ``handler`` unless this event was already handled; True if it ran.
+    def key(self, event_id: str) -> str:
+        return f"{self.group}:{event_id}"
 
-        A concurrent duplicate surfaces as a write conflict or duplicate key and is retried
-        by the consumer, after which it is seen here as already processed."""
-        key = f"{group}:{envelope.event_id}"
+    async def claim(
+        self, envelopes: Sequence[Envelope], session: AsyncClientSession
+    ) -> list[Envelope]:
+        """The envelopes not applied before (nor earlier in this batch), recorded as applied
+        in ``session``: one read and one insert for the whole batch."""
+        keys = [self.key(e.event_id) for e in envelopes]
         processed = self.store[self.collection]
-        async with self.store.transaction() as session:
-            if await processed.find_one({"_id": key}, {"_id": 1}, session=session):
-                return False
-            await processed.insert_one(
-                {"_id": key, "at": utcnow(), "type": envelope.type}, session=session
+        seen = {
+            d["_id"]
+            async for d in processed.find({"_id": {"$in": keys}}, {"_id": 1}, session=session)
+        }
+        fresh: list[Envelope] = []
+        for key, envelope in zip(keys, envelopes, strict=True):
+            if key not in seen:
+                seen.add(key)
+                fresh.append(envelope)
+        if fresh:
+            now = utcnow()
+            await processed.insert_many(
+                [{"_id": self.key(e.event_id), "at": now, "type": e.type} for e in fresh],
+                session=session,
             )
-            await handler(envelope, session)
-        return True
+        return fresh
+
+    async def applied(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these event ids were applied (committed) by this group."""
+        keys = [self.key(i) for i in event_ids]
+        cut = len(self.group) + 1
+        return {
+            d["_id"][cut:]
+            async for d in self.store[self.collection].find({"_id": {"$in": keys}}, {"_id": 1})
+        }
 
 
 class _LagCleanup(ConsumerRebalanceListener):
@@ -174,36 +226,66 @@ class _LagCleanup(ConsumerRebalanceListener):
         pass
 
 
+@dataclass(frozen=True)
+class _Item:
+    record: ConsumerRecord
+    envelope: Envelope
+
+
+class _Stopping(Exception):
+    """The store stayed unreachable until shutdown: leave the batch uncommitted."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    # The store (or the vault) cannot be reached: no event is at fault, so nothing is
+    # parked; the consumer waits (lag grows and alerts) until it comes back.
+    return isinstance(exc, ConnectionFailure)
+
+
 class EventConsumer:
+    """One Kafka consumer of a service: its lane's topics, batched, partitions in parallel.
+
+    ``group`` is the service's logical consumer group: it keys the processed-event ids, so
+    every lane (and a replay with another Kafka group) shares one record of what was
+    applied. The Kafka group id is ``<topic prefix><group>`` for the bulk lane and
+    ``<topic prefix><group>.<lane>`` for the others."""
+
     def __init__(
         self,
         settings: ServiceSettings,
         store: Store,
         *,
         group: str,
-        handlers: dict[str, Handler],
+        handlers: Mapping[str, Step | Sequence[Step]],
         dlq_publisher: EventPublisher,
+        lane: Lane = Lane.bulk,
         from_beginning: bool = True,
     ) -> None:
         self.settings = settings
-        self.group = settings.topic(group)
-        self.handlers = handlers
-        self.processed = ProcessedEvents(store)
+        self.lane = lane
+        suffix = "" if lane is Lane.bulk else f".{lane.value}"
+        self.group = settings.topic(group) + suffix
+        self.steps: dict[str, tuple[Step, ...]] = {
+            t: (h,) if callable(h) else tuple(h) for t, h in handlers.items()
+        }
+        self.processed = ProcessedEvents(store, group)
+        self.store = store
         self.vault = vault_for(store)
         self.dlq = dlq_publisher
-        self._topic_to_type = {settings.topic(t): t for t in handlers}
+        self._topic_to_type = {settings.topic(t): t for t in self.steps}
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             isolation_level="read_committed",
-            client_id=f"{settings.service_name}-{group}",
+            client_id=f"{settings.service_name}-{group}{suffix}",
         )
         self.consumer.subscribe(list(self._topic_to_type), listener=_LagCleanup(self.group))
         self._stopping = asyncio.Event()
+        self._limit = asyncio.Semaphore(settings.consumer_partition_concurrency)
         self.ready = asyncio.Event()
-        for event_type in handlers:  # series exist at 0, so the first DLQ message is an increase
+        for event_type in self.steps:  # series exist at 0, so the first DLQ message is an increase
             DLQ_MESSAGES.labels(settings.service_name, event_type)
             for outcome in ("ok", "duplicate", "dlq"):
                 EVENTS_HANDLED.labels(settings.service_name, event_type, outcome)
@@ -217,64 +299,133 @@ class EventConsumer:
     async def run(self) -> None:
         """Consume until asked to stop; in-flight batches finish and commit first."""
         self.ready.set()
+        batch = self.settings.consumer_batch_max_records
         try:
             while not self._stopping.is_set():
-                batches = await self.consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.consumer_batch_max_records
+                polled = await self.consumer.getmany(
+                    timeout_ms=200,
+                    max_records=batch * self.settings.consumer_partition_concurrency,
                 )
-                for tp, records in batches.items():
-                    for record in records:
-                        await self._process(tp, record)
-                    # Commit after processing: a crash before this re-delivers (handled once).
-                    await self.consumer.commit({tp: records[-1].offset + 1})
+                if polled:
+                    done = await asyncio.gather(
+                        *(self._partition(tp, records) for tp, records in polled.items())
+                    )
+                    # Commit after the transactions: a crash before this re-delivers, and
+                    # the processed ids make the redelivery a no-op.
+                    offsets = {tp: records[-1].offset + 1 for tp, records in done if records}
+                    if offsets:
+                        await self.consumer.commit(offsets)
                 await self._report_lag()
         finally:
             await self.consumer.stop()
 
-    async def _process(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        event_type = self._topic_to_type.get(tp.topic, tp.topic)
-        service = self.settings.service_name
-        structlog.contextvars.unbind_contextvars("correlation_id", "event_id")
-        try:
-            envelope = Envelope.from_bytes(record.value)
-        except Exception as exc:  # undecodable: retrying cannot help
-            await self._park(tp, record, f"undecodable envelope: {exc}", attempts=0)
-            return
-        bind_correlation_id(envelope.correlation_id)
-        structlog.contextvars.bind_contextvars(event_id=envelope.event_id)
-        handler = self.handlers[event_type]
-        if envelope.sealed is not None:  # handlers get personal fields in clear (if not erased)
-            handler = opening(handler, self.vault)
-        attempts = 0
-        transient_deadline = time.monotonic() + self.settings.consumer_transient_retry_seconds
-        while True:
-            attempts += 1
-            started = time.perf_counter()
+    async def _partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord]
+    ) -> tuple[TopicPartition, list[ConsumerRecord]]:
+        """Handle one partition's records in order; returns the records it finished (all,
+        unless shutdown interrupted a store outage: then none, and nothing is committed)."""
+        async with self._limit:
+            size = self.settings.consumer_batch_max_records
             try:
-                ran = await self.processed.run_once(self.group, envelope, handler)
-                HANDLER_SECONDS.labels(service, event_type).observe(time.perf_counter() - started)
-                EVENTS_HANDLED.labels(service, event_type, "ok" if ran else "duplicate").inc()
-                log.info(
-                    "event.handled" if ran else "event.duplicate_skipped",
-                    topic=tp.topic,
-                    offset=record.offset,
-                    event_type=envelope.type,
-                )
-                return
+                for start in range(0, len(records), size):
+                    await self._chunk(tp, records[start : start + size])
+            except _Stopping:
+                return tp, []
+            return tp, records
+
+    async def _chunk(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        event_type = self._topic_to_type.get(tp.topic, tp.topic)
+        items: list[_Item] = []
+        for record in records:
+            try:
+                items.append(_Item(record, Envelope.from_bytes(record.value)))
+            except Exception as exc:  # undecodable: retrying cannot help
+                await self._park(tp, record, f"undecodable envelope: {exc}", attempts=0)
+        if not items:
+            return
+        # Handlers get personal fields in clear (unless the person was erased): one vault
+        # read for the batch, outside the transaction.
+        opened = await self._outage_safe(lambda: self.vault.open_many([i.envelope for i in items]))
+        items = [_Item(i.record, e) for i, e in zip(items, opened, strict=True)]
+        BATCH_SIZE.labels(self.settings.service_name, event_type).observe(len(items))
+        await self._apply(tp, event_type, items, attempt=1)
+
+    async def _outage_safe(self, call):
+        """Run ``call`` until the store answers (an outage is waited out, never parked)."""
+        delay = self.settings.consumer_retry_backoff_seconds or 0.1
+        while True:
+            try:
+                return await call()
             except Exception as exc:
-                if _is_transient(exc) and time.monotonic() < transient_deadline:
-                    # A conflict with another (possibly orphaned) transaction is not the
-                    # handler's fault: wait it out without spending a retry.
-                    attempts -= 1
-                    log.info("event.transient_conflict", topic=tp.topic, error=repr(exc))
-                    await asyncio.sleep(self.settings.consumer_retry_backoff_seconds)
-                    continue
-                if attempts > self.settings.consumer_max_retries:
-                    await self._park(tp, record, repr(exc), attempts=attempts)
-                    return
-                HANDLER_RETRIES.labels(service, event_type).inc()
-                log.warning("event.retry", topic=tp.topic, attempt=attempts, error=repr(exc))
-                await asyncio.sleep(self.settings.consumer_retry_backoff_seconds * attempts)
+                if not _is_outage(exc):
+                    raise
+                if self._stopping.is_set():
+                    raise _Stopping() from exc
+                log.warning("consumer.store_unreachable", group=self.group, error=repr(exc))
+                await asyncio.sleep(min(5.0, delay))
+                delay *= 2
+
+    async def _apply(self, tp: TopicPartition, event_type: str, items: list[_Item], attempt: int):
+        """Apply ``items`` in one transaction; on failure isolate the culprit: split the
+        batch until the failing event stands alone, retry it, then park it."""
+        service = self.settings.service_name
+        started = time.perf_counter()
+        try:
+            fresh = await self._outage_safe(lambda: self._transaction(event_type, items))
+        except _Stopping:
+            raise
+        except Exception as exc:
+            if len(items) > 1:
+                middle = len(items) // 2
+                log.info(
+                    "consumer.batch_split", topic=tp.topic, size=len(items), error=repr(exc)[:300]
+                )
+                await self._apply(tp, event_type, items[:middle], attempt=1)
+                await self._apply(tp, event_type, items[middle:], attempt=1)
+                return
+            if attempt > self.settings.consumer_max_retries:
+                await self._park(tp, items[0].record, repr(exc), attempts=attempt)
+                return
+            HANDLER_RETRIES.labels(service, event_type).inc()
+            log.warning(
+                "event.retry",
+                topic=tp.topic,
+                offset=items[0].record.offset,
+                event_id=items[0].envelope.event_id,
+                attempt=attempt,
+                error=repr(exc)[:500],
+            )
+            await asyncio.sleep(self.settings.consumer_retry_backoff_seconds * attempt)
+            await self._apply(tp, event_type, items, attempt=attempt + 1)
+            return
+        elapsed = time.perf_counter() - started
+        HANDLER_SECONDS.labels(service, event_type).observe(elapsed)
+        EVENTS_HANDLED.labels(service, event_type, "ok").inc(fresh)
+        if len(items) > fresh:
+            EVENTS_HANDLED.labels(service, event_type, "duplicate").inc(len(items) - fresh)
+        # One line per batch (not per event): which correlations it carried, for tracing.
+        log.info(
+            "events.handled",
+            topic=tp.topic,
+            partition=tp.partition,
+            first_offset=items[0].record.offset,
+            last_offset=items[-1].record.offset,
+            applied=fresh,
+            duplicates=len(items) - fresh,
+            duration_ms=round(elapsed * 1000, 1),
+            correlation_ids=sorted({i.envelope.correlation_id for i in items})[:50],
+        )
+
+    async def _transaction(self, event_type: str, items: list[_Item]) -> int:
+        steps = self.steps[event_type]
+
+        async def work(session: AsyncClientSession) -> int:
+            fresh = await self.processed.claim([i.envelope for i in items], session)
+            if fresh:
+                await apply_steps(steps, fresh, session)
+            return len(fresh)
+
+        return await self.store.run_transaction(work, what=f"consume {event_type}")
 
     async def _park(self, tp: TopicPartition, record: ConsumerRecord, error: str, attempts: int):
         event_type = self._topic_to_type.get(tp.topic, tp.topic)

@@ -9,14 +9,32 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from tribune_shared.auth import Identity
-from tribune_shared.bus import Handler
-from tribune_shared.events import Envelope, decode
+from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import ContactCreatedV1, ContactUpdatedV1
-from tribune_shared.store import IndexSpec, Store, upsert_if_newer
+from tribune_shared.store import IndexSpec, Projected, Store, upsert_many_if_newer
+from tribune_shared.subscriptions import Batch
 
 CONTACT_DIRECTORY = "contacts"
 #: the version of an erased contact's tombstone: no contact event is ever newer
 ERASED_VERSION = 2**62
+
+
+def tombstone(contact_id: str) -> Projected:
+    """An erased contact: its id only, at a version no contact event ever reaches."""
+    return Projected(contact_id, ERASED_VERSION, {"erased": True}, replace=True)
+
+
+def placement(envelope: Envelope) -> Projected:
+    """Where a contact event puts its contact (a tombstone for an erased person's event:
+    a replay never brings them back)."""
+    event = decode_as(envelope, ContactCreatedV1, ContactUpdatedV1)
+    if event.erased:
+        return tombstone(event.contact_id)
+    return Projected(
+        event.contact_id,
+        event.contact_version,
+        {"federation_id": envelope.federation_id, "federation_path": envelope.federation_path},
+    )
 
 
 class ContactDirectory:
@@ -26,20 +44,17 @@ class ContactDirectory:
         self.store = store
         self.collection = store[CONTACT_DIRECTORY]
 
-    async def on_contact_event(self, envelope: Envelope, session: AsyncClientSession) -> None:
-        """Only newer contact versions apply: contact-updated may overtake contact-created."""
-        event = decode(envelope)
-        assert isinstance(event, ContactCreatedV1 | ContactUpdatedV1)
-        if event.erased:  # a replayed event of an erased person: they stay erased
-            await self.forget(event.contact_id, session)
-            return
-        await upsert_if_newer(
-            self.collection,
-            event.contact_id,
-            event.contact_version,
-            {"federation_id": envelope.federation_id, "federation_path": envelope.federation_path},
-            session=session,
+    async def on_contact_events(
+        self, envelopes: list[Envelope], session: AsyncClientSession
+    ) -> None:
+        """Only newer contact versions apply (contact-updated may overtake contact-created);
+        a batch costs one read and one bulk write."""
+        await upsert_many_if_newer(
+            self.collection, [placement(e) for e in envelopes], session=session
         )
+
+    async def on_contact_event(self, envelope: Envelope, session: AsyncClientSession) -> None:
+        await self.on_contact_events([envelope], session)
 
     async def forget(self, contact_id: str, session: AsyncClientSession | None = None) -> None:
         """Erasure: the contact becomes a tombstone (its id only), invisible to reads, that
@@ -49,14 +64,15 @@ class ContactDirectory:
             {"erased": True, "version": ERASED_VERSION},
             upsert=True,
             session=session,
-        )
+        )  # unconditional, unlike tombstone(): erasure wins over any stored version
 
     async def is_erased(self, contact_id: str, session: AsyncClientSession | None = None) -> bool:
         doc = await self.collection.find_one({"_id": contact_id}, {"erased": 1}, session=session)
         return bool(doc and doc.get("erased"))
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"contact-created": self.on_contact_event, "contact-updated": self.on_contact_event}
+    def handlers(self) -> dict[str, Batch]:
+        batch = Batch(self.on_contact_events)
+        return {"contact-created": batch, "contact-updated": batch}
 
     async def visible(self, identity: Identity, contact_id: str) -> dict[str, Any] | None:
         """The contact if it is in the caller's subtree (else None: answer 404)."""

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from tribune_shared.auth import Identity
-from tribune_shared.bus import Handler
 from tribune_shared.errors import NotFound
-from tribune_shared.events import Envelope, decode
+from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import FederationCreatedV1, FederationUpdatedV1
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Handler
 
 FEDERATIONS = "federations"
 
@@ -20,8 +20,7 @@ class FederationDirectory:
         self.store = store
 
     async def on_federation_event(self, envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, FederationCreatedV1 | FederationUpdatedV1)
+        event = decode_as(envelope, FederationCreatedV1, FederationUpdatedV1)
         await self.store[FEDERATIONS].update_one(
             {"_id": event.federation_id},
             {"$set": {"name": event.name, "path": event.path, "parent_id": event.parent_id}},

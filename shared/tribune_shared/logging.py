@@ -14,7 +14,7 @@ _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=N
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         timestamper,

@@ -16,7 +16,15 @@ EVENTS_HANDLED = Counter(
     ["service", "topic", "outcome"],  # outcome: ok | duplicate | dlq
 )
 HANDLER_SECONDS = Histogram(
-    "tribune_event_handler_seconds", "Event handler duration", ["service", "topic"]
+    "tribune_event_handler_seconds",
+    "Duration of one consumer batch transaction (handlers and processed ids)",
+    ["service", "topic"],
+)
+BATCH_SIZE = Histogram(
+    "tribune_consumer_batch_events",
+    "Events per partition batch handed to the handlers",
+    ["service", "topic"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
 HANDLER_RETRIES = Counter(
     "tribune_event_retries_total", "Event handler retries", ["service", "topic"]

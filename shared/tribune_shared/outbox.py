@@ -28,6 +28,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from tribune_shared.bus import EventPublisher
+from tribune_shared.consistency import record as record_written
 from tribune_shared.events import Envelope, utcnow
 from tribune_shared.logging import get_logger
 from tribune_shared.metrics import OUTBOX_BACKLOG
@@ -94,6 +95,13 @@ class Outbox:
             ],
             session=session,
         )
+        for env in envelopes:  # the request's consistency token names them (if they commit)
+            record_written(env.type, env.event_id)
+
+    async def committed(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these events (added one by one) are committed in the outbox."""
+        rows = self.store[OUTBOX].find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
+        return {row["_id"] async for row in rows}
 
     async def pack(self, envelopes: Sequence[Envelope]) -> dict[str, Any]:
         """One outbox row for a batch of events, sealed and compressed; pack outside the

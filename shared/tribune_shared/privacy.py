@@ -7,14 +7,12 @@ from collections.abc import Sequence
 from fastapi import APIRouter
 
 from tribune_shared.auth import Role, require_roles
-from tribune_shared.events import Envelope, decode, new_envelope, utcnow
+from tribune_shared.events import Envelope, decode_as, new_envelope, utcnow
 from tribune_shared.events.contracts import ErasureCompletedV1, ErasureRequestedV1
 
 
 def erasure_request(envelope: Envelope) -> ErasureRequestedV1:
-    event = decode(envelope)
-    assert isinstance(event, ErasureRequestedV1)
-    return event
+    return decode_as(envelope, ErasureRequestedV1)
 
 
 def erasure_completed(

@@ -50,11 +50,31 @@ class ServiceSettings(BaseSettings):
     # Consumer limits
     consumer_max_retries: int = Field(default=3, ge=0, le=100)
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0, le=60)
-    consumer_transient_retry_seconds: float = Field(
-        default=90, ge=0, le=3600, description="how long store write conflicts are waited out"
+    consumer_batch_max_records: int = Field(
+        default=500, ge=1, le=10_000, description="records per poll and per partition batch"
     )
-    consumer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    consumer_partition_concurrency: int = Field(
+        default=4, ge=1, le=256, description="partition batches handled at once per consumer"
+    )
     consumer_shutdown_timeout_seconds: float = Field(default=20, gt=0, le=600)
+    # Store transactions (every command and every consumer batch runs in one)
+    transaction_retry_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="how long a transaction that lost a write conflict is retried (a killed "
+        "worker's orphaned transaction holds its documents until the store aborts it)",
+    )
+    transaction_retry_backoff_seconds: float = Field(default=0.02, ge=0, le=5)
+    # Read-your-writes across services (tribune_shared.consistency)
+    consistency_wait_seconds: float = Field(
+        default=5, ge=0, le=120, description="how long a request waits for the events it names"
+    )
+    consistency_horizon_seconds: float = Field(
+        default=600, gt=0, le=86_400, description="older entries of a token are dropped"
+    )
+    consistency_max_entries: int = Field(default=32, ge=1, le=256)
+    consistency_poll_seconds: float = Field(default=0.01, gt=0, le=5)
     # Outbox relay limits
     outbox_poll_interval_seconds: float = Field(default=0.05, gt=0, le=60)
     #: wake the relay on each outbox insert (a change stream) rather than at the next poll

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -19,7 +22,33 @@ from tribune_shared.settings import ServiceSettings
 
 log = get_logger(__name__)
 
-__all__ = ["DuplicateKeyError", "IndexSpec", "Store", "subtree_filter"]
+__all__ = [
+    "DuplicateKeyError",
+    "IndexSpec",
+    "Projected",
+    "Store",
+    "is_transient",
+    "subtree_filter",
+    "upsert_if_newer",
+    "upsert_many_if_newer",
+]
+
+T = TypeVar("T")
+
+#: MongoDB's WriteConflict: some servers report it without the transient label
+WRITE_CONFLICT = 112
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A transaction that lost a write conflict (or whose commit was cut): running it
+    again is the fix, the work itself is not at fault."""
+    if not isinstance(exc, PyMongoError):
+        return False
+    return (
+        exc.has_error_label("TransientTransactionError")
+        or exc.has_error_label("UnknownTransactionCommitResult")
+        or getattr(exc, "code", None) == WRITE_CONFLICT
+    )
 
 
 @dataclass(frozen=True)
@@ -77,23 +106,98 @@ class Store:
             ):
                 yield session
 
+    async def run_transaction(
+        self, work: Callable[[AsyncClientSession], Awaitable[T]], *, what: str = "transaction"
+    ) -> T:
+        """The one retrying transaction runner: ``work(session)`` runs in a transaction that
+        commits or leaves nothing; when it loses a write conflict to a concurrent one (or to
+        the orphaned transaction of a killed process) it runs again, with a jittered
+        backoff, for up to ``transaction_retry_seconds``. Any other error is raised at once
+        (``work`` must therefore be safe to run again: it re-reads what it decides on)."""
+        deadline = time.monotonic() + self.settings.transaction_retry_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.transaction() as session:
+                    return await work(session)
+            except PyMongoError as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+                if attempt in (1, 10, 100):  # a few lines, not one per attempt
+                    log.info("store.transaction_retried", what=what, attempt=attempt)
+                base = self.settings.transaction_retry_backoff_seconds * min(attempt, 25)
+                await asyncio.sleep(base * (0.5 + random.random()))
+
     async def close(self) -> None:
         await self.client.close()
 
 
-async def upsert_if_newer(
-    collection, doc_id: str, version: int, fields: dict[str, Any], *, session=None
-) -> bool:
-    """Apply a projected state only if it is newer than the stored one (events across
-    topics arrive in any order). True if it was applied.
+@dataclass(frozen=True)
+class Projected:
+    """One aggregate's state for a projection: applied only if ``version`` is newer.
 
-    Read-then-write inside the caller's transaction: a concurrent writer gets a write
-    conflict (retried), and an older event is a no-op rather than an aborted transaction.
-    """
-    current = await collection.find_one({"_id": doc_id}, {"version": 1}, session=session)
-    if current is not None and current.get("version") is not None and current["version"] >= version:
-        return False
-    await collection.update_one(
-        {"_id": doc_id}, {"$set": {**fields, "version": version}}, upsert=True, session=session
+    ``replace`` states (tombstones of erased people) replace the whole document."""
+
+    doc_id: str
+    version: int
+    fields: dict[str, Any]
+    replace: bool = False
+
+
+async def upsert_many_if_newer(
+    collection, states: Iterable[Projected], *, session: AsyncClientSession | None = None
+) -> int:
+    """The batch form of ``upsert_if_newer``: one read of the stored versions and one bulk
+    write for a whole batch of events. Several states of one aggregate in the batch
+    collapse to the newest, so the result equals applying them one by one in any order.
+    Returns how many documents were written."""
+    newest: dict[str, Projected] = {}
+    for state in states:
+        held = newest.get(state.doc_id)
+        if held is None or state.version > held.version:
+            newest[state.doc_id] = state
+    if not newest:
+        return 0
+    stored = {
+        d["_id"]: d.get("version")
+        async for d in collection.find(
+            {"_id": {"$in": list(newest)}}, {"version": 1}, session=session
+        )
+    }
+    ops: list[UpdateOne | ReplaceOne] = []
+    for doc_id, state in newest.items():
+        current = stored.get(doc_id)
+        if current is not None and current >= state.version:
+            continue
+        if state.replace:
+            ops.append(
+                ReplaceOne({"_id": doc_id}, {**state.fields, "version": state.version}, upsert=True)
+            )
+        else:
+            ops.append(
+                UpdateOne(
+                    {"_id": doc_id},
+                    {"$set": {**state.fields, "version": state.version}},
+                    upsert=True,
+                )
+            )
+    if ops:
+        await collection.bulk_write(ops, ordered=False, session=session)
+    return len(ops)
+
+
+async def upsert_if_newer(
+    collection,
+    doc_id: str,
+    version: int,
+    fields: dict[str, Any],
+    *,
+    session: AsyncClientSession | None = None,
+) -> bool:
+    """Apply one projected state only if it is newer than the stored one (events across
+    topics arrive in any order). True if it was applied."""
+    written = await upsert_many_if_newer(
+        collection, [Projected(doc_id, version, fields)], session=session
     )
-    return True
+    return written == 1

@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,14 +44,13 @@ log = get_logger(__name__)
 DATA_KEYS = "data_keys"
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
-_EMPTY = (None, "", [], {})
+_EMPTY: tuple[object, ...] = (None, "", [], {})
 
 __all__ = [
     "KeyVault",
     "SealError",
     "contract_of",
     "open_with",
-    "opening",
     "seal_with",
     "vault_for",
 ]
@@ -281,10 +280,6 @@ class KeyVault:
         log.info("vault.key_destroyed", subject=subject)
         return doc["destroyed_at"]
 
-    async def destroyed_at(self, subject: str) -> datetime | None:
-        doc = await self.keys.find_one({"_id": subject}, {"destroyed_at": 1})
-        return doc.get("destroyed_at") if doc else None
-
     # ------------------------------------------------------------ envelopes
     async def seal_many(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
         """Seal the personal fields of every envelope that carries some in clear (one
@@ -305,14 +300,28 @@ class KeyVault:
             out[i] = seal_with(envelopes[i], contract, keys[subject])
         return out
 
-    async def seal(self, envelope: Envelope) -> Envelope:
-        return (await self.seal_many([envelope]))[0]
-
     async def open(self, envelope: Envelope) -> Envelope:
         """Plain data back if the subject's key lives; unchanged (fields erased) if not."""
         if envelope.sealed is None or envelope.sealed.ciphertext is None:
             return envelope
         return open_with(envelope, await self.key_for(envelope.sealed.subject))
+
+    async def open_many(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        """``open`` for a batch: one vault round trip for every subject in it."""
+        subjects = {
+            e.sealed.subject
+            for e in envelopes
+            if e.sealed is not None and e.sealed.ciphertext is not None
+        }
+        if not subjects:
+            return list(envelopes)
+        keys = await self.keys_for(subjects)
+        return [
+            open_with(e, keys[e.sealed.subject])
+            if e.sealed is not None and e.sealed.ciphertext is not None
+            else e
+            for e in envelopes
+        ]
 
     async def close(self) -> None:
         if self._own_client:
@@ -329,15 +338,3 @@ def vault_for(store: Any) -> KeyVault:
         vault = KeyVault(settings, store.client if shared else None)
         store._tribune_vault = vault
     return vault
-
-
-Handler = Callable[[Envelope, Any], Awaitable[None]]
-
-
-def opening(handler: Handler, vault: KeyVault) -> Handler:
-    """Wrap a consumer handler so it receives the envelope with its sealed fields open."""
-
-    async def handle(envelope: Envelope, session: Any) -> None:
-        await handler(await vault.open(envelope), session)
-
-    return handle

@@ -6,31 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from tribune_shared.bus import EventConsumer, EventPublisher, Handler, ensure_topics
+from tribune_shared.bus import EventConsumer, EventPublisher, ensure_topics
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.logging import configure_logging, get_logger
 from tribune_shared.outbox import OutboxRelay, kernel_indexes
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
+from tribune_shared.subscriptions import Subscriptions
 
 log = get_logger(__name__)
 
 #: a periodic job of a worker: runs until the event is set (SIGTERM), then returns
-BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
-
-
-@dataclass
-class ConsumerGroup:
-    """A consumer group and the handler of each event type it reads."""
-
-    name: str
-    handlers: dict[str, Handler]
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class _OpsServer(uvicorn.Server):
@@ -45,7 +38,7 @@ class Worker:
         settings: ServiceSettings,
         store: Store,
         *,
-        groups: Sequence[ConsumerGroup] = (),
+        subscriptions: Subscriptions | None = None,
         indexes: Sequence[IndexSpec] = (),
         relay: bool = True,
         tasks: Sequence[BackgroundTask] = (),
@@ -56,12 +49,21 @@ class Worker:
         self.indexes = indexes
         self.publisher = EventPublisher(settings)
         self.relay = OutboxRelay(store, self.publisher) if relay else None
-        self.consumers = [
-            EventConsumer(
-                settings, store, group=g.name, handlers=g.handlers, dlq_publisher=self.publisher
-            )
-            for g in groups
-        ]
+        self.consumers: list[EventConsumer] = []
+        if subscriptions is not None:
+            subscriptions.check_registry()
+            # One consumer per lane: an urgent event never waits behind a bulk batch.
+            self.consumers = [
+                EventConsumer(
+                    settings,
+                    store,
+                    group=subscriptions.service,
+                    handlers=steps,
+                    dlq_publisher=self.publisher,
+                    lane=lane,
+                )
+                for lane, steps in subscriptions.lanes()
+            ]
         self.stop_requested = asyncio.Event()
 
     def request_stop(self) -> None:

@@ -15,8 +15,9 @@ from tribune_devstack.stack import StackConfig
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[RunningStack]:
-    with RunningStack(StackConfig.for_tests(), environment="test") as running:
+def stack(infra: StackConfig) -> Iterator[RunningStack]:
+    """Every API and worker, on the session's own infra (tests/conftest.py)."""
+    with RunningStack(infra, environment="test") as running:
         yield running
 
 

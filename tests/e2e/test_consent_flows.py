@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from tribune_shared.testing import eventually
+from support import eventually
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e

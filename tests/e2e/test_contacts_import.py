@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from contacts.messy_csv import messy_csv_bytes
-from tribune_shared.testing import eventually
+from support import eventually
 
 pytestmark = pytest.mark.e2e
 

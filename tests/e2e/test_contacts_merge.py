@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tribune_shared.testing import eventually
+from support import eventually
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e

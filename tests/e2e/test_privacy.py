@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import MongoClient
+from support import eventually, read_all_topics
 from tribune_shared.events import Envelope, decode
 from tribune_shared.settings import ServiceSettings
-from tribune_shared.testing import eventually, read_all_topics
 from tribune_shared.vault import KeyVault
 from tribune_shared.webhooks import signature_headers
 

@@ -6,7 +6,8 @@ import asyncio
 import sys
 
 from pydantic_settings import SettingsConfigDict
-from tribune_shared.bus import EventConsumer, EventPublisher
+from pymongo import UpdateOne
+from tribune_shared.bus import Batch, EventConsumer, EventPublisher
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState
 from tribune_shared.outbox import Outbox
@@ -34,19 +35,21 @@ async def consume(settings: BusSettings, store: Store, arg: str) -> None:
     publisher = EventPublisher(settings)
     await publisher.start()
 
-    async def handle(env, session):
+    async def handle_many(envelopes, session):
+        # A batch handler, as the projections are: every event of the partition batch in
+        # one bulk write inside the consumer's transaction.
         if moment == "sigterm-while-handling":
             say("HANDLING")
             await asyncio.sleep(1.5)  # SIGTERM arrives now: the work in hand must finish
-        if moment == "inside-handler":
-            await store["effects"].update_one(
-                {"_id": env.key}, {"$inc": {"applied": 1}}, upsert=True, session=session
-            )
-            say("READY-TO-DIE")
-            await hang()
-        await store["effects"].update_one(
-            {"_id": env.key}, {"$inc": {"applied": 1}}, upsert=True, session=session
+        await store["effects"].bulk_write(
+            [UpdateOne({"_id": e.key}, {"$inc": {"applied": 1}}, upsert=True) for e in envelopes],
+            session=session,
         )
+        if moment == "inside-handler":
+            say("READY-TO-DIE")  # the batch is written, its transaction not committed
+            await hang()
+
+    handle = Batch(handle_many)
 
     consumer = EventConsumer(
         settings, store, group=group, handlers={TOPIC: handle}, dlq_publisher=publisher

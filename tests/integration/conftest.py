@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from contacts.main import create_app
 from contacts.settings import ContactsSettings
 from fastapi.testclient import TestClient
-from tribune_shared.testing import seed_federations
+from support import seed_federations
 
 #: the one mailbox the test SMTP server refuses (550), like a real server would
 REJECTED_ADDRESS = "gone@example.org"

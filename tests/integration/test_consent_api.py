@@ -8,13 +8,13 @@ import pytest
 from consent.main import create_app
 from consent.settings import ConsentSettings
 from fastapi.testclient import TestClient
+from support import identity_headers, make_identity
 from tribune_shared.auth import Role
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from consent.service import CONFIRM_PATH, CONFIRM_PURPOSE, ConsentService
 from consent.settings import ConsentSettings
 from consent.store import ConsentStore
 from fastapi.testclient import TestClient
+from support import deliver, identity_headers, make_identity, run_with_store
 from tribune_shared.auth import Role
 from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import Envelope, new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactMergedV1, ContactState
 from tribune_shared.outbox import OUTBOX
-from tribune_shared.testing import identity_headers, make_identity, run_with_store
 from tribune_shared.tokens import SignedTokens
 
 pytestmark = pytest.mark.integration
@@ -48,8 +48,7 @@ def seed_contact(settings, contact_id, path, email=None, phone=None) -> None:
             federation_id=path.strip("/").rsplit("/", 1)[-1],
             federation_path=path,
         )
-        async with store.transaction() as session:
-            await handlers["contact-created"](env, session)
+        await deliver(store, handlers, env)
 
     run_with_store(settings, work)
 

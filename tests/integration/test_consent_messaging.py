@@ -22,6 +22,7 @@ from messaging.main import create_app
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.store import MessagingStore
+from support import deliver, identity_headers, make_identity
 from tribune_shared.auth import Role
 from tribune_shared.events import Envelope, new_envelope
 from tribune_shared.events.contracts import (
@@ -35,8 +36,8 @@ from tribune_shared.events.contracts import (
 )
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.suppression import email_hash
-from tribune_shared.testing import identity_headers, make_identity
 from tribune_shared.tokens import UnsubscribeTokens
 
 pytestmark = pytest.mark.integration
@@ -94,16 +95,15 @@ def handle(settings: MessagingSettings, *envelopes: Envelope) -> None:
         store = Store(settings)
         messages = MessagingStore(store)
         service = MessagingService(settings, store, SmtpMailer(settings), messages=messages)
-        handlers = {
-            **contact_handlers(messages),
-            **consent_handlers(messages),
-            **suppression_handlers(messages),
-            **confirmation_handlers(service),
-        }
+        subscriptions = (
+            Subscriptions("messaging")
+            .add(contact_handlers(messages))
+            .add(consent_handlers(messages))
+            .add(suppression_handlers(messages))
+            .add(confirmation_handlers(service))
+        )
         try:
-            for env in envelopes:
-                async with store.transaction() as session:
-                    await handlers[env.type](env, session)
+            await deliver(store, subscriptions, *envelopes)
         finally:
             await store.close()
 

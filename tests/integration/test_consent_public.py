@@ -15,14 +15,15 @@ from consent.service import CONFIRM_PURPOSE, ConsentService
 from consent.settings import ConsentSettings
 from consent.store import ConsentStore
 from fastapi.testclient import TestClient
+from support import deliver, identity_headers, make_identity, run_with_store
 from tribune_shared.auth import Role
 from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import Envelope, new_envelope, utcnow
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState, ErasureRequestedV1
 from tribune_shared.outbox import OUTBOX
+from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.suppression import email_hash, phone_hash
-from tribune_shared.testing import identity_headers, make_identity, run_with_store
 from tribune_shared.tokens import SignedTokens, UnsubscribeTokens
 from tribune_shared.webhooks import signature_headers
 
@@ -40,15 +41,16 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 def handle(settings, *envelopes: Envelope) -> None:
     async def work(store):
-        handlers = {
-            **contact_handlers(
-                ConsentStore(store), ContactDirectory(store), settings.suppression_salt
-            ),
-            **suppression_handlers(ConsentService(settings, store)),
-        }
-        for env in envelopes:
-            async with store.transaction() as session:
-                await handlers[env.type](env, session)
+        subscriptions = (
+            Subscriptions("consent")
+            .add(
+                contact_handlers(
+                    ConsentStore(store), ContactDirectory(store), settings.suppression_salt
+                )
+            )
+            .add(suppression_handlers(ConsentService(settings, store)))
+        )
+        await deliver(store, subscriptions, *envelopes)
 
     run_with_store(settings, work)
 

@@ -11,12 +11,12 @@ from contacts.main import create_app
 from contacts.settings import ContactsSettings
 from contacts.suppression import SUPPRESSED, suppression_handlers
 from fastapi.testclient import TestClient
+from support import identity_headers, make_identity
 from tribune_shared.auth import Role
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import SuppressionAddedV1
 from tribune_shared.store import Store
 from tribune_shared.suppression import email_hash, phone_hash
-from tribune_shared.testing import identity_headers, make_identity
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ from contacts.service import ContactsService
 from contacts.settings import ContactsSettings
 from contacts.store import CONTACTS, INDEXES, ContactStore
 from fastapi.testclient import TestClient
+from support import identity_headers, make_identity, run_with_store, seed_federations
 from tribune_shared.auth import Role
 from tribune_shared.errors import Conflict
 from tribune_shared.events import Envelope, decode
@@ -23,7 +24,6 @@ from tribune_shared.events.contracts import (
 )
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity, run_with_store, seed_federations
 from tribune_shared.vault import vault_for
 
 pytestmark = pytest.mark.integration

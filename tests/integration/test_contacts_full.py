@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from contacts.settings import ContactsSettings
 from contacts.store import CONTACTS
+from support import (
+    run_with_store,
+    signed_headers,
+)
 from tribune_shared.auth import Role
 from tribune_shared.events import Envelope, decode
 from tribune_shared.events.contracts import ContactCreatedV1, ContactUpdatedV1
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import (
-    run_with_store,
-    signed_headers,
-)
 from tribune_shared.vault import vault_for
 
 pytestmark = pytest.mark.integration

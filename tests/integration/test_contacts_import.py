@@ -25,18 +25,18 @@ from contacts.messy_csv import messy_csv_bytes, write_messy_csv
 from contacts.settings import ContactsSettings
 from contacts.store import CONTACTS, IMPORTS, MERGES, ImportStore
 from fastapi.testclient import TestClient
-from tribune_shared.auth import Role
-from tribune_shared.bus import EventPublisher, ensure_topics
-from tribune_shared.events import Envelope, decode
-from tribune_shared.outbox import OUTBOX, OutboxRelay, unpack_batch
-from tribune_shared.store import Store
-from tribune_shared.testing import (
+from support import (
     identity_headers,
     make_identity,
     read_topic,
     run_with_store,
     seed_federations,
 )
+from tribune_shared.auth import Role
+from tribune_shared.bus import EventPublisher, ensure_topics
+from tribune_shared.events import Envelope, decode
+from tribune_shared.outbox import OUTBOX, OutboxRelay, unpack_batch
+from tribune_shared.store import Store
 from tribune_shared.vault import vault_for
 
 pytestmark = pytest.mark.integration

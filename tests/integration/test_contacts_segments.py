@@ -11,19 +11,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from contacts.filter_language import compile_filter, dump_filter, evaluate, parse_filter
 from contacts.main import create_app
 from contacts.settings import ContactsSettings
 from contacts.store import EXPORTS
 from fastapi.testclient import TestClient
-from tribune_shared.auth import Role
-from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
-from tribune_shared.segments import compile_filter, dump_filter, evaluate, parse_filter
-from tribune_shared.store import Store
-from tribune_shared.testing import (
+from support import (
     run_with_store,
     seed_federations,
     signed_headers,
 )
+from tribune_shared.auth import Role
+from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
+from tribune_shared.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import stat
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,41 +20,104 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
-from tribune_devstack import InfraHandle, StackConfig, ensure_infra, stack_env, stack_secrets
+from tribune_devstack import (
+    INFRA,
+    RunningStack,
+    StackConfig,
+    kafka_ready,
+    smtp_ready,
+    stack_env,
+    stack_secrets,
+    stop_infra,
+    store_ready,
+)
 from tribune_devstack.procs import kill_now, live_pid, record_alive, spawn, stop_records
 from tribune_devstack.smtp_sink import serve
-from tribune_devstack.stack import find_free_ports
+from tribune_devstack.stack import find_free_ports, repo_root
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def stack_cfg(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
-    return StackConfig.for_tests(state_root=tmp_path_factory.mktemp("stacks"))
+def _infra_ports(cfg: StackConfig) -> set[int]:
+    return {
+        cfg.kafka_port,
+        cfg.kafka_controller_port,
+        cfg.store_port,
+        cfg.smtp_port,
+        cfg.smtp_http_port,
+    }
 
 
-@pytest.fixture(scope="module")
-def devstack_infra(stack_cfg: StackConfig) -> Iterator[InfraHandle]:
-    handle = ensure_infra(stack_cfg)
-    yield handle
-    handle.stop_started()
-
-
-def test_for_tests_shares_infra_and_isolates_the_rest(stack_cfg: StackConfig) -> None:
+def test_for_tests_owns_its_infra_and_isolates_the_rest(infra: StackConfig) -> None:
     dev = StackConfig.from_env()
     other = StackConfig.for_tests()
-    assert (stack_cfg.kafka_port, stack_cfg.store_port, stack_cfg.smtp_port) == (
-        dev.kafka_port,
-        dev.store_port,
-        dev.smtp_port,
+    dev_ports = _infra_ports(dev) | {*dev.http_ports.values(), *dev.worker_ports.values()}
+    ports = [*_infra_ports(infra), *infra.http_ports.values(), *infra.worker_ports.values()]
+    assert len(set(ports)) == 15 and not set(ports) & dev_ports
+    # the session's infra holds its ports: a second test stack cannot be given them
+    assert not _infra_ports(other) & _infra_ports(infra)
+    assert infra.infra_dir == infra.state_dir == repo_root() / ".local" / "tests" / infra.name
+    assert other.state_dir != infra.state_dir and dev.infra_dir != infra.infra_dir
+    assert infra.store_in_memory and infra.ephemeral and not dev.ephemeral
+    assert infra.topic_prefix and infra.topic_prefix != other.topic_prefix
+    assert infra.database_prefix.startswith("tribune_") and infra.database_prefix not in (
+        "tribune_",
+        other.database_prefix,
     )
-    assert stack_cfg.infra_dir == dev.infra_dir
-    assert stack_cfg.topic_prefix and stack_cfg.topic_prefix != other.topic_prefix
-    assert (
-        stack_cfg.database_prefix.startswith("tribune_") and stack_cfg.database_prefix != "tribune_"
+
+
+def test_the_session_runs_its_own_infra(infra: StackConfig) -> None:
+    records = {name: live_pid(infra.infra_pids_dir, name) for name in INFRA}
+    assert all(records.values()), records  # started by this session, not reused
+    assert kafka_ready(infra) and store_ready(infra) and smtp_ready(infra)
+    store = records["store"]
+    assert store is not None and ":memory:" in store.cmd
+    assert infra.store_cache_size and infra.store_cache_size in store.cmd
+    assert not (infra.infra_dir / "store" / "WiredTiger").exists()
+    props = (infra.infra_dir / "kafka" / "server.properties").read_text()
+    assert f"log.dirs={infra.infra_dir / 'kafka' / 'data'}\n" in props
+
+
+def _own_store_and_sink(infra: StackConfig, root: Path, *, keep: bool) -> StackConfig:
+    """A test stack that reuses the session's Kafka and starts a store and a sink of its own
+    (cheap to start, unlike a second broker)."""
+    cfg = StackConfig.for_tests(state_root=root)
+    return replace(
+        cfg,
+        kafka_port=infra.kafka_port,
+        kafka_controller_port=infra.kafka_controller_port,
+        keep_infra=keep,
     )
-    ports = [*stack_cfg.http_ports.values(), *stack_cfg.worker_ports.values()]
-    assert len(set(ports)) == 10
+
+
+def test_a_test_stack_stops_what_it_started_and_deletes_its_folder(
+    infra: StackConfig, tmp_path: Path
+) -> None:
+    cfg = _own_store_and_sink(infra, tmp_path, keep=False)
+    with RunningStack(cfg, platform=False) as own:
+        assert own.infra is not None
+        assert (own.infra.reused, own.infra.started) == (["kafka"], ["store", "smtp"])
+        store = live_pid(cfg.infra_pids_dir, "store")
+        sink = live_pid(cfg.infra_pids_dir, "smtp")
+        assert store is not None and sink is not None and store_ready(cfg) and smtp_ready(cfg)
+        # the in-memory store's scratch home is inside the stack's folder (TMPDIR)
+        assert any((cfg.infra_dir / "store").iterdir())
+    assert not record_alive(store) and not record_alive(sink)
+    assert not cfg.state_dir.exists()
+    assert kafka_ready(infra)  # reused, so left running
+
+
+def test_keep_infra_leaves_a_test_stacks_infra_and_folder(
+    infra: StackConfig, tmp_path: Path
+) -> None:
+    cfg = _own_store_and_sink(infra, tmp_path, keep=True)
+    with RunningStack(cfg, platform=False):
+        store = live_pid(cfg.infra_pids_dir, "store")
+    try:
+        assert store is not None and record_alive(store) and store_ready(cfg)
+        assert (cfg.infra_logs_dir / "store.log").is_file()
+    finally:
+        assert stop_infra(cfg) == {"store": "stopped", "smtp": "stopped"}
 
 
 def test_port_base_derives_every_service_port() -> None:
@@ -69,32 +133,30 @@ def test_port_base_derives_every_service_port() -> None:
     assert c.state_dir == Path("/tmp/x")
 
 
-def test_stack_env_and_persistent_secrets(stack_cfg: StackConfig) -> None:
-    env = stack_env(stack_cfg, "test")
+def test_stack_env_and_persistent_secrets(infra: StackConfig) -> None:
+    env = stack_env(infra, "test")
     assert env["TRIBUNE_ENVIRONMENT"] == "test"
-    assert env["TRIBUNE_KAFKA_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{stack_cfg.kafka_port}"
+    assert env["TRIBUNE_KAFKA_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{infra.kafka_port}"
     assert env["TRIBUNE_MONGO_URL"].endswith("/?directConnection=true")
-    assert env["CONTACTS_HTTP_PORT"] == str(stack_cfg.http_ports["contacts"])
-    assert env["GATEWAY_WORKER_PORT"] == str(stack_cfg.worker_ports["gateway"])
-    assert env["GATEWAY_MESSAGING_URL"] == f"http://127.0.0.1:{stack_cfg.http_ports['messaging']}"
-    assert env["MESSAGING_SMTP_PORT"] == str(stack_cfg.smtp_port)
+    assert env["CONTACTS_HTTP_PORT"] == str(infra.http_ports["contacts"])
+    assert env["GATEWAY_WORKER_PORT"] == str(infra.worker_ports["gateway"])
+    assert env["GATEWAY_MESSAGING_URL"] == f"http://127.0.0.1:{infra.http_ports['messaging']}"
+    assert env["MESSAGING_SMTP_PORT"] == str(infra.smtp_port)
     assert len(env["TRIBUNE_IDENTITY_SECRET"]) >= 32
-    assert stack_env(stack_cfg, "test") == env  # same secrets on every call (and restart)
-    mode = stat.S_IMODE((stack_cfg.state_dir / "secrets.json").stat().st_mode)
+    assert stack_env(infra, "test") == env  # same secrets on every call (and restart)
+    mode = stat.S_IMODE((infra.state_dir / "secrets.json").stat().st_mode)
     assert mode == 0o600
-    assert stack_secrets(stack_cfg)["admin_password"] == env["GATEWAY_ADMIN_PASSWORD"]
+    assert stack_secrets(infra)["admin_password"] == env["GATEWAY_ADMIN_PASSWORD"]
 
 
-async def test_kafka_produce_and_consume(
-    stack_cfg: StackConfig, devstack_infra: InfraHandle
-) -> None:
-    topic = f"{stack_cfg.topic_prefix}devstack-check-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack_cfg.kafka_bootstrap)
+async def test_kafka_produce_and_consume(infra: StackConfig) -> None:
+    topic = f"{infra.topic_prefix}devstack-check-{uuid.uuid4().hex[:6]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
         producer = AIOKafkaProducer(
-            bootstrap_servers=stack_cfg.kafka_bootstrap, enable_idempotence=True
+            bootstrap_servers=infra.kafka_bootstrap, enable_idempotence=True
         )
         await producer.start()
         try:
@@ -103,7 +165,7 @@ async def test_kafka_produce_and_consume(
             await producer.stop()
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=stack_cfg.kafka_bootstrap,
+            bootstrap_servers=infra.kafka_bootstrap,
             group_id=f"{topic}-group",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -123,9 +185,9 @@ async def test_kafka_produce_and_consume(
         await admin.close()
 
 
-async def test_store_insert_and_find(stack_cfg: StackConfig, devstack_infra: InfraHandle) -> None:
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(stack_cfg.mongo_url)
-    db_name = f"{stack_cfg.database_prefix}devstack"
+async def test_store_insert_and_find(infra: StackConfig) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(infra.mongo_url)
+    db_name = f"{infra.database_prefix}devstack"
     try:
         coll = client[db_name]["things"]
         await coll.insert_one({"_id": "a", "n": 1})
@@ -145,14 +207,12 @@ def _send_mail(host: str, port: int, to: str, subject: str, body: str) -> None:
         smtp.send_message(msg)
 
 
-async def test_smtp_sink_keeps_messages(
-    stack_cfg: StackConfig, devstack_infra: InfraHandle
-) -> None:
+async def test_smtp_sink_keeps_messages(infra: StackConfig) -> None:
     to = f"{uuid.uuid4().hex[:8]}@example.org"
     await asyncio.to_thread(
-        _send_mail, stack_cfg.host, stack_cfg.smtp_port, to, "Bonjour", "Corps du message"
+        _send_mail, infra.host, infra.smtp_port, to, "Bonjour", "Corps du message"
     )
-    async with httpx.AsyncClient(base_url=stack_cfg.smtp_http_url) as http:
+    async with httpx.AsyncClient(base_url=infra.smtp_http_url) as http:
         found = (await http.get("/messages", params={"to": to})).json()
     assert len(found) == 1
     m = found[0]

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import gateway.service as gateway_service_module
 import pytest
@@ -19,7 +20,9 @@ from gateway.main import create_app
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
 from gateway.store import FEDERATIONS, USERS
+from pymongo.errors import PyMongoError
 from tribune_shared.auth import IDENTITY_HEADER, Role, verify_identity
+from tribune_shared.consistency import HEADER as CONSISTENCY_HEADER
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
 
@@ -663,3 +666,118 @@ def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(api):
     docs = read(settings, "access_audit", {"email": "dpo@national.org"})
     assert {d["path"] for d in docs} == {"/api/v1/audit/access"}
     assert client.delete("/api/v1/audit/access", headers=national_dpo).status_code == 405
+
+
+class BrokenCollection:
+    """The access audit's collection when the store cannot record anything."""
+
+    async def insert_many(self, *args, **kwargs):
+        raise PyMongoError("the store is unreachable")
+
+
+def test_a_read_whose_entry_cannot_be_recorded_is_refused_a_write_is_answered(api, monkeypatch):
+    client, settings = api
+    admin = bearer(client)
+    audit = client.app.state.access_audit
+    monkeypatch.setattr(audit.entries, "entries", BrokenCollection())
+    for path in ("/api/v1/contacts/c42", "/api/v1/people/c42", "/api/v1/contacts?q=x"):
+        r = client.get(path, headers=admin)
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["detail"] == "the access audit is unavailable; try again later"
+    # a write already happened upstream: its answer is given (the failure is logged)
+    r = client.patch("/api/v1/contacts/c42", json={"tags": ["a"]}, headers=admin)
+    assert r.status_code == 200
+    monkeypatch.undo()
+    assert client.get("/api/v1/contacts/c42", headers=admin).status_code == 200
+    docs = read(settings, "access_audit", {"email": ADMIN_EMAIL})
+    assert [(d["method"], d["path"]) for d in docs] == [("GET", "/api/v1/contacts/c42")]
+
+
+def test_concurrent_reads_share_the_audit_inserts_and_each_is_recorded(api):
+    client, settings = api
+    admin = bearer(client)
+    audit = client.app.state.access_audit
+    batches: list[int] = []
+    write = audit.writer.write_batch
+
+    async def counting(docs):
+        batches.append(len(docs))
+        await write(docs)
+
+    audit.writer.write_batch = counting
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(
+            pool.map(
+                lambda n: client.get(f"/api/v1/contacts/c{n}", headers=admin).status_code,
+                range(48),
+            )
+        )
+    assert codes == [200] * 48
+    assert sum(batches) == 48 and len(batches) < 48
+    docs = read(settings, "access_audit", {"email": ADMIN_EMAIL})
+    assert sorted(d["contact_id"] for d in docs) == sorted(f"c{n}" for n in range(48))
+
+
+def test_a_deactivated_user_is_refused_at_once_here_and_within_the_cache_ttl_anyway(
+    env, monkeypatch
+):
+    monkeypatch.setenv("GATEWAY_USER_CACHE_SECONDS", "0.5")
+    settings = GatewaySettings()
+    with TestClient(create_app(settings)) as client:
+        admin = bearer(client)
+        made = [
+            client.post(
+                "/api/v1/users",
+                json={"email": f"u{n}@tribune.org", "password": PASSWORD, "role": "secretary"},
+                headers=admin,
+            ).json()
+            for n in range(2)
+        ]
+        first, second = (bearer(client, u["email"], PASSWORD) for u in made)
+        assert client.get("/api/v1/contacts/c1", headers=first).status_code == 200
+
+        # through this gateway: at once, even within the cache's lifetime
+        r = client.patch(f"/api/v1/users/{made[0]['id']}", json={"active": False}, headers=admin)
+        assert r.status_code == 200 and r.json()["active"] is False
+        assert client.get("/api/v1/contacts/c1", headers=first).status_code == 401
+
+        # a role change too: the next forwarded identity carries the new role
+        r = client.patch(f"/api/v1/users/{made[1]['id']}", json={"role": "viewer"}, headers=admin)
+        assert r.json()["role"] == "viewer"
+        seen = client.get("/api/v1/contacts/c1", headers=second).json()["headers"]
+        assert verify_identity(seen[IDENTITY_HEADER.lower()], settings.identity_secret).role == (
+            Role.viewer
+        )
+
+        # elsewhere (another replica, the store itself): read again within the TTL
+        async def deactivate() -> None:
+            store = Store(settings)
+            try:
+                await store[USERS].update_one({"_id": made[1]["id"]}, {"$set": {"active": False}})
+            finally:
+                await store.close()
+
+        asyncio.run(deactivate())
+        deadline = time.monotonic() + 0.5 + 2  # the TTL, and room for a slow machine
+        while client.get("/api/v1/contacts/c1", headers=second).status_code == 200:
+            assert time.monotonic() < deadline, "still served after the cache's TTL"
+            time.sleep(0.05)
+        assert client.get("/api/v1/contacts/c1", headers=second).status_code == 401
+
+        # the administrator may neither lock themselves out nor reach another subtree
+        me = client.get("/api/v1/me", headers=admin).json()
+        r = client.patch(f"/api/v1/users/{me['id']}", json={"active": False}, headers=admin)
+        assert r.status_code == 409
+        assert client.patch("/api/v1/users/nobody", json={}, headers=admin).status_code == 404
+
+
+def test_the_gateways_own_write_is_remembered_and_sent_on_for_a_client_that_forgets(api):
+    client, _ = api
+    admin = bearer(client)
+    r = client.post("/api/v1/federations", json={"name": "Marseille"}, headers=admin)
+    assert r.status_code == 201
+    token = r.headers[CONSISTENCY_HEADER]
+    assert token.startswith("federation-created.")
+    # the client does not send it back; the service still gets it
+    seen = client.get("/api/v1/contacts", headers=admin).json()["headers"]
+    assert seen[CONSISTENCY_HEADER.lower()] == token

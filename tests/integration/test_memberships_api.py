@@ -17,13 +17,13 @@ from memberships.main import create_app
 from memberships.service import MembershipsService, PaymentNotice
 from memberships.settings import MembershipsSettings
 from memberships.store import INDEXES, MEMBERSHIPS, PAYMENTS
+from support import deliver, identity_headers, make_identity
 from tribune_shared.auth import Role
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState, ContactUpdatedV1
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity
 from tribune_shared.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_headers
 
 pytestmark = pytest.mark.integration
@@ -57,9 +57,7 @@ async def _project(settings, event, federation_path: str) -> None:
             federation_id=federation_path.rstrip("/").rsplit("/", 1)[-1],
             federation_path=federation_path,
         )
-        handlers = ContactDirectory(store).handlers()
-        async with store.transaction() as session:
-            await handlers[envelope.type](envelope, session)
+        await deliver(store, ContactDirectory(store).handlers(), envelope)
     finally:
         await store.close()
 

@@ -14,6 +14,7 @@ from messaging.handlers import consent_handlers, contact_handlers
 from messaging.main import create_app
 from messaging.settings import MessagingSettings
 from messaging.store import MessagingStore
+from support import deliver, identity_headers, make_identity
 from tribune_shared.auth import Role
 from tribune_shared.events import Envelope, new_envelope
 from tribune_shared.events.contracts import (
@@ -27,7 +28,7 @@ from tribune_shared.events.contracts import (
 )
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity
+from tribune_shared.subscriptions import Subscriptions
 
 pytestmark = pytest.mark.integration
 
@@ -98,11 +99,13 @@ def handle(settings: MessagingSettings, *envelopes: Envelope) -> None:
     async def run():
         store = Store(settings)
         messages = MessagingStore(store)
-        handlers = {**contact_handlers(messages), **consent_handlers(messages)}
+        subscriptions = (
+            Subscriptions("messaging")
+            .add(contact_handlers(messages))
+            .add(consent_handlers(messages))
+        )
         try:
-            for env in envelopes:
-                async with store.transaction() as session:
-                    await handlers[env.type](env, session)
+            await deliver(store, subscriptions, *envelopes)
         finally:
             await store.close()
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 from pydantic_settings import SettingsConfigDict
+from support import read_topic
 from tribune_shared.bus import EventPublisher, ensure_topics
 from tribune_shared.events import Envelope, decode, new_envelope, utcnow
 from tribune_shared.events.contracts import ConsentRevokedV1
 from tribune_shared.outbox import OUTBOX, Outbox, OutboxRelay
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
-from tribune_shared.testing import read_topic
 
 pytestmark = pytest.mark.integration
 

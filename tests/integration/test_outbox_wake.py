@@ -7,13 +7,13 @@ import asyncio
 
 import pytest
 from pydantic_settings import SettingsConfigDict
+from support import wait_for
 from tribune_shared.bus import EventPublisher, ensure_topics
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ConsentRevokedV1
 from tribune_shared.outbox import OUTBOX, Outbox, OutboxRelay
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
-from tribune_shared.testing import wait_for
 
 pytestmark = pytest.mark.integration
 

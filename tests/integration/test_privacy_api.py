@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from consent.main import create_app
-from consent.privacy_handlers import merge_handlers, retention_handlers
+from consent.privacy_handlers import retention_handlers
 from consent.privacy_service import PrivacyService
 from consent.privacy_store import RETENTION_CLOCKS, PrivacyStore
 from consent.settings import ConsentSettings
 from consent.store import AUDIT
 from fastapi.testclient import TestClient
+from support import deliver, identity_headers, make_identity
 from tribune_shared.auth import Role
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import Envelope, decode, new_envelope
@@ -30,7 +31,7 @@ from tribune_shared.events.contracts import (
 )
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity
+from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.vault import KeyVault
 
 pytestmark = pytest.mark.integration
@@ -62,12 +63,12 @@ def handle(settings: ConsentSettings, *envelopes: Envelope) -> None:
 
     async def run():
         store = Store(settings)
-        handlers = merge_handlers(
-            ContactDirectory(store).handlers(), retention_handlers(PrivacyStore(store))
+        subscriptions = (
+            Subscriptions("consent")
+            .add(ContactDirectory(store).handlers())
+            .add(retention_handlers(PrivacyStore(store)), also=True)
         )
-        for env in envelopes:
-            async with store.transaction() as session:
-                await handlers[env.type](env, session)
+        await deliver(store, subscriptions, *envelopes)
         await store.close()
 
     asyncio.run(run())

@@ -20,12 +20,12 @@ from consent.settings import ConsentSettings
 from contacts.settings import ContactsSettings
 from memberships.settings import MembershipsSettings
 from messaging.settings import MessagingSettings
+from support import identity_headers, make_identity, read_all_topics, wait_for
 from tribune_devstack.stack import find_free_ports
 from tribune_shared.auth import Role
 from tribune_shared.bus import EventConsumer, EventPublisher
 from tribune_shared.events import Envelope, decode
 from tribune_shared.store import Store
-from tribune_shared.testing import identity_headers, make_identity, read_all_topics, wait_for
 from tribune_shared.vault import KeyVault
 from tribune_shared.webhooks import signature_headers
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable, Coroutine, Iterable
@@ -146,6 +147,7 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
         conf = cfg.infra_dir / "secantusd.toml"
         if not conf.exists():
             conf.write_text("# tribune_devstack: settings come from command-line flags\n")
+        cache = ["--cache-size", cfg.store_cache_size] if cfg.store_cache_size else []
         return [
             _secantusd(),
             "--config",
@@ -155,7 +157,8 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
             "--port",
             str(cfg.store_port),
             "--storage-path",
-            str(home),
+            ":memory:" if cfg.store_in_memory else str(home),
+            *cache,
         ]
     return [
         sys.executable,
@@ -174,6 +177,14 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
     ]
 
 
+def _env(cfg: StackConfig, name: str) -> dict[str, str] | None:
+    if name == "store" and cfg.store_in_memory:
+        # An in-memory secantusd still makes a scratch home with mkdtemp and deletes it on
+        # a clean exit: after a SIGKILL it stays behind, so put it in the stack's folder.
+        return {**os.environ, "TMPDIR": str(cfg.infra_dir / "store")}
+    return None
+
+
 @dataclass
 class InfraHandle:
     """What `ensure_infra` found running (reused) and what it started."""
@@ -186,7 +197,7 @@ class InfraHandle:
     def stop_started(self, timeout: float | None = None) -> dict[str, str]:
         """Stop only the processes this handle started; reused ones keep running.
 
-        No-op with TRIBUNE_KEEP_INFRA=1 (several test sessions sharing one infra)."""
+        No-op with TRIBUNE_KEEP_INFRA=1 (a test session's infra outlives it, to be looked at)."""
         if self.cfg.keep_infra:
             self.started.clear()
             return {}
@@ -202,7 +213,7 @@ class InfraHandle:
 
 def ensure_infra(cfg: StackConfig, only: Iterable[str] = INFRA) -> InfraHandle:
     """Make Kafka, store and SMTP sink answer on cfg's ports; start what is missing."""
-    # Concurrent test sessions share the infra: the second waits, then reuses.
+    # Concurrent starts of one stack's infra (two `make up`): the second waits, then reuses.
     with file_lock(cfg.infra_dir / "infra.lock"):
         return _ensure_infra(cfg, only)
 
@@ -230,14 +241,15 @@ def _ensure_infra(cfg: StackConfig, only: Iterable[str]) -> InfraHandle:
                 _command(cfg, name),
                 logs_dir=cfg.infra_logs_dir,
                 pids_dir=cfg.infra_pids_dir,
+                env=_env(cfg, name),
                 cwd=cfg.infra_dir,
             )
             handle.records[name] = rec
             handle.started.append(name)
         for name in to_wait:
-            rec = read_pid(cfg.infra_pids_dir, name)
-            if rec is not None:
-                handle.records[name] = rec
+            existing = read_pid(cfg.infra_pids_dir, name)
+            if existing is not None:
+                handle.records[name] = existing
         for name in [*to_start, *to_wait]:
             _wait_ready(cfg, name, handle.records.get(name))
             if name in to_wait:

@@ -149,10 +149,10 @@ def prepare_kafka(cfg: StackConfig) -> tuple[list[str], Path]:
         if uuid.returncode != 0 or not cluster_id:
             out = (uuid.stdout + uuid.stderr).strip()[-2000:]
             raise DevstackError(f"kafka StorageTool random-uuid failed:\n{out}")
-        with log.open("ab") as out:
+        with log.open("ab") as log_file:
             fmt = subprocess.run(
                 [*tools, "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
-                stdout=out,
+                stdout=log_file,
                 stderr=subprocess.STDOUT,
                 check=False,
             )

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -327,17 +328,29 @@ def format_status(rows: Iterable[ProcessStatus]) -> str:
     return "\n".join(lines)
 
 
+def _anything_running(cfg: StackConfig) -> bool:
+    return any(
+        live_pid(pids, path.stem) is not None
+        for pids in {cfg.pids_dir, cfg.infra_pids_dir}
+        if pids.is_dir()
+        for path in pids.glob("*.pid")
+    )
+
+
 # --- for pytest ----------------------------------------------------------------------------
 
 
 class RunningStack:
-    """Infra + platform for a test session; on exit stops only what it started.
+    """Infra + platform for a test session or benchmark; on exit stops only what it started.
 
         with RunningStack(StackConfig.for_tests()) as stack:
             httpx.get(stack.gateway_url + "/health")
             stack.kill("messaging-worker")      # SIGKILL, for crash tests
             stack.restart("messaging-worker")   # start again, wait for /ready
 
+    `platform=False`: the infra alone. A second RunningStack on the same config reuses the
+    running infra and leaves it alone. An ephemeral config's folder (`for_tests()`) is
+    deleted by the stop that leaves nothing of the stack running.
     Also usable as `async with` (the blocking work runs in a thread).
     """
 
@@ -371,6 +384,8 @@ class RunningStack:
             self.started = []
         if self.infra is not None:
             self.infra.stop_started()
+        if self.cfg.ephemeral and not _anything_running(self.cfg):
+            shutil.rmtree(self.cfg.state_dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -86,8 +86,8 @@ class StackConfig:
 
     name: str = "dev"
     state_dir: Path = field(default_factory=lambda: repo_root() / ".local" / "dev")
-    # Where Kafka/store/SMTP keep data, logs and pid files. Same as state_dir for a dev stack;
-    # test stacks point it at the dev stack's folder because they share that infra.
+    # Where Kafka/store/SMTP keep data, logs and pid files: state_dir unless TRIBUNE_INFRA_DIR
+    # says otherwise (a stack of services on infra someone else runs).
     infra_dir: Path = field(default_factory=lambda: repo_root() / ".local" / "dev")
     host: str = "127.0.0.1"
     kafka_port: int = 9092
@@ -106,7 +106,16 @@ class StackConfig:
     java: str = "java"
     mvn: str = "mvn"
     smtp_max_messages: int = 10_000
-    keep_infra: bool = False  # InfraHandle.stop_started() leaves infra running (shared CI)
+    # InfraHandle.stop_started() leaves infra running, so a test stack keeps its folder too
+    # (TRIBUNE_KEEP_INFRA: to look at a session's logs and data after it ended).
+    keep_infra: bool = False
+    # The store keeps its data in memory only: a throwaway store needs no data on disk.
+    store_in_memory: bool = False
+    # secantusd's WiredTiger cache (None: its default, 1G). In memory it must hold every
+    # document of the stack, not a working set: the 100,000-row import test alone nears 1G.
+    store_cache_size: str | None = None
+    # RunningStack.stop() deletes state_dir once nothing of the stack runs any more.
+    ephemeral: bool = False
     kafka_ready_timeout: float = 90.0
     infra_ready_timeout: float = 30.0  # store and SMTP sink
     ready_timeout: float = 120.0  # service APIs and workers
@@ -203,6 +212,7 @@ class StackConfig:
             java=env.get("TRIBUNE_JAVA", "").strip() or _default_java(env),
             mvn=env.get("TRIBUNE_MVN", "").strip() or "mvn",
             smtp_max_messages=_env_int(env, "TRIBUNE_SMTP_MAX_MESSAGES", 10_000),
+            store_cache_size=env.get("TRIBUNE_STORE_CACHE_SIZE", "").strip() or None,
             keep_infra=env.get("TRIBUNE_KEEP_INFRA", "").strip().lower() in ("1", "true", "yes"),
             kafka_ready_timeout=_env_float(env, "TRIBUNE_KAFKA_READY_TIMEOUT", 90.0),
             infra_ready_timeout=_env_float(env, "TRIBUNE_INFRA_READY_TIMEOUT", 30.0),
@@ -217,28 +227,42 @@ class StackConfig:
         *,
         env: Mapping[str, str] | None = None,
         state_root: Path | None = None,
+        store_in_memory: bool = True,
     ) -> StackConfig:
-        """A stack for one test session: free service ports, unique topic/db prefixes.
+        """A stack of its own for one test session or benchmark, sharing nothing with the
+        dev stack: free ports for Kafka (broker and controller), the store, the SMTP sink
+        and every service; unique topic/db prefixes; infra data, logs and pids in one
+        ephemeral folder, `.local/tests/<name>` (or `<state_root>/<name>`).
 
-        Kafka, store and SMTP ports (and the folder their data lives in) are those of the
-        dev stack read from env: test stacks share that infra, isolated by the prefixes.
+        The rest (JDK, Kafka heap and jars, timeouts, store cache, TRIBUNE_KEEP_INFRA) is
+        read from env as for any stack.
         """
         base = cls.from_env(env)
         tag = uuid.uuid4().hex[:8]
         name = name or f"test-{tag}"
-        root = state_root or base.infra_dir.parent / "tests"
-        ports = find_free_ports(2 * len(SERVICES), base.host)
+        state_dir = (state_root or repo_root() / ".local" / "tests") / name
+        kafka, controller, store, smtp, smtp_http, *ports = find_free_ports(
+            5 + 2 * len(SERVICES), base.host
+        )
         http_ports = {svc: ports[i] for i, svc in enumerate(SERVICES)}
         worker_ports = {svc: ports[len(SERVICES) + i] for i, svc in enumerate(SERVICES)}
         return replace(
             base,
             name=name,
-            state_dir=root / name,
-            infra_dir=base.infra_dir,
+            state_dir=state_dir,
+            infra_dir=state_dir,
+            kafka_port=kafka,
+            kafka_controller_port=controller,
+            store_port=store,
+            smtp_port=smtp,
+            smtp_http_port=smtp_http,
             http_ports=http_ports,
             worker_ports=worker_ports,
             topic_prefix=f"t{tag}.",
             database_prefix=f"tribune_t{tag}_",
+            store_in_memory=store_in_memory,
+            store_cache_size=base.store_cache_size or ("4G" if store_in_memory else None),
+            ephemeral=True,
         )
 
 

@@ -4,9 +4,8 @@ changes nothing)."""
 from __future__ import annotations
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.bus import Handler
-from tribune_shared.contact_directory import ContactDirectory
-from tribune_shared.events import Envelope, decode
+from tribune_shared.contact_directory import ERASED_VERSION, ContactDirectory
+from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import (
     ContactCreatedV1,
     ContactMergedV1,
@@ -14,6 +13,8 @@ from tribune_shared.events.contracts import (
     ContactUpdatedV1,
     ErasureRequestedV1,
 )
+from tribune_shared.store import Projected
+from tribune_shared.subscriptions import Batch, Handler
 from tribune_shared.suppression import email_hash, phone_hash
 
 from consent.service import ConsentService
@@ -29,39 +30,50 @@ def address_hashes(state: ContactState, salt: str) -> tuple[list[str], list[str]
     return list(dict.fromkeys(email_hashes)), list(dict.fromkeys(phone_hashes))
 
 
+def hashes_state(envelope: Envelope, salt: str) -> Projected:
+    """Consent's projection of one contact event: the salted hashes of its addresses (a
+    tombstone for an erased person's event, so a replay brings nothing back)."""
+    event = decode_as(envelope, ContactCreatedV1, ContactUpdatedV1)
+    if event.erased:
+        return Projected(
+            event.contact_id,
+            ERASED_VERSION,
+            {"erased": True, "email_hashes": [], "phone_hashes": []},
+            replace=True,
+        )
+    emails, phones = address_hashes(event.contact, salt)
+    return Projected(
+        event.contact_id,
+        event.contact_version,
+        {
+            "email_hashes": emails,
+            "phone_hashes": phones,
+            "federation_id": envelope.federation_id,
+            "federation_path": envelope.federation_path,
+        },
+    )
+
+
 def contact_handlers(
     store: ConsentStore, directory: ContactDirectory, salt: str
-) -> dict[str, Handler]:
+) -> dict[str, Batch]:
     """The kernel's contact directory (federation of each contact) plus consent's own
-    projection of each contact's address hashes (STOP lookups, suppression checks)."""
+    projection of each contact's address hashes (STOP lookups, suppression checks), a
+    whole batch at a time."""
 
-    async def on_contact(envelope: Envelope, session: AsyncClientSession) -> None:
-        await directory.on_contact_event(envelope, session)
-        event = decode(envelope)
-        assert isinstance(event, ContactCreatedV1 | ContactUpdatedV1)
-        if getattr(event, "erased", False):  # a replayed event of an erased person
-            await store.forget_hashes(event.contact_id, session)
-            return
-        emails, phones = address_hashes(event.contact, salt)
-        await store.project_hashes(
-            event.contact_id,
-            event.contact_version,
-            email_hashes=emails,
-            phone_hashes=phones,
-            federation_id=envelope.federation_id,
-            federation_path=envelope.federation_path,
-            session=session,
-        )
+    async def on_contacts(envelopes: list[Envelope], session: AsyncClientSession) -> None:
+        await directory.on_contact_events(envelopes, session)
+        await store.project_hashes_many([hashes_state(e, salt) for e in envelopes], session)
 
-    return {"contact-created": on_contact, "contact-updated": on_contact}
+    batch = Batch(on_contacts)
+    return {"contact-created": batch, "contact-updated": batch}
 
 
 def contact_merge_handlers(service: ConsentService) -> dict[str, Handler]:
     """contact-merged: the survivor takes over the merged contact's consents."""
 
     async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, ContactMergedV1)
+        event = decode_as(envelope, ContactMergedV1)
         await service.merge_contacts(
             session, event.merged_contact_id, event.surviving_contact_id, event.merged_by
         )
@@ -75,8 +87,7 @@ def suppression_handlers(service: ConsentService) -> dict[str, Handler]:
     before the privacy handlers of the same event (consent.privacy_handlers)."""
 
     async def on_erasure_requested(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, ErasureRequestedV1)
+        event = decode_as(envelope, ErasureRequestedV1)
         await service.suppress_contact(
             session,
             event.contact_id,

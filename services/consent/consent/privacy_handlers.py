@@ -9,11 +9,9 @@ sent starts the prospect's clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from datetime import datetime
+from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.bus import Handler
 from tribune_shared.events import Envelope, decode
 from tribune_shared.events.contracts import (
     ConsentGrantedV1,
@@ -25,115 +23,85 @@ from tribune_shared.events.contracts import (
     PaymentReceivedV1,
 )
 from tribune_shared.logging import get_logger
+from tribune_shared.subscriptions import Batch, Handler
 from tribune_shared.worker import BackgroundTask
 
 from consent.privacy_service import PrivacyService
-from consent.privacy_store import PrivacyStore
+from consent.privacy_store import ClockTouch, PrivacyStore
 
 log = get_logger(__name__)
 
 
-def chain(*handlers: Handler) -> Handler:
-    """One handler running several in the same transaction (one event type, many uses)."""
-
-    async def handle(envelope: Envelope, session: AsyncClientSession) -> None:
-        for handler in handlers:
-            await handler(envelope, session)
-
-    return handle
-
-
-def merge_handlers(*maps: dict[str, Handler]) -> dict[str, Handler]:
-    """Handler maps merged; event types handled by several maps get a chain."""
-    merged: dict[str, list[Handler]] = {}
-    for mapping in maps:
-        for event_type, handler in mapping.items():
-            merged.setdefault(event_type, []).append(handler)
-    return {t: hs[0] if len(hs) == 1 else chain(*hs) for t, hs in merged.items()}
+def _touch(envelope: Envelope, contact_id: str, **moves: Any) -> ClockTouch:
+    return ClockTouch(
+        contact_id,
+        federation_id=envelope.federation_id,
+        federation_path=envelope.federation_path,
+        **moves,
+    )
 
 
-def retention_handlers(data: PrivacyStore) -> dict[str, Handler]:
-    async def touch(
-        envelope: Envelope,
-        session: AsyncClientSession,
-        contact_id: str,
-        *,
-        set_fields: dict | None = None,
-        earliest: dict[str, datetime] | None = None,
-        latest: dict[str, datetime] | None = None,
-        inc: dict[str, int] | None = None,
-    ) -> None:
-        await data.touch_clock(
-            contact_id,
-            federation_id=envelope.federation_id,
-            federation_path=envelope.federation_path,
-            session=session,
-            set_fields=set_fields,
-            earliest=earliest,
-            latest=latest,
-            inc=inc,
-        )
-
-    async def on_contact_created(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, ContactCreatedV1)
-        if event.erased:  # a replay about someone erased: no clock for them
-            return
-        origin = event.contact.origin.kind.value if event.contact.origin else None
-        await touch(
-            envelope,
-            session,
-            event.contact_id,
-            set_fields={"origin_kind": origin},
-            earliest={"created_at": envelope.occurred_at},
-            latest={"last_activity_at": envelope.occurred_at},
-        )
-
-    async def on_consent(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        if isinstance(event, ConsentGrantedV1):
-            await touch(
+def clock_touch(envelope: Envelope) -> ClockTouch | None:
+    """What an event does to its person's retention clocks (None: nothing)."""
+    event = decode(envelope)
+    at = envelope.occurred_at
+    match event:
+        case ContactCreatedV1():
+            if event.erased:  # a replay about someone erased: no clock for them
+                return None
+            origin = event.contact.origin.kind.value if event.contact.origin else None
+            return _touch(
                 envelope,
-                session,
+                event.contact_id,
+                set_fields={"origin_kind": origin},
+                earliest={"created_at": at},
+                latest={"last_activity_at": at},
+            )
+        case ConsentGrantedV1():
+            return _touch(
+                envelope,
                 event.contact_id,
                 earliest={"consented_at": event.granted_at},
                 latest={"last_activity_at": event.granted_at},
             )
-        else:
-            assert isinstance(event, ConsentRevokedV1)
-            await touch(
-                envelope, session, event.contact_id, latest={"last_activity_at": event.revoked_at}
+        case ConsentRevokedV1():
+            return _touch(envelope, event.contact_id, latest={"last_activity_at": event.revoked_at})
+        case MessageSentV1():
+            return _touch(
+                envelope,
+                event.contact_id,
+                earliest={"first_message_at": event.sent_at},
+                inc={"messages_sent": 1},
             )
+        case PaymentReceivedV1():
+            return _touch(
+                envelope, event.contact_id, latest={"last_activity_at": event.received_at}
+            )
+        case MessageClickedV1():
+            return _touch(envelope, event.contact_id, latest={"last_activity_at": event.clicked_at})
+        case MembershipActivatedV1():
+            return _touch(envelope, event.contact_id, latest={"last_activity_at": at})
+    raise TypeError(f"{envelope.type} does not move retention clocks")
 
-    async def on_message_sent(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, MessageSentV1)
-        await touch(
-            envelope,
-            session,
-            event.contact_id,
-            earliest={"first_message_at": event.sent_at},
-            inc={"messages_sent": 1},
-        )
 
-    async def on_activity(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, PaymentReceivedV1 | MembershipActivatedV1 | MessageClickedV1)
-        at = {
-            PaymentReceivedV1: lambda e: e.received_at,
-            MessageClickedV1: lambda e: e.clicked_at,
-        }.get(type(event), lambda e: envelope.occurred_at)(event)
-        await touch(envelope, session, event.contact_id, latest={"last_activity_at": at})
+RETENTION_EVENTS = (
+    "contact-created",
+    "consent-granted",
+    "consent-revoked",
+    "message-sent",
+    "payment-received",
+    "membership-activated",
+    "message-clicked",
+)
 
-    return {
-        "contact-created": on_contact_created,
-        "consent-granted": on_consent,
-        "consent-revoked": on_consent,
-        "message-sent": on_message_sent,
-        "payment-received": on_activity,
-        "membership-activated": on_activity,
-        "message-clicked": on_activity,
-    }
+
+def retention_handlers(data: PrivacyStore) -> dict[str, Batch]:
+    async def touch_all(envelopes: list[Envelope], session: AsyncClientSession) -> None:
+        touches = [t for t in map(clock_touch, envelopes) if t is not None]
+        await data.touch_clocks(touches, session)
+
+    batch = Batch(touch_all)
+    return dict.fromkeys(RETENTION_EVENTS, batch)
 
 
 def privacy_handlers(privacy: PrivacyService) -> dict[str, Handler]:
@@ -141,10 +109,6 @@ def privacy_handlers(privacy: PrivacyService) -> dict[str, Handler]:
         "erasure-requested": privacy.on_erasure_requested,
         "erasure-completed": privacy.on_erasure_completed,
     }
-
-
-def all_privacy_handlers(privacy: PrivacyService) -> Iterable[dict[str, Handler]]:
-    return (retention_handlers(privacy.data), privacy_handlers(privacy))
 
 
 def retention_sweeper(privacy: PrivacyService, interval_seconds: float) -> BackgroundTask:

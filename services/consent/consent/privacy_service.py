@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.errors import Conflict, NotFound, Refused
-from tribune_shared.events import Envelope, decode, new_envelope, utcnow
+from tribune_shared.events import Envelope, decode_as, new_envelope, utcnow
 from tribune_shared.events.contracts import ErasureCompletedV1, ErasureRequestedV1
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
@@ -254,7 +255,7 @@ class PrivacyService:
         return view(doc, utcnow())
 
     async def record_export(
-        self, identity: Identity, request_id: str, services: list[str]
+        self, identity: Identity, request_id: str, services: builtins.list[str]
     ) -> dict[str, Any]:
         """The gateway exported everything about the person: the access request is
         answered (the first export closes it; later ones are recorded too)."""
@@ -270,6 +271,8 @@ class PrivacyService:
             update["$set"] = {"status": RequestStatus.completed.value, "completed_at": now}
         async with self.store.transaction() as session:
             doc = await self.data.update_request(request_id, update, session)
+            if doc is None:  # deleted since it was read
+                raise NotFound("privacy request not found")
             await self._audit(
                 "privacy_data_exported",
                 actor=identity.user_id,
@@ -326,8 +329,7 @@ class PrivacyService:
     async def on_erasure_completed(self, envelope: Envelope, session: AsyncClientSession) -> None:
         """Record one service's answer; the last expected one closes the request with its
         receipt. A repeated answer keeps the first completion time."""
-        event = decode(envelope)
-        assert isinstance(event, ErasureCompletedV1)
+        event = decode_as(envelope, ErasureCompletedV1)
         doc = await self.data.request(event.request_id, session=session)
         if doc is None or doc["kind"] != RequestKind.erasure:
             log.warning("privacy.unknown_erasure_answer", request_id=event.request_id)
@@ -367,7 +369,7 @@ class PrivacyService:
         await self.data.update_request(doc["_id"], update, session)
 
     # ------------------------------------------------------------ retention
-    async def sweep(self, now: datetime | None = None) -> list[dict[str, Any]]:
+    async def sweep(self, now: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """Raise an erasure for every person whose retention clock ran out at ``now``
         (testable with any instant); each leaves an audit entry. Returns the requests."""
         now = now or utcnow()

@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.client_info import ClientInfo
 from tribune_shared.contact_directory import ContactDirectory
@@ -57,7 +54,6 @@ from consent.settings import ConsentSettings
 from consent.store import ConsentStore
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 #: purpose of the double opt-in confirmation tokens (tribune_shared.tokens)
 CONFIRM_PURPOSE = "consent-confirm"
@@ -164,23 +160,6 @@ class ConsentService:
         self.unsubscribe_tokens = UnsubscribeTokens(settings.unsubscribe_secret)
 
     # ------------------------------------------------------------ plumbing
-
-    async def _run(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
-        """``work`` in one transaction, retried when a concurrent one won a write conflict
-        (e.g. a mail scanner and the person clicking the same link at once)."""
-        attempts = self.settings.transaction_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self.store.transaction() as session:
-                    return await work(session)
-            except PyMongoError as exc:
-                if attempt < attempts and exc.has_error_label("TransientTransactionError"):
-                    log.info("consent.transaction_retried", attempt=attempt, error=str(exc)[:200])
-                    backoff = self.settings.transaction_retry_backoff_seconds * attempt
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _envelope(
         self, event: EventContract, contact: dict[str, Any], causation: Envelope | None = None
@@ -409,7 +388,7 @@ class ConsentService:
             await self._record_and_audit(session, contact, [change], actor, client, request.source)
             return wanted, True
 
-        return await self._run(work)
+        return await self.store.run_transaction(work, what="consent.change")
 
     async def _text_for(
         self,
@@ -499,9 +478,12 @@ class ConsentService:
     def read_confirmation(self, token: str) -> dict[str, str]:
         """What a confirmation link is about (TokenError if forged, altered, expired)."""
         data = self.confirm_tokens.verify(token).data
-        values = {k: data.get(k) for k in ("c", "ch", "p", "r")}
-        if not all(isinstance(v, str) and v for v in values.values()):
-            raise TokenError("the link is malformed")
+        values: dict[str, str] = {}
+        for k in ("c", "ch", "p", "r"):
+            v = data.get(k)
+            if not isinstance(v, str) or not v:
+                raise TokenError("the link is malformed")
+            values[k] = v
         try:
             channel = Channel(values["ch"])
         except ValueError as exc:
@@ -575,7 +557,9 @@ class ConsentService:
             )
             return ConfirmOutcome.confirmed
 
-        return await self._run(work), link
+        # A mail scanner and the person often click the same link at once: the loser of
+        # that write conflict runs again and finds the consent already confirmed.
+        return await self.store.run_transaction(work, what="consent.confirm"), link
 
     # ------------------------------------------------------------ unsubscribe (public)
 
@@ -651,7 +635,7 @@ class ConsentService:
                 await self.consents.add_audits(audits, session)
             return result
 
-        return await self._run(work)
+        return await self.store.run_transaction(work, what="consent.unsubscribe")
 
     # ------------------------------------------------------------ SMS STOP (public)
 
@@ -704,7 +688,7 @@ class ConsentService:
                 )
             return len(changes)
 
-        return await self._run(work)
+        return await self.store.run_transaction(work, what="consent.sms_stop")
 
     # ------------------------------------------------------------ suppression list
 
@@ -721,8 +705,9 @@ class ConsentService:
         hashes = await self.consents.hashes_of(contact["_id"], session)
         known = await self.consents.suppressed_among(hashes["email"] + hashes["phone"], session)
         now = utcnow()
-        new: list[tuple[str, str]] = []
-        for kind in ("email", "phone"):
+        new: list[tuple[str, Literal["email", "phone"]]] = []
+        kinds: tuple[Literal["email", "phone"], ...] = ("email", "phone")
+        for kind in kinds:
             for address_hash in hashes[kind]:
                 if address_hash not in known and address_hash not in {h for h, _ in new}:
                     new.append((address_hash, kind))

@@ -73,10 +73,6 @@ class ConsentSettings(ServiceSettings):
     # Consent texts
     text_max_chars: int = Field(default=20_000, ge=1, le=200_000)
 
-    #: retries of a use case whose transaction lost a write conflict to a concurrent one
-    transaction_retries: int = Field(default=3, ge=0, le=20)
-    transaction_retry_backoff_seconds: float = Field(default=0.02, ge=0, le=5)
-
     #: consent's relay is woken by a change stream on its outbox (a revocation reaches
     #: messaging without waiting for the next poll: bench/consent_revocation_latency.py)
     outbox_wake_on_insert: bool = True

@@ -11,7 +11,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ERASED_VERSION, ContactDirectory
 from tribune_shared.events.contracts import Channel
-from tribune_shared.store import IndexSpec, Store, upsert_if_newer
+from tribune_shared.store import IndexSpec, Projected, Store, upsert_many_if_newer
 
 from consent.domain import ConsentStatus, LedgerEntry
 
@@ -200,29 +200,11 @@ class ConsentStore:
 
     # ------------------------------------------------------------ address hashes
 
-    async def project_hashes(
-        self,
-        contact_id: str,
-        version: int,
-        *,
-        email_hashes: list[str],
-        phone_hashes: list[str],
-        federation_id: str,
-        federation_path: str,
-        session: AsyncClientSession,
-    ) -> bool:
-        return await upsert_if_newer(
-            self.store[CONTACT_HASHES],
-            contact_id,
-            version,
-            {
-                "email_hashes": email_hashes,
-                "phone_hashes": phone_hashes,
-                "federation_id": federation_id,
-                "federation_path": federation_path,
-            },
-            session=session,
-        )
+    async def project_hashes_many(
+        self, states: list[Projected], session: AsyncClientSession
+    ) -> None:
+        """The batch form: one read and one bulk write (tombstones for erased people)."""
+        await upsert_many_if_newer(self.store[CONTACT_HASHES], states, session=session)
 
     async def forget_hashes(self, contact_id: str, session: AsyncClientSession | None) -> None:
         """An erased contact: no hash of theirs stays here, and no late event re-adds one."""
@@ -271,7 +253,7 @@ class ConsentStore:
 
     async def add_suppressions(
         self,
-        hashes: list[tuple[str, str]],
+        hashes: Iterable[tuple[str, str]],
         reason: str,
         at: datetime,
         session: AsyncClientSession,

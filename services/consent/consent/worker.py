@@ -5,10 +5,11 @@ from __future__ import annotations
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
-from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
+from tribune_shared.subscriptions import Subscriptions
+from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
 from consent.handlers import contact_handlers, contact_merge_handlers, suppression_handlers
-from consent.privacy_handlers import all_privacy_handlers, merge_handlers, retention_sweeper
+from consent.privacy_handlers import privacy_handlers, retention_handlers, retention_sweeper
 from consent.privacy_service import PrivacyService
 from consent.privacy_store import PRIVACY_INDEXES
 from consent.service import ConsentService
@@ -21,22 +22,30 @@ def build_worker(settings: ConsentSettings | None = None) -> Worker:
     configure_worker_logging(settings)
     store = Store(settings)
     consent = ConsentService(settings, store)
-    handlers = {
-        **contact_handlers(ConsentStore(store), ContactDirectory(store), settings.suppression_salt),
-        **FederationDirectory(store).handlers(),
-        **suppression_handlers(consent),
-        **contact_merge_handlers(consent),
-    }
-    # Privacy and retention: their handlers chain with the others on shared event types.
     privacy = PrivacyService(settings, store)
-    handlers = merge_handlers(handlers, *all_privacy_handlers(privacy))
+    subscriptions = (
+        Subscriptions(settings.service_name)
+        .add(
+            contact_handlers(
+                ConsentStore(store), ContactDirectory(store), settings.suppression_salt
+            )
+        )
+        .add(FederationDirectory(store).handlers())
+        .add(contact_merge_handlers(consent))
+        # suppression first: the erased person's addresses join the list before privacy
+        # drops what consent holds on them
+        .add(suppression_handlers(consent))
+        .add(privacy_handlers(privacy), also=True)
+        # retention clocks move with events other handlers project too
+        .add(retention_handlers(privacy.data), also=True)
+    )
     tasks = []
     if settings.retention_interval_seconds > 0:
         tasks.append(retention_sweeper(privacy, settings.retention_interval_seconds))
     return Worker(
         settings,
         store,
-        groups=[ConsumerGroup("consent", handlers)],
+        subscriptions=subscriptions,
         indexes=[*INDEXES, *PRIVACY_INDEXES],
         tasks=tasks,
     )

@@ -212,7 +212,7 @@ class ExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filter: dict[str, Any] | None = Field(
-        default=None, description="a filter of the segment language (tribune_shared.segments)"
+        default=None, description="a filter of the segment language (contacts.filter_language)"
     )
     segment_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     delimiter: Literal[",", ";", "\t"] = ","

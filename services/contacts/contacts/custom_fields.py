@@ -17,7 +17,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from tribune_shared.segments import CUSTOM_FIELD_NAME, MAX_NUMBER, CustomNode, clean_text
+
+from contacts.filter_language import CUSTOM_FIELD_NAME, MAX_NUMBER, CustomNode, clean_text
 
 NAME = re.compile(CUSTOM_FIELD_NAME)
 _FRENCH_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")

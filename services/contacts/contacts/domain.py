@@ -28,8 +28,8 @@ from tribune_shared.events.contracts import (
     ContactUpdatedV1,
     DataOrigin,
 )
-from tribune_shared.segments import normalise_code
 
+from contacts.filter_language import clean_text, normalise_code
 from contacts.geography import (
     department_of_insee,
     department_of_postcode,
@@ -285,12 +285,6 @@ def contact_updated(
 # ---------------------------------------------------------------- single values
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SPACES = re.compile(r"\s+")
-
-
-def clean_text(value: str) -> str:
-    """Trimmed, inner runs of whitespace collapsed to one space, NFC-composed."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFC", value)).strip()
 
 
 def normalise_name(value: str, max_length: int) -> str:
@@ -651,6 +645,8 @@ def phone_prefix(query: str, region: str) -> str | None:
     if query.startswith("+"):
         return "+" + digits
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:  # the settings only accept phonenumbers.SUPPORTED_REGIONS
+        raise ValueError(f"unknown region {region!r}")
     country_code = phonenumbers.country_code_for_region(region)
     international = metadata.preferred_international_prefix or metadata.international_prefix
     if international and international.isdigit() and digits.startswith(international):

@@ -17,11 +17,11 @@ from tribune_shared.client_info import ClientInfo
 from tribune_shared.errors import Forbidden, Refused
 from tribune_shared.events import utcnow
 from tribune_shared.logging import get_logger
-from tribune_shared.segments import compile_filter, dump_filter
 from tribune_shared.store import Store
 
 from contacts.domain import InvalidFields
 from contacts.export_csv import BOM, encode_rows, header, row
+from contacts.filter_language import compile_filter, dump_filter
 from contacts.segment_service import SegmentsService
 from contacts.service import ContactsService
 from contacts.settings import ContactsSettings
@@ -90,7 +90,7 @@ class ExportsService:
         custom_names = sorted({d.name for d in await self.contacts.custom_fields.visible(identity)})
         client = ClientInfo.from_headers(headers)
         started = utcnow()
-        record = {
+        record: dict[str, Any] = {
             "_id": export_id(),
             "federation_id": identity.federation_id,
             "federation_path": identity.federation_path,

@@ -6,9 +6,9 @@ of the caller's subtree); erasure-requested comes next.
 
 from __future__ import annotations
 
-from tribune_shared.bus import Handler
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Handler
 
 
 def federation_handlers(store: Store) -> dict[str, Handler]:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import random
 import secrets
 import socket
 import tempfile
@@ -23,7 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from tribune_shared.events import Envelope, utcnow
 from tribune_shared.events.contracts import DataOrigin
 from tribune_shared.logging import get_logger
@@ -66,8 +66,9 @@ from contacts.store import (
 log = get_logger(__name__)
 
 COUNTS = ("created", "updated", "merged", "unchanged", "skipped", "rejected", "flagged")
-#: attempts at a batch that lost a race (write conflict, a concurrent create of the same
-#: email/phone, a merged contact changed meanwhile) before the job fails
+#: attempts at a batch that lost a race (a concurrent create of the same email/phone, a
+#: merged contact changed meanwhile) before the job fails; write conflicts are retried by
+#: the store's transaction runner
 BATCH_ATTEMPTS = 8
 
 
@@ -374,47 +375,44 @@ class ImportRunner:
         had to be redone."""
         last_row = max(p.row for p in parsed)
         raced = False
+
+        async def write(session: AsyncClientSession) -> None:
+            now = now_ms()  # per attempt: the lease runs from this commit
+            await self.imports.write_batch(
+                session,
+                job_id=ctx.job_id,
+                owner=ctx.owner,
+                inserts=plan.inserts,
+                replaces=plan.replaces,
+                events=plan.events_doc,
+                issues=plan.issues,
+                job_update={
+                    "$set": {
+                        "progress.next_row": last_row,
+                        "lease_until": now + timedelta(seconds=self.settings.import_lease_seconds),
+                        "updated_at": now,
+                    },
+                    "$inc": {
+                        "progress.rows_done": len(parsed),
+                        **{f"counts.{k}": v for k, v in plan.counts.items() if v},
+                    },
+                },
+            )
+
         for attempt in range(1, BATCH_ATTEMPTS + 1):
-            now = now_ms()
-            update = {
-                "$set": {
-                    "progress.next_row": last_row,
-                    "lease_until": now + timedelta(seconds=self.settings.import_lease_seconds),
-                    "updated_at": now,
-                },
-                "$inc": {
-                    "progress.rows_done": len(parsed),
-                    **{f"counts.{k}": v for k, v in plan.counts.items() if v},
-                },
-            }
             try:
-                async with self.store.transaction() as session:
-                    await self.imports.write_batch(
-                        session,
-                        job_id=ctx.job_id,
-                        owner=ctx.owner,
-                        inserts=plan.inserts,
-                        replaces=plan.replaces,
-                        events=plan.events_doc,
-                        issues=plan.issues,
-                        job_update=update,
-                    )
+                await self.store.run_transaction(write, what="contacts.import_batch")
             except (DuplicateKeyError, StaleContacts) as exc:
-                # Someone else created or changed a contact this batch relies on.
+                # Someone else created or changed a contact this batch relies on: that
+                # write committed, so the plan is made again on it at once.
                 log.info("imports.batch_raced", job_id=ctx.job_id, attempt=attempt, error=repr(exc))
                 await keys.load()
                 raced = True
                 plan = await self._prepare(ctx, parsed, keys, touched, None)
-            except PyMongoError as exc:
-                if not exc.has_error_label("TransientTransactionError"):
-                    raise
-                log.info("imports.batch_conflict", job_id=ctx.job_id, attempt=attempt)
             else:
                 keys.commit(plan.added_keys)
                 touched |= plan.touched
                 return raced
-            backoff = self.settings.transaction_retry_backoff_seconds * attempt
-            await asyncio.sleep(backoff * (0.5 + random.random()))
         raise RuntimeError(f"a batch lost {BATCH_ATTEMPTS} races in a row; try again later")
 
     async def _plan(
@@ -447,25 +445,25 @@ class ImportRunner:
         work: dict[str, _Work] = {}
         overlay: dict[str, str] = {}
         for row in valid:
-            ids = {overlay.get(k) or base.get(k) for k in row.keys} - {None}
-            if len(ids) > 1:
-                shown = ", ".join(sorted(ids))
+            row_ids = {cid for k in row.keys if (cid := overlay.get(k) or base.get(k)) is not None}
+            if len(row_ids) > 1:
+                shown = ", ".join(sorted(row_ids))
                 reason = f"its emails/phones belong to different contacts ({shown})"
                 plan.issues.append(
                     self._issue(
-                        ctx, row.row, "flagged", reason, row.cells, contact_id=sorted(ids)[0]
+                        ctx, row.row, "flagged", reason, row.cells, contact_id=sorted(row_ids)[0]
                     )
                 )
                 plan.counts["flagged"] += 1
                 continue
-            if not ids:
+            if not row_ids:
                 contact_id = new_contact_id()
                 work[contact_id] = _Work(contact_id, row.fields, dict(row.custom))
                 for key in row.keys:
                     overlay[key] = contact_id
                 plan.counts["created"] += 1
                 continue
-            target = ids.pop()
+            target = row_ids.pop()
             in_file = (
                 target in touched
                 or target in ahead_touched

@@ -5,14 +5,12 @@ their rejected/flagged rows downloaded as CSV. The worker runs the jobs
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import PyMongoError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tribune_shared.auth import Identity
 from tribune_shared.errors import DomainError, NotFound, PayloadTooLarge, Refused
@@ -518,18 +516,13 @@ class ImportsService:
         job = await self._visible(identity, job_id)
         if job["status"] in ("done", "failed", "cancelled"):
             raise Refused(f"the import is already {job['status']}", status=job["status"])
-        attempts = self.settings.transaction_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                job = await self.imports.request_cancel(job_id, now_ms()) or job
-                break
-            except PyMongoError as exc:  # a write conflict with the batch being committed
-                transient = exc.has_error_label("TransientTransactionError") or (
-                    getattr(exc, "code", None) == 112  # WriteConflict
-                )
-                if not transient or attempt == attempts:
-                    raise
-                await asyncio.sleep(self.settings.transaction_retry_backoff_seconds * attempt)
+        # In a transaction so that a write conflict with the batch being committed is
+        # retried like any other.
+        updated = await self.store.run_transaction(
+            lambda session: self.imports.request_cancel(job_id, now_ms(), session),
+            what="contacts.import_cancel",
+        )
+        job = updated or job
         if job["status"] == "cancelled":
             await self.imports.drop_chunks(job_id)
         return job_view(job)

@@ -820,10 +820,13 @@ def check_import_origin(
 
     problems: list[tuple[str, str]] = []
     kinds = [k.value for k in OriginKind]
+    origin_kind: OriginKind | None = None
     if not kind:
         problems.append(("origin_kind", f"required: one of {', '.join(kinds)}"))
     elif kind not in kinds:
         problems.append(("origin_kind", f"one of {', '.join(kinds)}"))
+    else:
+        origin_kind = OriginKind(kind)
     detail = (detail or "").strip()
     if not detail:
         problems.append(("origin_detail", "required: where the file comes from"))
@@ -838,9 +841,9 @@ def check_import_origin(
         else:
             if day > today:
                 problems.append(("origin_collected_on", "must not be in the future"))
-    if problems:
+    if problems or origin_kind is None:
         return None, problems
-    return DataOrigin(kind=kind, detail=detail, collected_on=day), []
+    return DataOrigin(kind=origin_kind, detail=detail, collected_on=day), []
 
 
 # ---------------------------------------------------------------- rejected rows CSV

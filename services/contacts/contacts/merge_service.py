@@ -5,12 +5,11 @@ the outbox, all in one transaction."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Mapping
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.errors import Conflict, NotFound, Refused
 from tribune_shared.events import new_envelope
@@ -29,6 +28,7 @@ from contacts.domain import (
 from contacts.import_jobs import now_ms, sortable_id
 from contacts.merge import (
     Candidate,
+    LikelyPair,
     block_pairs,
     blocks,
     check_choices,
@@ -104,7 +104,7 @@ class MergeService:
             postcodes.pop()
         elif truncated and postcodes:
             partial = postcodes[0]
-        items: list[tuple[Any, ...]] = []
+        items: list[LikelyPair] = []
         next_cursor = None
         for postcode in postcodes:
             pairs = [
@@ -170,32 +170,31 @@ class MergeService:
             raise InvalidFields([("merged_id", "a contact cannot be merged into itself")])
         picked = check_choices(choices)
         scope = identity.scope()
-        attempts = self.settings.transaction_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._merge_once(
-                    identity,
-                    scope,
-                    survivor_id,
-                    merged_id,
-                    picked,
-                    survivor_version,
-                    merged_version,
-                )
-            except DuplicateKeyError:
-                raise Conflict(
-                    "the merged emails/phones are now held by another contact: read them again"
-                ) from None
-            except PyMongoError as exc:
-                if attempt < attempts and exc.has_error_label("TransientTransactionError"):
-                    backoff = self.settings.transaction_retry_backoff_seconds * attempt
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _merge_once(
+        async def merge_in(session: AsyncClientSession) -> Contact:
+            return await self._merge_in(
+                session,
+                identity,
+                scope,
+                survivor_id,
+                merged_id,
+                picked,
+                survivor_version,
+                merged_version,
+            )
+
+        try:
+            updated = await self.store.run_transaction(merge_in, what="contacts.merge")
+        except DuplicateKeyError:  # never retried: another contact committed them first
+            raise Conflict(
+                "the merged emails/phones are now held by another contact: read them again"
+            ) from None
+        log.info("contacts.merged", surviving=survivor_id, merged=merged_id)
+        return updated
+
+    async def _merge_in(
         self,
+        session: AsyncClientSession,
         identity: Identity,
         scope: dict[str, Any],
         survivor_id: str,
@@ -204,106 +203,104 @@ class MergeService:
         survivor_version: int | None,
         merged_version: int | None,
     ) -> Contact:
-        async with self.store.transaction() as session:
-            survivor_doc = await self.merges.get(scope, survivor_id, session)
-            if survivor_doc is None:
-                raise NotFound("contact not found")
-            merged_doc = await self.merges.get(scope, merged_id, session)
-            if merged_doc is None:
-                raise NotFound("contact not found", field="merged_id")
-            survivor, merged = from_document(survivor_doc), from_document(merged_doc)
-            if survivor.federation_id != merged.federation_id:
-                raise Refused(
-                    "contacts of different federations are different people here: "
-                    "move one first (PATCH federation_id), then merge"
-                )
-            for name, contact, expected in (
-                ("survivor_version", survivor, survivor_version),
-                ("merged_version", merged, merged_version),
-            ):
-                if expected is not None and expected != contact.version:
-                    raise Conflict(
-                        "the contact changed since you read it: read it again",
-                        field=name,
-                        current_version=contact.version,
-                    )
-            fields, custom = merged_fields(survivor, merged, picked)
-            try:
-                fields = normalise_contact(fields, self.contacts.rules)
-            except InvalidFields as exc:
-                raise InvalidFields(
-                    [(f"fields.{f.split('.')[0]}", r) for f, r in exc.problems]
-                ) from None
-            now = now_ms()
-            updated = Contact.model_validate(
-                {
-                    **survivor.model_dump(),
-                    "given_name": fields.given_name,
-                    "family_name": fields.family_name,
-                    "emails": list(fields.emails or ()),
-                    "phones": list(fields.phones or ()),
-                    "address": fields.address,
-                    "constituency": fields.constituency,
-                    "polling_station": fields.polling_station,
-                    "birth_year": fields.birth_year,
-                    "tags": list(fields.tags),
-                    "custom_fields": custom,
-                    "suppressed": survivor.suppressed or merged.suppressed,
-                    "version": survivor.version + 1,
-                    "updated_at": max(now, survivor.updated_at),
-                    "updated_by": identity.user_id,
-                }
+        survivor_doc = await self.merges.get(scope, survivor_id, session)
+        if survivor_doc is None:
+            raise NotFound("contact not found")
+        merged_doc = await self.merges.get(scope, merged_id, session)
+        if merged_doc is None:
+            raise NotFound("contact not found", field="merged_id")
+        survivor, merged = from_document(survivor_doc), from_document(merged_doc)
+        if survivor.federation_id != merged.federation_id:
+            raise Refused(
+                "contacts of different federations are different people here: "
+                "move one first (PATCH federation_id), then merge"
             )
-            changed = changed_fields(survivor, updated)
-            managed = set(Contact.model_fields) | {"search", "_id"}
-            doc = {k: v for k, v in survivor_doc.items() if k not in managed}
-            doc.update(to_document(updated))
-            imports = [
-                *(survivor_doc.get("import_ids") or ()),
-                *(merged_doc.get("import_ids") or ()),
-            ]
-            if imports:
-                doc["import_ids"] = list(dict.fromkeys(imports))
-            record = {
-                "_id": sortable_id(),
-                "federation_id": survivor.federation_id,
-                "federation_path": survivor.federation_path,
-                "surviving_contact_id": survivor.id,
-                "merged_contact_id": merged.id,
-                "merged_by": identity.user_id,
-                "merged_by_email": identity.email,
-                "merged_at": now,
-                "choices": {k: v.value for k, v in picked.items()},
-                "changed_fields": changed,
-                "surviving_version": updated.version,
-                "merged_version": merged.version,
-                "merged_origin": merged.origin.model_dump(mode="json"),
+        for name, contact, expected in (
+            ("survivor_version", survivor, survivor_version),
+            ("merged_version", merged, merged_version),
+        ):
+            if expected is not None and expected != contact.version:
+                raise Conflict(
+                    "the contact changed since you read it: read it again",
+                    field=name,
+                    current_version=contact.version,
+                )
+        fields, custom = merged_fields(survivor, merged, picked)
+        try:
+            fields = normalise_contact(fields, self.contacts.rules)
+        except InvalidFields as exc:
+            raise InvalidFields(
+                [(f"fields.{f.split('.')[0]}", r) for f, r in exc.problems]
+            ) from None
+        now = now_ms()
+        updated = Contact.model_validate(
+            {
+                **survivor.model_dump(),
+                "given_name": fields.given_name,
+                "family_name": fields.family_name,
+                "emails": list(fields.emails or ()),
+                "phones": list(fields.phones or ()),
+                "address": fields.address,
+                "constituency": fields.constituency,
+                "polling_station": fields.polling_station,
+                "birth_year": fields.birth_year,
+                "tags": list(fields.tags),
+                "custom_fields": custom,
+                "suppressed": survivor.suppressed or merged.suppressed,
+                "version": survivor.version + 1,
+                "updated_at": max(now, survivor.updated_at),
+                "updated_by": identity.user_id,
             }
-            if not await self.merges.apply(
-                session,
-                survivor=doc,
-                expected_version=survivor.version,
-                merged_id=merged.id,
-                merged_version=merged.version,
-                record=record,
-            ):
-                raise Conflict("a contact changed during the merge: read them again")
-            events = [
-                new_envelope(
-                    ContactMergedV1(
-                        merged_contact_id=merged.id,
-                        surviving_contact_id=survivor.id,
-                        contact_version=merged.version + 1,
-                        merged_by=identity.user_id,
-                    ),
-                    producer=self.settings.service_name,
-                    federation_id=merged.federation_id,
-                    federation_path=merged.federation_path,
+        )
+        changed = changed_fields(survivor, updated)
+        managed = set(Contact.model_fields) | {"search", "_id"}
+        doc = {k: v for k, v in survivor_doc.items() if k not in managed}
+        doc.update(to_document(updated))
+        imports = [
+            *(survivor_doc.get("import_ids") or ()),
+            *(merged_doc.get("import_ids") or ()),
+        ]
+        if imports:
+            doc["import_ids"] = list(dict.fromkeys(imports))
+        record = {
+            "_id": sortable_id(),
+            "federation_id": survivor.federation_id,
+            "federation_path": survivor.federation_path,
+            "surviving_contact_id": survivor.id,
+            "merged_contact_id": merged.id,
+            "merged_by": identity.user_id,
+            "merged_by_email": identity.email,
+            "merged_at": now,
+            "choices": {k: v.value for k, v in picked.items()},
+            "changed_fields": changed,
+            "surviving_version": updated.version,
+            "merged_version": merged.version,
+            "merged_origin": merged.origin.model_dump(mode="json"),
+        }
+        if not await self.merges.apply(
+            session,
+            survivor=doc,
+            expected_version=survivor.version,
+            merged_id=merged.id,
+            merged_version=merged.version,
+            record=record,
+        ):
+            raise Conflict("a contact changed during the merge: read them again")
+        events = [
+            new_envelope(
+                ContactMergedV1(
+                    merged_contact_id=merged.id,
+                    surviving_contact_id=survivor.id,
+                    contact_version=merged.version + 1,
+                    merged_by=identity.user_id,
                 ),
-                contact_updated(updated, changed, self.settings.service_name),
-            ]
-            await self.outbox.add(session, *events)
-        log.info("contacts.merged", surviving=survivor.id, merged=merged.id)
+                producer=self.settings.service_name,
+                federation_id=merged.federation_id,
+                federation_path=merged.federation_path,
+            ),
+            contact_updated(updated, changed, self.settings.service_name),
+        ]
+        await self.outbox.add(session, *events)
         return updated
 
     async def merge_log(

@@ -10,13 +10,13 @@ from fastapi import Request
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.app import IdPath
 from tribune_shared.auth import CurrentIdentity
-from tribune_shared.bus import Handler
 from tribune_shared.errors import NotFound
 from tribune_shared.events import Envelope, new_envelope
 from tribune_shared.events.contracts import ContactErasedV1
 from tribune_shared.outbox import Outbox
 from tribune_shared.privacy import dpo_router, erasure_completed, erasure_request
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Handler
 
 from contacts.store import CONTACTS, IMPORT_ROWS, MERGES
 

@@ -1,4 +1,4 @@
-"""Segments: saved filters of a federation (the filter language of tribune_shared.segments),
+"""Segments: saved filters of a federation (the filter language of contacts.filter_language),
 and their preview (how many contacts match, and a few of them)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict
 from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.errors import Conflict, NotFound, Refused
-from tribune_shared.segments import Filter, compile_filter, dump_filter, parse_filter
 from tribune_shared.store import Store, subtree_filter
 
 from contacts.domain import Contact, InvalidFields, clean_text, fold
+from contacts.filter_language import Filter, compile_filter, dump_filter, parse_filter
 from contacts.service import ContactsService, _now_ms
 from contacts.settings import ContactsSettings
 from contacts.store import SegmentStore

@@ -17,7 +17,7 @@ SegmentId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="uuid4 he
 may_edit = require_roles(Role.secretary, Role.campaign_manager)
 FilterBody = Annotated[
     dict[str, Any],
-    Field(description="a filter of the segment language (see tribune_shared.segments)"),
+    Field(description="a filter of the segment language (see contacts.filter_language)"),
 ]
 
 

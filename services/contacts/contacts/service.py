@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.errors import Conflict, NotFound, Refused
 from tribune_shared.events import utcnow
@@ -19,18 +18,6 @@ from tribune_shared.events.contracts import DataOrigin
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
-from tribune_shared.segments import (
-    DateNode,
-    Filter,
-    GeoNode,
-    HasEmailNode,
-    HasPhoneNode,
-    TagsNode,
-    compile_filter,
-    custom_nodes,
-    federation_nodes,
-    normalise_code,
-)
 from tribune_shared.store import Store, subtree_filter
 
 from contacts.custom_fields import (
@@ -60,13 +47,23 @@ from contacts.domain import (
     search_terms,
     sort_value,
 )
+from contacts.filter_language import (
+    DateNode,
+    Filter,
+    GeoNode,
+    HasEmailNode,
+    HasPhoneNode,
+    TagsNode,
+    compile_filter,
+    custom_nodes,
+    federation_nodes,
+    normalise_code,
+)
 from contacts.settings import ContactsSettings
 from contacts.store import ContactStore, CustomFieldStore
 from contacts.suppression import SuppressionList
 
 log = get_logger(__name__)
-
-T = TypeVar("T")
 
 #: the fields of a contact a PATCH may change (besides custom_fields and federation_id)
 PATCHABLE = (
@@ -149,28 +146,13 @@ class ContactsService:
             min_birth_year=settings.min_birth_year,
         )
 
-    # ------------------------------------------------------------ transactions
-
-    async def _retrying(self, what: str, attempt_once: Callable[[], Awaitable[T]]) -> T:
-        """Run a transaction, retried when it lost a write conflict to a concurrent one."""
-        attempts = self.settings.transaction_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return await attempt_once()
-            except DuplicateKeyError:
-                raise
-            except PyMongoError as exc:
-                if attempt < attempts and exc.has_error_label("TransientTransactionError"):
-                    log.info(f"contacts.{what}_retried", attempt=attempt, error=str(exc)[:200])
-                    backoff = self.settings.transaction_retry_backoff_seconds * attempt
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+    # ------------------------------------------------------------ races
 
     async def _duplicate_after_race(self, contact: Contact, *, stored: bool = False) -> Conflict:
         """The 409 for a create/update the unique indexes refused (a concurrent write
-        committed the same email/phone after our check); nothing of ours was written."""
+        committed the same email/phone after our check); nothing of ours was written.
+        ``Store.run_transaction`` never retries a DuplicateKeyError (it is no write
+        conflict: running again would only find the duplicate), so it reaches the caller."""
         emails = [e.address for e in contact.emails]
         phones = [p.number for p in contact.phones]
         if stored:  # an update: the contact itself holds some of them
@@ -226,22 +208,21 @@ class ContactsService:
             contact = contact.model_copy(update={"suppressed": True})
         event = contact_created(contact, self.settings.service_name)
 
-        async def attempt() -> Contact:
-            async with self.store.transaction() as session:
-                existing = await self.contacts.find_duplicate(
-                    fed_id,
-                    [e.address for e in contact.emails],
-                    [p.number for p in contact.phones],
-                    session,
-                )
-                if existing is not None:
-                    raise _duplicate(*existing)
-                await self.contacts.insert(contact, session)
-                await self.outbox.add(session, event)
+        async def insert(session: AsyncClientSession) -> Contact:
+            existing = await self.contacts.find_duplicate(
+                fed_id,
+                [e.address for e in contact.emails],
+                [p.number for p in contact.phones],
+                session,
+            )
+            if existing is not None:
+                raise _duplicate(*existing)
+            await self.contacts.insert(contact, session)
+            await self.outbox.add(session, event)
             return contact
 
         try:
-            return await self._retrying("create", attempt)
+            return await self.store.run_transaction(insert, what="contacts.create")
         except DuplicateKeyError:
             raise await self._duplicate_after_race(contact) from None
 
@@ -269,40 +250,39 @@ class ContactsService:
             target = await self.directory.resolve(identity, changes.federation_id)
         attempted: list[Contact] = []
 
-        async def attempt() -> Contact:
-            async with self.store.transaction() as session:
-                current = await self.contacts.get_in(identity.scope(), contact_id, session)
-                if current is None:
-                    raise NotFound("contact not found")
-                if current.version != expected_version:
-                    raise Conflict(
-                        "the contact changed since you read it: read it again",
-                        current_version=current.version,
-                    )
-                updated, changed = await self._apply(identity, current, changes, target)
-                if not changed:
-                    return current
-                existing = await self.contacts.find_duplicate(
-                    updated.federation_id,
-                    [e.address for e in updated.emails],
-                    [p.number for p in updated.phones],
-                    session,
-                    exclude_id=updated.id,
+        async def change(session: AsyncClientSession) -> Contact:
+            current = await self.contacts.get_in(identity.scope(), contact_id, session)
+            if current is None:
+                raise NotFound("contact not found")
+            if current.version != expected_version:
+                raise Conflict(
+                    "the contact changed since you read it: read it again",
+                    current_version=current.version,
                 )
-                if existing is not None:
-                    raise _duplicate(*existing)
-                attempted.append(updated)
-                if not await self.contacts.replace(updated, expected_version, session):
-                    raise Conflict(
-                        "the contact changed since you read it: read it again",
-                        current_version=None,
-                    )
-                event = contact_updated(updated, changed, self.settings.service_name)
-                await self.outbox.add(session, event)
+            updated, changed = await self._apply(identity, current, changes, target)
+            if not changed:
+                return current
+            existing = await self.contacts.find_duplicate(
+                updated.federation_id,
+                [e.address for e in updated.emails],
+                [p.number for p in updated.phones],
+                session,
+                exclude_id=updated.id,
+            )
+            if existing is not None:
+                raise _duplicate(*existing)
+            attempted.append(updated)
+            if not await self.contacts.replace(updated, expected_version, session):
+                raise Conflict(
+                    "the contact changed since you read it: read it again",
+                    current_version=None,
+                )
+            event = contact_updated(updated, changed, self.settings.service_name)
+            await self.outbox.add(session, event)
             return updated
 
         try:
-            return await self._retrying("update", attempt)
+            return await self.store.run_transaction(change, what="contacts.update")
         except DuplicateKeyError:
             raise await self._duplicate_after_race(attempted[-1], stored=True) from None
 

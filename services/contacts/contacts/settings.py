@@ -6,8 +6,9 @@ import phonenumbers
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from tribune_shared.auth import Role
-from tribune_shared.segments import FilterLimits
 from tribune_shared.settings import DEV_SECRET, ServiceSettings
+
+from contacts.filter_language import FilterLimits
 
 
 class ContactsSettings(ServiceSettings):
@@ -30,9 +31,6 @@ class ContactsSettings(ServiceSettings):
     max_tags: int = Field(default=50, ge=0, le=1_000)
     max_tag_length: int = Field(default=40, ge=1, le=200)
     max_search_words: int = Field(default=5, ge=1, le=20)
-    #: retries of a create whose transaction lost a write conflict to a concurrent one
-    transaction_retries: int = Field(default=3, ge=0, le=20)
-    transaction_retry_backoff_seconds: float = Field(default=0.02, ge=0, le=5)
 
     # The full contact
     max_emails: int = Field(default=10, ge=1, le=100)
@@ -51,7 +49,7 @@ class ContactsSettings(ServiceSettings):
     max_custom_field_choices: int = Field(default=100, ge=1, le=1_000)
     max_custom_text_length: int = Field(default=500, ge=1, le=500)
 
-    # Segments and the filter language (tribune_shared.segments)
+    # Segments and the filter language (contacts.filter_language)
     segment_max_depth: int = Field(default=10, ge=1, le=50)
     segment_max_nodes: int = Field(default=200, ge=1, le=5_000)
     segment_max_values: int = Field(default=1_000, ge=1, le=50_000)

@@ -118,7 +118,7 @@ _OPTIONAL = (
 
 
 def to_document(contact: Contact) -> dict[str, Any]:
-    """The stored shape (the one ``tribune_shared.segments`` queries): ``email`` and
+    """The stored shape (the one ``contacts.filter_language`` queries): ``email`` and
     ``phone`` are the primary email and first phone (unique per federation, like every
     entry of ``emails``/``phones``); the postcode lives in ``address``."""
     doc: dict[str, Any] = contact.model_dump(mode="python", exclude={"id", "origin", "postcode"})
@@ -493,18 +493,22 @@ class ImportStore:
         result = await self.jobs.update_one({"_id": job_id, **conditions}, update)
         return result.matched_count == 1
 
-    async def request_cancel(self, job_id: str, now: datetime) -> dict[str, Any] | None:
+    async def request_cancel(
+        self, job_id: str, now: datetime, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
         """A queued job is cancelled at once; a running one when its runner next looks
         (between batches). Returns the job as it is now."""
         await self.jobs.update_one(
             {"_id": job_id, "status": "queued"},
             {"$set": {"status": "cancelled", "finished_at": now, "cancel_requested": True}},
+            session=session,
         )
         return await self.jobs.find_one_and_update(
             {"_id": job_id, "status": {"$in": ["running", "queued"]}},
             {"$set": {"cancel_requested": True}},
             return_document=ReturnDocument.AFTER,
-        ) or await self.jobs.find_one({"_id": job_id})
+            session=session,
+        ) or await self.jobs.find_one({"_id": job_id}, session=session)
 
     async def claim(
         self, owner: str, now: datetime, lease_until: datetime

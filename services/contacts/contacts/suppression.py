@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.bus import Handler
-from tribune_shared.events import Envelope, decode
+from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import SuppressionAddedV1
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Handler
 from tribune_shared.suppression import email_hash, phone_hash
 
 SUPPRESSED = "suppressed"  # _id = address hash (never the address)
@@ -41,8 +41,7 @@ class SuppressionList:
 
 def suppression_handlers(store: Store) -> dict[str, Handler]:
     async def on_suppression(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, SuppressionAddedV1)
+        event = decode_as(envelope, SuppressionAddedV1)
         await store[SUPPRESSED].update_one(
             {"_id": event.address_hash},
             {"$setOnInsert": {"kind": event.kind, "suppressed_at": event.suppressed_at}},

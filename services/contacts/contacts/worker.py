@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tribune_shared.store import Store
-from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
+from tribune_shared.subscriptions import Subscriptions
+from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
 from contacts.handlers import federation_handlers
 from contacts.import_jobs import run_import_jobs
@@ -19,11 +20,12 @@ def build_worker(settings: ContactsSettings | None = None) -> Worker:
     settings = settings or ContactsSettings()
     configure_worker_logging(settings)
     store = Store(settings)
-    handlers = {
-        **federation_handlers(store),
-        **erasure_handlers(store),
-        **suppression_handlers(store),
-    }
+    subscriptions = (
+        Subscriptions(settings.service_name)
+        .add(federation_handlers(store))
+        .add(erasure_handlers(store))
+        .add(suppression_handlers(store))
+    )
 
     async def import_jobs(stop: asyncio.Event) -> None:  # CSV imports (contacts.import_jobs)
         await run_import_jobs(settings, store, stop)
@@ -31,7 +33,7 @@ def build_worker(settings: ContactsSettings | None = None) -> Worker:
     return Worker(
         settings,
         store,
-        groups=[ConsumerGroup("contacts", handlers)],
+        subscriptions=subscriptions,
         indexes=INDEXES,
         tasks=[import_jobs],
     )

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -53,6 +54,10 @@ _NOT_A_PERSON = frozenset(
 )
 PATH_MAX_CHARS = 512
 QUERY_KEYS_MAX = 20
+
+# A client sends the same address and user agent on every call: minimise them once.
+_minimised_ip = lru_cache(maxsize=4096)(minimise_ip)
+_minimised_user_agent = lru_cache(maxsize=4096)(minimise_user_agent)
 
 
 def action_of(method: str, path: str) -> AccessAction:
@@ -95,6 +100,40 @@ class AccessEntry(BaseModel):
     user_agent: str | None
 
 
+def access_document(
+    entry_id: str,
+    at: datetime,
+    identity: Identity,
+    method: str,
+    path: str,
+    query: Mapping[str, str],
+    status: int,
+    client_ip: str | None,
+    user_agent: str | None,
+    *,
+    contact_id: str | None = None,
+) -> dict[str, Any]:
+    """The stored form of an entry, built directly: it is made on every request, and the
+    model (``AccessEntry``) is only needed to read entries back. ``contact_id`` names the
+    person when the path and query do not."""
+    return {
+        "_id": entry_id,
+        "at": at,
+        "user_id": identity.user_id,
+        "email": identity.email,
+        "role": str(identity.role),
+        "federation_path": identity.federation_path,
+        "action": action_of(method, path).value,
+        "method": method.upper(),
+        "path": path[:PATH_MAX_CHARS],
+        "query_keys": sorted(query)[:QUERY_KEYS_MAX],
+        "contact_id": contact_id if contact_id is not None else subject_of(path, query),
+        "status": status,
+        "ip": _minimised_ip(client_ip),
+        "user_agent": _minimised_user_agent(user_agent),
+    }
+
+
 def access_entry(
     entry_id: str,
     at: datetime,
@@ -106,21 +145,8 @@ def access_entry(
     client_ip: str | None,
     user_agent: str | None,
 ) -> AccessEntry:
-    return AccessEntry(
-        id=entry_id,
-        at=at,
-        user_id=identity.user_id,
-        email=identity.email,
-        role=str(identity.role),
-        federation_path=identity.federation_path,
-        action=action_of(method, path),
-        method=method.upper(),
-        path=path[:PATH_MAX_CHARS],
-        query_keys=sorted(query)[:QUERY_KEYS_MAX],
-        contact_id=subject_of(path, query),
-        status=status,
-        ip=minimise_ip(client_ip),
-        user_agent=minimise_user_agent(user_agent),
+    return from_document(
+        access_document(entry_id, at, identity, method, path, query, status, client_ip, user_agent)
     )
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from tribune_shared.app import create_service_app, serve
 
 from gateway.api import forwarding_router, router
+from gateway.consistency import RememberTokens, UserTokens
+from gateway.dispatch import FastForward
 from gateway.privacy import router as privacy_router
 from gateway.proxy import Proxy
 from gateway.service import AccessAudit, GatewayService
@@ -15,14 +18,16 @@ from gateway.store import INDEXES, audit_indexes
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
+    tokens = UserTokens.from_settings(settings)
 
     async def on_startup(app: FastAPI) -> None:
         app.state.gateway_service = GatewayService(settings, app.state.store)
-        app.state.proxy = Proxy(settings)
-        app.state.access_audit = AccessAudit(app.state.store)
+        app.state.proxy = Proxy(settings, tokens=tokens)
+        app.state.access_audit = AccessAudit.from_settings(settings, app.state.store)
         await app.state.gateway_service.bootstrap()
 
     async def on_shutdown(app: FastAPI) -> None:
+        await app.state.access_audit.close()  # the entries of the last requests
         await app.state.proxy.close()
 
     app = create_service_app(
@@ -36,6 +41,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "service's API under /api/v1 (forwarded with the caller's signed identity).",
     )
 
+    if settings.fast_forward:
+        # innermost (after the kernel's middlewares: correlation id, metrics, access log,
+        # consistency), where FastAPI's routing would start
+        app.user_middleware.append(
+            Middleware(FastForward, own_routes=[*router.routes, *privacy_router.routes])
+        )
+    # Added last, so outermost: it sees the consistency token the client gets, whoever set
+    # it (a service through the proxy, or the kernel for the gateway's own writes).
+    app.add_middleware(RememberTokens, tokens=tokens)
     return app
 
 

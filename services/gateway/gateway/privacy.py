@@ -13,19 +13,18 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from tribune_shared.app import IdPath
 from tribune_shared.auth import Identity, Role
+from tribune_shared.consistency import HEADER as CONSISTENCY_HEADER
 from tribune_shared.errors import DomainError, Forbidden, NotFound, ServiceUnavailable
 from tribune_shared.events import utcnow
 from tribune_shared.logging import get_logger
 
 from gateway.api import Audit, ClientIdentity, audited
-from gateway.proxy import Proxy
-from gateway.routing import service_url
+from gateway.proxy import Answer, Proxy, merged_token
 
 log = get_logger(__name__)
 
@@ -55,6 +54,12 @@ class UpstreamAnswer(DomainError):
 class PrivacyExporter:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        #: the consistency tokens of every call made for one export (consent records it)
+        self.tokens: list[str | None] = []
+
+    def token(self) -> str | None:
+        """What the client gets: every write the calls of this export named."""
+        return merged_token(self.tokens, self.proxy.settings)
 
     async def _call(
         self,
@@ -63,10 +68,10 @@ class PrivacyExporter:
         path: str,
         headers: dict[str, str],
         json: Any = None,
-    ) -> httpx.Response:
-        url = service_url(self.proxy.settings, service) + path
-        request = self.proxy.client.build_request(method, url, headers=headers, json=json)
-        return await self.proxy._send(service, request)
+    ) -> Answer:
+        response = await self.proxy.call(service, method, path, headers, json_body=json)
+        self.tokens.append(response.headers.get(CONSISTENCY_HEADER))
+        return response
 
     async def _part(
         self, service: str, contact_id: str, headers: dict[str, str]
@@ -81,8 +86,9 @@ class PrivacyExporter:
             return service, 200, r.json()
         return service, r.status_code, None
 
-    async def export(self, identity: Identity, request_id: str) -> dict[str, Any]:
-        headers = self.proxy._base_headers(identity)
+    async def export(self, request: Request, identity: Identity, request_id: str) -> dict[str, Any]:
+        headers = self.proxy.upstream_headers(request, identity)
+        self.tokens.append(headers.get(CONSISTENCY_HEADER))
         r = await self._call("consent", "GET", f"/api/v1/privacy/requests/{request_id}", headers)
         if r.status_code != 200:
             raise UpstreamAnswer(r.status_code, r.json())
@@ -149,7 +155,7 @@ class PrivacyExporter:
 router = APIRouter(prefix="/api/v1/privacy", tags=["privacy"])
 
 
-def _exporter(request: Request) -> PrivacyExporter:
+async def _exporter(request: Request) -> PrivacyExporter:
     return PrivacyExporter(request.app.state.proxy)
 
 
@@ -177,13 +183,13 @@ async def export(
         request,
         identity,
         audit,
-        lambda: exporter.export(identity, request_id),
+        lambda: exporter.export(request, identity, request_id),
         subject=lambda doc: doc["contact_id"],
     )
-    return JSONResponse(
-        jsonable_encoder(document),
-        headers={
-            "Content-Disposition": f'attachment; filename="privacy-export-{request_id}.json"',
-            "Cache-Control": "no-store",
-        },
-    )
+    headers = {
+        "Content-Disposition": f'attachment; filename="privacy-export-{request_id}.json"',
+        "Cache-Control": "no-store",
+    }
+    if token := exporter.token():
+        headers[CONSISTENCY_HEADER] = token
+    return JSONResponse(jsonable_encoder(document), headers=headers)

@@ -69,6 +69,12 @@ def issue_token(user_id: str, secret: str, ttl_seconds: int) -> AccessToken:
 
 def verify_token(token: str, secret: str) -> str:
     """The user id a valid, unexpired token was issued to; raises ``InvalidToken``."""
+    return verify_token_until(token, secret)[0]
+
+
+def verify_token_until(token: str, secret: str) -> tuple[str, float]:
+    """The user id a valid, unexpired token was issued to and when it expires (epoch
+    seconds); raises ``InvalidToken``."""
     try:
         claims = jwt.decode(
             token,
@@ -83,7 +89,7 @@ def verify_token(token: str, secret: str) -> str:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise InvalidToken("invalid subject")
-    return subject
+    return subject, float(claims["exp"])
 
 
 # ---------------------------------------------------------------- login limiter

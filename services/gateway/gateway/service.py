@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity, Role
 from tribune_shared.errors import Conflict, NotFound, Unauthorized
 from tribune_shared.events import new_envelope, utcnow
@@ -19,8 +20,10 @@ from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
 
 from gateway import domain
-from gateway.audit import AccessAction, AccessEntry, access_entry, from_document, to_document
+from gateway.audit import AccessAction, AccessEntry, access_document, from_document
+from gateway.caches import TtlCache
 from gateway.errors import TooManyAttempts
+from gateway.group_commit import GroupCommit
 from gateway.security import (
     AccessToken,
     InvalidToken,
@@ -29,7 +32,7 @@ from gateway.security import (
     issue_token,
     needs_rehash,
     verify_password,
-    verify_token,
+    verify_token_until,
 )
 from gateway.settings import GatewaySettings
 from gateway.store import AccessAuditStore, GatewayStore
@@ -39,7 +42,8 @@ BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 log = get_logger(__name__)
 
 BAD_CREDENTIALS = "incorrect email or password"
-BOOTSTRAP_ATTEMPTS = 20
+#: how long a checked access token is remembered (never past its own expiry)
+TOKEN_CACHE_SECONDS = 300
 
 
 def identity_of(user: dict[str, Any]) -> Identity:
@@ -63,6 +67,16 @@ class GatewayService:
             settings.login_window_seconds,
             max_tracked=settings.login_limiter_max_tracked,
         )
+        # Every authenticated request needs its user (still active? which role?): read from
+        # the store at most once per user_cache_seconds, not once per request.
+        self.users: TtlCache[str, Identity] = TtlCache(
+            settings.user_cache_seconds, settings.user_cache_max_entries
+        )
+        # A token's signature and claims do not change: checked once, then until it
+        # expires only its expiry is (a client sends the same token on every request).
+        self.verified: TtlCache[str, tuple[str, float]] = TtlCache(
+            TOKEN_CACHE_SECONDS, settings.user_cache_max_entries
+        )
 
     # ------------------------------------------------------------ bootstrap
     async def bootstrap(self) -> bool:
@@ -74,31 +88,28 @@ class GatewayService:
         generated = self.settings.admin_password is None
         password = self.settings.admin_password or domain.generate_password()
         password_hash = await asyncio.to_thread(hash_password, password)
-        for attempt in range(BOOTSTRAP_ATTEMPTS):
-            try:
-                async with self.store.transaction() as session:
-                    if await self.data.has_federation(session):
-                        return False
-                    await self.data.claim_bootstrap(utcnow(), session)
-                    root = await self._insert_federation(
-                        domain.normalize_name(self.settings.root_federation_name), None, session
-                    )
-                    await self.data.insert_user(
-                        self._user_doc(email, password_hash, Role.admin, root), session
-                    )
-                break
-            except DuplicateKeyError:
-                if await self.data.has_federation():
-                    return False  # another process won
-                raise
-            except PyMongoError as exc:
-                if not exc.has_error_label("TransientTransactionError"):
-                    raise
-                if await self.data.has_federation():
-                    return False
-                await asyncio.sleep(0.05 * (attempt + 1))
-        else:
-            raise RuntimeError("gateway bootstrap kept conflicting; is another process stuck?")
+
+        async def create(session: AsyncClientSession) -> dict[str, Any] | None:
+            # Also what a retry sees after losing the write conflict to another process.
+            if await self.data.has_federation(session):
+                return None
+            await self.data.claim_bootstrap(utcnow(), session)
+            root = await self._insert_federation(
+                domain.normalize_name(self.settings.root_federation_name), None, session
+            )
+            await self.data.insert_user(
+                self._user_doc(email, password_hash, Role.admin, root), session
+            )
+            return root
+
+        try:
+            root = await self.store.run_transaction(create, what="gateway.bootstrap")
+        except DuplicateKeyError:
+            if await self.data.has_federation():
+                return False  # another process won
+            raise
+        if root is None:
+            return False  # another process won
         log.info("gateway.bootstrapped", federation_id=root["_id"], admin_email=email)
         if generated:
             # Logged once, by the one process that created the administrator.
@@ -129,13 +140,26 @@ class GatewayService:
 
     async def identity_for_token(self, token: str) -> Identity:
         """The caller behind an access token; a deactivated or deleted user is refused."""
-        try:
-            user_id = verify_token(token, self.settings.jwt_secret)
-        except InvalidToken as exc:
-            raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE) from exc
+        verified = self.verified.get(token)
+        if verified is None:
+            try:
+                verified = verify_token_until(token, self.settings.jwt_secret)
+            except InvalidToken as exc:
+                raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE) from exc
+            self.verified.put(token, verified)
+        user_id, expires_at = verified
+        if expires_at <= time.time():
+            self.verified.invalidate(token)
+            raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
+        identity = await self.users.get_or_load(user_id, lambda: self._active_user(user_id))
+        if identity is None:
+            raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
+        return identity
+
+    async def _active_user(self, user_id: str) -> Identity | None:
         user = await self.data.find_user(user_id)
         if user is None or not user.get("active", False):
-            raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
+            return None
         return identity_of(user)
 
     async def me(self, identity: Identity) -> dict[str, Any]:
@@ -247,13 +271,73 @@ class GatewayService:
         doc.pop("password_hash")
         return doc
 
+    async def update_user(
+        self,
+        identity: Identity,
+        user_id: str,
+        *,
+        active: bool | None = None,
+        role: Role | None = None,
+    ) -> dict[str, Any]:
+        """Deactivate, reactivate or change the role of a user of the caller's subtree.
+        Takes effect at once on this replica (its cached user is dropped) and within
+        ``user_cache_seconds`` on the others."""
+        if user_id == identity.user_id:
+            # the last administrator must not lock everybody out
+            raise Conflict("you may not change your own account", field="user_id")
+        changes: dict[str, Any] = {}
+        if active is not None:
+            changes["active"] = active
+        if role is not None:
+            changes["role"] = role.value
+        if not changes:
+            doc = await self.data.find_user(user_id)
+            if doc is None or not identity.can_see(doc["federation_path"]):
+                raise NotFound("user not found", field="user_id")
+            return doc
+        try:
+            doc = await self.data.update_user(user_id, identity.federation_path, changes)
+        finally:
+            self.users.invalidate(user_id)
+        if doc is None:
+            raise NotFound("user not found", field="user_id")
+        log.info("gateway.user_updated", user_id=user_id, fields=sorted(changes))
+        return doc
+
 
 class AccessAudit:
     """Records every authenticated call the gateway answers, and reads them back for the
-    DPO (gateway.audit)."""
+    DPO (gateway.audit).
 
-    def __init__(self, store: Store) -> None:
+    Entries are written in batches (group commit): concurrent requests share one
+    ``insert_many``, and each ``record`` returns only once the batch holding its entry is
+    stored, raising if it could not be (the caller refuses a read then)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        batch_max_entries: int = 500,
+        flush_interval_seconds: float = 0.0,
+    ) -> None:
         self.entries = AccessAuditStore(store)
+        self.writer = GroupCommit(
+            self.entries.append_many,
+            max_batch=batch_max_entries,
+            interval=flush_interval_seconds,
+            name="gateway.audit",
+        )
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, store: Store) -> AccessAudit:
+        return cls(
+            store,
+            batch_max_entries=settings.audit_batch_max_entries,
+            flush_interval_seconds=settings.audit_flush_interval_seconds,
+        )
+
+    async def close(self) -> None:
+        await self.writer.close()
 
     async def record(
         self,
@@ -266,16 +350,24 @@ class AccessAudit:
         user_agent: str | None,
         *,
         contact_id: str | None = None,
-    ) -> AccessEntry:
+    ) -> str:
+        """The entry's id, once it is stored."""
         now = utcnow()
         entry_id = f"{int(now.timestamp() * 1000):013x}{secrets.token_hex(6)}"
-        entry = access_entry(
-            entry_id, now, identity, method, path, query, status, client_ip, user_agent
+        doc = access_document(
+            entry_id,
+            now,
+            identity,
+            method,
+            path,
+            query,
+            status,
+            client_ip,
+            user_agent,
+            contact_id=contact_id,
         )
-        if contact_id is not None:
-            entry = entry.model_copy(update={"contact_id": contact_id})
-        await self.entries.append(to_document(entry))
-        return entry
+        await self.writer.write(doc)
+        return entry_id
 
     async def read(
         self,

@@ -31,6 +31,11 @@ class GatewaySettings(ServiceSettings):
     login_max_attempts: int = Field(default=5, ge=1, le=1000, description="failures per window")
     login_window_seconds: float = Field(default=300, gt=0, le=86_400)
     login_limiter_max_tracked: int = Field(default=100_000, ge=100, le=10_000_000)
+    #: how long a user read from the store is trusted (active, role, federation) before it
+    #: is read again: a deactivation or role change made on another replica takes effect
+    #: within this time (at once on the replica that made it); 0: read on every request
+    user_cache_seconds: float = Field(default=5, ge=0, le=300)
+    user_cache_max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
 
     # ------------------------------------------------------------ routing to services
     contacts_url: str = "http://127.0.0.1:8101"
@@ -40,11 +45,27 @@ class GatewaySettings(ServiceSettings):
     upstream_connect_timeout_seconds: float = Field(default=2, gt=0, le=60)
     upstream_timeout_seconds: float = Field(default=30, gt=0, le=600)
     upstream_max_connections: int = Field(default=200, ge=1, le=10_000)
+    #: an idle connection to a service is kept this long for the next call (a new
+    #: connection per request would cost a TCP handshake every time); 0: never kept
+    upstream_keepalive_expiry_seconds: float = Field(default=30, ge=0, le=3600)
     max_request_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31)
+    #: forwarded routes skip FastAPI's routing and dependency solving (gateway.dispatch);
+    #: false: they go through their FastAPI endpoints (same behaviour, more CPU)
+    fast_forward: bool = True
 
     # ------------------------------------------------------------ access audit
     #: how long the access audit keeps an entry (then it expires)
     audit_retention_days: int = Field(default=365, ge=1, le=3650)
+    #: entries are written in batches (one insert_many shared by concurrent requests, each
+    #: waiting for the batch holding its entry): at most this many per write
+    audit_batch_max_entries: int = Field(default=500, ge=1, le=10_000)
+    #: how long a batch waits for more entries before it is written; 0: written as soon as
+    #: the previous batch is (group commit: entries arriving meanwhile share the next write)
+    audit_flush_interval_seconds: float = Field(default=0, ge=0, le=1)
+
+    # ------------------------------------------------------------ read-your-writes
+    #: users whose latest consistency token the gateway remembers (least recent forgotten)
+    consistency_max_users: int = Field(default=100_000, ge=100, le=10_000_000)
 
     @field_validator("admin_password", mode="before")
     @classmethod

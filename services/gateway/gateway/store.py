@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.store import IndexSpec, Store, subtree_filter
 
@@ -90,6 +90,17 @@ class GatewayStore:
     async def find_user(self, user_id: str) -> dict[str, Any] | None:
         return await self.store[USERS].find_one({"_id": user_id}, _PUBLIC_USER)
 
+    async def update_user(
+        self, user_id: str, scope_path: str, changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The user of ``scope_path``'s subtree after ``changes``; None if there is none."""
+        return await self.store[USERS].find_one_and_update(
+            {"_id": user_id, **subtree_filter(scope_path, "federation_path")},
+            {"$set": changes},
+            projection=_PUBLIC_USER,
+            return_document=ReturnDocument.AFTER,
+        )
+
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         await self.store[USERS].update_one(
             {"_id": user_id}, {"$set": {"password_hash": password_hash}}
@@ -105,6 +116,10 @@ class AccessAuditStore:
 
     async def append(self, doc: dict[str, Any]) -> None:
         await self.entries.insert_one(doc)
+
+    async def append_many(self, docs: list[dict[str, Any]]) -> None:
+        # unordered: one entry the store refuses does not keep the others out
+        await self.entries.insert_many(docs, ordered=False)
 
     async def page(
         self,

@@ -13,7 +13,7 @@ def build_worker(settings: GatewaySettings | None = None) -> Worker:
     settings = settings or GatewaySettings()
     configure_worker_logging(settings)
     indexes = [*INDEXES, *audit_indexes(settings.audit_retention_days)]
-    return Worker(settings, Store(settings), groups=[], indexes=indexes)
+    return Worker(settings, Store(settings), indexes=indexes)
 
 
 if __name__ == "__main__":

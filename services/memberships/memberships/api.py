@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tribune_shared.app import ID_PATTERN
+from tribune_shared.app import ID_PATTERN, IdQuery
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.errors import PayloadTooLarge
 from tribune_shared.events.contracts import PaymentMethod
@@ -20,7 +20,6 @@ from memberships.service import MembershipsService, PaymentNotice
 
 router = APIRouter(prefix="/api/v1", tags=["memberships"])
 
-ContactIdQuery = Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
 may_read_payments = require_roles(Role.treasurer, Role.secretary, Role.dpo)
 
 
@@ -190,7 +189,7 @@ class PaymentList(BaseModel):
 
 @router.get("/memberships")
 async def list_memberships(
-    contact_id: ContactIdQuery,
+    contact_id: IdQuery,
     svc: Service,
     identity: CurrentIdentity,
     on: Annotated[date | None, Query(description="standing at this day (default today)")] = None,
@@ -204,7 +203,7 @@ async def list_memberships(
 
 @router.get("/payments", dependencies=[may_read_payments])
 async def list_payments(
-    contact_id: ContactIdQuery, svc: Service, identity: CurrentIdentity
+    contact_id: IdQuery, svc: Service, identity: CurrentIdentity
 ) -> PaymentList:
     items = await svc.payments(identity, contact_id)
     return PaymentList(contact_id=contact_id, items=[PaymentView.model_validate(i) for i in items])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.bus import Handler
 from tribune_shared.contact_directory import ContactDirectory
-from tribune_shared.events import Envelope, decode
+from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import ContactMergedV1
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Handler
 
 from memberships.store import MembershipsStore
 
@@ -19,8 +19,7 @@ def contact_merge_handlers(store: Store) -> dict[str, Handler]:
     directory = ContactDirectory(store)
 
     async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, ContactMergedV1)
+        event = decode_as(envelope, ContactMergedV1)
         await data.merge_contact(event.merged_contact_id, event.surviving_contact_id, session)
         await directory.forget(event.merged_contact_id, session)
 

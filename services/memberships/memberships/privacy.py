@@ -19,13 +19,13 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.app import IdPath
 from tribune_shared.auth import CurrentIdentity
-from tribune_shared.bus import Handler
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.errors import NotFound
 from tribune_shared.events import Envelope, utcnow
 from tribune_shared.outbox import Outbox
 from tribune_shared.privacy import dpo_router, erasure_completed, erasure_request
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Handler
 
 from memberships.store import MEMBERSHIPS, PAYMENTS
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -13,7 +11,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.errors import DomainError, InvalidField, NotFound
@@ -154,26 +152,18 @@ class MembershipsService:
             notice.paid_at, now, timedelta(seconds=self.settings.webhook_tolerance_seconds)
         )
         plan = self._plan_for(notice)
-        attempts = self.settings.transaction_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self.store.transaction() as session:
-                    return await self._record_in(session, notice, plan)
-            except DuplicateKeyError:
-                # A concurrent delivery of the same payment committed first.
-                existing = await self.repo.payment_by_provider_id(
-                    notice.provider, notice.provider_payment_id
-                )
-                if existing is None:
-                    raise
-                return _duplicate(existing)
-            except PyMongoError as exc:
-                if exc.has_error_label("TransientTransactionError") and attempt < attempts:
-                    log.info("payment.transaction_retry", attempt=attempt, error=type(exc).__name__)
-                    await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # spread the retries
-                    continue
+        try:
+            return await self.store.run_transaction(
+                lambda session: self._record_in(session, notice, plan), what="memberships.payment"
+            )
+        except DuplicateKeyError:
+            # A concurrent delivery of the same payment committed first.
+            existing = await self.repo.payment_by_provider_id(
+                notice.provider, notice.provider_payment_id
+            )
+            if existing is None:
                 raise
-        raise AssertionError("unreachable")
+            return _duplicate(existing)
 
     async def _record_in(
         self, session: AsyncClientSession, notice: PaymentNotice, plan: Plan | None
@@ -300,12 +290,12 @@ class MembershipsService:
             current = new_membership(uuid.uuid4().hex, contact["_id"], plan)
             history.append(_entry(current.status, now))
         paid = pay_dues(current, plan, paid_on)
+        assert paid.starts_on is not None and paid.ends_on is not None
         history.append(
             _entry(paid.status, now, payment_id=payment_id, ends_on=paid.ends_on.isoformat())
         )
         await self.repo.save_membership(paid, contact, session, history=history)
         await self.repo.set_current_membership(contact["_id"], paid.membership_id, session)
-        assert paid.starts_on is not None and paid.ends_on is not None
         events.append(
             MembershipActivatedV1(
                 membership_id=paid.membership_id,

@@ -60,8 +60,6 @@ class MembershipsSettings(ServiceSettings):
     max_amount_cents: int = Field(default=750_000, ge=1, le=1_000_000_000)
     #: the organisation's time zone: the calendar day of a payment and of "today"
     timezone: str = Field(default="Europe/Paris", min_length=1, max_length=64)
-    #: attempts of a payment transaction that hit a transient conflict
-    transaction_attempts: int = Field(default=5, ge=1, le=50)
 
     @field_validator("timezone")
     @classmethod

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
-from tribune_shared.app import ID_PATTERN
+from tribune_shared.app import ID_PATTERN, IdPath, IdQuery
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.events.contracts import Channel
 
@@ -91,7 +91,7 @@ async def send_message(body: SendMessage, svc: Service, identity: CurrentIdentit
 async def list_messages(
     svc: Service,
     identity: CurrentIdentity,
-    contact_id: Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    contact_id: IdQuery,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> MessageList:
     docs = await svc.history(identity, contact_id, limit)
@@ -113,7 +113,7 @@ class Reachability(BaseModel):
 async def reachability(
     svc: Service,
     identity: CurrentIdentity,
-    contact_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    contact_id: IdPath,
     purpose: Annotated[str, Query(min_length=1, max_length=64)],
     channel: Channel = Channel.email,
 ) -> Reachability:

@@ -1,11 +1,12 @@
 """Event handlers of the messaging service: small and idempotent (a replayed or late
-event changes nothing), so any number of worker processes may run them."""
+event changes nothing), so any number of worker processes may run them. The projections
+of bulk events (contacts, consents) take a whole partition batch at a time."""
 
 from __future__ import annotations
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.bus import Handler
-from tribune_shared.events import Envelope, decode
+from tribune_shared.contact_directory import tombstone
+from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import (
     ConsentGrantedV1,
     ConsentRevokedV1,
@@ -14,67 +15,82 @@ from tribune_shared.events.contracts import (
     ContactUpdatedV1,
     SuppressionAddedV1,
 )
+from tribune_shared.store import Projected
+from tribune_shared.subscriptions import Batch, Handler
 
-from messaging.domain import ConsentStatus
-from messaging.privacy import MessagingPrivacyStore
+from messaging.domain import ConsentStatus, consent_version
 from messaging.service import MessagingService
-from messaging.store import MessagingStore
+from messaging.store import MessagingStore, consent_key
 
 
-def contact_handlers(messages: MessagingStore) -> dict[str, Handler]:
-    async def on_contact(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, ContactCreatedV1 | ContactUpdatedV1)
-        if event.erased:  # a late or replayed event of an erased person: stays erased
-            await MessagingPrivacyStore(messages.store).forget_contact(event.contact_id, session)
-            return
-        await messages.project_contact(
-            event.contact_id,
-            event.contact_version,
-            email=event.contact.email,
-            given_name=event.contact.given_name,
-            family_name=event.contact.family_name,
-            federation_id=envelope.federation_id,
-            federation_path=envelope.federation_path,
-            session=session,
-        )
+def contact_state(envelope: Envelope) -> Projected:
+    """Messaging's view of one contact event (a tombstone for an erased person's event:
+    a late or replayed event never brings them back)."""
+    event = decode_as(envelope, ContactCreatedV1, ContactUpdatedV1)
+    if event.erased:
+        return tombstone(event.contact_id)
+    return Projected(
+        event.contact_id,
+        event.contact_version,
+        {
+            "email": event.contact.email,
+            "given_name": event.contact.given_name,
+            "family_name": event.contact.family_name,
+            "federation_id": envelope.federation_id,
+            "federation_path": envelope.federation_path,
+        },
+    )
+
+
+def consent_state(envelope: Envelope) -> Projected:
+    """One consent fact, versioned by when it happened (a revocation wins a tie)."""
+    event = decode_as(envelope, ConsentGrantedV1, ConsentRevokedV1)
+    if isinstance(event, ConsentGrantedV1):
+        status, changed_at = ConsentStatus.granted, event.granted_at
+    else:
+        status, changed_at = ConsentStatus.revoked, event.revoked_at
+    return Projected(
+        consent_key(event.contact_id, event.channel, event.purpose),
+        consent_version(status, changed_at),
+        {
+            "contact_id": event.contact_id,
+            "channel": event.channel.value,
+            "purpose": event.purpose,
+            "status": status.value,
+            "changed_at": changed_at,
+            "source": event.source,
+            "event_id": envelope.event_id,
+            "federation_id": envelope.federation_id,
+            "federation_path": envelope.federation_path,
+        },
+    )
+
+
+def contact_handlers(messages: MessagingStore) -> dict[str, Handler | Batch]:
+    async def on_contacts(envelopes: list[Envelope], session: AsyncClientSession) -> None:
+        await messages.project_contacts([contact_state(e) for e in envelopes], session)
 
     async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, ContactMergedV1)
+        event = decode_as(envelope, ContactMergedV1)
         await messages.merge_contact(event.merged_contact_id, event.surviving_contact_id, session)
 
-    return {
-        "contact-created": on_contact,
-        "contact-updated": on_contact,
-        "contact-merged": on_merged,
-    }
+    batch = Batch(on_contacts)
+    return {"contact-created": batch, "contact-updated": batch, "contact-merged": on_merged}
 
 
-def consent_handlers(messages: MessagingStore) -> dict[str, Handler]:
-    async def on_consent(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        if isinstance(event, ConsentGrantedV1):
-            status, changed_at = ConsentStatus.granted, event.granted_at
-        else:
-            assert isinstance(event, ConsentRevokedV1)
-            status, changed_at = ConsentStatus.revoked, event.revoked_at
-        if await MessagingPrivacyStore(messages.store).is_erased(event.contact_id, session):
-            return  # the person was erased: nothing about them is kept
-        await messages.project_consent(
-            event.contact_id,
-            event.channel,
-            event.purpose,
-            status,
-            changed_at,
-            source=event.source,
-            federation_id=envelope.federation_id,
-            federation_path=envelope.federation_path,
-            event_id=envelope.event_id,
-            session=session,
+def consent_handlers(messages: MessagingStore) -> dict[str, Batch]:
+    async def on_consents(envelopes: list[Envelope], session: AsyncClientSession) -> None:
+        states = [consent_state(e) for e in envelopes]
+        erased = await messages.erased_among(
+            list({s.fields["contact_id"] for s in states}), session
+        )
+        # nothing is kept about an erased person
+        await messages.project_consents(
+            [s for s in states if s.fields["contact_id"] not in erased], session
         )
 
-    return {"consent-granted": on_consent, "consent-revoked": on_consent}
+    batch = Batch(on_consents)
+    return {"consent-granted": batch, "consent-revoked": batch}
 
 
 def suppression_handlers(messages: MessagingStore) -> dict[str, Handler]:
@@ -82,8 +98,7 @@ def suppression_handlers(messages: MessagingStore) -> dict[str, Handler]:
     address on it (campaigns, single messages, confirmations)."""
 
     async def on_suppression(envelope: Envelope, session: AsyncClientSession) -> None:
-        event = decode(envelope)
-        assert isinstance(event, SuppressionAddedV1)
+        event = decode_as(envelope, SuppressionAddedV1)
         await messages.project_suppression(
             event.address_hash, event.kind, event.suppressed_at, session
         )

@@ -11,13 +11,13 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.app import IdPath
 from tribune_shared.auth import CurrentIdentity
-from tribune_shared.bus import Handler
 from tribune_shared.contact_directory import ERASED_VERSION
 from tribune_shared.errors import NotFound
 from tribune_shared.events import Envelope
 from tribune_shared.outbox import Outbox
 from tribune_shared.privacy import dpo_router, erasure_completed, erasure_request
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Handler
 
 from messaging.store import CONSENTS, CONTACTS, MESSAGES
 

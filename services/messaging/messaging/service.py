@@ -9,7 +9,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.errors import BadGateway, NotFound, Refused
-from tribune_shared.events import Envelope, decode, new_envelope, utcnow
+from tribune_shared.events import Envelope, decode_as, new_envelope, utcnow
 from tribune_shared.events.contracts import (
     Channel,
     ConsentConfirmationRequestedV1,
@@ -232,8 +232,7 @@ class MessagingService:
         nothing. (A crash between the SMTP hand-over and the commit sends it again: at
         least once.) A failure is logged as failed and raised, so the consumer retries.
         """
-        event = decode(envelope)
-        assert isinstance(event, ConsentConfirmationRequestedV1)
+        event = decode_as(envelope, ConsentConfirmationRequestedV1)
         message_id = hashlib.sha256(f"confirmation:{envelope.event_id}".encode()).hexdigest()[:32]
         done = await self.messages.message(message_id, session)
         if done is not None and done.get("status") == MessageStatus.sent.value:

@@ -10,15 +10,13 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ERASED_VERSION
 from tribune_shared.events.contracts import Channel
-from tribune_shared.store import IndexSpec, Store
+from tribune_shared.store import IndexSpec, Projected, Store, upsert_many_if_newer
 
 from messaging.domain import (
     ConsentState,
     ConsentStatus,
     MessageStatus,
     Recipient,
-    consent_version,
-    is_newer,
 )
 
 CONTACTS = "contacts"  # projection of contact-*: address, names, federation
@@ -44,89 +42,24 @@ class MessagingStore:
 
     # ------------------------------------------------------------ projections
 
-    async def _apply_if_newer(
-        self,
-        collection: str,
-        doc_id: str,
-        version: int,
-        fields: dict[str, Any],
-        session: AsyncClientSession,
-    ) -> bool:
-        """Write ``fields`` only if ``version`` is newer than the stored one.
+    async def project_contacts(self, states: list[Projected], session: AsyncClientSession) -> None:
+        """Contact states (address, names, federation), newest version wins; a batch is
+        one read and one bulk write."""
+        await upsert_many_if_newer(self.store[CONTACTS], states, session=session)
 
-        Read-then-write inside the handler's snapshot transaction: a concurrent writer
-        of the same document makes one transaction fail with a (retried) write conflict.
-        Deliberately not ``tribune_shared.store.upsert_if_newer``: its stale path raises
-        DuplicateKeyError on the server, which aborts the surrounding transaction, so an
-        out-of-order event would be retried until it lands on the DLQ.
-        """
-        stored = await self.store[collection].find_one(
-            {"_id": doc_id}, {"version": 1}, session=session
-        )
-        if not is_newer(stored.get("version") if stored else None, version):
-            return False
-        await self.store[collection].update_one(
-            {"_id": doc_id}, {"$set": {**fields, "version": version}}, upsert=True, session=session
-        )
-        return True
+    async def project_consents(self, states: list[Projected], session: AsyncClientSession) -> None:
+        """Consent facts, the latest in time wins per contact x channel x purpose
+        (``consent_version``), whatever order they arrive in."""
+        await upsert_many_if_newer(self.store[CONSENTS], states, session=session)
 
-    async def project_contact(
-        self,
-        contact_id: str,
-        version: int,
-        *,
-        email: str | None,
-        given_name: str,
-        family_name: str,
-        federation_id: str,
-        federation_path: str,
-        session: AsyncClientSession,
-    ) -> bool:
-        return await self._apply_if_newer(
-            CONTACTS,
-            contact_id,
-            version,
-            {
-                "email": email,
-                "given_name": given_name,
-                "family_name": family_name,
-                "federation_id": federation_id,
-                "federation_path": federation_path,
-            },
-            session,
+    async def erased_among(
+        self, contact_ids: list[str], session: AsyncClientSession | None = None
+    ) -> set[str]:
+        """Which of these contacts are erasure tombstones (messaging.privacy)."""
+        docs = self.store[CONTACTS].find(
+            {"_id": {"$in": contact_ids}, "erased": True}, {"_id": 1}, session=session
         )
-
-    async def project_consent(
-        self,
-        contact_id: str,
-        channel: Channel,
-        purpose: str,
-        status: ConsentStatus,
-        changed_at: datetime,
-        *,
-        source: str,
-        federation_id: str,
-        federation_path: str,
-        event_id: str,
-        session: AsyncClientSession,
-    ) -> bool:
-        return await self._apply_if_newer(
-            CONSENTS,
-            consent_key(contact_id, channel, purpose),
-            consent_version(status, changed_at),
-            {
-                "contact_id": contact_id,
-                "channel": channel.value,
-                "purpose": purpose,
-                "status": status.value,
-                "changed_at": changed_at,
-                "source": source,
-                "event_id": event_id,
-                "federation_id": federation_id,
-                "federation_path": federation_path,
-            },
-            session,
-        )
+        return {d["_id"] async for d in docs}
 
     async def project_suppression(
         self, address_hash: str, kind: str, suppressed_at: datetime, session: AsyncClientSession

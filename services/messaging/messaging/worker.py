@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
-from tribune_shared.worker import ConsumerGroup, Worker, configure_worker_logging, run_worker
+from tribune_shared.subscriptions import Subscriptions
+from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
 from messaging.handlers import (
     confirmation_handlers,
@@ -22,25 +23,23 @@ from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.store import INDEXES, MessagingStore
 
-GROUP = "messaging"
-
 
 def build_worker(settings: MessagingSettings | None = None) -> Worker:
     settings = settings or MessagingSettings()
     configure_worker_logging(settings)
     store = Store(settings)
     messages = MessagingStore(store)
-    handlers = {
-        **contact_handlers(messages),
-        **consent_handlers(messages),
-        **suppression_handlers(messages),
-        **confirmation_handlers(
-            MessagingService(settings, store, SmtpMailer(settings), messages=messages)
-        ),
-        **FederationDirectory(store).handlers(),
-        **erasure_handlers(store),
-    }
-    return Worker(settings, store, groups=[ConsumerGroup(GROUP, handlers)], indexes=INDEXES)
+    service = MessagingService(settings, store, SmtpMailer(settings), messages=messages)
+    subscriptions = (
+        Subscriptions(settings.service_name)
+        .add(contact_handlers(messages))
+        .add(consent_handlers(messages))
+        .add(suppression_handlers(messages))
+        .add(confirmation_handlers(service))
+        .add(FederationDirectory(store).handlers())
+        .add(erasure_handlers(store))
+    )
+    return Worker(settings, store, subscriptions=subscriptions, indexes=INDEXES)
 
 
 if __name__ == "__main__":

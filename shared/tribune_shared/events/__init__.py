@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, overload
+
 from tribune_shared.events.contracts import (
     CONTRACTS,
     TOPICS,
@@ -53,6 +55,24 @@ def decode(envelope: Envelope) -> EventContract:
     return event
 
 
+E = TypeVar("E", bound=EventContract)
+F = TypeVar("F", bound=EventContract)
+
+
+@overload
+def decode_as(envelope: Envelope, expected: type[E], /) -> E: ...
+@overload
+def decode_as(envelope: Envelope, expected: type[E], other: type[F], /) -> E | F: ...
+def decode_as(envelope: Envelope, *expected: type[EventContract]) -> EventContract:
+    """``decode`` that also checks the payload is one of the ``expected`` contracts (a
+    handler registered for the wrong topic fails loudly, and the result is typed)."""
+    event = decode(envelope)
+    if not isinstance(event, expected):
+        names = ", ".join(t.__name__ for t in expected)
+        raise TypeError(f"{envelope.type} v{envelope.version} is not {names}")
+    return event
+
+
 __all__ = [
     "CONTRACTS",
     "TOPICS",
@@ -61,6 +81,7 @@ __all__ = [
     "Sealed",
     "TopicSpec",
     "decode",
+    "decode_as",
     "dlq_topic",
     "new_envelope",
     "utcnow",

@@ -60,6 +60,8 @@ def build() -> dict[str, Any]:
             },
             "x-partitions": spec.partitions,
             "x-owner": spec.owner,
+            "x-consumers": list(spec.consumers),
+            "x-lane": spec.lane.value,
             "x-dead-letter-topic": dlq_topic(topic),
         }
         operations[f"publish-{topic}"] = {
@@ -67,6 +69,12 @@ def build() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{topic}"},
             "summary": f"Published by {spec.owner}",
         }
+        for consumer in spec.consumers:
+            operations[f"{consumer}-receives-{topic}"] = {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{topic}"},
+                "summary": f"Consumed by {consumer} ({spec.lane.value} lane)",
+            }
     return {
         "asyncapi": "3.0.0",
         "info": {

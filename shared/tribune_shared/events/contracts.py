@@ -47,12 +47,25 @@ class EventContract(BaseModel):
         return bool(self._erased_fields)
 
 
+class Lane(StrEnum):
+    """Which consumer of a service reads a topic. Compliance-critical facts (a "no", an
+    erasure) ride the urgent lane: its own Kafka consumer and batches, so they never wait
+    behind a bulk backlog (a 100,000-row import's contact events)."""
+
+    bulk = "bulk"
+    urgent = "urgent"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     owner: str
     description: str
+    #: the services whose workers consume this topic (checked when a worker starts; the
+    #: APIs wait for these events when a client names them: tribune_shared.consistency)
+    consumers: tuple[str, ...] = ()
+    lane: Lane = Lane.bulk
     #: compacted topics keep the last value per key (tombstones erase)
     compacted: bool = False
 
@@ -62,7 +75,15 @@ TOPICS: dict[str, TopicSpec] = {}
 
 
 def contract(
-    event_type: str, version: int, *, key: str, owner: str, partitions: int = 3, doc: str = ""
+    event_type: str,
+    version: int,
+    *,
+    key: str,
+    owner: str,
+    partitions: int = 3,
+    consumers: tuple[str, ...] = (),
+    lane: Lane = Lane.bulk,
+    doc: str = "",
 ):
     def register(cls: type[EventContract]) -> type[EventContract]:
         if (event_type, version) in CONTRACTS:
@@ -72,10 +93,21 @@ def contract(
         cls.key_field = key
         _check_personal_fields(cls)
         CONTRACTS[(event_type, version)] = cls
-        TOPICS.setdefault(
+        spec = TopicSpec(
             event_type,
-            TopicSpec(event_type, partitions, owner, doc or (cls.__doc__ or "").strip()),
+            partitions,
+            owner,
+            doc or (cls.__doc__ or "").strip(),
+            consumers=tuple(sorted(consumers)),
+            lane=lane,
         )
+        known = TOPICS.setdefault(event_type, spec)
+        if (known.partitions, known.consumers, known.lane) != (
+            spec.partitions,
+            spec.consumers,
+            spec.lane,
+        ):
+            raise ValueError(f"{event_type} v{version}: topic declared differently by v1")
         return cls
 
     return register
@@ -189,7 +221,7 @@ class ContactState(BaseModel):
     """The personal data of a contact as other services may project it.
 
     Its JSON form (with the envelope's federation_path) is the document shape the segment
-    filter language (``tribune_shared.segments``) evaluates. ``email``/``phone``/``postcode``
+    filter language (``contacts.filter_language``) evaluates. ``email``/``phone``/``postcode``
     mirror the primary email, the first phone and the address's postcode.
     """
 
@@ -217,7 +249,14 @@ class ContactState(BaseModel):
 # ---------------------------------------------------------------- gateway
 
 
-@contract("federation-created", 1, key="federation_id", owner="gateway", partitions=1)
+@contract(
+    "federation-created",
+    1,
+    key="federation_id",
+    owner="gateway",
+    partitions=1,
+    consumers=("contacts", "consent", "memberships", "messaging"),
+)
 class FederationCreatedV1(EventContract):
     """A federation was added to the tree."""
 
@@ -227,7 +266,14 @@ class FederationCreatedV1(EventContract):
     path: str
 
 
-@contract("federation-updated", 1, key="federation_id", owner="gateway", partitions=1)
+@contract(
+    "federation-updated",
+    1,
+    key="federation_id",
+    owner="gateway",
+    partitions=1,
+    consumers=("contacts", "consent", "memberships", "messaging"),
+)
 class FederationUpdatedV1(EventContract):
     """A federation was renamed or moved."""
 
@@ -240,7 +286,14 @@ class FederationUpdatedV1(EventContract):
 # ---------------------------------------------------------------- contacts
 
 
-@contract("contact-created", 1, key="contact_id", owner="contacts", partitions=6)
+@contract(
+    "contact-created",
+    1,
+    key="contact_id",
+    owner="contacts",
+    partitions=6,
+    consumers=("consent", "memberships", "messaging"),
+)
 class ContactCreatedV1(EventContract):
     """A person entered a federation's file."""
 
@@ -251,7 +304,14 @@ class ContactCreatedV1(EventContract):
     contact: ContactState
 
 
-@contract("contact-updated", 1, key="contact_id", owner="contacts", partitions=6)
+@contract(
+    "contact-updated",
+    1,
+    key="contact_id",
+    owner="contacts",
+    partitions=6,
+    consumers=("consent", "memberships", "messaging"),
+)
 class ContactUpdatedV1(EventContract):
     """A person's data changed; carries the full new state and its version."""
 
@@ -263,7 +323,14 @@ class ContactUpdatedV1(EventContract):
     changed_fields: list[str] = Field(default_factory=list)
 
 
-@contract("contact-merged", 1, key="merged_contact_id", owner="contacts", partitions=6)
+@contract(
+    "contact-merged",
+    1,
+    key="merged_contact_id",
+    owner="contacts",
+    partitions=6,
+    consumers=("consent", "memberships", "messaging"),
+)
 class ContactMergedV1(EventContract):
     """A duplicate was merged into a surviving contact; consumers remap the old id."""
 
@@ -284,7 +351,14 @@ class ContactErasedV1(EventContract):
 # ---------------------------------------------------------------- consent
 
 
-@contract("consent-granted", 1, key="contact_id", owner="consent", partitions=6)
+@contract(
+    "consent-granted",
+    1,
+    key="contact_id",
+    owner="consent",
+    partitions=6,
+    consumers=("consent", "messaging"),
+)
 class ConsentGrantedV1(EventContract):
     """A contact consented to be reached on a channel for a purpose."""
 
@@ -302,7 +376,15 @@ class ConsentGrantedV1(EventContract):
     actor_kind: Literal["user", "person"] | None = None
 
 
-@contract("consent-revoked", 1, key="contact_id", owner="consent", partitions=6)
+@contract(
+    "consent-revoked",
+    1,
+    key="contact_id",
+    owner="consent",
+    partitions=6,
+    consumers=("consent", "messaging"),
+    lane=Lane.urgent,
+)
 class ConsentRevokedV1(EventContract):
     """A contact withdrew consent; messaging must stop at once."""
 
@@ -315,7 +397,14 @@ class ConsentRevokedV1(EventContract):
     actor_kind: Literal["user", "person"] | None = None
 
 
-@contract("consent-confirmation-requested", 1, key="contact_id", owner="consent", partitions=6)
+@contract(
+    "consent-confirmation-requested",
+    1,
+    key="contact_id",
+    owner="consent",
+    partitions=6,
+    consumers=("messaging",),
+)
 class ConsentConfirmationRequestedV1(EventContract):
     """A consent is pending (double opt-in): messaging sends the person the confirmation
     link (a transactional email, sent without a marketing consent but never to a
@@ -331,7 +420,15 @@ class ConsentConfirmationRequestedV1(EventContract):
     text_version: str | None = None
 
 
-@contract("suppression-added", 1, key="address_hash", owner="consent", partitions=3)
+@contract(
+    "suppression-added",
+    1,
+    key="address_hash",
+    owner="consent",
+    partitions=3,
+    consumers=("contacts", "messaging"),
+    lane=Lane.urgent,
+)
 class SuppressionAddedV1(EventContract):
     """An address joined the suppression list (the person objected to everything or was
     erased): never message it, flag any contact created with it. Carries only the salted
@@ -343,7 +440,15 @@ class SuppressionAddedV1(EventContract):
     suppressed_at: datetime
 
 
-@contract("erasure-requested", 1, key="contact_id", owner="consent", partitions=6)
+@contract(
+    "erasure-requested",
+    1,
+    key="contact_id",
+    owner="consent",
+    partitions=6,
+    consumers=("contacts", "consent", "memberships", "messaging"),
+    lane=Lane.urgent,
+)
 class ErasureRequestedV1(EventContract):
     """The DPO accepted an erasure request; every service deletes the person."""
 
@@ -352,7 +457,7 @@ class ErasureRequestedV1(EventContract):
     requested_at: datetime
 
 
-@contract("erasure-completed", 1, key="contact_id", owner="*", partitions=6)
+@contract("erasure-completed", 1, key="contact_id", owner="*", partitions=6, consumers=("consent",))
 class ErasureCompletedV1(EventContract):
     """One service finished erasing a person."""
 
@@ -366,7 +471,9 @@ class ErasureCompletedV1(EventContract):
 # ---------------------------------------------------------------- memberships
 
 
-@contract("membership-activated", 1, key="membership_id", owner="memberships")
+@contract(
+    "membership-activated", 1, key="membership_id", owner="memberships", consumers=("consent",)
+)
 class MembershipActivatedV1(EventContract):
     """A membership became active (dues paid)."""
 
@@ -399,7 +506,7 @@ class MembershipCancelledV1(EventContract):
 PaymentMethod = Literal["card", "transfer", "debit", "cheque", "cash"]
 
 
-@contract("payment-received", 1, key="payment_id", owner="memberships")
+@contract("payment-received", 1, key="payment_id", owner="memberships", consumers=("consent",))
 class PaymentReceivedV1(EventContract):
     """A payment provider confirmed a payment (recorded once, whatever the retries)."""
 
@@ -457,7 +564,9 @@ class _MessageEvent(EventContract):
     campaign_id: str | None = None
 
 
-@contract("message-sent", 1, key="message_id", owner="messaging", partitions=6)
+@contract(
+    "message-sent", 1, key="message_id", owner="messaging", partitions=6, consumers=("consent",)
+)
 class MessageSentV1(_MessageEvent):
     """A message was handed to the provider (SMTP server or SMS gateway)."""
 
@@ -487,7 +596,9 @@ class MessageOpenedV1(_MessageEvent):
     opened_at: datetime
 
 
-@contract("message-clicked", 1, key="message_id", owner="messaging", partitions=6)
+@contract(
+    "message-clicked", 1, key="message_id", owner="messaging", partitions=6, consumers=("consent",)
+)
 class MessageClickedV1(_MessageEvent):
     """The recipient clicked a link."""
 

@@ -30,6 +30,7 @@ from contacts.domain import (
     phone_kind,
 )
 from contacts.export_csv import BOM, encode_rows, header, neutralise, row
+from contacts.filter_language import parse_filter
 from contacts.geography import department_of_insee, department_of_postcode
 from tribune_shared.events.contracts import (
     ContactAddress,
@@ -38,7 +39,6 @@ from tribune_shared.events.contracts import (
     DataOrigin,
     OriginKind,
 )
-from tribune_shared.segments import parse_filter
 
 FR = ContactRules(region="FR")
 TODAY = date(2026, 3, 14)

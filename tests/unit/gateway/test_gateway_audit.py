@@ -13,8 +13,8 @@ from gateway.audit import (
     subject_of,
     to_document,
 )
+from support import make_identity
 from tribune_shared.auth import Role
-from tribune_shared.testing import make_identity
 
 
 @pytest.mark.parametrize(

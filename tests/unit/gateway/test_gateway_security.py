@@ -15,9 +15,9 @@ from gateway.security import (
     issue_token,
     verify_token,
 )
+from support import make_identity
 from tribune_shared.auth import sign_identity
 from tribune_shared.events import utcnow
-from tribune_shared.testing import make_identity
 
 SECRET = "unit-test-jwt-secret-0123456789abcdef"
 

@@ -13,12 +13,12 @@ from messaging.mailer import DeliveryError
 from messaging.service import DeliveryFailed, MessagingService
 from messaging.settings import MessagingSettings
 from prometheus_client import REGISTRY
+from support import make_identity
 from tribune_shared.auth import Role
 from tribune_shared.errors import InvalidField, NotFound, Refused
 from tribune_shared.events import decode
 from tribune_shared.events.contracts import Channel, MessageFailedV1, MessageSentV1
 from tribune_shared.suppression import email_hash
-from tribune_shared.testing import make_identity
 
 PARIS = make_identity("/root/paris/", Role.campaign_manager)
 LYON = make_identity("/root/lyon/", Role.campaign_manager)

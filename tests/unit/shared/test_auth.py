@@ -1,7 +1,7 @@
 import pytest
+from support import make_identity
 from tribune_shared.auth import InvalidIdentity, Role, sign_identity, verify_identity
 from tribune_shared.store import subtree_filter
-from tribune_shared.testing import make_identity
 
 SECRET = "unit-test-secret-0123456789-abcdef"
 

@@ -1,15 +1,22 @@
-"""Helpers for tests: identities and the signed header the gateway would send."""
+"""What tests share: identities and the signed header the gateway would send, reading
+topics, waiting for eventually consistent state, seeding a service's federations.
+
+Test code, so it lives with the tests rather than in the kernel every service ships. It is
+importable as ``support`` because the root pyproject.toml puts tests/ on pytest's
+``pythonpath`` (tests/ is no package: ``--import-mode=importlib``).
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
 from tribune_shared.events import Envelope
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Step, Subscriptions, apply_steps
 
 T = TypeVar("T")
 
@@ -150,7 +157,21 @@ def run_with_store(settings: ServiceSettings, work: Callable[[Store], Awaitable[
     return asyncio.run(go())
 
 
-def federation_created(path: str) -> Envelope:
+async def deliver(
+    store: Store, handlers: Subscriptions | Mapping[str, Step], *envelopes: Envelope
+) -> None:
+    """Apply events with a service's real handlers as its consumer does, each in its own
+    transaction (a batch handler gets a batch of one)."""
+    for envelope in envelopes:
+        if isinstance(handlers, Subscriptions):
+            steps = handlers.steps(envelope.type)
+        else:
+            steps = (handlers[envelope.type],)
+        async with store.transaction() as session:
+            await apply_steps(steps, [envelope], session)
+
+
+def _federation_created(path: str) -> Envelope:
     """federation-created of ``path`` ("/root/paris/"), as the gateway publishes it."""
     from tribune_shared.events import new_envelope
     from tribune_shared.events.contracts import FederationCreatedV1
@@ -178,7 +199,7 @@ def seed_federations(settings: ServiceSettings, *paths: str) -> None:
         directory = FederationDirectory(store)
         for path in paths:
             async with store.transaction() as session:
-                await directory.on_federation_event(federation_created(path), session)
+                await directory.on_federation_event(_federation_created(path), session)
 
     run_with_store(settings, deliver)
 

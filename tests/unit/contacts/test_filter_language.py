@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tribune_shared.segments import (
+from contacts.filter_language import (
     FilterError,
     FilterLimits,
     compile_filter,

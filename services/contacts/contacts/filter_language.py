@@ -1,11 +1,13 @@
-"""The segment filter language: one definition of "which contacts", shared by every service.
+"""The segment filter language: one definition of "which contacts" for segments, list
+filters and exports.
 
 A filter is a JSON tree of nodes, each with an ``op`` (a pydantic discriminated union).
 The same filter
 
 - compiles to a MongoDB query on the contacts document shape (``compile_filter``), and
-- evaluates on a plain dict of that shape (``evaluate``), so a service holding its own
-  projection of contacts (messaging) applies exactly the same rules.
+- evaluates on a plain dict of that shape (``evaluate``): the reference the compiled query
+  is tested against, and what a service holding its own projection of contacts would
+  apply to get exactly the same rules.
 
 Nodes::
 
@@ -59,7 +61,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 from tribune_shared.errors import InvalidFields
 
 __all__ = [

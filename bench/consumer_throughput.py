@@ -1,0 +1,201 @@
+"""Benchmark: a projection consumer's throughput against the store's batched floor.
+
+    uv run python bench/consumer_throughput.py [--events 20000] [--sample 2000]
+
+On a Kafka and a store of its own (free ports, a folder under .local/tests, stopped and
+deleted at the end), with messaging's real contact projection (contact-created events:
+check the processed ids, record them, upsert the projection), in one run:
+
+1. floor: the store doing exactly the consumer's writes for the same events, no Kafka, in
+   transactions of 500 events (bulk reads and writes): the fastest the consumer can be;
+2. consumer: messaging's real worker consumers reading the events from Kafka (batched,
+   partition-parallel), from the first poll until every event is applied;
+3. one by one: the same consumer with batches of one event and one partition at a time
+   (how the consumers worked before), on a sample;
+4. store, one per transaction: the floor's work with one transaction per event, on a sample.
+
+It prints events/s for each and the ratio consumer / floor (goal >= 0.5; it was ~0.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import time
+import uuid
+
+from tribune_devstack.platform import RunningStack
+from tribune_devstack.stack import StackConfig
+
+
+def configure(cfg: StackConfig) -> None:
+    unique = uuid.uuid4().hex[:8]
+    os.environ.update(
+        {
+            "TRIBUNE_ENVIRONMENT": "test",
+            "TRIBUNE_KAFKA_BOOTSTRAP_SERVERS": cfg.kafka_bootstrap,
+            "TRIBUNE_MONGO_URL": cfg.mongo_url,
+            "TRIBUNE_TOPIC_PREFIX": f"bench{unique}.",
+            "TRIBUNE_DATABASE_PREFIX": f"bench{unique}_",
+            "TRIBUNE_IDENTITY_SECRET": secrets.token_urlsafe(32),
+            "TRIBUNE_SUPPRESSION_SALT": secrets.token_urlsafe(32),
+            "TRIBUNE_UNSUBSCRIBE_SECRET": secrets.token_urlsafe(32),
+            "TRIBUNE_LOG_LEVEL": "WARNING",
+        }
+    )
+
+
+def events(count: int, tag: str):
+    from tribune_shared.events import new_envelope
+    from tribune_shared.events.contracts import ContactCreatedV1, ContactState
+
+    return [
+        new_envelope(
+            ContactCreatedV1(
+                contact_id=f"{tag}-{i:07d}",
+                contact_version=1,
+                contact=ContactState(
+                    given_name="Marianne", family_name=f"Dupont{i}", email=f"m{i}@example.fr"
+                ),
+            ),
+            producer="bench",
+            federation_id="bench",
+            federation_path="/root/bench/",
+        )
+        for i in range(count)
+    ]
+
+
+def settings_for(label: str, **overrides):
+    from messaging.settings import MessagingSettings
+
+    base = MessagingSettings()
+    return base.model_copy(
+        update={"database_prefix": f"{base.database_prefix}{label}_", **overrides}
+    )
+
+
+async def store_floor(envs, per_transaction: int) -> float:
+    """The consumer's store work for ``envs`` without Kafka: events/s."""
+    from messaging.handlers import contact_state
+    from messaging.store import MessagingStore
+    from tribune_shared.bus import ProcessedEvents
+    from tribune_shared.store import Store
+
+    settings = settings_for(f"floor{per_transaction}")
+    store = Store(settings)
+    projection = MessagingStore(store)
+    processed = ProcessedEvents(store, "messaging")
+    try:
+        await store.ensure_indexes([])
+        started = time.perf_counter()
+        for start in range(0, len(envs), per_transaction):
+            chunk = envs[start : start + per_transaction]
+
+            async def work(session, chunk=chunk):
+                fresh = await processed.claim(chunk, session)
+                await projection.project_contacts([contact_state(e) for e in fresh], session)
+
+            await store.run_transaction(work)
+        return len(envs) / (time.perf_counter() - started)
+    finally:
+        await store.client.drop_database(settings.database_name)
+        await store.close()
+
+
+async def publish(settings, envs) -> None:
+    from tribune_shared.bus import EventPublisher, ensure_topics
+
+    await ensure_topics(settings)  # the consumer subscribes to all of its lane's topics
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    try:
+        for start in range(0, len(envs), 2000):
+            await publisher.publish_many(envs[start : start + 2000])
+    finally:
+        await publisher.stop()
+
+
+async def consumer_rate(envs, label: str, **overrides) -> float:
+    """messaging's real bulk-lane consumer on ``envs`` (already on Kafka): events/s."""
+    from messaging.store import CONTACTS
+    from messaging.worker import build_worker
+    from tribune_shared.events.contracts import Lane
+
+    settings = settings_for(label, **overrides)
+    worker = build_worker(settings)
+    [consumer] = [c for c in worker.consumers if c.lane is Lane.bulk]
+    store = worker.store
+    try:
+        await consumer.start()
+        started = time.perf_counter()
+        task = asyncio.create_task(consumer.run())
+        wanted = {e.key for e in envs}
+        while True:
+            done = await store[CONTACTS].count_documents({"_id": {"$in": list(wanted)}})
+            if done >= len(wanted):
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        consumer.request_stop()
+        await task
+        return len(envs) / elapsed
+    finally:
+        await store.client.drop_database(settings.database_name)
+        await store.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    bulk = events(args.events, "bulk")
+    sample = events(args.sample, "sample")
+    figures: dict[str, float] = {}
+    figures["floor"] = await store_floor(bulk, 500)
+    figures["store_single"] = await store_floor(sample, 1)
+    # the consumer reads its own copy of the topic (its own prefix), from the beginning
+    topic_settings = settings_for("topics")
+    os.environ["TRIBUNE_TOPIC_PREFIX"] = topic_settings.topic_prefix + "c."
+    await publish(settings_for("pub"), bulk)
+    figures["consumer"] = await consumer_rate(bulk, "consumer")
+    os.environ["TRIBUNE_TOPIC_PREFIX"] = topic_settings.topic_prefix + "s."
+    await publish(settings_for("pub"), sample)
+    figures["consumer_single"] = await consumer_rate(
+        sample, "single", consumer_batch_max_records=1, consumer_partition_concurrency=1
+    )
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--sample", type=int, default=2_000)
+    args = parser.parse_args()
+    cfg = StackConfig.for_tests(
+        name=f"bench-consumer-{uuid.uuid4().hex[:6]}", store_in_memory=False
+    )
+    with RunningStack(cfg, platform=False):
+        configure(cfg)
+        figures = asyncio.run(run(args))
+    ratio = figures["consumer"] / figures["floor"]
+    old_ratio = figures["consumer_single"] / figures["floor"]
+    print(f"events: {args.events} (one-by-one samples: {args.sample})")
+    print(f"{'path':<48} {'events/s':>10}")
+    print(f"{'store floor: 500 events per transaction':<48} {figures['floor']:>10.0f}")
+    print(f"{'store: one event per transaction':<48} {figures['store_single']:>10.0f}")
+    print(f"{'consumer: batched, partitions in parallel':<48} {figures['consumer']:>10.0f}")
+    print(
+        f"{'consumer: one event per transaction (before)':<48} {figures['consumer_single']:>10.0f}"
+    )
+    print(
+        f"consumer vs floor: {ratio:.2f}x (goal >= 0.5; before: ~0.03, "
+        f"one-by-one in this run: {old_ratio:.2f}x)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Group commit: many concurrent writers share one batch write, and each learns whether
+the batch holding its document was written.
+
+The access audit uses it so that recording a read costs one share of an ``insert_many``
+instead of one ``insert_one`` per request, while a request still waits until its entry is
+stored (and is refused if it could not be).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tribune_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+Document = dict[str, Any]
+
+
+class GroupCommit:
+    """Documents queue up; one writer task writes them in batches of at most
+    ``max_batch``, one batch at a time. A batch is written as soon as the previous one is
+    done (documents arriving meanwhile form the next one), or, with ``interval`` > 0,
+    after waiting up to that long for the batch to fill."""
+
+    def __init__(
+        self,
+        write: Callable[[list[Document]], Awaitable[None]],
+        *,
+        max_batch: int,
+        interval: float = 0.0,
+        name: str = "group_commit",
+    ) -> None:
+        self.write_batch = write
+        self.max_batch = max_batch
+        self.interval = interval
+        self.name = name
+        self._queue: list[tuple[Document, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._full: asyncio.Event | None = None
+        self._closed = False
+
+    async def write(self, doc: Document) -> None:
+        """Return once the batch holding ``doc`` is written; raise what its write raised."""
+        if self._closed:
+            raise RuntimeError(f"{self.name} is closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Retrieved even if the caller went away, so a failure is not reported as unseen.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append((doc, done))
+        if self._full is not None and len(self._queue) >= self.max_batch:
+            self._full.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name=self.name)
+        # shielded: a cancelled request leaves its entry to be written with the batch
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        batch: list[tuple[Document, asyncio.Future[None]]] = []
+        try:
+            while self._queue:
+                if self.interval > 0 and len(self._queue) < self.max_batch:
+                    self._full = asyncio.Event()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), self.interval)
+                    self._full = None
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                try:
+                    await self.write_batch([doc for doc, _ in batch])
+                except Exception as exc:
+                    log.error(f"{self.name}.write_failed", documents=len(batch), error=repr(exc))
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+                batch = []
+        except BaseException:
+            # Cancelled (shutdown): nobody may wait forever, nor take an unwritten entry
+            # for a written one.
+            _settle([*batch, *self._queue], RuntimeError(f"{self.name} stopped"))
+            self._queue = []
+            raise
+
+    async def close(self) -> None:
+        """Refuse new documents and wait until the queued ones are written."""
+        self._closed = True
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+
+
+def _settle(batch: list[tuple[Document, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)

@@ -1,0 +1,265 @@
+"""Batched, partition-parallel consumption on real Kafka and the real store: the batch path
+keeps per-event semantics (order, duplicates, poison isolation), and lanes let an urgent
+event overtake a bulk backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+from pymongo import UpdateOne
+from support import read_topic, wait_for
+from tribune_shared.bus import Batch, EventConsumer, EventPublisher, ensure_topics
+from tribune_shared.events import dlq_topic, new_envelope
+from tribune_shared.events.contracts import (
+    Channel,
+    ConsentRevokedV1,
+    ContactCreatedV1,
+    ContactState,
+    ContactUpdatedV1,
+)
+from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import Store
+
+pytestmark = pytest.mark.integration
+TOPIC = "contact-created"
+
+
+class BusSettings(ServiceSettings):
+    service_name = "bustest"
+    model_config = SettingsConfigDict(env_prefix="BUSTEST_", extra="ignore")
+
+
+def created(contact_id: str, version: int = 1, name: str = ""):
+    event = ContactCreatedV1(
+        contact_id=contact_id, contact_version=version, contact=ContactState(family_name=name)
+    )
+    return new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
+
+
+def updated(contact_id: str, version: int, name: str):
+    event = ContactUpdatedV1(
+        contact_id=contact_id, contact_version=version, contact=ContactState(family_name=name)
+    )
+    return new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
+
+
+async def publish(publisher: EventPublisher, settings, envelopes, partition: int | None = None):
+    futures = []
+    for e in envelopes:
+        futures.append(
+            await publisher.producer.send(
+                settings.topic(e.type), e.to_bytes(), key=e.key.encode(), partition=partition
+            )
+        )
+    await asyncio.gather(*futures)
+
+
+async def run_until(consumers, predicate, timeout=120.0):
+    for c in consumers:
+        await c.start()
+    tasks = [asyncio.create_task(c.run()) for c in consumers]
+    try:
+        return await wait_for(predicate, timeout=timeout, interval=0.02)
+    finally:
+        for c in consumers:
+            c.request_stop()
+        await asyncio.gather(*tasks)
+
+
+@pytest.fixture
+async def kit(isolated_env):
+    settings = BusSettings(consumer_max_retries=2, consumer_retry_backoff_seconds=0.01)
+    await ensure_topics(settings, [TOPIC, "contact-updated", "consent-revoked"])
+    store = Store(settings)
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    yield settings, store, publisher
+    await publisher.stop()
+    await store.client.drop_database(settings.database_name)
+    await store.close()
+
+
+async def test_a_poison_event_in_a_batch_of_500_is_parked_alone_and_the_499_others_apply_once(
+    kit,
+):
+    settings, store, publisher = kit
+    keys = [f"c{i:03d}" for i in range(500)]
+    poison = keys[250]
+    await publish(publisher, settings, [created(k) for k in keys], partition=0)
+    sizes: list[int] = []
+
+    async def project(envelopes, session):
+        sizes.append(len(envelopes))
+        if any(e.key == poison for e in envelopes):
+            raise RuntimeError(f"cannot project {poison}")
+        await store["effects"].bulk_write(
+            [UpdateOne({"_id": e.key}, {"$inc": {"applied": 1}}, upsert=True) for e in envelopes],
+            session=session,
+        )
+
+    consumer = EventConsumer(
+        settings, store, group="g-poison", handlers={TOPIC: Batch(project)}, dlq_publisher=publisher
+    )
+
+    async def all_healthy_applied():
+        return await store["effects"].count_documents({}) == 499
+
+    await run_until([consumer], all_healthy_applied)
+    await asyncio.sleep(0.5)  # nothing else may land afterwards
+    applied = {d["_id"]: d["applied"] async for d in store["effects"].find({})}
+    assert poison not in applied
+    assert set(applied) == set(keys) - {poison}
+    assert set(applied.values()) == {1}  # the split re-ran halves, never re-applied one
+    assert max(sizes) >= 100  # it really was handled in batches
+    parked = await read_topic(
+        settings.kafka_bootstrap_servers, settings.topic(dlq_topic(TOPIC)), expect=1
+    )
+    assert [r.key.decode() for r in parked] == [poison]
+    headers = dict(parked[0].headers)
+    assert b"cannot project" in headers["dlq_error"]
+    assert headers["dlq_attempts"] == b"3"
+
+
+async def test_the_batch_path_and_the_one_by_one_path_give_the_same_state(kit):
+    """Messaging's real contact projection, fed the same events (several versions per
+    contact, updates overtaking creations, duplicates) in batches of 500 and one by one."""
+    from messaging.handlers import contact_handlers
+    from messaging.store import CONTACTS, MessagingStore
+
+    settings, _store, publisher = kit
+    events = []
+    for i in range(300):
+        cid = f"p{i:03d}"
+        if i % 3 == 0:  # the update arrives on its topic before the creation on its own
+            events.append(updated(cid, 2, f"v2-{i}"))
+        events.append(created(cid, 1, f"v1-{i}"))
+        if i % 5 == 0:
+            events.append(updated(cid, 3, f"v3-{i}"))
+            events.append(updated(cid, 2, f"v2-late-{i}"))  # older: must not win
+    events.extend(events[:40])  # redelivered duplicates
+    await publish(publisher, settings, events)
+
+    def expected_version(i: int) -> int:
+        return 3 if i % 5 == 0 else 2 if i % 3 == 0 else 1
+
+    async def project(batch_size: int) -> dict[str, dict]:
+        tagged = settings.model_copy(
+            update={
+                "consumer_batch_max_records": batch_size,
+                "database_prefix": f"{settings.database_prefix}b{batch_size}_",
+            }
+        )
+        store = Store(tagged)
+        handlers = contact_handlers(MessagingStore(store))
+        consumer = EventConsumer(
+            tagged,
+            store,
+            group=f"g-same-{batch_size}-{uuid.uuid4().hex[:6]}",
+            handlers={t: handlers[t] for t in ("contact-created", "contact-updated")},
+            dlq_publisher=publisher,
+        )
+
+        async def settled():
+            docs = await store[CONTACTS].find({}).to_list()
+            done = len(docs) == 300 and all(
+                d["version"]
+                == (3 if int(d["_id"][1:]) % 5 == 0 else 2 if int(d["_id"][1:]) % 3 == 0 else 1)
+                for d in docs
+            )
+            return docs if done else None
+
+        try:
+            docs = await run_until([consumer], settled)
+            return {d["_id"]: d for d in docs}
+        finally:
+            await store.client.drop_database(tagged.database_name)
+            await store.close()
+
+    batched = await project(500)
+    single = await project(1)
+    assert batched == single
+    assert batched["p000"]["family_name"] == "v3-0"
+    assert batched["p003"]["family_name"] == "v2-3"
+    assert batched["p001"]["family_name"] == "v1-1"
+
+
+async def test_a_revocation_overtakes_a_backlog_of_20000_contact_events(isolated_env):
+    """Messaging's real worker consumers (one per lane) start on a 20,000-event contact
+    backlog with one revocation behind it: the revocation is honoured while the backlog
+    is still being digested."""
+    from messaging.settings import MessagingSettings
+    from messaging.store import CONSENTS, CONTACTS
+    from messaging.worker import build_worker
+
+    settings = MessagingSettings()
+    await ensure_topics(settings)
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    worker = build_worker(settings)
+    store = worker.store
+    try:
+        backlog = [created(f"bulk-{i:05d}", 1) for i in range(20_000)]
+        for start in range(0, len(backlog), 2000):
+            await publish(publisher, settings, backlog[start : start + 2000])
+        revoked = new_envelope(
+            ConsentRevokedV1(
+                contact_id="the-one-who-said-no",
+                channel=Channel.email,
+                purpose="newsletter",
+                revoked_at=datetime.now(UTC),
+                source="unsubscribe_link",
+            ),
+            producer="consent",
+            federation_id="f",
+            federation_path="/f/",
+        )
+        await publish(publisher, settings, [revoked])
+
+        async def honoured():
+            doc = await store[CONSENTS].find_one({"contact_id": "the-one-who-said-no"})
+            if doc is None:
+                return None
+            return {"status": doc["status"], "contacts": await store[CONTACTS].count_documents({})}
+
+        seen = await run_until(worker.consumers, honoured, timeout=300)
+        assert seen["status"] == "revoked"
+        print(f"revocation honoured with {seen['contacts']} of 20,000 contacts projected")
+        assert seen["contacts"] < 20_000  # it did not wait for the backlog
+    finally:
+        await publisher.stop()
+        await store.client.drop_database(settings.database_name)
+        await store.close()
+
+
+async def test_ensure_topics_raises_a_partition_count_below_the_registry_never_lowers_it(kit):
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import NewTopic
+    from tribune_shared.bus import create_topics
+    from tribune_shared.events import TOPICS
+
+    settings, _store, _publisher = kit
+    topic = "payment-received"  # not created by the fixture
+    await create_topics(settings, [NewTopic(settings.topic(topic), 1, 1)])
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        # an old deployment's topic, with fewer partitions than the registry now declares
+        assert await wait_for(lambda: _partitions(consumer, settings.topic(topic)), timeout=30) == 1
+        await ensure_topics(settings, [topic])
+        await ensure_topics(settings, [topic])  # a second worker starting: nothing to do
+        raised = await wait_for(
+            lambda: _partitions(consumer, settings.topic(topic), above=1), timeout=30
+        )
+    finally:
+        await consumer.stop()
+    assert raised == TOPICS[topic].partitions
+
+
+async def _partitions(consumer, topic: str, above: int = 0) -> int:
+    await consumer._client.force_metadata_update()
+    found = len(consumer.partitions_for_topic(topic) or ())
+    return found if found > above else 0
