@@ -20,6 +20,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.routing import BaseRoute
+from starlette.routing import Route as StarletteRoute
 from tribune_shared.errors import DomainError
 
 from gateway.api import METHODS, audited, client_identity
@@ -53,8 +54,8 @@ class FastForward:
         self.shadowed: list[re.Pattern[str]] = [
             r.path_regex
             for r in own_routes
-            if (path := getattr(r, "path", None)) is not None
-            and any(path.startswith(f.prefix + "/") for f in ROUTES)
+            if isinstance(r, StarletteRoute)
+            and any(r.path.startswith(f.prefix + "/") for f in ROUTES)
         ]
 
     def match(self, path: str, method: str) -> tuple[Route, RouteLabel] | None:

@@ -183,7 +183,7 @@ class GatewayService:
         self, name: str, parent: dict[str, Any] | None, session: AsyncClientSession
     ) -> dict[str, Any]:
         federation_id = domain.new_federation_id()
-        doc = {
+        doc: dict[str, Any] = {
             "_id": federation_id,
             "name": name,
             "name_key": domain.name_key(name),
