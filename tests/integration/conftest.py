@@ -15,7 +15,11 @@ from aiosmtpd.controller import Controller
 from contacts.main import create_app
 from contacts.settings import ContactsSettings
 from fastapi.testclient import TestClient
+from pydantic_settings import SettingsConfigDict
 from support import seed_federations
+from tribune_shared.bus import EventPublisher, ensure_topics
+from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import Store
 
 #: the one mailbox the test SMTP server refuses (550), like a real server would
 REJECTED_ADDRESS = "gone@example.org"
@@ -70,3 +74,25 @@ def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
     controller.start()
     yield sink, port
     controller.stop()
+
+
+class BusSettings(ServiceSettings):
+    """A service of its own for the kernel's bus tests (database ``<prefix>bustest``)."""
+
+    service_name = "bustest"
+    model_config = SettingsConfigDict(env_prefix="BUSTEST_", extra="ignore")
+
+
+@pytest.fixture
+async def bus_kit(isolated_env):
+    """(settings, store, publisher) of a bus test: the topics it uses exist; its database
+    is dropped afterwards."""
+    settings = BusSettings(consumer_max_retries=2, consumer_retry_backoff_seconds=0.01)
+    await ensure_topics(settings, ["contact-created", "contact-updated", "consent-revoked"])
+    store = Store(settings)
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    yield settings, store, publisher
+    await publisher.stop()
+    await store.client.drop_database(settings.database_name)
+    await store.close()

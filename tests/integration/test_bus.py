@@ -10,14 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic_settings import SettingsConfigDict
 from support import read_topic, wait_for
-from tribune_shared.bus import EventConsumer, EventPublisher, ensure_topics
+from tribune_shared.bus import EventConsumer
 from tribune_shared.events import dlq_topic, new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState
 from tribune_shared.metrics import EVENTS_HANDLED
 from tribune_shared.outbox import OUTBOX, OutboxRelay
-from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
 
 pytestmark = pytest.mark.integration
@@ -25,27 +23,9 @@ TOPIC = "contact-created"
 SCRIPT = Path(__file__).with_name("bus_child.py")
 
 
-class BusSettings(ServiceSettings):
-    service_name = "bustest"
-    model_config = SettingsConfigDict(env_prefix="BUSTEST_", extra="ignore")
-
-
 def envelope(contact_id: str):
     event = ContactCreatedV1(contact_id=contact_id, contact_version=1, contact=ContactState())
     return new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
-
-
-@pytest.fixture
-async def kit(isolated_env):
-    settings = BusSettings(consumer_max_retries=2, consumer_retry_backoff_seconds=0.01)
-    await ensure_topics(settings, [TOPIC])
-    store = Store(settings)
-    publisher = EventPublisher(settings)
-    await publisher.start()
-    yield settings, store, publisher
-    await publisher.stop()
-    await store.client.drop_database(settings.database_name)
-    await store.close()
 
 
 async def publish_to_one_partition(publisher, settings, envelopes) -> None:
@@ -83,8 +63,8 @@ async def run_consumer_until(consumer: EventConsumer, predicate, timeout=30.0):
         await task
 
 
-async def test_failing_message_goes_to_dlq_and_the_next_is_processed(kit):
-    settings, store, publisher = kit
+async def test_failing_message_goes_to_dlq_and_the_next_is_processed(bus_kit):
+    settings, store, publisher = bus_kit
     handle, calls = recording_handler(store, fail_for={"poison"})
     await publisher.publish_many([envelope("poison"), envelope("healthy")])
     consumer = EventConsumer(
@@ -108,8 +88,8 @@ async def test_failing_message_goes_to_dlq_and_the_next_is_processed(kit):
     assert await store["effects"].find_one({"_id": "poison"}) is None
 
 
-async def test_duplicate_delivery_changes_state_once(kit):
-    settings, store, publisher = kit
+async def test_duplicate_delivery_changes_state_once(bus_kit):
+    settings, store, publisher = bus_kit
     handle, calls = recording_handler(store)
     env = envelope("dup")
     await publisher.publish_many([env, env, env])  # provider-style redelivery
@@ -176,9 +156,9 @@ class Child:
 
 @pytest.mark.parametrize("moment", ["after-handler-before-commit", "inside-handler"])
 async def test_consumer_killed_before_commit_gets_the_message_again_and_handles_it_once(
-    kit, isolated_env, moment
+    bus_kit, isolated_env, moment
 ):
-    settings, store, publisher = kit
+    settings, store, publisher = bus_kit
     group = f"g-kill-{moment}"
     keys = [f"k{i}" for i in range(200)]
     await publish_to_one_partition(publisher, settings, [envelope(k) for k in keys])
@@ -215,9 +195,9 @@ async def test_consumer_killed_before_commit_gets_the_message_again_and_handles_
 
 
 async def test_sigkill_between_write_and_publish_neither_loses_nor_invents_events(
-    kit, isolated_env
+    bus_kit, isolated_env
 ):
-    settings, store, publisher = kit
+    settings, store, publisher = bus_kit
     # 1) committed write, killed before any relay ran: the event must still go out.
     child = Child("write-then-hang", {}, "committed-1")
     child.wait_line("COMMITTED")
@@ -241,10 +221,10 @@ async def test_sigkill_between_write_and_publish_neither_loses_nor_invents_event
     assert published == ["committed-1"]
 
 
-async def test_projection_ignores_an_older_state_inside_a_handler_transaction(kit):
+async def test_projection_ignores_an_older_state_inside_a_handler_transaction(bus_kit):
     from tribune_shared.store import upsert_if_newer
 
-    _settings, store, _publisher = kit
+    _settings, store, _publisher = bus_kit
     coll = store["projection"]
     async with store.transaction() as session:
         assert await upsert_if_newer(coll, "c1", 2, {"name": "new"}, session=session)
@@ -256,8 +236,8 @@ async def test_projection_ignores_an_older_state_inside_a_handler_transaction(ki
     assert await store["other"].find_one({"_id": "still-commits"})
 
 
-async def test_sigterm_finishes_the_message_in_hand_and_commits_it(kit, isolated_env):
-    settings, store, publisher = kit
+async def test_sigterm_finishes_the_message_in_hand_and_commits_it(bus_kit, isolated_env):
+    settings, store, publisher = bus_kit
     group = "g-sigterm"
     await publisher.publish(envelope("t1"))
     child = Child("consume", {}, f"{group}:sigterm-while-handling")

@@ -9,7 +9,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from pydantic_settings import SettingsConfigDict
 from pymongo import UpdateOne
 from support import read_topic, wait_for
 from tribune_shared.bus import Batch, EventConsumer, EventPublisher, ensure_topics
@@ -21,16 +20,10 @@ from tribune_shared.events.contracts import (
     ContactState,
     ContactUpdatedV1,
 )
-from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
 
 pytestmark = pytest.mark.integration
 TOPIC = "contact-created"
-
-
-class BusSettings(ServiceSettings):
-    service_name = "bustest"
-    model_config = SettingsConfigDict(env_prefix="BUSTEST_", extra="ignore")
 
 
 def created(contact_id: str, version: int = 1, name: str = ""):
@@ -70,23 +63,10 @@ async def run_until(consumers, predicate, timeout=120.0):
         await asyncio.gather(*tasks)
 
 
-@pytest.fixture
-async def kit(isolated_env):
-    settings = BusSettings(consumer_max_retries=2, consumer_retry_backoff_seconds=0.01)
-    await ensure_topics(settings, [TOPIC, "contact-updated", "consent-revoked"])
-    store = Store(settings)
-    publisher = EventPublisher(settings)
-    await publisher.start()
-    yield settings, store, publisher
-    await publisher.stop()
-    await store.client.drop_database(settings.database_name)
-    await store.close()
-
-
 async def test_a_poison_event_in_a_batch_of_500_is_parked_alone_and_the_499_others_apply_once(
-    kit,
+    bus_kit,
 ):
-    settings, store, publisher = kit
+    settings, store, publisher = bus_kit
     keys = [f"c{i:03d}" for i in range(500)]
     poison = keys[250]
     await publish(publisher, settings, [created(k) for k in keys], partition=0)
@@ -124,13 +104,13 @@ async def test_a_poison_event_in_a_batch_of_500_is_parked_alone_and_the_499_othe
     assert headers["dlq_attempts"] == b"3"
 
 
-async def test_the_batch_path_and_the_one_by_one_path_give_the_same_state(kit):
+async def test_the_batch_path_and_the_one_by_one_path_give_the_same_state(bus_kit):
     """Messaging's real contact projection, fed the same events (several versions per
     contact, updates overtaking creations, duplicates) in batches of 500 and one by one."""
     from messaging.handlers import contact_handlers
     from messaging.store import CONTACTS, MessagingStore
 
-    settings, _store, publisher = kit
+    settings, _store, publisher = bus_kit
     events = []
     for i in range(300):
         cid = f"p{i:03d}"
@@ -235,13 +215,13 @@ async def test_a_revocation_overtakes_a_backlog_of_20000_contact_events(isolated
         await store.close()
 
 
-async def test_ensure_topics_raises_a_partition_count_below_the_registry_never_lowers_it(kit):
+async def test_ensure_topics_raises_a_partition_count_below_the_registry_never_lowers_it(bus_kit):
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import NewTopic
     from tribune_shared.bus import create_topics
     from tribune_shared.events import TOPICS
 
-    settings, _store, _publisher = kit
+    settings, _store, _publisher = bus_kit
     topic = "payment-received"  # not created by the fixture
     await create_topics(settings, [NewTopic(settings.topic(topic), 1, 1)])
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
