@@ -90,7 +90,6 @@ async def store_floor(envs, per_transaction: int) -> float:
     projection = MessagingStore(store)
     processed = ProcessedEvents(store, "messaging")
     try:
-        await store.ensure_indexes([])
         started = time.perf_counter()
         for start in range(0, len(envs), per_transaction):
             chunk = envs[start : start + per_transaction]
@@ -159,13 +158,13 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     print(f"  floor measured: {figures['floor']:.0f} events/s", flush=True)
     figures["store_single"] = await store_floor(sample, 1)
     print(f"  one per transaction measured: {figures['store_single']:.0f} events/s", flush=True)
-    # the consumer reads its own copy of the topic (its own prefix), from the beginning
-    topic_settings = settings_for("topics")
-    os.environ["TRIBUNE_TOPIC_PREFIX"] = topic_settings.topic_prefix + "c."
+    # each consumer reads its own copy of the topics (its own prefix), from the beginning
+    prefix = os.environ["TRIBUNE_TOPIC_PREFIX"]
+    os.environ["TRIBUNE_TOPIC_PREFIX"] = prefix + "c."
     await publish(settings_for("pub"), bulk)
     figures["consumer"] = await consumer_rate(bulk, "consumer")
     print(f"  consumer measured: {figures['consumer']:.0f} events/s", flush=True)
-    os.environ["TRIBUNE_TOPIC_PREFIX"] = topic_settings.topic_prefix + "s."
+    os.environ["TRIBUNE_TOPIC_PREFIX"] = prefix + "s."
     await publish(settings_for("pub"), sample)
     figures["consumer_single"] = await consumer_rate(
         sample, "single", consumer_batch_max_records=1, consumer_partition_concurrency=1
