@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from tribune_shared.bus import ProcessedEvents
 from tribune_shared.consistency import ConsistencyMiddleware
 from tribune_shared.errors import DomainError
+from tribune_shared.events.contracts import Lane
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.logging import (
     bind_correlation_id,
@@ -27,7 +28,7 @@ from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from tribune_shared.outbox import Outbox, kernel_indexes
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
-from tribune_shared.subscriptions import awaited_by
+from tribune_shared.subscriptions import awaited_by, in_lane
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -122,6 +123,7 @@ def create_service_app(
     app.add_middleware(
         ConsistencyMiddleware,
         awaited=awaited_by(settings.service_name),
+        urgent=in_lane(Lane.urgent),
         applied=lambda: ProcessedEvents(app.state.store, settings.service_name).applied,
         committed=lambda: Outbox(app.state.store).committed,
         wait_seconds=settings.consistency_wait_seconds,

@@ -3,10 +3,12 @@
 A write answers with a token naming the events it committed (type, id, time) in the
 ``X-Tribune-Consistency`` header; the client (or the gateway on its behalf) sends the
 latest token back on its next requests. A service that consumes one of the named event
-types waits, a bounded time, until its consumer has applied that event (the event id is in
-its processed-events record, written in the same transaction as the projection), then
-serves the request on a projection that holds it. If the wait runs out it answers 503
-with Retry-After, never a false 404 or a false refusal.
+types makes sure, a bounded time, that its consumer has applied that event (the event id is
+in its processed-events record, written in the same transaction as the projection) before
+an answer that depends on it: always for an urgent event (a "no" is honoured at once), and
+for a bulk one only when the answer would be a 404 or a refusal (see
+ConsistencyMiddleware). If the wait runs out it answers 503 with Retry-After, never a false
+404 or a false refusal.
 
 A token accumulates: each response carries the request's token merged with the events the
 request itself committed, newest first, bounded in entries and in age, so a chain of
@@ -30,8 +32,12 @@ from tribune_shared.errors import InvalidFields
 HEADER = "X-Tribune-Consistency"
 HEADER_LOWER = HEADER.lower().encode()
 
-#: one entry: ``<event-type>.<event-id>.<committed at, epoch milliseconds>``
-_ENTRY = re.compile(r"^([a-z][a-z0-9-]{0,63})\.([A-Za-z0-9_-]{1,64})\.(\d{1,15})$")
+#: one entry: ``<event-type>.<event-id>.<committed at, epoch milliseconds>[.<key>]`` (the
+#: key, the event's aggregate id, tells a service whether a request is about it)
+_ENTRY = re.compile(
+    r"^([a-z][a-z0-9-]{0,63})\.([A-Za-z0-9_-]{1,64})\.(\d{1,15})(?:\.([A-Za-z0-9_-]{1,64}))?$"
+)
+_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: a header longer than this is refused before parsing (256 entries of the longest form)
 MAX_HEADER_LENGTH = 40_000
 
@@ -43,9 +49,12 @@ class Written:
     at_ms: int
     event_type: str
     event_id: str
+    #: the aggregate id (a contact's, a federation's); "" when it cannot travel in a token
+    key: str = ""
 
     def render(self) -> str:
-        return f"{self.event_type}.{self.event_id}.{self.at_ms}"
+        tail = f".{self.key}" if self.key else ""
+        return f"{self.event_type}.{self.event_id}.{self.at_ms}{tail}"
 
 
 def parse(header: str | None) -> list[Written]:
@@ -62,9 +71,14 @@ def parse(header: str | None) -> list[Written]:
         match = _ENTRY.match(raw)
         if match is None:
             raise InvalidFields(
-                [(HEADER, f"entry {raw[:80]!r} is not <event-type>.<event-id>.<epoch-ms>")]
+                [
+                    (
+                        HEADER,
+                        f"entry {raw[:80]!r} is not <event-type>.<event-id>.<epoch-ms>[.<key>]",
+                    )
+                ]
             )
-        out.append(Written(int(match[3]), match[1], match[2]))
+        out.append(Written(int(match[3]), match[1], match[2], match[4] or ""))
     return out
 
 
@@ -107,11 +121,12 @@ def recording() -> Iterator[list[Written]]:
         _written.reset(token)
 
 
-def record(event_type: str, event_id: str) -> None:
+def record(event_type: str, event_id: str, key: str = "") -> None:
     """Called by the outbox for every event it stores; a no-op outside a request."""
     collected = _written.get()
     if collected is not None:
-        collected.append(Written(int(time.time() * 1000), event_type, event_id))
+        key = key if _KEY.match(key) else ""
+        collected.append(Written(int(time.time() * 1000), event_type, event_id, key))
 
 
 # ---------------------------------------------------------------- waiting for them
@@ -153,21 +168,46 @@ async def wait_applied(
 #: paths that never wait (probes and scrapes must answer whatever the projections hold)
 _NEVER_WAIT = frozenset({"/health", "/ready", "/metrics"})
 
+#: the answers a projection that lags behind can cause: "not found" and "refused"
+MISS_STATUSES = frozenset({404, 409})
+
+#: response header: the ids of the token's entries this service has confirmed it applied
+#: (the gateway stops sending those to it); entries it did not need to check are absent
+APPLIED_HEADER = "X-Tribune-Consistency-Applied"
+APPLIED_HEADER_LOWER = APPLIED_HEADER.lower().encode()
+
 
 class ConsistencyMiddleware:
-    """ASGI middleware of every service API: waits for the events a request's token names
+    """ASGI middleware of every service API: honours the events a request's token names
     (those of ``awaited``: what it consumes from other services), and answers with the
     token of what it committed.
 
-    ``applied`` says which event ids the service's consumers applied; ``committed`` which
-    of the events a request wrote really committed (a transaction retried or rolled back
-    leaves ids that never will, and a token must not name them)."""
+    Entries are waited for before the request runs when the request depends on them:
+
+    - urgent ones (a revocation, a suppression, an erasure): an answer must never ignore a
+      "no" the client just said. Their lane never queues behind bulk work, so the wait is
+      short.
+    - bulk ones about what the request names (the contact id in its path or query: the
+      reachability of a contact just granted consent).
+
+    Other bulk entries (a contact or a federation just created, named in a body or not at
+    all) are waited for only when the answer is one a lagging projection can cause (404,
+    409): the request runs at once, and only such an answer is held back while the named
+    events are applied, then the request runs again. A request that succeeds never pays
+    for a backlog it does not depend on (a revocation during a 100,000-row import does not
+    wait for the contacts the same user created a moment before).
+
+    When the wait runs out the answer is 503 with Retry-After, never a false 404 or a false
+    refusal. ``applied`` says which event ids the service's consumers applied;
+    ``committed`` which of the events a request wrote really committed (a transaction
+    retried or rolled back leaves ids that never will, and a token must not name them)."""
 
     def __init__(
         self,
         app,
         *,
         awaited: frozenset[str],
+        urgent: frozenset[str],
         applied: Callable[[], AppliedCheck],
         committed: Callable[[], AppliedCheck],
         wait_seconds: float,
@@ -177,6 +217,7 @@ class ConsistencyMiddleware:
     ) -> None:
         self.app = app
         self.awaited = awaited
+        self.urgent = urgent
         self.applied = applied
         self.committed = committed
         self.wait_seconds = wait_seconds
@@ -199,51 +240,129 @@ class ConsistencyMiddleware:
             await _json(send, exc.status_code, exc.body(), {})
             return
         needed = [e for e in incoming if e.event_type in self.awaited]
-        if needed:
-            try:
-                await wait_applied(
-                    self.applied(),
-                    needed,
-                    timeout=self.wait_seconds,
-                    poll_seconds=self.poll_seconds,
-                )
-            except NotYetApplied as exc:
-                body = {
-                    "error": "not_yet_consistent",
-                    "detail": "this service has not yet applied a change you just made; "
-                    "retry shortly",
-                    "pending": len(exc.missing),
-                }
-                await _json(send, 503, body, {"retry-after": "1"})
+        target = scope["path"] + "?" + scope.get("query_string", b"").decode("latin-1")
+        first = [e for e in needed if e.event_type in self.urgent or _names(target, e.key)]
+        on_miss = [e for e in needed if e not in first]
+        confirmed: list[Written] = []
+        if first:
+            if not await self._waited(first, send):
                 return
+            confirmed.extend(first)
+        if not on_miss:
+            await self._run(scope, receive, send, incoming, confirmed)
+            return
+        # Run once holding back a miss; the request body is kept to run it again.
+        replay: list[dict] = []
+
+        async def recorded_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                replay.append(message)
+            return message
+
+        held = _Held(send, self._missing_of(on_miss))
+        await self._run(scope, recorded_receive, held, incoming, confirmed)
+        if held.missing is None:
+            return
+        if not await self._waited(held.missing, send):
+            return
+        confirmed.extend(on_miss)
+        pending = list(replay)
+
+        async def replayed_receive():
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        await self._run(scope, replayed_receive, send, incoming, confirmed)
+
+    def _missing_of(self, entries: list[Written]) -> Callable[[], Awaitable[list[Written]]]:
+        async def missing() -> list[Written]:
+            done = await self.applied()([e.event_id for e in entries])
+            return [e for e in entries if e.event_id not in done]
+
+        return missing
+
+    async def _waited(self, entries: list[Written], send) -> bool:
+        """Wait for ``entries``; False once a 503 has been answered instead."""
+        try:
+            await wait_applied(
+                self.applied(), entries, timeout=self.wait_seconds, poll_seconds=self.poll_seconds
+            )
+            return True
+        except NotYetApplied as exc:
+            body = {
+                "error": "not_yet_consistent",
+                "detail": "this service has not yet applied a change you just made; retry shortly",
+                "pending": len(exc.missing),
+            }
+            await _json(send, 503, body, {"retry-after": "1"})
+            return False
+
+    async def _run(self, scope, receive, send, incoming: list[Written], confirmed) -> None:
         with recording() as written:
 
             async def send_with_token(message) -> None:
                 if message["type"] == "http.response.start":
-                    fresh: list[Written] = []
-                    if written:
-                        done = await self.committed()([w.event_id for w in written])
-                        fresh = [w for w in written if w.event_id in done]
-                    # a token the app set itself (the gateway relaying a service's) is kept
-                    relayed = next(
-                        (v for k, v in message.get("headers", []) if k == HEADER_LOWER), None
-                    )
-                    if fresh or incoming or relayed:
-                        token = merge(
-                            fresh,
-                            _parse_lenient(relayed),
-                            incoming,
-                            max_entries=self.max_entries,
-                            horizon_seconds=self.horizon_seconds,
-                        )
-                        headers = [
-                            *(h for h in message.get("headers", []) if h[0] != HEADER_LOWER),
-                            (HEADER_LOWER, render(token).encode()),
-                        ]
-                        message = {**message, "headers": headers}
+                    message = await self._with_token(message, written, incoming, confirmed)
                 await send(message)
 
             await self.app(scope, receive, send_with_token)
+
+    async def _with_token(
+        self, message, written: list[Written], incoming: list[Written], confirmed
+    ) -> dict:
+        fresh: list[Written] = []
+        if written:
+            done = await self.committed()([w.event_id for w in written])
+            fresh = [w for w in written if w.event_id in done]
+        # a token the app set itself (the gateway relaying a service's) is kept
+        relayed = next((v for k, v in message.get("headers", []) if k == HEADER_LOWER), None)
+        if not (fresh or incoming or relayed or confirmed):
+            return message
+        headers = [
+            h
+            for h in message.get("headers", [])
+            if h[0] != HEADER_LOWER and h[0] != APPLIED_HEADER_LOWER
+        ]
+        if fresh or incoming or relayed:
+            token = merge(
+                fresh,
+                _parse_lenient(relayed),
+                incoming,
+                max_entries=self.max_entries,
+                horizon_seconds=self.horizon_seconds,
+            )
+            headers.append((HEADER_LOWER, render(token).encode()))
+        if confirmed:
+            ids = ",".join(e.event_id for e in confirmed)
+            headers.append((APPLIED_HEADER_LOWER, ids.encode()))
+        return {**message, "headers": headers}
+
+
+def _names(target: str, key: str) -> bool:
+    """Whether a request's path or query names an aggregate (ids are long and random: a
+    substring match is exact in practice, and a rare false match only costs a wait)."""
+    return len(key) >= 8 and key in target
+
+
+class _Held:
+    """An ASGI ``send`` that passes an answer on, unless it is a miss (404, 409) while some
+    awaited events are not applied yet: then the answer is dropped and ``missing`` names
+    them (the request will run again once they are)."""
+
+    def __init__(self, send, missing: Callable[[], Awaitable[list[Written]]]) -> None:
+        self.send = send
+        self.check = missing
+        self.missing: list[Written] | None = None
+
+    async def __call__(self, message) -> None:
+        if message["type"] == "http.response.start" and message["status"] in MISS_STATUSES:
+            missing = await self.check()
+            if missing:
+                self.missing = missing
+        if self.missing is None:
+            await self.send(message)
 
 
 def _parse_lenient(raw: bytes | None) -> list[Written]:

@@ -96,7 +96,7 @@ class Outbox:
             session=session,
         )
         for env in envelopes:  # the request's consistency token names them (if they commit)
-            record_written(env.type, env.event_id)
+            record_written(env.type, env.event_id, env.key)
 
     async def committed(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these events (added one by one) are committed in the outbox."""

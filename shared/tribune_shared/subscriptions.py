@@ -126,3 +126,8 @@ def awaited_by(service: str) -> frozenset[str]:
     when the write answers; waiting for its consumer to re-read them would only make a
     client's next request queue behind the bulk lane."""
     return frozenset(t for t in consumed_by(service) if TOPICS[t].owner != service)
+
+
+def in_lane(lane: Lane) -> frozenset[str]:
+    """The event types the registry puts in ``lane``."""
+    return frozenset(t for t, spec in TOPICS.items() if spec.lane is lane)

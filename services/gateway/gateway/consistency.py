@@ -8,10 +8,10 @@ services committed for them, the gateway's own writes) and every token the user 
 is in-process: each replica remembers what passed through it (a client whose requests are
 spread over replicas should send the header back itself).
 
-A service that answered a request carrying some entries has applied them (its middleware
-waits before anything else, and answers 503 when it cannot): the gateway leaves those out
-of that service's later calls, so that a remembered token does not cost the service a
-look-up in its processed events on every request for the token's whole horizon.
+A service confirms, in its answer, the entries it checked and found applied (the
+``X-Tribune-Consistency-Applied`` header): the gateway leaves those out of that service's
+later calls, so that a remembered token does not cost the service a look-up in its
+processed events on every request for the token's whole horizon.
 """
 
 from __future__ import annotations
@@ -109,16 +109,16 @@ class UserTokens:
             entries = [e for e in entries if e.event_id not in applied]
         return consistency.render(entries) if entries else None
 
-    def answered(self, service: str, sent_header: str | None, status: int) -> None:
-        """``service`` answered ``status`` to a call that carried ``sent_header``: unless it
-        refused (5xx: maybe not yet consistent; 422: the token was not even read), it has
-        applied every entry."""
-        if not sent_header or status >= 500 or status == 422:
+    def answered(self, service: str, applied_header: str | None) -> None:
+        """``service`` answered, confirming it applied the events ``applied_header`` names
+        (tribune_shared.consistency.APPLIED_HEADER): those are no longer sent to it."""
+        if not applied_header:
             return
         applied = self._applied.setdefault(service, OrderedDict())
-        for entry in consistency.parse(sent_header):
-            applied[entry.event_id] = None
-            applied.move_to_end(entry.event_id)
+        for event_id in applied_header.split(","):
+            if event_id := event_id.strip():
+                applied[event_id] = None
+                applied.move_to_end(event_id)
         while len(applied) > self.max_applied:
             applied.popitem(last=False)
 

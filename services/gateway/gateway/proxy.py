@@ -23,6 +23,7 @@ from tribune_shared import consistency
 from tribune_shared.app import CORRELATION_HEADER
 from tribune_shared.auth import IDENTITY_HEADER, Identity
 from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
+from tribune_shared.consistency import APPLIED_HEADER
 from tribune_shared.consistency import HEADER as CONSISTENCY_HEADER
 from tribune_shared.errors import (
     GatewayTimeout,
@@ -223,7 +224,7 @@ class Proxy:
                 method, url, headers=headers, data=data, allow_redirects=False
             ) as response:
                 content = await response.read()
-        self.tokens.answered(service, headers.get(CONSISTENCY_HEADER), response.status)
+        self.tokens.answered(service, response.headers.get(APPLIED_HEADER))
         return Answer(response.status, response.headers, content)
 
     async def forward(self, route: Route, request: Request, identity: Identity | None) -> Response:
@@ -263,7 +264,7 @@ class Proxy:
                     f"request body is larger than {self.settings.max_request_body_bytes} bytes"
                 ) from None
             raise
-        self.tokens.answered(route.service, headers.get(CONSISTENCY_HEADER), upstream.status)
+        self.tokens.answered(route.service, upstream.headers.get(APPLIED_HEADER))
         passed = _passed_back(upstream.raw_headers)
         length = upstream.content_length
         if length is not None and length <= BUFFERED_BODY_BYTES:

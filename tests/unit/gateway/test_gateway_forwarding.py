@@ -25,7 +25,7 @@ from starlette.middleware import Middleware
 from support import make_identity
 from tribune_shared.app import install_common
 from tribune_shared.auth import Identity, Role
-from tribune_shared.consistency import HEADER, Written, parse, render
+from tribune_shared.consistency import APPLIED_HEADER, HEADER, Written, parse, render
 from tribune_shared.errors import Unauthorized
 
 # ---------------------------------------------------------------- the fake service
@@ -41,10 +41,14 @@ def now_ms() -> int:
 @upstream_app.api_route("/{path:path}", methods=["GET", "POST", "PATCH"])
 async def service(request: Request, path: str) -> JSONResponse:
     """A write answers with a token naming the event it committed (merged with the one it
-    received, as the kernel's middleware does); a read echoes the token it received."""
+    received, as the kernel's middleware does); a read echoes the token it received. Both
+    confirm they applied what they received, as a service that checked it does (a service
+    whose consumer is behind answers 503 and confirms nothing)."""
     SEEN.append({**request.headers, "x-path": request.url.path})
     received = parse(request.headers.get(HEADER))
     headers = {}
+    if received:
+        headers[APPLIED_HEADER] = ",".join(e.event_id for e in received)
     if request.method != "GET":
         event_id = (await request.body()).decode() or "e0"
         received = [Written(now_ms(), "contact-created", event_id), *received]
@@ -52,6 +56,8 @@ async def service(request: Request, path: str) -> JSONResponse:
         headers[HEADER] = render(received)
     if path.endswith("/busy"):  # as a service whose consumer is behind answers
         return JSONResponse({"error": "not_yet_consistent"}, 503)
+    if path.endswith("/unchecked"):  # a success that did not need to check the token
+        headers.pop(APPLIED_HEADER, None)
     if path.startswith("api/v1/messages"):
         return JSONResponse({"items": []}, headers=headers)
     return JSONResponse({"path": "/" + path}, headers=headers)
@@ -158,9 +164,11 @@ def test_the_token_travels_both_ways_and_is_remembered_per_user(client):
     assert ids(SEEN[-1][HEADER.lower()]) == ["e1"]
     client.get("/api/v1/messages/busy", headers=as_user("alice"))
     assert ids(SEEN[-1][HEADER.lower()]) == ["e1"]  # a 503: maybe not applied yet
-    client.get("/api/v1/contacts/c1", headers=as_user("alice"))
+    client.get("/api/v1/contacts/unchecked", headers=as_user("alice"))
     assert ids(SEEN[-1][HEADER.lower()]) == ["e1"]
-    # contacts answered: it applied e1, so its next calls need not name it any more
+    client.get("/api/v1/contacts/c1", headers=as_user("alice"))
+    assert ids(SEEN[-1][HEADER.lower()]) == ["e1"]  # it did not confirm: still sent
+    # contacts confirmed it applied e1, so its next calls need not name it any more
     client.get("/api/v1/contacts/c1", headers=as_user("alice"))
     assert HEADER.lower() not in SEEN[-1]
 

@@ -4,10 +4,13 @@ records only what it wrote."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from tribune_shared.consistency import (
+    APPLIED_HEADER,
     HEADER,
+    ConsistencyMiddleware,
     NotYetApplied,
     Written,
     merge,
@@ -22,8 +25,10 @@ from tribune_shared.errors import InvalidFields
 NOW = 1_800_000_000_000
 
 
-def entry(event_id: str, at_ms: int = NOW, event_type: str = "contact-created") -> Written:
-    return Written(at_ms, event_type, event_id)
+def entry(
+    event_id: str, at_ms: int = NOW, event_type: str = "contact-created", key: str = ""
+) -> Written:
+    return Written(at_ms, event_type, event_id, key)
 
 
 def test_a_token_round_trips_and_blank_entries_are_ignored():
@@ -78,3 +83,153 @@ async def test_waiting_returns_once_every_entry_is_applied_or_names_what_is_miss
     with pytest.raises(NotYetApplied) as err:
         await wait_applied(check, [entry("a"), entry("c")], timeout=0.05, poll_seconds=0.01)
     assert [e.event_id for e in err.value.missing] == ["c"]
+
+
+# ---------------------------------------------------------------- the middleware
+
+URGENT = "consent-revoked"
+BULK = "contact-created"
+
+
+class Service:
+    """A service behind ConsistencyMiddleware: a contact is found once its creation is
+    applied; a message is refused once the revocation is. Counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.applied: set[str] = set()
+        self.lookups: list[list[str]] = []
+        self.bodies: list[bytes] = []
+
+    async def check(self, ids: list[str]) -> set[str]:
+        self.lookups.append(sorted(ids))
+        return self.applied & set(ids)
+
+    async def app(self, scope, receive, send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        status = 200 if scope["path"] == "/ok" or "created" in self.applied else 404
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"answer"})
+
+    def middleware(self, wait_seconds: float = 1.0) -> ConsistencyMiddleware:
+        async def committed(ids: list[str]) -> set[str]:
+            return set(ids)
+
+        return ConsistencyMiddleware(
+            self.app,
+            awaited=frozenset({URGENT, BULK}),
+            urgent=frozenset({URGENT}),
+            applied=lambda: self.check,
+            committed=lambda: committed,
+            wait_seconds=wait_seconds,
+            poll_seconds=0.01,
+            max_entries=32,
+            horizon_seconds=600,
+        )
+
+
+async def call(mw, path: str, token: list[Written], body: bytes = b"payload") -> tuple:
+    sent: list[dict] = []
+    chunks = [
+        {"type": "http.request", "body": body[:3], "more_body": True},
+        {"type": "http.request", "body": body[3:], "more_body": False},
+    ]
+
+    async def receive():
+        return chunks.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "path": path,
+        "headers": [(HEADER.lower().encode(), render(token).encode())] if token else [],
+    }
+    await mw(scope, receive, send)
+    start = sent[0]
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def now() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_a_success_never_waits_for_nor_looks_up_a_bulk_entry():
+    svc = Service()
+    status, headers, body = await call(svc.middleware(), "/ok", [entry("created", now(), BULK)])
+    assert (status, body) == (200, b"answer")
+    assert svc.lookups == []  # the backlog it does not depend on costs it nothing
+    assert APPLIED_HEADER.lower() not in headers  # nothing confirmed: the gateway resends
+
+
+async def test_a_miss_is_held_until_the_bulk_entry_is_applied_then_run_again_whole():
+    svc = Service()
+
+    async def apply_later() -> None:
+        await asyncio.sleep(0.05)
+        svc.applied.add("created")
+
+    later = asyncio.create_task(apply_later())
+    status, headers, body = await call(
+        svc.middleware(), "/contact", [entry("created", now(), BULK)], b"grant-body"
+    )
+    await later
+    assert (status, body) == (200, b"answer")  # no false 404
+    assert svc.bodies == [b"grant-body", b"grant-body"]  # the body was replayed whole
+    assert headers[APPLIED_HEADER.lower()] == "created"
+
+
+async def test_a_true_404_is_answered_once_its_entries_are_known_applied():
+    svc = Service()
+    svc.applied.add("other")
+    status, _, _ = await call(svc.middleware(), "/contact", [entry("other", now(), BULK)])
+    assert status == 404
+    assert len(svc.bodies) == 1
+
+
+async def test_a_miss_whose_entry_never_arrives_is_a_503_with_retry_after():
+    svc = Service()
+    status, headers, body = await call(
+        svc.middleware(wait_seconds=0.05), "/contact", [entry("created", now(), BULK)]
+    )
+    assert status == 503 and headers["retry-after"] == "1"
+    assert b"not_yet_consistent" in body
+
+
+async def test_an_urgent_entry_is_waited_for_before_the_request_runs():
+    svc = Service()
+    token = [entry("revoked", now(), URGENT)]
+    status, _, _ = await call(svc.middleware(wait_seconds=0.05), "/ok", token)
+    assert status == 503 and svc.bodies == []  # never answered ignoring the "no"
+    svc.applied.add("revoked")
+    status, headers, _ = await call(svc.middleware(), "/ok", token)
+    assert status == 200 and headers[APPLIED_HEADER.lower()] == "revoked"
+
+
+async def test_a_bulk_entry_about_what_the_request_names_is_waited_for_first():
+    """A 200 can depend on a bulk event too (reachable or not): when the request names the
+    event's aggregate, the event is applied before it runs."""
+    svc = Service()
+    contact = "c0ffee" * 6
+    token = [entry("granted", now(), BULK, key=contact)]
+    status, _, _ = await call(svc.middleware(wait_seconds=0.05), f"/ok/{contact}", token)
+    assert status == 503 and svc.bodies == [] and svc.lookups
+    svc.lookups.clear()
+    status, _, _ = await call(svc.middleware(wait_seconds=0.05), "/ok", token)
+    assert status == 200 and svc.lookups == []  # about something else: not waited for
+
+
+def test_an_entry_carries_its_key_and_an_unfit_key_is_left_out():
+    with recording() as written:
+        record("contact-created", "e1", "c" * 32)
+        record("contact-created", "e2", "has spaces")
+    assert [w.key for w in written] == ["c" * 32, ""]
+    assert parse(render(written)) == written
+    assert parse("contact-created.e3.1800000000000") == [entry("e3", 1_800_000_000_000)]
