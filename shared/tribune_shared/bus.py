@@ -307,9 +307,16 @@ class EventConsumer:
                     max_records=batch * self.settings.consumer_partition_concurrency,
                 )
                 if polled:
-                    done = await asyncio.gather(
-                        *(self._partition(tp, records) for tp, records in polled.items())
-                    )
+                    slots: dict[int, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
+                    for tp, records in polled.items():
+                        slots.setdefault(tp.partition, []).append((tp, records))
+                    done = [
+                        item
+                        for finished in await asyncio.gather(
+                            *(self._slot(batches) for batches in slots.values())
+                        )
+                        for item in finished
+                    ]
                     # Commit after the transactions: a crash before this re-delivers, and
                     # the processed ids make the redelivery a no-op.
                     offsets = {tp: records[-1].offset + 1 for tp, records in done if records}
@@ -319,19 +326,32 @@ class EventConsumer:
         finally:
             await self.consumer.stop()
 
+    async def _slot(
+        self, batches: list[tuple[TopicPartition, list[ConsumerRecord]]]
+    ) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+        """Handle the batches of one partition number (of every topic) one after the other.
+
+        Every topic is keyed by its aggregate id and created with the same partition count,
+        so one person's events sit in the same partition number of every topic: handled in
+        one slot, two batches never write the same person's documents at once (a
+        contact-created batch and a consent-granted batch both moving retention clocks
+        would otherwise lose write conflicts to each other, and re-run, for as long as they
+        overlap). Slots run concurrently, up to the configured bound."""
+        async with self._limit:
+            return [await self._partition(tp, records) for tp, records in batches]
+
     async def _partition(
         self, tp: TopicPartition, records: list[ConsumerRecord]
     ) -> tuple[TopicPartition, list[ConsumerRecord]]:
         """Handle one partition's records in order; returns the records it finished (all,
         unless shutdown interrupted a store outage: then none, and nothing is committed)."""
-        async with self._limit:
-            size = self.settings.consumer_batch_max_records
-            try:
-                for start in range(0, len(records), size):
-                    await self._chunk(tp, records[start : start + size])
-            except _Stopping:
-                return tp, []
-            return tp, records
+        size = self.settings.consumer_batch_max_records
+        try:
+            for start in range(0, len(records), size):
+                await self._chunk(tp, records[start : start + size])
+        except _Stopping:
+            return tp, []
+        return tp, records
 
     async def _chunk(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         event_type = self._topic_to_type.get(tp.topic, tp.topic)

@@ -260,11 +260,12 @@ class ConsistencyMiddleware:
                 replay.append(message)
             return message
 
-        held = _Held(send, self._missing_of(on_miss))
+        held = _Held(send)
         await self._run(scope, recorded_receive, held, incoming, confirmed)
-        if held.missing is None:
+        if not held.missed:
             return
-        if not await self._waited(held.missing, send):
+        # Even if the events are applied by now, the miss may predate them: run again.
+        if not await self._waited(on_miss, send):
             return
         confirmed.extend(on_miss)
         pending = list(replay)
@@ -275,13 +276,6 @@ class ConsistencyMiddleware:
             return await receive()
 
         await self._run(scope, replayed_receive, send, incoming, confirmed)
-
-    def _missing_of(self, entries: list[Written]) -> Callable[[], Awaitable[list[Written]]]:
-        async def missing() -> list[Written]:
-            done = await self.applied()([e.event_id for e in entries])
-            return [e for e in entries if e.event_id not in done]
-
-        return missing
 
     async def _waited(self, entries: list[Written], send) -> bool:
         """Wait for ``entries``; False once a 503 has been answered instead."""
@@ -347,21 +341,19 @@ def _names(target: str, key: str) -> bool:
 
 
 class _Held:
-    """An ASGI ``send`` that passes an answer on, unless it is a miss (404, 409) while some
-    awaited events are not applied yet: then the answer is dropped and ``missing`` names
-    them (the request will run again once they are)."""
+    """An ASGI ``send`` that passes an answer on unless it is a miss (404, 409): that one
+    is dropped (``missed``), and the request runs again once the awaited events are
+    applied. It is not enough to check them when the miss is answered: a consumer may
+    apply them between the request's read and the check, and the miss would stand."""
 
-    def __init__(self, send, missing: Callable[[], Awaitable[list[Written]]]) -> None:
+    def __init__(self, send) -> None:
         self.send = send
-        self.check = missing
-        self.missing: list[Written] | None = None
+        self.missed = False
 
     async def __call__(self, message) -> None:
         if message["type"] == "http.response.start" and message["status"] in MISS_STATUSES:
-            missing = await self.check()
-            if missing:
-                self.missing = missing
-        if self.missing is None:
+            self.missed = True
+        if not self.missed:
             await self.send(message)
 
 

@@ -53,8 +53,11 @@ class ServiceSettings(BaseSettings):
     consumer_batch_max_records: int = Field(
         default=500, ge=1, le=10_000, description="records per poll and per partition batch"
     )
+    # One at a time by default: measured on the local store (one process serialising every
+    # command), concurrent batches of four services' consumers queue every other command,
+    # a revocation's included, behind their bulk writes. Raise it on a MongoDB replica set.
     consumer_partition_concurrency: int = Field(
-        default=4, ge=1, le=256, description="partition batches handled at once per consumer"
+        default=1, ge=1, le=256, description="partition batches handled at once per consumer"
     )
     consumer_shutdown_timeout_seconds: float = Field(default=20, gt=0, le=600)
     # Store transactions (every command and every consumer batch runs in one)
