@@ -280,6 +280,10 @@ class EventConsumer:
             auto_offset_reset="earliest" if from_beginning else "latest",
             isolation_level="read_committed",
             client_id=f"{settings.service_name}-{group}{suffix}",
+            # The bulk lane lets the broker gather a fuller batch (one transaction's fixed
+            # cost then spreads over many events); the urgent lane takes each event at once.
+            fetch_min_bytes=settings.consumer_fetch_min_bytes if lane is Lane.bulk else 1,
+            fetch_max_wait_ms=int(settings.consumer_fetch_max_wait_seconds * 1000),
         )
         self.consumer.subscribe(list(self._topic_to_type), listener=_LagCleanup(self.group))
         self._stopping = asyncio.Event()

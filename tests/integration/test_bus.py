@@ -162,7 +162,12 @@ async def test_consumer_killed_before_commit_gets_the_message_again_and_handles_
     group = f"g-kill-{moment}"
     keys = [f"k{i}" for i in range(200)]
     await publish_to_one_partition(publisher, settings, [envelope(k) for k in keys])
-    child = Child("consume", {"BUSTEST_CONSUMER_MAX_RETRIES": "0"}, f"{group}:{moment}")
+    # the 200 events in one batch: the kill lands inside (or right after) its transaction
+    child = Child(
+        "consume",
+        {"BUSTEST_CONSUMER_MAX_RETRIES": "0", "BUSTEST_CONSUMER_BATCH_MAX_RECORDS": "500"},
+        f"{group}:{moment}",
+    )
     child.wait_line("READY-TO-DIE")
     child.signal(signal.SIGKILL)
     child.wait(timeout=10)

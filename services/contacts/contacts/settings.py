@@ -76,7 +76,7 @@ class ContactsSettings(ServiceSettings):
         default=64 * 1024, ge=1024, le=1024 * 1024, description="read to find header/delimiter"
     )
     import_batch_size: int = Field(
-        default=1_000, ge=1, le=5_000, description="rows written (with their events) per batch"
+        default=250, ge=1, le=5_000, description="rows written (with their events) per batch"
     )
     import_max_columns: int = Field(default=200, ge=1, le=2_000)
     import_duplicate_rule: Literal["merge", "skip", "flag"] = "merge"
