@@ -7,7 +7,7 @@ SHELL := /bin/bash
 UV       ?= uv
 DEVSTACK := $(UV) run --frozen python -m tribune_devstack
 
-.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test asyncapi bench
+.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test asyncapi kafka-acls bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,11 @@ test: sync fetch-kafka ## run the test suite
 
 asyncapi: | check-uv ## regenerate docs/asyncapi.json from the event contracts
 	$(UV) run --frozen python -m tribune_shared.events.asyncapi > docs/asyncapi.json
+
+kafka-acls: | check-uv ## regenerate the Kafka ACLs of each service from the topic registry
+	$(UV) run --frozen python -m tribune_shared.events.acls > deploy/compose/kafka/acls.sh
+	$(UV) run --frozen python -m tribune_shared.events.acls --format strimzi > deploy/kubernetes/strimzi/kafka-users.yaml
+	$(UV) run --frozen python -m tribune_shared.events.acls --format md > docs/kafka-acls.md
 
 bench: sync fetch-kafka ## run every benchmark in bench/ (each starts what it needs, prints its figures)
 	@set -e; for script in bench/*.py; do \

@@ -61,7 +61,7 @@ def events(count: int, tag: str):
                     given_name="Marianne", family_name=f"Dupont{i}", email=f"m{i}@example.fr"
                 ),
             ),
-            producer="bench",
+            producer="contacts",  # consumers accept contact events from their owner only
             federation_id="bench",
             federation_path="/root/bench/",
         )
@@ -109,7 +109,7 @@ async def publish(settings, envs) -> None:
     from tribune_shared.bus import EventPublisher, ensure_topics
 
     await ensure_topics(settings)  # the consumer subscribes to all of its lane's topics
-    publisher = EventPublisher(settings)
+    publisher = EventPublisher(settings, producer="contacts")  # standing in for contacts
     await publisher.start()
     try:
         for start in range(0, len(envs), 2000):

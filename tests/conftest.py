@@ -3,6 +3,7 @@ the real store: the session starts its own (a missing broker fails, never skips)
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,12 @@ if TYPE_CHECKING:
     from tribune_devstack.stack import StackConfig
 
 _KEPT_INFRA = pytest.StashKey["StackConfig"]()
+
+# Settings built without an environment are production's, which refuse the published
+# development secrets. Unit tests build settings bare, so the suite says development out
+# loud; the fixtures that run real processes (isolated_env, the e2e stack) say "test" and
+# bring generated secrets. A test of the unset case removes the variable itself.
+os.environ["TRIBUNE_ENVIRONMENT"] = "development"
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,15 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
 from tribune_shared.bus import ProcessedEvents
 from tribune_shared.consistency import ConsistencyMiddleware
-from tribune_shared.errors import DomainError
+from tribune_shared.errors import ERROR_SCHEMAS, DomainError
 from tribune_shared.events.contracts import Lane
 from tribune_shared.health import kafka_reachable, ops_router
+from tribune_shared.limits import BodyLimit, HeaderCheck, check_route_limits, on_http_error
 from tribune_shared.logging import (
     bind_correlation_id,
     configure_logging,
@@ -84,6 +87,24 @@ def install_common(app: FastAPI, service: str) -> None:
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     app.include_router(ops_router())
+    document_errors(app)
+
+
+def document_errors(app: FastAPI) -> None:
+    """FastAPI documents its own 422 body (``{"detail": [{"loc", "msg", "type"}]}``); every
+    Tribune error answer has the kernel's shape (``tribune_shared.errors``): document that
+    one, so clients (and the fuzzer's response checks) are told what they get."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI builds it once and keeps it (app.openapi_schema)
+        schemas = schema.get("components", {}).get("schemas", {})
+        for name, replacement in ERROR_SCHEMAS.items():
+            if name in schemas:
+                schemas[name] = replacement
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_service_app(
@@ -133,7 +154,18 @@ def create_service_app(
     )
     for router in routers:
         app.include_router(router)
+    install_limits(app, settings)
     return app
+
+
+def install_limits(app: FastAPI, settings: ServiceSettings) -> None:
+    """Call once the routes are in and the other middlewares added: bad headers are refused
+    outside every other middleware (nothing logs or parses them), bodies inside them (the
+    413 is counted and carries the correlation id), right where the routes start."""
+    check_route_limits(app.routes, settings)
+    app.user_middleware.append(Middleware(BodyLimit, settings=settings))
+    app.add_middleware(HeaderCheck)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
@@ -145,6 +177,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.consumer_shutdown_timeout_seconds),
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default: any local
+        # client could name the address the audit and the consent proof keep. Only the
+        # gateway faces clients; it believes its configured proxies alone (gateway.main).
+        proxy_headers=False,
         # named, not "auto": a missing one fails the start instead of silently costing
         # every request the pure-Python loop and parser
         loop="uvloop",

@@ -21,6 +21,8 @@ from tribune_shared.store import subtree_filter
 IDENTITY_HEADER = "X-Tribune-Identity"
 AUDIENCE = "tribune-services"
 ALGORITHM = "HS256"
+#: claims an identity token must carry (PyJWT only checks exp and iat when present)
+REQUIRED_CLAIMS = ["exp", "iat", "aud", "sub"]
 
 
 class Role(StrEnum):
@@ -70,7 +72,15 @@ class InvalidIdentity(Exception):
 
 def verify_identity(token: str, secret: str) -> Identity:
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE)
+        # A token without an expiry would be valid forever once leaked: exp (and iat, so
+        # a token from the future is refused too) must be present, not merely checked if so.
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            options={"require": REQUIRED_CLAIMS},
+        )
         return Identity(
             user_id=claims["sub"],
             email=claims["email"],

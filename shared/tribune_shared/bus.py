@@ -7,14 +7,24 @@ failing event is isolated by splitting its batch until it stands alone, retried 
 number of times, then parked on ``<topic>-dlq`` with the error; the rest of the batch is
 applied once. Each lane (``TopicSpec.lane``) gets its own consumer, so urgent events never
 wait behind a bulk backlog.
+
+Events are authenticated: the publisher signs each message (HMAC-SHA256 of the value with
+its service's key, headers ``tribune-producer`` and ``tribune-signature``), and the consumer
+accepts an event only from its topic's owner (``TopicSpec.owner``), with a valid signature;
+anything else is parked on the DLQ with the reason, never applied. Every client connects
+with the settings' Kafka security (TLS, SASL/SCRAM): ``kafka_options``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -25,6 +35,7 @@ from aiokafka import (
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import ConnectionFailure
 
@@ -40,7 +51,7 @@ from tribune_shared.metrics import (
     HANDLER_RETRIES,
     HANDLER_SECONDS,
 )
-from tribune_shared.settings import ServiceSettings
+from tribune_shared.settings import Environment, ServiceSettings
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Batch, Handler, Step, apply_steps
 from tribune_shared.vault import vault_for
@@ -55,7 +66,46 @@ __all__ = [
     "ProcessedEvents",
     "create_topics",
     "ensure_topics",
+    "kafka_options",
 ]
+
+
+# ---------------------------------------------------------------- connections
+
+
+def kafka_options(settings: ServiceSettings) -> dict[str, Any]:
+    """What every Kafka client of the kernel (producer, consumer, admin) connects with: the
+    bootstrap servers, and the transport security and credentials of the settings.
+
+    Production refuses an unauthenticated connection: anyone who reaches the broker could
+    otherwise read every event and publish their own."""
+    sasl = settings.kafka_security_protocol.startswith("SASL_")
+    if settings.environment is Environment.production and not (sasl or settings.kafka_ssl_certfile):
+        raise ValueError(
+            f"{settings.env_names('kafka_security_protocol')} is "
+            f"{settings.kafka_security_protocol}: in production every service authenticates "
+            "to Kafka (SASL_SSL or SASL_PLAINTEXT with its own SCRAM user, or SSL with a "
+            "client certificate)"
+        )
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        # the system's CAs unless a bundle is named; the broker's host name is checked
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    if sasl:
+        password = settings.kafka_sasl_password
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": password.get_secret_value() if password else None,
+        }
+    return options
 
 
 # ---------------------------------------------------------------- topics
@@ -77,7 +127,7 @@ async def ensure_topics(settings: ServiceSettings, names: Iterable[str] | None =
 
 
 async def create_topics(settings: ServiceSettings, topics: list[NewTopic]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -108,22 +158,86 @@ async def create_topics(settings: ServiceSettings, topics: list[NewTopic]) -> No
 # ---------------------------------------------------------------- producer
 
 
-def message_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
+PRODUCER_HEADER = "tribune-producer"
+SIGNATURE_HEADER = "tribune-signature"
+_SCHEME = b"sha256="
+
+
+def signature(value: bytes, key: bytes) -> bytes:
+    """The ``tribune-signature`` of a message value: ``sha256=<hex HMAC-SHA256>``."""
+    return _SCHEME + hmac.new(key, value, hashlib.sha256).hexdigest().encode()
+
+
+def message_headers(
+    envelope: Envelope, value: bytes, producer: str, key: bytes
+) -> list[tuple[str, bytes]]:
+    """The headers of a published event: its identity (tracing, routing without decoding),
+    the service that sent it and that service's signature over ``value``."""
     return [
         ("event_id", envelope.event_id.encode()),
         ("event_type", envelope.type.encode()),
         ("event_version", str(envelope.version).encode()),
         ("correlation_id", envelope.correlation_id.encode()),
+        (PRODUCER_HEADER, producer.encode()),
+        (SIGNATURE_HEADER, signature(value, key)),
     ]
 
 
-class EventPublisher:
-    """Idempotent producer (acks=all). Services publish through their outbox relay."""
+ProducerKeys = Callable[[str], tuple[bytes, ...]]
 
-    def __init__(self, settings: ServiceSettings) -> None:
+
+def authenticity_problem(
+    keys_of: ProducerKeys, event_type: str, envelope: Envelope, record: ConsumerRecord
+) -> str | None:
+    """Why an event read from ``event_type``'s topic cannot be trusted (None: it can): it
+    must come from the topic's owner (any service for owner ``*``), say so in its header
+    and its envelope alike, be of the topic's type, and carry that producer's signature
+    (``keys_of(producer)``: the keys it may have signed with)."""
+    headers = dict(record.headers or [])
+    claimed = headers.get(PRODUCER_HEADER, b"").decode(errors="replace")
+    if not claimed:
+        return f"no {PRODUCER_HEADER} header"
+    if claimed != envelope.producer:
+        return f"signed as {claimed!r} but the envelope says producer {envelope.producer!r}"
+    if envelope.type != event_type:
+        return f"a {envelope.type!r} event on the {event_type!r} topic"
+    spec = TOPICS.get(event_type)
+    if spec is None:
+        return f"no contract for topic {event_type!r}"
+    if spec.owner != "*" and claimed != spec.owner:
+        return f"producer {claimed!r} is not the owner of {event_type!r} ({spec.owner!r})"
+    keys = keys_of(claimed)
+    if not keys:
+        return f"no signing key known for producer {claimed!r}"
+    sent = headers.get(SIGNATURE_HEADER)
+    if not sent:
+        return f"no {SIGNATURE_HEADER} header"
+    value = record.value or b""
+    if not any(hmac.compare_digest(sent, signature(value, key)) for key in keys):
+        return f"bad signature for producer {claimed!r}"
+    return None
+
+
+class EventPublisher:
+    """Idempotent producer (acks=all), signing every event as its service. Services
+    publish through their outbox relay.
+
+    ``producer``: the service this publisher speaks for (default: the settings' own);
+    only tools and tests standing in for another service name one, and they need its
+    key."""
+
+    def __init__(self, settings: ServiceSettings, producer: str | None = None) -> None:
         self.settings = settings
+        self.name = producer or settings.service_name
+        keys = settings.event_keys(self.name)
+        if not keys:
+            raise ValueError(
+                f"no event signing key for {self.name!r}: set "
+                f"TRIBUNE_EVENT_SIGNING_KEYS__{self.name.upper()}"
+            )
+        self._key = keys[0]
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
@@ -136,14 +250,22 @@ class EventPublisher:
     async def stop(self) -> None:
         await self.producer.stop()
 
-    async def publish_many(self, envelopes: list[Envelope]) -> None:
-        """Send a batch and wait until the broker acknowledged every message."""
+    async def publish_many(
+        self, envelopes: Sequence[Envelope], *, partition: int | None = None
+    ) -> None:
+        """Send a batch, signed, and wait until the broker acknowledged every message.
+        ``partition`` pins them all to one (tests); by default the key chooses."""
         futures = []
         for env in envelopes:
             topic = self.settings.topic(env.type)
+            value = env.to_bytes()
             futures.append(
                 await self.producer.send(
-                    topic, env.to_bytes(), key=env.key.encode(), headers=message_headers(env)
+                    topic,
+                    value,
+                    key=env.key.encode(),
+                    headers=message_headers(env, value, self.name, self._key),
+                    partition=partition,
                 )
             )
             EVENTS_PUBLISHED.labels(self.settings.service_name, env.type).inc()
@@ -273,8 +395,18 @@ class EventConsumer:
         self.vault = vault_for(store)
         self.dlq = dlq_publisher
         self._topic_to_type = {settings.topic(t): t for t in self.steps}
+        # the producers' keys, resolved once per producer (derived keys cost an HMAC)
+        self._keys_of: ProducerKeys = cache(settings.event_keys)
+        owners = {TOPICS[t].owner for t in self.steps if t in TOPICS} - {"*"}
+        unverifiable = sorted(o for o in owners if not self._keys_of(o))
+        if unverifiable:  # every event would be parked: refuse to start instead
+            raise ValueError(
+                f"{settings.service_name} consumes events of {unverifiable} but has no key to "
+                "verify them: set "
+                + ", ".join(f"TRIBUNE_EVENT_SIGNING_KEYS__{p.upper()}" for p in unverifiable)
+            )
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
@@ -362,9 +494,15 @@ class EventConsumer:
         items: list[_Item] = []
         for record in records:
             try:
-                items.append(_Item(record, Envelope.from_bytes(record.value)))
+                envelope = Envelope.from_bytes(record.value)
             except Exception as exc:  # undecodable: retrying cannot help
                 await self._park(tp, record, f"undecodable envelope: {exc}", attempts=0)
+                continue
+            problem = authenticity_problem(self._keys_of, event_type, envelope, record)
+            if problem is not None:  # forged or misrouted: never applied, kept for a look
+                await self._park(tp, record, f"unauthenticated event: {problem}", attempts=0)
+                continue
+            items.append(_Item(record, envelope))
         if not items:
             return
         # Handlers get personal fields in clear (unless the person was erased): one vault

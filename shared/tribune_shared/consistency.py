@@ -289,6 +289,7 @@ class ConsistencyMiddleware:
                 "error": "not_yet_consistent",
                 "detail": "this service has not yet applied a change you just made; retry shortly",
                 "pending": len(exc.missing),
+                "pending_events": [f"{e.event_type}.{e.event_id}" for e in exc.missing],
             }
             await _json(send, 503, body, {"retry-after": "1"})
             return False

@@ -3,9 +3,10 @@ contact-created / contact-updated), so it can scope its data without asking cont
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateMany
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from tribune_shared.auth import Identity
@@ -37,8 +38,46 @@ def placement(envelope: Envelope) -> Projected:
     )
 
 
+def moved_contacts(envelopes: Iterable[Envelope]) -> list[str]:
+    """Contacts a batch of contact events may have moved to another federation (their
+    history documents must follow: ``follow_moves``)."""
+    moved: list[str] = []
+    for envelope in envelopes:
+        if envelope.type != "contact-updated":
+            continue
+        event = decode_as(envelope, ContactUpdatedV1)
+        # an event without changed_fields may be a move too
+        if not event.erased and (
+            not event.changed_fields or "federation_id" in event.changed_fields
+        ):
+            moved.append(event.contact_id)
+    return list(dict.fromkeys(moved))
+
+
+def follow_moves(placements: Mapping[str, Mapping[str, Any]]) -> list[UpdateMany]:
+    """The updates that give every history document (``contact_id`` field) of these
+    contacts the federation their placement says now ({contact id: {federation_id,
+    federation_path}}): one per federation, touching only documents still elsewhere, so a
+    replay or an older event changes nothing."""
+    by_place: dict[tuple[str, str], list[str]] = {}
+    for contact_id, doc in placements.items():
+        path = doc.get("federation_path")
+        if path and not doc.get("erased"):
+            by_place.setdefault((doc.get("federation_id") or "", path), []).append(contact_id)
+    return [
+        UpdateMany(
+            {"contact_id": {"$in": ids}, "federation_path": {"$ne": path}},
+            {"$set": {"federation_id": federation_id, "federation_path": path}},
+        )
+        for (federation_id, path), ids in by_place.items()
+    ]
+
+
 class ContactDirectory:
-    indexes = (IndexSpec(CONTACT_DIRECTORY, [("federation_path", ASCENDING)]),)
+    indexes = (
+        IndexSpec(CONTACT_DIRECTORY, [("federation_path", ASCENDING)]),
+        IndexSpec(CONTACT_DIRECTORY, [("merged_into", ASCENDING)], {"sparse": True}),
+    )
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -66,6 +105,60 @@ class ContactDirectory:
             session=session,
         )  # unconditional, unlike tombstone(): erasure wins over any stored version
 
+    async def forget_merged(
+        self, merged_id: str, survivor_id: str, session: AsyncClientSession | None = None
+    ) -> None:
+        """contact-merged: the merged contact is a tombstone like an erased one (invisible,
+        never brought back) that remembers whom it became (``survivors``)."""
+        await self.collection.replace_one(
+            {"_id": merged_id},
+            {"erased": True, "merged_into": survivor_id, "version": ERASED_VERSION},
+            upsert=True,
+            session=session,
+        )
+
+    async def survivors(
+        self, contact_ids: Iterable[str], session: AsyncClientSession | None = None
+    ) -> dict[str, str]:
+        """Who each id is now: itself, or the contact it was merged into, along chains of
+        merges (A into B, then B into C: A is C). One read per link of the longest chain."""
+        now = {c: c for c in contact_ids}
+        seen = {c: {c} for c in now}
+        moving = list(now)
+        while moving:
+            docs = self.collection.find(
+                {"_id": {"$in": list({now[c] for c in moving})}, "merged_into": {"$ne": None}},
+                {"merged_into": 1},
+                session=session,
+            )
+            into = {d["_id"]: d["merged_into"] async for d in docs}
+            still = []
+            for c in moving:
+                target = into.get(now[c])
+                if target is not None and target not in seen[c]:  # a cycle cannot loop
+                    now[c] = target
+                    seen[c].add(target)
+                    still.append(c)
+            moving = still
+        return now
+
+    async def merged_ids(
+        self, contact_id: str, session: AsyncClientSession | None = None
+    ) -> list[str]:
+        """Every id merged into the person, directly or along chains (never the id itself);
+        erasure (``forget``) drops these links with the rest."""
+        seen = {contact_id}
+        found: list[str] = []
+        frontier = [contact_id]
+        while frontier:
+            docs = self.collection.find(
+                {"merged_into": {"$in": frontier}}, {"_id": 1}, session=session
+            )
+            frontier = [d["_id"] async for d in docs if d["_id"] not in seen]
+            seen.update(frontier)
+            found += frontier
+        return found
+
     async def is_erased(self, contact_id: str, session: AsyncClientSession | None = None) -> bool:
         doc = await self.collection.find_one({"_id": contact_id}, {"erased": 1}, session=session)
         return bool(doc and doc.get("erased"))
@@ -77,6 +170,17 @@ class ContactDirectory:
     async def visible(self, identity: Identity, contact_id: str) -> dict[str, Any] | None:
         """The contact if it is in the caller's subtree (else None: answer 404)."""
         return await self.collection.find_one({"_id": contact_id, **identity.scope()})
+
+    async def placements(
+        self, contact_ids: list[str], session: AsyncClientSession | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Where each of these contacts is now (``follow_moves`` takes it)."""
+        docs = self.collection.find(
+            {"_id": {"$in": contact_ids}},
+            {"federation_id": 1, "federation_path": 1, "erased": 1},
+            session=session,
+        )
+        return {d["_id"]: d async for d in docs}
 
     async def get(
         self, contact_id: str, session: AsyncClientSession | None = None

@@ -31,6 +31,37 @@ class DomainError(Exception):
         return {"error": self.code, "detail": detail, **self.extra}
 
 
+#: OpenAPI schemas of the error body every Tribune process answers with (DomainError.body,
+#: and the kernel's handler of validation errors: tribune_shared.app), under the names
+#: FastAPI gives its own 422 body, which they replace (tribune_shared.app.document_errors)
+ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ValidationError": {
+        "title": "ErrorDetail",
+        "type": "object",
+        "properties": {
+            "field": {"type": "string", "description": "dotted path of the bad value"},
+            "location": {"type": "string", "description": "body, query, path, header..."},
+            "reason": {"type": "string"},
+        },
+        "required": ["field", "reason"],
+    },
+    "HTTPValidationError": {
+        "title": "Error",
+        "type": "object",
+        "properties": {
+            "error": {"type": "string", "description": "validation_error, not_found..."},
+            "detail": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                ]
+            },
+        },
+        "required": ["error", "detail"],
+    },
+}
+
+
 class InvalidField(DomainError):
     """422: a value is well-formed JSON but breaks a rule; nothing was changed."""
 

@@ -6,10 +6,12 @@ Every field can be set as ``<SERVICE>_<FIELD>``; platform-wide values fall back 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -20,10 +22,23 @@ from pydantic_settings import (
 DEV_SECRET = "change-me-dev-secret-0000000000000000"
 
 
+#: every setting must be at least this long to count as a secret outside development
+MIN_SECRET_LENGTH = 32
+
+
 class Environment(StrEnum):
+    """Where a process runs. Unset means production: only an explicit ``development``
+    accepts the published development secrets (anyone could sign identities with them)."""
+
     development = "development"
+    #: the test suite and benchmarks: generated secrets, as in production
     test = "test"
     production = "production"
+
+
+#: what a Kafka client may connect with (``kafka_security_protocol``)
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class ServiceSettings(BaseSettings):
@@ -31,16 +46,41 @@ class ServiceSettings(BaseSettings):
 
     service_name: ClassVar[str] = "tribune"
     secret_fields: ClassVar[tuple[str, ...]] = ("identity_secret",)
+    #: whether this service seals or opens personal fields (the gateway does neither: it
+    #: never holds the vault's KEK)
+    uses_vault: ClassVar[bool] = True
 
-    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+    # "__" sets one entry of a map: TRIBUNE_EVENT_SIGNING_KEYS__CONTACTS=<key>
+    model_config = SettingsConfigDict(
+        extra="ignore", validate_default=True, env_nested_delimiter="__"
+    )
 
-    environment: Environment = Environment.development
+    environment: Environment = Environment.production
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     worker_port: int = Field(default=8100, ge=1, le=65535, description="worker /metrics, /health")
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Kafka authentication and encryption, for every producer, consumer and admin client
+    # (tribune_shared.bus.kafka_options; in production it refuses to connect unauthenticated)
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = Field(default=None, description="this service's principal")
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(
+        default=None,
+        description="CA bundle the broker's certificate is checked against (default: the system's)",
+    )
+    kafka_ssl_certfile: str | None = Field(default=None, description="client certificate (mTLS)")
+    kafka_ssl_keyfile: str | None = Field(default=None, description="its private key")
+    #: HMAC-SHA256 keys of the event producers, by service name: a service signs what it
+    #: publishes with its own and checks what it consumes with its producers'. A value may
+    #: list keys separated by commas: the first signs, every one verifies (rotation).
+    #: Development and test derive them from identity_secret when unset; in production a
+    #: worker without its own key, or without the key of a producer it consumes, does not
+    #: start. API processes publish nothing (their relay is the worker's) and need none.
+    event_signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
     topic_prefix: str = ""
     mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     database_prefix: str = "tribune_"
@@ -102,6 +142,17 @@ class ServiceSettings(BaseSettings):
     request_timeout_seconds: float = Field(default=10, gt=0, le=300)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
     max_page_size: int = Field(default=200, ge=1, le=10_000)
+    # Request bodies (tribune_shared.limits): 413 beyond, checked before anything parses
+    # them. Parsed JSON takes about 19 times its size in memory.
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=2**31, description="a route that names no other limit"
+    )
+    max_text_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=2**31,
+        description="routes carrying a long text (a message, a consent text)",
+    )
     # Key vault (crypto-shredding of personal fields in events; see tribune_shared.vault)
     vault_mongo_url: str | None = Field(
         default=None, description="the vault's server; default: mongo_url (a KMS in production)"
@@ -109,6 +160,12 @@ class ServiceSettings(BaseSettings):
     vault_database: str = Field(default="", description="default: <database_prefix>vault")
     vault_key_cache_seconds: float = Field(default=30, ge=0, le=3600)
     vault_key_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    #: key-encryption key wrapping every data key (envelope encryption; never in a database).
+    #: Development and test derive one from identity_secret when unset; production does not.
+    vault_kek: SecretStr | None = None
+    #: earlier KEKs, still unwrapping keys until ``rewrap`` moved them (rotation)
+    vault_previous_keks: list[SecretStr] = Field(default_factory=list, max_length=16)
+    vault_rewrap_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     @property
     def database_name(self) -> str:
@@ -121,19 +178,105 @@ class ServiceSettings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def env_names(self, name: str) -> str:
+        """How an operator sets field ``name``: ``<SERVICE>_<NAME>`` or ``TRIBUNE_<NAME>``."""
+        prefix = self.model_config.get("env_prefix", "")
+        return f"{prefix}{name.upper()} (or TRIBUNE_{name.upper()})"
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> ServiceSettings:
-        # Tests run with generated secrets too, so only local development may use defaults.
-        if self.environment is not Environment.development:
-            for name in self.secret_fields:
-                value = str(getattr(self, name))
-                if value == DEV_SECRET or len(value) < 32:
-                    prefix = self.model_config.get("env_prefix", "")
-                    raise ValueError(
-                        f"{prefix}{name.upper()} must be set to a strong secret (>= 32 chars) "
-                        f"outside development"
-                    )
+        # Tests run with generated secrets too, so only local development may use defaults;
+        # an unset environment is production (a forgotten variable must not open the door).
+        if self.environment is Environment.development:
+            return self
+        weak = [
+            name
+            for name in type(self).model_fields
+            if (value := _plain(getattr(self, name))) is not None
+            and (
+                value == DEV_SECRET
+                or (name in self.secret_fields and len(value) < MIN_SECRET_LENGTH)
+            )
+        ]
+        for producer, keys in self.event_signing_keys.items():
+            if any(len(k) < MIN_SECRET_LENGTH for k in _key_list(keys)):
+                weak.append(f"event_signing_keys__{producer}")
+        if weak:
+            raise ValueError(
+                "; ".join(self.env_names(n) for n in weak)
+                + f": set a strong secret (at least {MIN_SECRET_LENGTH} characters, e.g. "
+                "`openssl rand -hex 32`). The published development defaults are accepted "
+                f"only with TRIBUNE_ENVIRONMENT=development (this process runs as "
+                f"{self.environment.value}; unset means production)"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> ServiceSettings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"{self.env_names('kafka_sasl_username')} and "
+                f"{self.env_names('kafka_sasl_password')} are needed with "
+                f"{self.kafka_security_protocol}"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError(
+                f"{self.env_names('kafka_ssl_certfile')} and "
+                f"{self.env_names('kafka_ssl_keyfile')} go together"
+            )
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if not tls and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError(
+                f"TLS files are set but {self.env_names('kafka_security_protocol')} is "
+                f"{self.kafka_security_protocol} (use SSL or SASL_SSL)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_vault_kek(self) -> ServiceSettings:
+        if not self.uses_vault or self.environment is Environment.development:
+            return self
+        if self.environment is Environment.production and self.vault_kek is None:
+            raise ValueError(
+                f"{self.env_names('vault_kek')}: the key-encryption key of the vault must be "
+                "set in production (at least "
+                f"{MIN_SECRET_LENGTH} characters; keep it out of every database and backup)"
+            )
+        configured = [k for k in (self.vault_kek, *self.vault_previous_keks) if k is not None]
+        if any(len(k.get_secret_value()) < MIN_SECRET_LENGTH for k in configured):
+            raise ValueError(
+                f"{self.env_names('vault_kek')} and {self.env_names('vault_previous_keks')}: "
+                f"each key-encryption key needs at least {MIN_SECRET_LENGTH} characters"
+            )
+        return self
+
+    def vault_keks(self) -> tuple[str, ...]:
+        """The vault's key-encryption keys (tribune_shared.vault): the first wraps, all
+        unwrap. As configured; in development and test, derived from identity_secret when
+        unset (every process of a stack shares it); none in production."""
+        previous = tuple(k.get_secret_value() for k in self.vault_previous_keks)
+        if self.vault_kek is not None:
+            return (self.vault_kek.get_secret_value(), *previous)
+        if self.environment is Environment.production:
+            return ()
+        label = b"tribune-vault-kek"
+        return (
+            hmac.new(self.identity_secret.encode(), label, hashlib.sha256).hexdigest(),
+            *previous,
+        )
+
+    def event_keys(self, producer: str) -> tuple[bytes, ...]:
+        """The keys events of ``producer`` are signed with (the first signs, all verify):
+        as configured; in development and test, derived from identity_secret when unset
+        (every process of a stack shares that secret, so they agree); none otherwise."""
+        configured = self.event_signing_keys.get(producer)
+        if configured is not None:
+            return tuple(k.encode() for k in _key_list(configured))
+        if self.environment is Environment.production:
+            return ()
+        label = f"tribune-event-signing-key:{producer}".encode()
+        return (hmac.new(self.identity_secret.encode(), label, hashlib.sha256).digest(),)
 
     @classmethod
     def settings_customise_sources(
@@ -146,3 +289,14 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         platform_env = EnvSettingsSource(settings_cls, env_prefix="TRIBUNE_")
         return init_settings, env_settings, platform_env, dotenv_settings, file_secret_settings
+
+
+def _plain(value: object) -> str | None:
+    """A setting's value as text, if it is one (secrets unwrapped)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value if isinstance(value, str) else None
+
+
+def _key_list(value: SecretStr) -> list[str]:
+    return [k.strip() for k in value.get_secret_value().split(",") if k.strip()]

@@ -473,7 +473,7 @@ def test_compose_smtp_host_is_the_mail_sink(monkeypatch: pytest.MonkeyPatch) -> 
 def healthcheck_port_of_listener() -> int:
     env = compose_service("kafka")["environment"]
     advertised = dict(item.split("://", 1) for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
-    host, port = host_port(advertised["PLAINTEXT"])
+    host, port = host_port(advertised["INTERNAL"])  # the containers' listener
     assert host == "kafka"
     return port
 

@@ -82,8 +82,9 @@ def federations(admin, http) -> dict[str, Federation]:
 
 
 @pytest.fixture(scope="session")
-def dpos(admin, http, federations) -> dict[str, Client]:
-    """A DPO in Paris and one in Lyon."""
+def dpos(stack, admin, http, federations) -> dict[str, Client]:
+    """A DPO in Paris and one in Lyon (made by the national administrator, who confirms
+    it with their password)."""
     out = {}
     for name, fed in federations.items():
         email = f"dpo.{name.lower()}.{uuid.uuid4().hex[:6]}@tribune.test"
@@ -91,7 +92,13 @@ def dpos(admin, http, federations) -> dict[str, Client]:
         r = admin(
             "POST",
             "/api/v1/users",
-            json={"email": email, "password": password, "role": "dpo", "federation_id": fed.id},
+            json={
+                "email": email,
+                "password": password,
+                "role": "dpo",
+                "federation_id": fed.id,
+                "confirm_password": stack.admin_credentials[1],
+            },
         )
         assert r.status_code == 201, r.text
         out[name] = login(http, email, password)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import MongoClient
 from support import eventually, read_all_topics
+from tribune_devstack.platform import stack_secrets
 from tribune_shared.events import Envelope, decode
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.vault import KeyVault
@@ -217,8 +218,11 @@ def test_erasure_closes_with_a_receipt_and_no_store_nor_topic_replay_brings_the_
 
 
 async def replay(stack) -> tuple[str, str]:
+    # the platform's own vault settings (its key-encryption key is derived from its secret)
     settings = ServiceSettings(
-        mongo_url=stack.cfg.mongo_url, database_prefix=stack.cfg.database_prefix
+        mongo_url=stack.cfg.mongo_url,
+        database_prefix=stack.cfg.database_prefix,
+        identity_secret=stack_secrets(stack.cfg)["identity_secret"],
     )
     vault = KeyVault(settings)
     raw, decoded = [], []

@@ -86,11 +86,12 @@ class BusSettings(ServiceSettings):
 @pytest.fixture
 async def bus_kit(isolated_env):
     """(settings, store, publisher) of a bus test: the topics it uses exist; its database
-    is dropped afterwards."""
+    is dropped afterwards. The publisher speaks for contacts, the owner of the contact
+    topics (consumers accept those events from their owner only)."""
     settings = BusSettings(consumer_max_retries=2, consumer_retry_backoff_seconds=0.01)
     await ensure_topics(settings, ["contact-created", "contact-updated", "consent-revoked"])
     store = Store(settings)
-    publisher = EventPublisher(settings)
+    publisher = EventPublisher(settings, producer="contacts")
     await publisher.start()
     yield settings, store, publisher
     await publisher.stop()

@@ -25,18 +25,12 @@ SCRIPT = Path(__file__).with_name("bus_child.py")
 
 def envelope(contact_id: str):
     event = ContactCreatedV1(contact_id=contact_id, contact_version=1, contact=ContactState())
-    return new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
+    return new_envelope(event, producer="contacts", federation_id="f", federation_path="/f/")
 
 
 async def publish_to_one_partition(publisher, settings, envelopes) -> None:
     """Publish on partition 0 whatever the keys, so they make one partition batch."""
-    futures = [
-        await publisher.producer.send(
-            settings.topic(TOPIC), e.to_bytes(), key=e.key.encode(), partition=0
-        )
-        for e in envelopes
-    ]
-    await asyncio.gather(*futures)
+    await publisher.publish_many(envelopes, partition=0)
 
 
 def recording_handler(store: Store, fail_for: set[str] = frozenset()):

@@ -30,25 +30,18 @@ def created(contact_id: str, version: int = 1, name: str = ""):
     event = ContactCreatedV1(
         contact_id=contact_id, contact_version=version, contact=ContactState(family_name=name)
     )
-    return new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
+    return new_envelope(event, producer="contacts", federation_id="f", federation_path="/f/")
 
 
 def updated(contact_id: str, version: int, name: str):
     event = ContactUpdatedV1(
         contact_id=contact_id, contact_version=version, contact=ContactState(family_name=name)
     )
-    return new_envelope(event, producer="bustest", federation_id="f", federation_path="/f/")
+    return new_envelope(event, producer="contacts", federation_id="f", federation_path="/f/")
 
 
 async def publish(publisher: EventPublisher, settings, envelopes, partition: int | None = None):
-    futures = []
-    for e in envelopes:
-        futures.append(
-            await publisher.producer.send(
-                settings.topic(e.type), e.to_bytes(), key=e.key.encode(), partition=partition
-            )
-        )
-    await asyncio.gather(*futures)
+    await publisher.publish_many(envelopes, partition=partition)
 
 
 async def run_until(consumers, predicate, timeout=120.0):
@@ -177,8 +170,10 @@ async def test_a_revocation_overtakes_a_backlog_of_20000_contact_events(isolated
 
     settings = MessagingSettings()
     await ensure_topics(settings)
-    publisher = EventPublisher(settings)
+    publisher = EventPublisher(settings, producer="contacts")  # the events' owners
+    consent = EventPublisher(settings, producer="consent")
     await publisher.start()
+    await consent.start()
     worker = build_worker(settings)
     store = worker.store
     try:
@@ -197,7 +192,7 @@ async def test_a_revocation_overtakes_a_backlog_of_20000_contact_events(isolated
             federation_id="f",
             federation_path="/f/",
         )
-        await publish(publisher, settings, [revoked])
+        await publish(consent, settings, [revoked])
 
         async def honoured():
             doc = await store[CONSENTS].find_one({"contact_id": "the-one-who-said-no"})
@@ -211,6 +206,7 @@ async def test_a_revocation_overtakes_a_backlog_of_20000_contact_events(isolated
         assert seen["contacts"] < 20_000  # it did not wait for the backlog
     finally:
         await publisher.stop()
+        await consent.stop()
         await store.client.drop_database(settings.database_name)
         await store.close()
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from consent.handlers import contact_handlers, contact_merge_handlers
 from consent.main import create_app
+from consent.privacy_service import PrivacyService
 from consent.service import CONFIRM_PATH, CONFIRM_PURPOSE, ConsentService
 from consent.settings import ConsentSettings
 from consent.store import ConsentStore
@@ -412,7 +413,10 @@ def test_a_merged_duplicate_s_consents_follow_the_survivor_once(api):
 
     def deliver() -> None:
         async def work(store):
-            handler = contact_merge_handlers(ConsentService(settings, store))["contact-merged"]
+            handlers = contact_merge_handlers(
+                ConsentService(settings, store), PrivacyService(settings, store)
+            )
+            handler = handlers["contact-merged"]
             async with store.transaction() as session:
                 await handler(merged, session)
 

@@ -9,8 +9,10 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from consent.handlers import contact_handlers, suppression_handlers
+from consent.handlers import contact_handlers, contact_merge_handlers, suppression_handlers
 from consent.main import create_app
+from consent.privacy_handlers import privacy_handlers
+from consent.privacy_service import PrivacyService
 from consent.service import CONFIRM_PURPOSE, ConsentService
 from consent.settings import ConsentSettings
 from consent.store import ConsentStore
@@ -20,11 +22,17 @@ from tribune_shared.auth import Role
 from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.events import Envelope, new_envelope, utcnow
-from tribune_shared.events.contracts import ContactCreatedV1, ContactState, ErasureRequestedV1
+from tribune_shared.events.contracts import (
+    ContactCreatedV1,
+    ContactMergedV1,
+    ContactState,
+    ErasureRequestedV1,
+)
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.suppression import email_hash, phone_hash
-from tribune_shared.tokens import SignedTokens, UnsubscribeTokens
+from tribune_shared.tokens import SignedTokens, TokenError, UnsubscribeTokens
+from tribune_shared.vault import vault_for
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.integration
@@ -503,7 +511,7 @@ def test_an_erased_person_joins_the_suppression_list_and_their_hashes_are_forgot
     assert all(e.causation_id == erasure.event_id for e in suppressed)
 
     async def hashes(store):
-        return await ConsentStore(store).hashes_of("ana")
+        return await ConsentStore(store).hashes_of(["ana"])
 
     assert run_with_store(settings, hashes) == {"email": [], "phone": []}
     # a new contact with the erased person's address is refused any consent
@@ -511,3 +519,182 @@ def test_an_erased_person_joins_the_suppression_list_and_their_hashes_are_forgot
     body = {"channel": "email", "purpose": "news", "source": "import"}
     r = client.post("/api/v1/consents/ana-back/grant", json=body, headers=staff(settings))
     assert r.status_code == 409 and r.json()["rule"] == "suppressed"
+
+
+# ---------------------------------------------------------------- merged contacts
+
+BOB_EMAIL = "bob.martin@example.org"
+BOB_PHONE = "+33698765432"
+
+
+def handle_all(settings, *envelopes: Envelope) -> None:
+    """Consent's worker handlers: contacts, merges, suppression then privacy on erasure."""
+
+    async def work(store):
+        consent, privacy = ConsentService(settings, store), PrivacyService(settings, store)
+        subscriptions = (
+            Subscriptions("consent")
+            .add(
+                contact_handlers(
+                    ConsentStore(store), ContactDirectory(store), settings.suppression_salt
+                )
+            )
+            .add(contact_merge_handlers(consent, privacy))
+            .add(suppression_handlers(consent))
+            .add(privacy_handlers(privacy), also=True)
+        )
+        await deliver(store, subscriptions, *envelopes)
+
+    run_with_store(settings, work)
+
+
+def merged(merged_id: str, survivor_id: str, path: str = PARIS) -> Envelope:
+    event = ContactMergedV1(
+        merged_contact_id=merged_id,
+        surviving_contact_id=survivor_id,
+        contact_version=2,
+        merged_by="u-secretary",
+    )
+    return new_envelope(
+        event,
+        producer="contacts",
+        federation_id=path.strip("/").rsplit("/", 1)[-1],
+        federation_path=path,
+    )
+
+
+def erased(contact_id: str, path: str = PARIS) -> Envelope:
+    event = ErasureRequestedV1(
+        request_id=f"r-{contact_id}", contact_id=contact_id, requested_at=utcnow()
+    )
+    return new_envelope(
+        event,
+        producer="consent",
+        federation_id=path.strip("/").rsplit("/", 1)[-1],
+        federation_path=path,
+    )
+
+
+def vault_key(settings, contact_id: str) -> bytes | None:
+    async def work(store):
+        return await vault_for(store).key_for(contact_id, create=True)
+
+    return run_with_store(settings, work)
+
+
+def test_an_unsubscribe_link_sent_to_a_merged_contact_revokes_the_survivors_consent(api):
+    client, settings = api
+    handle(settings, contact_created("bob", email=BOB_EMAIL, phone=BOB_PHONE))
+    grant(client, settings)  # ana: email/news
+    link = unsubscribe_token(settings, contact_id="bob")  # in an email bob got before the merge
+    handle_all(settings, merged("bob", "ana"))
+    before = len(outbox(settings))
+
+    r = client.post(UNSUBSCRIBE, params={"token": link}, data={"scope": "purpose"}, headers=PERSON)
+    assert r.status_code == 200, r.text
+    assert "no data about you" not in r.text
+    assert "You will receive no more emails about “news”" in r.text
+    assert statuses(client, settings) == {("email", "news"): "revoked"}
+    [revoked] = outbox(settings)[before:]
+    assert (revoked.type, revoked.key, revoked.data["source"]) == (
+        "consent-revoked",
+        "ana",
+        "unsubscribe_link",
+    )
+    assert state(client, settings)["history"][-1]["proof"]["link_contact_id"] == "bob"
+
+    # Chains of merges: ana merged into carl since; bob's link reaches carl.
+    handle(settings, contact_created("carl", email="carl@example.org", phone=None))
+    grant(client, settings, "carl", purpose="fundraising")
+    handle_all(settings, merged("ana", "carl"))
+    r = client.post(
+        UNSUBSCRIBE,
+        params={"token": unsubscribe_token(settings, "bob", "fundraising")},
+        data={"List-Unsubscribe": "One-Click"},
+    )
+    assert r.status_code == 200 and "no data about you" not in r.text
+    assert statuses(client, settings, "carl")[("email", "fundraising")] == "revoked"
+
+
+def test_after_a_merge_stop_from_the_merged_contacts_phone_reaches_the_survivor(api):
+    client, settings = api
+    handle(settings, contact_created("bob", email=BOB_EMAIL, phone=BOB_PHONE))
+    grant(client, settings, channel="sms")  # ana, on her own phone
+    handle_all(settings, merged("bob", "ana"))  # the survivor kept only her own phone
+
+    r = sms(client, settings, {"from": BOB_PHONE, "text": "STOP", "message_id": "sms-9"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "stopped", "contacts": 1, "revoked": len(settings.purposes)}
+    assert {v for (ch, _), v in statuses(client, settings).items() if ch == "sms"} == {"revoked"}
+
+
+def test_erasing_a_merged_person_covers_every_address_and_key_they_ever_had(api):
+    client, settings = api
+    handle(settings, contact_created("bob", email=BOB_EMAIL, phone=BOB_PHONE))
+    assert vault_key(settings, "bob") is not None  # bob's events were sealed with it
+    handle_all(settings, merged("bob", "ana"), erased("ana"))
+
+    suppressed = {
+        (e.data["kind"], e.key) for e in outbox(settings) if e.type == "suppression-added"
+    }
+    salt = settings.suppression_salt
+    assert {("email", email_hash(BOB_EMAIL, salt)), ("phone", phone_hash(BOB_PHONE, salt))} <= (
+        suppressed
+    )
+    assert vault_key(settings, "bob") is None and vault_key(settings, "ana") is None
+
+    async def hashes(store):
+        return await ConsentStore(store).hashes_of(["ana", "bob"])
+
+    assert run_with_store(settings, hashes) == {"email": [], "phone": []}
+    before = outbox(settings)
+    r = client.post(
+        UNSUBSCRIBE, params={"token": unsubscribe_token(settings, "bob")}, data={"scope": "all"}
+    )
+    assert r.status_code == 200 and "no data about you" in r.text
+    assert outbox(settings) == before
+
+
+def test_a_merge_seen_after_the_survivors_erasure_erases_the_merged_contact_too(api):
+    client, settings = api
+    handle(settings, contact_created("bob", email=BOB_EMAIL, phone=BOB_PHONE))
+    grant(client, settings, "bob")
+    assert vault_key(settings, "bob") is not None
+    handle_all(settings, erased("ana"), merged("bob", "ana"))
+
+    assert vault_key(settings, "bob") is None  # the same person: their key goes too
+    suppressed = {e.key for e in outbox(settings) if e.type == "suppression-added"}
+    assert email_hash(BOB_EMAIL, settings.suppression_salt) in suppressed
+    assert client.get("/api/v1/consents/bob", headers=staff(settings)).status_code == 404
+    assert client.get("/api/v1/consents/ana", headers=staff(settings)).status_code == 404
+
+
+def test_links_signed_before_a_secret_rotation_keep_working_and_unknown_ones_do_not(
+    isolated_env, monkeypatch
+):
+    old = isolated_env["TRIBUNE_UNSUBSCRIBE_SECRET"]
+    monkeypatch.setenv("TRIBUNE_UNSUBSCRIBE_SECRET", "the-rotated-unsubscribe-secret-0123456789")
+    monkeypatch.setenv("CONSENT_UNSUBSCRIBE_PREVIOUS_SECRETS", json.dumps([old]))
+    settings = ConsentSettings()
+    handle(settings, contact_created("ana"))
+    with TestClient(create_app(settings)) as client:
+        grant(client, settings)
+        grant(client, settings, purpose="fundraising")
+        unknown = UnsubscribeTokens("a-secret-nobody-configured-0123456789").sign("ana", "news")
+        r = client.post(UNSUBSCRIBE, params={"token": unknown}, data={"scope": "all"})
+        assert r.status_code == 400 and "Nothing was changed" in r.text
+
+        sent_before_rotation = UnsubscribeTokens(old).sign("ana", "news")
+        assert client.get(UNSUBSCRIBE, params={"token": sent_before_rotation}).status_code == 200
+        r = client.post(
+            UNSUBSCRIBE, params={"token": sent_before_rotation}, data={"scope": "purpose"}
+        )
+        assert r.status_code == 200 and "no more emails about" in r.text
+        assert statuses(client, settings) == {
+            ("email", "fundraising"): "granted",
+            ("email", "news"): "revoked",
+        }
+        # links signed now use the new secret only
+        fresh = UnsubscribeTokens(settings.unsubscribe_secret).sign("ana", "fundraising")
+        with pytest.raises(TokenError):
+            UnsubscribeTokens(old).verify(fresh)

@@ -44,7 +44,8 @@ def deliver_with_the_worker(settings: ConsentSettings, envelope) -> None:
 
     async def run() -> None:
         await ensure_topics(settings)
-        publisher = EventPublisher(settings)
+        # standing in for the event's producer: consumers accept only the owner's events
+        publisher = EventPublisher(settings, producer=envelope.producer)
         await publisher.start()
         await publisher.publish(envelope)
         await publisher.stop()

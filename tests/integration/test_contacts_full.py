@@ -128,7 +128,7 @@ def test_a_full_contact_is_stored_returned_and_announced(contacts_api):
         1984,
     )
     assert contact["custom_fields"] == {"quartier": "Roquette", "adhesion": "2019-03-14"}
-    got = client.get(f"{URL}/{contact['id']}", headers=headers(settings, role=Role.viewer))
+    got = client.get(f"{URL}/{contact['id']}", headers=headers(settings, role=Role.treasurer))
     assert got.json() == contact and got.headers["etag"] == '"1"'
 
     [envelope] = events(settings)

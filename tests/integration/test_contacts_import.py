@@ -426,6 +426,39 @@ def test_rejected_rows_csv_has_row_numbers_reasons_and_safe_cells(api):
     assert rows[4][1].startswith("email: not a valid") and rows[4][3] == "'=1+2"
 
 
+def test_hostile_cells_are_rejected_with_reasons_and_the_import_goes_on(api):
+    """A 131,000-character cell froze the worker for a minute (quadratic splitting): its
+    row is now rejected naming its column, long runs of spaces within the bounds are
+    read right, and the rejected rows' header is made safe like its cells. The per-row
+    cost next to a normal file: bench/contacts_import_hostile.py (a ratio)."""
+    client, settings = api
+    spaces = " " * 1_000
+    phones = "/".join(f"06{i:08d}" for i in range(300))
+    text = (
+        'nom;courriel;portable;étiquettes;=HYPERLINK("x")\n'
+        f"Dupont;a@example.org{' ' * 131_000}b;;;\n"
+        f"Durand;d@example.org{spaces},{spaces}e@example.org;06 12 34 56 78{spaces}/;"
+        f"bénévole{spaces}actif;\n"
+        f"Martin;m@example.org;{phones};;\n"
+        "Petit;p@example.org;;;\n"
+    )
+    r = upload(client, settings, text.encode())
+    assert r.status_code == 202, r.text
+    final, _ = run_next_job(settings)
+    assert final["status"] == "done"
+    assert (final["counts"]["created"], final["counts"]["rejected"]) == (2, 2)
+    durand = next(d for d in find(settings, CONTACTS) if d["family_name"] == "Durand")
+    got = client.get(f"{URL}/{durand['_id']}", headers=headers(settings)).json()
+    assert [e["address"] for e in got["emails"]] == ["d@example.org", "e@example.org"]
+    assert got["phone"] == "+33612345678" and got["tags"] == ["bénévole actif"]
+    r = client.get(f"{IMPORTS_URL}/{final['_id']}/rejected.csv", headers=headers(settings))
+    rows = csv_rows(r.text)
+    header = ["row", "reason", "nom", "courriel", "portable", "étiquettes"]
+    assert rows[0] == [*header, '\'=HYPERLINK("x")']
+    assert rows[1][:2] == ["2", "courriel: more than 4096 characters"]
+    assert rows[2][:3] == ["4", "portable: at most 10 numbers", "Martin"]
+
+
 # ---------------------------------------------------------------- progress, cancel, resume
 
 
@@ -609,6 +642,21 @@ def test_a_file_above_the_limit_is_413_and_leaves_nothing(isolated_env, monkeypa
         assert small.status_code == 202, small.text
     assert count(settings, IMPORTS) == 1
     assert count(settings, "contact_import_chunks") == 1
+
+
+def test_a_file_above_the_json_limit_is_taken_whole(api):
+    """Every other route of the service takes a few KiB (tribune_shared.limits): the
+    upload route alone declares the import limit."""
+    client, settings = api
+    data, _ = messy_csv_bytes(1_000, seed=7)
+    assert settings.max_body_bytes < len(data) < settings.import_max_bytes
+    for multipart in (True, False):
+        r = upload(client, settings, data, multipart=multipart)
+        assert r.status_code == 202, r.text
+        assert r.json()["file"]["bytes"] == len(data)
+    # the same bytes to a JSON route of the same service: refused before being read
+    r = client.post(URL, content=data, headers=headers(settings))
+    assert r.status_code == 413 and r.json()["limit"] == settings.max_body_bytes
 
 
 def test_another_federation_s_import_is_404(api):

@@ -4,6 +4,8 @@ to a real HTTP service with a signed identity, and the person view."""
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 import socket
 import threading
 import time
@@ -19,7 +21,7 @@ from fastapi.testclient import TestClient
 from gateway.main import create_app
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
-from gateway.store import FEDERATIONS, USERS
+from gateway.store import FEDERATIONS, LOGIN_ATTEMPTS, USERS
 from pymongo.errors import PyMongoError
 from tribune_shared.auth import IDENTITY_HEADER, Role, verify_identity
 from tribune_shared.consistency import HEADER as CONSISTENCY_HEADER
@@ -191,19 +193,35 @@ class RecordingLog:
     warning = info
 
 
-def test_generated_admin_password_is_logged_once_and_works(isolated_env, monkeypatch):
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_generated_admin_password_is_shown_once_on_the_terminal_never_logged(
+    isolated_env, monkeypatch
+):
     monkeypatch.delenv("GATEWAY_ADMIN_PASSWORD", raising=False)
     monkeypatch.setenv("GATEWAY_ADMIN_EMAIL", "Chief@Tribune.Local")
     recorder = RecordingLog()
     monkeypatch.setattr(gateway_service_module, "log", recorder)
-    for _ in range(2):
-        with TestClient(create_app(GatewaySettings())) as client:
+    # no terminal (a container, a supervisor: standard error is the log): not generated
+    monkeypatch.setattr(gateway_service_module, "terminal", lambda: None)
+    with pytest.raises(RuntimeError, match="GATEWAY_ADMIN_PASSWORD"):
+        with TestClient(create_app(GatewaySettings())):
             pass
-    generated = [kw for e, kw in recorder.events if e == "gateway.admin_password_generated"]
-    assert len(generated) == 1
-    assert generated[0]["email"] == "chief@tribune.local"
-    password = generated[0]["password"]
+    assert read(GatewaySettings(), USERS) == []
+
+    screen = Terminal()
+    monkeypatch.setattr(gateway_service_module, "terminal", lambda: screen)
+    for _ in range(2):
+        with TestClient(create_app(GatewaySettings())):
+            pass
+    (password,) = re.findall(r"chief@tribune\.local, password (\S+)", screen.getvalue())
     assert len(password) >= 24
+    assert password not in str(recorder.events)
+    generated = [kw for e, kw in recorder.events if e == "gateway.admin_password_generated"]
+    assert generated == [{"email": "chief@tribune.local", "shown_on": "terminal"}]
     with TestClient(create_app(GatewaySettings())) as client:
         assert login(client, "chief@tribune.local", password).status_code == 200
 
@@ -489,6 +507,28 @@ def test_forwarding_needs_a_token(api):
     assert client.delete("/api/v1/memberships/m1").status_code == 401
 
 
+def test_each_route_takes_the_body_it_needs_once_the_caller_is_known(api):
+    """A viewer could send 64 MiB to any forwarded route, and the services parsed it whole."""
+    client, settings = api
+    admin = bearer(client)
+    viewer = user_of(client, admin, root_of(client, admin)["id"], "vera@tribune.org", "viewer")
+    big = b'{"filter": {"op": "all", "pad": "' + b"x" * 1_000_000 + b'"}}'
+    as_json = {"Content-Type": "application/json"}
+    r = client.post("/api/v1/segments/preview", content=big, headers=as_json)
+    assert r.status_code == 401, r.text  # not a chance to stream it first
+    r = client.post("/api/v1/segments/preview", content=big, headers={**viewer, **as_json})
+    assert r.status_code == 413, r.text
+    assert r.json()["limit"] == settings.max_body_bytes
+    # the contacts import takes its own, larger limit
+    csv = b"nom\n" + b"Dupont\n" * 150_000
+    r = client.post(
+        "/api/v1/contacts/imports", content=csv, headers={**viewer, "Content-Type": "text/csv"}
+    )
+    assert r.status_code == 200 and len(r.json()["body"]) == len(csv)
+    r = client.get("/api/v1/contacts/c1", headers={**viewer, "X-Note": "a\x00b"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_header"
+
+
 def test_payment_webhook_is_public_and_forwarded_untouched(api):
     client, _ = api
     raw = b'{"id":"evt_1", "amount":  1500}'
@@ -586,10 +626,17 @@ def test_openapi_lists_the_gateway_and_forwarded_routes(api):
 
 
 def user_of(client: TestClient, admin, federation_id: str, email: str, role: str) -> dict[str, str]:
-    """A new user of the federation, logged in: their Authorization header."""
+    """A new user of the federation, logged in: their Authorization header (``admin`` is
+    the national administrator: a DPO takes their password as confirmation)."""
     r = client.post(
         "/api/v1/users",
-        json={"email": email, "password": PASSWORD, "role": role, "federation_id": federation_id},
+        json={
+            "email": email,
+            "password": PASSWORD,
+            "role": role,
+            "federation_id": federation_id,
+            "confirm_password": ADMIN_PASSWORD,
+        },
         headers=admin,
     )
     assert r.status_code == 201, r.text
@@ -781,3 +828,310 @@ def test_the_gateways_own_write_is_remembered_and_sent_on_for_a_client_that_forg
     # the client does not send it back; the service still gets it
     seen = client.get("/api/v1/contacts", headers=admin).json()["headers"]
     assert seen[CONSISTENCY_HEADER.lower()] == token
+
+
+# ---------------------------------------------------------------- the login limiter
+
+
+def test_parallel_wrong_passwords_on_two_replicas_get_at_most_the_limit_of_401s(env, monkeypatch):
+    monkeypatch.setenv("GATEWAY_LOGIN_MAX_ATTEMPTS", "5")
+    settings = GatewaySettings()
+    # two gateway replicas over the one store: they share the counters
+    with (
+        TestClient(create_app(settings)) as first,
+        TestClient(create_app(settings)) as second,
+    ):
+
+        def attempt(n: int) -> int:
+            client = first if n % 2 else second
+            return login(client, ADMIN_EMAIL, f"wrong-password-{n}").status_code
+
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(attempt, range(300)))
+        assert set(codes) <= {401, 429}, sorted(set(codes))
+        assert 1 <= codes.count(401) <= settings.login_max_attempts
+        assert codes.count(429) == 300 - codes.count(401)
+        # the right password waits too, on either replica
+        for client in (first, second):
+            locked = login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+            assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 1
+    # what the counters keep: no email in clear
+    counters = read(settings, LOGIN_ATTEMPTS)
+    assert counters and all(ADMIN_EMAIL not in str(c) for c in counters)
+
+
+class Peers:
+    """ASGI wrapper: the client's direct address (a socket's, in production) from a
+    test-only header, so one test client can call from several networks."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            peer = dict(scope["headers"]).get(b"x-test-peer")
+            if peer is not None:
+                scope = {**scope, "client": (peer.decode(), 5000)}
+        await self.app(scope, receive, send)
+
+
+def from_peer(address: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    return {**(headers or {}), "X-Test-Peer": address}
+
+
+def test_logins_are_limited_per_client_network_too(env, monkeypatch):
+    monkeypatch.setenv("GATEWAY_LOGIN_NETWORK_MAX_ATTEMPTS", "3")
+    with TestClient(Peers(create_app(GatewaySettings()))) as client:
+
+        def login_from(address: str, email: str, password: str):
+            return client.post(
+                "/api/v1/auth/token",
+                data={"username": email, "password": password},
+                headers=from_peer(address),
+            )
+
+        # a success gives its attempt back
+        assert login_from("203.0.113.10", ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 200
+        for n in range(3):  # three emails, one try each: far from the email limit
+            assert login_from("203.0.113.10", f"u{n}@tribune.local", "wrong").status_code == 401
+        # the network (/24) is over its limit, whatever the email or the address in it
+        r = login_from("203.0.113.99", "fresh@tribune.local", "wrong")
+        assert r.status_code == 429 and r.json()["error"] == "too_many_attempts"
+        assert login_from("203.0.113.99", ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 429
+        assert login_from("198.51.100.7", ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 200
+
+
+def test_an_oversized_username_is_a_422_and_never_counted(api):
+    client, settings = api
+    r = login(client, "a" * 250 + "@tribune.local", "whatever")
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "username"
+    r = login(client, ADMIN_EMAIL, "x" * 1025)
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "password"
+    assert read(settings, LOGIN_ATTEMPTS) == []
+
+
+# ---------------------------------------------------------------- who may make a DPO
+
+
+def test_only_a_dpo_or_the_national_admin_with_their_password_may_make_a_dpo(api):
+    client, settings = api
+    national = bearer(client)
+    root = root_of(client, national)
+    paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=national).json()
+    paris_admin = user_of(client, national, paris["id"], "admin@paris.org", "admin")
+    viewer_id = client.post(
+        "/api/v1/users",
+        json={"email": "v@paris.org", "password": PASSWORD, "role": "viewer"},
+        headers=paris_admin,
+    ).json()["id"]
+    new_dpo = {
+        "email": "dpo@paris.org",
+        "password": PASSWORD,
+        "role": "dpo",
+        "federation_id": paris["id"],
+    }
+
+    # a federation administrator may not, with or without a confirmation
+    for confirm in ({}, {"confirm_password": PASSWORD}):
+        r = client.post("/api/v1/users", json={**new_dpo, **confirm}, headers=paris_admin)
+        assert r.status_code == 403, r.text
+        r = client.patch(
+            f"/api/v1/users/{viewer_id}", json={"role": "dpo", **confirm}, headers=paris_admin
+        )
+        assert r.status_code == 403, r.text
+
+    # the national administrator: only with their own password
+    r = client.post("/api/v1/users", json=new_dpo, headers=national)
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "confirm_password"
+    r = client.post(
+        "/api/v1/users", json={**new_dpo, "confirm_password": "not-it-at-all"}, headers=national
+    )
+    assert r.status_code == 403 and r.json()["detail"][0]["field"] == "confirm_password"
+    assert [u for u in read(settings, USERS) if u["role"] == "dpo"] == []
+    r = client.post(
+        "/api/v1/users", json={**new_dpo, "confirm_password": ADMIN_PASSWORD}, headers=national
+    )
+    assert r.status_code == 201, r.text
+    dpo_id = r.json()["id"]
+    dpo = bearer(client, "dpo@paris.org", PASSWORD)
+
+    # a DPO may promote (with their password), and do nothing else with accounts
+    r = client.patch(
+        f"/api/v1/users/{viewer_id}",
+        json={"role": "dpo", "confirm_password": PASSWORD},
+        headers=dpo,
+    )
+    assert r.status_code == 200 and r.json()["role"] == "dpo"
+    r = client.patch(f"/api/v1/users/{viewer_id}", json={"active": False}, headers=dpo)
+    assert r.status_code == 403
+    r = client.post(
+        "/api/v1/users",
+        json={"email": "x@paris.org", "password": PASSWORD, "role": "admin"},
+        headers=dpo,
+    )
+    assert r.status_code == 403
+
+    # nor may a federation administrator take a DPO's account over
+    r = client.post(
+        f"/api/v1/users/{dpo_id}/password", json={"new_password": "taken-over-pass"},
+        headers=paris_admin,
+    )  # fmt: skip
+    assert r.status_code == 403
+    assert (
+        client.patch(f"/api/v1/users/{dpo_id}", json={"active": False}, headers=paris_admin).json()[
+            "active"
+        ]
+        is False
+    )  # taking powers away is an administrator's
+    r = client.patch(f"/api/v1/users/{dpo_id}", json={"active": True}, headers=paris_admin)
+    assert r.status_code == 403  # giving them back is not
+    assert login(client, "dpo@paris.org", PASSWORD).status_code == 401
+
+    # every attempt, refused ones included, is in the access audit
+    national_dpo = user_of(client, national, root["id"], "dpo@n.org", "dpo")
+    entries = client.get(
+        "/api/v1/audit/access", params={"limit": 100}, headers=national_dpo
+    ).json()["items"]
+    account = [
+        (e["email"], e["method"], e["status"], e["target_user_id"], e["changes"])
+        for e in reversed(entries)
+        if e["path"].startswith("/api/v1/users")
+    ]
+    paris_id = paris["id"]
+    assert account == [
+        (ADMIN_EMAIL, "POST", 201, account[0][3], {"role": "admin", "federation_id": paris_id}),
+        ("admin@paris.org", "POST", 201, viewer_id, {"role": "viewer", "federation_id": paris_id}),
+        ("admin@paris.org", "POST", 403, None, {"role": "dpo", "federation_id": paris_id}),
+        ("admin@paris.org", "PATCH", 403, viewer_id, {"role": "dpo"}),
+        ("admin@paris.org", "POST", 403, None, {"role": "dpo", "federation_id": paris_id}),
+        ("admin@paris.org", "PATCH", 403, viewer_id, {"role": "dpo"}),
+        (ADMIN_EMAIL, "POST", 422, None, {"role": "dpo", "federation_id": paris_id}),
+        (ADMIN_EMAIL, "POST", 403, None, {"role": "dpo", "federation_id": paris_id}),
+        (ADMIN_EMAIL, "POST", 201, dpo_id, {"role": "dpo", "federation_id": paris_id}),
+        ("dpo@paris.org", "PATCH", 200, viewer_id, {"role": "dpo"}),
+        ("dpo@paris.org", "PATCH", 403, viewer_id, {"active": "false"}),
+        ("dpo@paris.org", "POST", 403, None, {"role": "admin"}),
+        ("admin@paris.org", "POST", 403, dpo_id, {"password": "reset"}),
+        ("admin@paris.org", "PATCH", 200, dpo_id, {"active": "false"}),
+        ("admin@paris.org", "PATCH", 403, dpo_id, {"active": "true"}),
+        (ADMIN_EMAIL, "POST", 201, account[-1][3], {"role": "dpo", "federation_id": root["id"]}),
+    ]
+    assert all(e["action"] == "changed" for e in entries if e["path"].startswith("/api/v1/users"))
+    assert PASSWORD not in str(entries) and ADMIN_PASSWORD not in str(entries)
+
+
+# ---------------------------------------------------------------- passwords
+
+
+def test_a_user_changes_their_password_and_an_admin_resets_one(api):
+    client, settings = api
+    admin = bearer(client)
+    secretary = user_of(client, admin, root_of(client, admin)["id"], "sec@t.org", "secretary")
+    me = client.get("/api/v1/me", headers=secretary).json()
+    time.sleep(1.1)  # tokens carry whole seconds: the change comes after this one's second
+
+    r = client.post(
+        "/api/v1/me/password",
+        json={"current_password": "not-the-password", "new_password": "a-new-long-password"},
+        headers=secretary,
+    )
+    assert r.status_code == 403 and r.json()["detail"][0]["field"] == "current_password"
+    r = client.post(
+        "/api/v1/me/password",
+        json={"current_password": PASSWORD, "new_password": "short"},
+        headers=secretary,
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "new_password"
+    r = client.post(
+        "/api/v1/me/password",
+        json={"current_password": PASSWORD, "new_password": "a-new-long-password"},
+        headers=secretary,
+    )
+    assert r.status_code == 200, r.text
+    fresh = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert client.get("/api/v1/me", headers=secretary).status_code == 401  # the old token
+    assert client.get("/api/v1/me", headers=fresh).status_code == 200
+    assert login(client, "sec@t.org", PASSWORD).status_code == 401
+    assert login(client, "sec@t.org", "a-new-long-password").status_code == 200
+    time.sleep(1.1)
+
+    # the administrator resets it (forgotten, or the account is compromised)
+    r = client.post(
+        f"/api/v1/users/{me['id']}/password",
+        json={"new_password": "set-by-the-admin-1"},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["id"] == me["id"]
+    assert client.get("/api/v1/me", headers=fresh).status_code == 401
+    assert login(client, "sec@t.org", "set-by-the-admin-1").status_code == 200
+    # not their own (that takes the current password), not outside their subtree
+    admin_id = client.get("/api/v1/me", headers=admin).json()["id"]
+    r = client.post(
+        f"/api/v1/users/{admin_id}/password", json={"new_password": "x" * 20}, headers=admin
+    )
+    assert r.status_code == 409
+    r = client.post("/api/v1/users/nobody/password", json={"new_password": "x" * 20}, headers=admin)
+    assert r.status_code == 404
+    # a secretary manages no account
+    r = client.post(
+        f"/api/v1/users/{admin_id}/password",
+        json={"new_password": "x" * 20},
+        headers=bearer(client, "sec@t.org", "set-by-the-admin-1"),
+    )
+    assert r.status_code == 403
+
+    docs = read(settings, "access_audit", {"target_user_id": me["id"]})
+    assert [(d["method"], d["status"], d["changes"]) for d in docs] == [
+        ("POST", 201, {"role": "secretary", "federation_id": me["federation_id"]}),
+        ("POST", 403, {"password": "changed"}),
+        ("POST", 422, {"password": "changed"}),
+        ("POST", 200, {"password": "changed"}),
+        ("POST", 200, {"password": "reset"}),
+    ]
+
+
+# ---------------------------------------------------------------- the door
+
+
+def test_the_gateway_refuses_dot_segments_before_anything_else(api):
+    client, settings = api
+    admin = bearer(client)
+    for path in (
+        "/api/v1/public/consents/%2e%2e/%2e%2e/%2e%2e/%2e%2e/openapi.json",
+        "/api/v1/segments/%2E%2E/contacts/c1",
+        "/api/v1/users/%2e%2e/federations",
+    ):
+        r = client.get(path, headers=admin)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_path", path
+    assert read(settings, "access_audit", {"path": {"$regex": "segments|openapi"}}) == []
+
+
+def test_a_huge_or_malformed_audit_cursor_is_a_422_naming_it(api):
+    client, _ = api
+    admin = bearer(client)
+    dpo = user_of(client, admin, root_of(client, admin)["id"], "dpo@t.org", "dpo")
+    for params in (
+        {"cursor": "f" * 10_000},
+        {"cursor": "9" * 25 + "x"},
+        {"since": "9" * 40},
+        {"limit": 10**30},
+    ):
+        r = client.get("/api/v1/audit/access", params=params, headers=dpo)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["detail"][0]["field"] == next(iter(params))
+
+
+def test_the_audit_keeps_the_forwarded_client_address_from_a_trusted_proxy_only(env, monkeypatch):
+    monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8")
+    settings = GatewaySettings()
+    with TestClient(Peers(create_app(settings))) as client:
+        admin = bearer(client)
+        forwarded = {**admin, "X-Forwarded-For": "198.51.100.23"}
+        for peer in ("10.2.3.4", "203.0.113.50"):  # a proxy of ours; anybody else
+            r = client.get("/api/v1/contacts/c1", headers=from_peer(peer, forwarded))
+            assert r.status_code == 200
+            seen = r.json()["headers"]["x-tribune-client-ip"]  # consent's proof takes it
+            assert seen == ("198.51.100.23" if peer == "10.2.3.4" else "203.0.113.50")
+    docs = read(settings, "access_audit", {"path": "/api/v1/contacts/c1"})
+    assert [d["ip"] for d in docs] == ["198.51.100.0/24", "203.0.113.0/24"]

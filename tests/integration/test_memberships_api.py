@@ -13,17 +13,26 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
+from memberships.handlers import contact_merge_handlers, contact_move_handlers
 from memberships.main import create_app
+from memberships.privacy import erasure_handlers
 from memberships.service import MembershipsService, PaymentNotice
 from memberships.settings import MembershipsSettings
 from memberships.store import INDEXES, MEMBERSHIPS, PAYMENTS
 from support import deliver, identity_headers, make_identity
 from tribune_shared.auth import Role
 from tribune_shared.contact_directory import ContactDirectory
-from tribune_shared.events import new_envelope
-from tribune_shared.events.contracts import ContactCreatedV1, ContactState, ContactUpdatedV1
+from tribune_shared.events import new_envelope, utcnow
+from tribune_shared.events.contracts import (
+    ContactCreatedV1,
+    ContactMergedV1,
+    ContactState,
+    ContactUpdatedV1,
+    ErasureRequestedV1,
+)
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_headers
 
 pytestmark = pytest.mark.integration
@@ -478,3 +487,96 @@ def test_payment_placed_in_the_contacts_federation(settings, client):
     [payment] = find(settings, PAYMENTS)
     [membership] = find(settings, MEMBERSHIPS)
     assert payment["federation_path"] == membership["federation_path"] == LYON
+
+
+# ---------------------------------------------------------------- a contact moves or merges
+
+
+def contact_events(settings, *events: tuple[Any, str]) -> None:
+    """Contact events through the worker's handlers (directory, then history moves,
+    merges), each ``(event, federation path)``."""
+
+    async def run() -> None:
+        store = Store(settings)
+        subscriptions = (
+            Subscriptions("memberships")
+            .add(ContactDirectory(store).handlers())
+            .add(contact_move_handlers(store), also=True)
+            .add(contact_merge_handlers(store))
+            .add(erasure_handlers(store))
+        )
+        try:
+            for event, path in events:
+                envelope = new_envelope(
+                    event,
+                    producer="consent" if isinstance(event, ErasureRequestedV1) else "contacts",
+                    federation_id=path.rstrip("/").rsplit("/", 1)[-1],
+                    federation_path=path,
+                )
+                await deliver(store, subscriptions, envelope)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def moved(contact_id: str, version: int, changed: list[str] | None = None) -> ContactUpdatedV1:
+    return ContactUpdatedV1(
+        contact_id=contact_id,
+        contact_version=version,
+        contact=ContactState(given_name="Ada"),
+        changed_fields=["federation_id"] if changed is None else changed,
+    )
+
+
+def test_a_moved_contacts_payments_follow_them_into_the_new_federations_dpo_export(
+    settings, client
+):
+    seed_contact(settings, "c-max", PARIS)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    assert post_signed(client, notice("c-max", paid_at=yesterday)).status_code == 201
+    gift = notice("c-max", provider_payment_id="pi_gift", purpose="donation", amount_cents=5000)
+    assert post_signed(client, gift).status_code == 201
+    lyon_dpo = auth(settings, LYON, Role.dpo)
+
+    contact_events(settings, (moved("c-max", 2), LYON))
+
+    export = client.get("/api/v1/memberships/privacy/c-max", headers=lyon_dpo)
+    assert export.status_code == 200, export.text
+    data = export.json()
+    assert [p["amount_cents"] for p in data["payments"]] == [3000]
+    assert [p["amount_cents"] for p in data["donations"]] == [5000]
+    assert len(data["memberships"]) == 1
+    payments = client.get(
+        "/api/v1/payments", params={"contact_id": "c-max"}, headers=auth(settings, LYON)
+    )
+    assert payments.status_code == 200 and len(payments.json()["items"]) == 2
+    assert {d["federation_path"] for d in find(settings, PAYMENTS)} == {LYON}
+    assert {d["federation_path"] for d in find(settings, MEMBERSHIPS)} == {LYON}
+
+    # An older event arriving late (or replayed) moves nothing back; a later edit that is
+    # not a move keeps the history where the person is.
+    contact_events(settings, (moved("c-max", 1), PARIS), (moved("c-max", 3, ["tags"]), LYON))
+    assert {d["federation_path"] for d in find(settings, PAYMENTS)} == {LYON}
+    paris_dpo = auth(settings, PARIS, Role.dpo)
+    assert client.get("/api/v1/memberships/privacy/c-max", headers=paris_dpo).status_code == 404
+
+
+def test_a_merge_seen_after_the_survivors_erasure_erases_the_merged_records_too(settings, client):
+    from tribune_shared.events.contracts import ErasureRequestedV1
+
+    seed_contact(settings, "c-zoe", PARIS)
+    seed_contact(settings, "c-zoe-dup", PARIS)
+    assert post_signed(client, notice("c-zoe-dup")).status_code == 201
+    erasure = ErasureRequestedV1(request_id="r1", contact_id="c-zoe", requested_at=utcnow())
+    merge = ContactMergedV1(
+        merged_contact_id="c-zoe-dup",
+        surviving_contact_id="c-zoe",
+        contact_version=2,
+        merged_by="u1",
+    )
+    contact_events(settings, (erasure, PARIS), (merge, PARIS))
+
+    [payment] = find(settings, PAYMENTS)
+    assert payment["contact_id"].startswith("pseudonym-")  # kept by law, linked to no one
+    assert find(settings, MEMBERSHIPS, {"contact_id": {"$in": ["c-zoe", "c-zoe-dup"]}}) == []

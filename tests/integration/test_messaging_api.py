@@ -353,6 +353,9 @@ def test_roles_and_identity_are_checked(api):
         ({"subject": ""}, "subject", "at least 1 character"),
         ({"subject": "x" * 201}, "subject", "at most 200 characters"),
         ({"subject": "Hi\r\nBcc: all@example.org"}, "subject", "must be a single line"),
+        # line breaks beyond CR/LF: the email header refused them with a 500
+        ({"subject": "Hi\u2028Bcc: all@example.org"}, "subject", "must be a single line"),
+        ({"subject": "Hi\x85Bcc: all@example.org"}, "subject", "must be a single line"),
         ({"text": ""}, "text", "at least 1 character"),
         ({"text": "x" * 100_001}, "text", "at most 100000 characters"),
         ({"purpose": "news:all"}, "purpose", "should match pattern"),
@@ -407,3 +410,72 @@ def test_history_limit_above_the_page_size_is_422(api):
     assert r.json()["detail"] == [
         {"field": "limit", "reason": f"must be at most {settings.max_page_size}"}
     ]
+
+
+# ---------------------------------------------------------------- a contact moves or merges
+
+
+def test_a_moved_contacts_messages_follow_them_into_the_new_federation(api):
+    client, settings, _ = api
+    handle(settings, contact("ana"), grant("ana"))
+    sent = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+    assert sent.status_code == 201, sent.text
+    state = ContactState(given_name="Ana", family_name="Martin", email="ana.martin@example.org")
+    move = ContactUpdatedV1(
+        contact_id="ana", contact_version=2, contact=state, changed_fields=["federation_id"]
+    )
+    handle(settings, envelope(move, LYON, "contacts"))
+
+    listed = history(client, settings, "ana", LYON)
+    assert listed.status_code == 200, listed.text
+    assert [m["message_id"] for m in listed.json()["items"]] == [sent.json()["message_id"]]
+    lyon_dpo = identity_headers(make_identity(LYON, Role.dpo), settings.identity_secret)
+    export = client.get("/api/v1/messages/privacy/ana", headers=lyon_dpo)
+    assert export.status_code == 200, export.text
+    assert {m["federation_path"] for m in export.json()["messages"]} == {LYON}
+    assert {c["federation_path"] for c in export.json()["consents"]} == {LYON}
+
+
+def test_a_merge_seen_after_the_survivors_erasure_erases_the_merged_contact_too(api):
+    from messaging.privacy import erasure_handlers
+    from messaging.store import CONSENTS, CONTACTS, MESSAGES
+    from tribune_shared.events import utcnow
+    from tribune_shared.events.contracts import ContactMergedV1, ErasureRequestedV1
+
+    client, settings, _ = api
+    handle(settings, contact("ana"), contact("ana-dup", email_address="dup@example.org"))
+    handle(settings, grant("ana-dup"))
+    sent = client.post("/api/v1/messages", json=message("ana-dup"), headers=headers(settings))
+    assert sent.status_code == 201, sent.text
+    erasure = ErasureRequestedV1(request_id="r1", contact_id="ana", requested_at=utcnow())
+    merge = ContactMergedV1(
+        merged_contact_id="ana-dup", surviving_contact_id="ana", contact_version=2, merged_by="u"
+    )
+
+    async def run():
+        store = Store(settings)
+        subscriptions = (
+            Subscriptions("messaging")
+            .add(contact_handlers(MessagingStore(store)))
+            .add(erasure_handlers(store))
+        )
+        try:
+            await deliver(
+                store,
+                subscriptions,
+                envelope(erasure, PARIS, "consent"),
+                envelope(merge, PARIS, "contacts"),
+            )
+            ids = {"$in": ["ana", "ana-dup"]}
+            return (
+                await store[MESSAGES].count_documents({"contact_id": ids}),
+                await store[CONSENTS].count_documents({"contact_id": ids}),
+                await store[CONTACTS].find({"_id": ids}).sort("_id").to_list(),
+            )
+        finally:
+            await store.close()
+
+    messages, consents, contacts = asyncio.run(run())
+    assert (messages, consents) == (0, 0)
+    assert [(c["_id"], c.get("erased")) for c in contacts] == [("ana", True), ("ana-dup", True)]
+    assert not any("email" in c for c in contacts)

@@ -295,6 +295,8 @@ def test_an_erasure_fans_out_destroys_the_key_and_closes_when_every_service_answ
     assert [s["service"] for s in body["receipt"]["services"]] == settings.erasure_services
     assert body["receipt"]["kept_for_legal_reasons"] == ["memberships: payments: 1 kept"]
     assert body["receipt"]["key_destroyed_at"] is not None
+    # the keys a restore of an older vault backup must destroy again
+    assert request["keys_destroyed"] == body["receipt"]["keys_destroyed"] == ["c-paris"]
     # once closed, the request no longer blocks another one
     again = client.post(
         "/api/v1/privacy/requests",

@@ -2,6 +2,8 @@
 of contacts, consent, memberships and messaging (in this process): the fan-out, the
 receipt, and finality: afterwards the person's email, phone and names are in no store
 and in no topic, and replaying every topic into fresh consumers does not bring them back.
+The person is also a duplicate merged into them before: what was sealed under that
+contact's own key stays unreadable too.
 """
 
 from __future__ import annotations
@@ -247,14 +249,32 @@ def absent(text: str | bytes, person: Person) -> list[str]:
 # ---------------------------------------------------------------- the test
 
 
+async def merge(p: Platform, duplicate: Person, into: Person) -> None:
+    """The secretary merges a duplicate into a person, keeping the person's own name,
+    emails and phones: the duplicate's live on only in events sealed with its own key."""
+    keep = dict.fromkeys(("given_name", "family_name", "emails", "phones"), "survivor")
+    r = await p.http["contacts"].post(
+        f"/api/v1/contacts/{into.id}/merge",
+        json={"merged_id": duplicate.id, "fields": keep},
+        headers=p.headers(),
+    )
+    assert r.status_code == 200, r.text
+    # consent has seen the merge (its projection no longer shows the duplicate)
+    await eventually(
+        lambda: p.http["consent"].get(f"/api/v1/consents/{duplicate.id}", headers=p.headers()),
+        lambda r: r.status_code == 404,
+    )
+
+
 async def test_erasure_fans_out_closes_with_a_receipt_and_nothing_comes_back(platform):
     p = platform
-    erased, kept = await new_person(p), await new_person(p)
-    for person in (erased, kept):
+    erased, kept, twin = await new_person(p), await new_person(p), await new_person(p)
+    for person in (erased, kept, twin):
         await grant(p, person)
         await send_mail(p, person)
     await pay(p, erased, "dues", 3000)
     await pay(p, erased, "donation", 5000)
+    await merge(p, twin, into=erased)  # the same person, known twice until today
     dpo = p.headers(Role.dpo)
 
     # Every service answers for its part of an access export (DPO only).
@@ -295,6 +315,7 @@ async def test_erasure_fans_out_closes_with_a_receipt_and_nothing_comes_back(pla
     )
     receipt = done.json()["receipt"]
     assert [s["service"] for s in receipt["services"]] == list(SERVICES)
+    assert set(receipt["keys_destroyed"]) == {erased.id, twin.id}
     assert all(s["completed_at"] for s in receipt["services"])
     [legal] = receipt["kept_for_legal_reasons"]
     assert legal.startswith("memberships: payments: 2 ") and "pseudonymised" in legal
@@ -315,7 +336,7 @@ async def test_erasure_fans_out_closes_with_a_receipt_and_nothing_comes_back(pla
     dbs = await databases(settings)
     assert {f"{settings.database_prefix}{s}" for s in SERVICES} <= set(dbs)
     everything = "\n".join(dbs.values())
-    assert absent(everything, erased) == []
+    assert absent(everything, erased) == [] and absent(everything, twin) == []
     assert kept.email in dbs[f"{settings.database_prefix}contacts"]  # the scan sees data
     # payments kept by law, under a pseudonym
     assert dbs[f"{settings.database_prefix}memberships"].count("pseudonym-") >= 2
@@ -326,17 +347,20 @@ async def test_erasure_fans_out_closes_with_a_receipt_and_nothing_comes_back(pla
         raw, decoded, count = await topic_dump(settings, vault)
         assert count > 10
         assert absent(raw, erased) == [] and absent(raw, kept) == []  # sealed, always
-        assert absent(decoded, erased) == []
+        assert absent(raw, twin) == []
+        # the merged duplicate's own key went with the person's: its events stay shut
+        assert absent(decoded, erased) == [] and absent(decoded, twin) == []
+        assert await vault.key_for(twin.id, create=True) is None
         assert kept.email in decoded and kept.family_name in decoded  # the vault opens theirs
 
         # A fresh consumer replaying every topic from the beginning builds its projections
-        # again: the kept person comes back, the erased one does not.
-        await replay_into_fresh_messaging(settings, erased, kept)
+        # again: the kept person comes back, the erased one (under either id) does not.
+        await replay_into_fresh_messaging(settings, erased, kept, twin)
     finally:
         await vault.close()
 
 
-async def replay_into_fresh_messaging(settings, erased: Person, kept: Person) -> None:
+async def replay_into_fresh_messaging(settings, erased: Person, kept: Person, twin: Person) -> None:
     from messaging.handlers import consent_handlers, contact_handlers
     from messaging.privacy import erasure_handlers
     from messaging.store import CONSENTS, CONTACTS, MessagingStore
@@ -377,8 +401,8 @@ async def replay_into_fresh_messaging(settings, erased: Person, kept: Person) ->
 
         await wait_for(rebuilt, timeout=60)
         await asyncio.sleep(1.0)  # anything still in flight lands before the final check
-        replayed = await databases(fresh)
-        assert absent("\n".join(replayed.values()), erased) == []
+        replayed = "\n".join((await databases(fresh)).values())
+        assert absent(replayed, erased) == [] and absent(replayed, twin) == []
     finally:
         consumer.request_stop()
         await task

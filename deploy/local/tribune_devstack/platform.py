@@ -83,15 +83,21 @@ _SECRET_KEYS = (
 )
 
 
+def stored_secrets(cfg: StackConfig) -> dict[str, str]:
+    """What <state dir>/secrets.json holds now (nothing generated)."""
+    path = cfg.state_dir / "secrets.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {k: str(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def stack_secrets(cfg: StackConfig) -> dict[str, str]:
     """Secrets generated once per stack, kept in <state dir>/secrets.json (mode 0600)."""
     path = cfg.state_dir / "secrets.json"
-    stored: dict[str, str] = {}
-    if path.is_file():
-        try:
-            stored = {k: str(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
-            stored = {}
+    stored = stored_secrets(cfg)
     missing = [k for k in _SECRET_KEYS if not stored.get(k)]
     if missing:
         for key in missing:

@@ -12,6 +12,7 @@ from tribune_shared.auth import CurrentIdentity, Identity, Role, require_roles
 from tribune_shared.client_info import ClientInfo
 from tribune_shared.errors import Forbidden
 from tribune_shared.events.contracts import Channel
+from tribune_shared.limits import larger_body
 
 from consent.domain import ActorKind, ConsentStatus, LedgerEntry
 from consent.service import ChangeRequest, ConsentService
@@ -102,7 +103,12 @@ class TextList(BaseModel):
 
 
 @router.post(
-    "/texts", status_code=status.HTTP_201_CREATED, dependencies=[may_write_texts], tags=["texts"]
+    "/texts",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[may_write_texts],
+    tags=["texts"],
+    # a text of text_max_chars characters, JSON-escaped, may exceed the JSON limit
+    openapi_extra=larger_body("max_text_body_bytes"),
 )
 async def create_text(
     body: NewText, svc: Service, identity: CurrentIdentity, client: Client
@@ -135,7 +141,12 @@ async def get_text(text_id: TextId, svc: Service, identity: CurrentIdentity) -> 
     return TextView.of(await svc.text(identity, text_id))
 
 
-@router.put("/texts/{text_id}", dependencies=[may_write_texts], tags=["texts"])
+@router.put(
+    "/texts/{text_id}",
+    dependencies=[may_write_texts],
+    tags=["texts"],
+    openapi_extra=larger_body("max_text_body_bytes"),
+)
 async def update_text(
     text_id: TextId, body: TextChange, svc: Service, identity: CurrentIdentity, client: Client
 ) -> TextView:

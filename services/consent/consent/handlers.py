@@ -17,6 +17,7 @@ from tribune_shared.store import Projected
 from tribune_shared.subscriptions import Batch, Handler
 from tribune_shared.suppression import email_hash, phone_hash
 
+from consent.privacy_service import PrivacyService
 from consent.service import ConsentService
 from consent.store import ConsentStore
 
@@ -69,33 +70,45 @@ def contact_handlers(
     return {"contact-created": batch, "contact-updated": batch}
 
 
-def contact_merge_handlers(service: ConsentService) -> dict[str, Handler]:
-    """contact-merged: the survivor takes over the merged contact's consents."""
+def contact_merge_handlers(service: ConsentService, privacy: PrivacyService) -> dict[str, Handler]:
+    """contact-merged: the survivor takes over the merged contact's consents. A merge seen
+    after its survivor was erased erases the merged contact too (same person)."""
 
     async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
         event = decode_as(envelope, ContactMergedV1)
-        await service.merge_contacts(
-            session, event.merged_contact_id, event.surviving_contact_id, event.merged_by
+        merged_id = event.merged_contact_id
+        outcome = await service.merge_contacts(
+            session, merged_id, event.surviving_contact_id, event.merged_by
         )
+        if outcome.survivor_erased:
+            contact = await service.contacts.get(merged_id, session)
+            if contact is not None:  # not forgotten yet: its addresses are the person's
+                await service.suppress_erased(
+                    session,
+                    merged_id,
+                    federation_id=contact.get("federation_id") or "",
+                    federation_path=contact["federation_path"],
+                    causation=envelope,
+                )
+            await privacy.erase_merged(session, merged_id, outcome.survivor, outcome.keys_destroyed)
 
     return {"contact-merged": on_merged}
 
 
 def suppression_handlers(service: ConsentService) -> dict[str, Handler]:
-    """An erased person's emails and phones join the suppression list (as salted hashes)
-    so they are never re-imported and messaged; then consent forgets their hashes. Runs
+    """An erased person's emails and phones (those of contacts merged into them too) join
+    the suppression list (as salted hashes) so they are never re-imported and messaged;
+    then consent forgets their hashes. Runs
     before the privacy handlers of the same event (consent.privacy_handlers)."""
 
     async def on_erasure_requested(envelope: Envelope, session: AsyncClientSession) -> None:
         event = decode_as(envelope, ErasureRequestedV1)
-        await service.suppress_contact(
+        await service.suppress_erased(
             session,
             event.contact_id,
             federation_id=envelope.federation_id,
             federation_path=envelope.federation_path,
-            reason="erasure",
             causation=envelope,
         )
-        await service.consents.forget_hashes(event.contact_id, session)
 
     return {"erasure-requested": on_erasure_requested}

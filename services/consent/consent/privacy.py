@@ -73,9 +73,12 @@ def receipt(
     *,
     key_destroyed_at: datetime | None,
     completed_at: datetime,
+    keys_destroyed: Iterable[str] = (),
 ) -> dict[str, Any]:
     """What the DPO keeps as proof: each service and when it finished, what it had to keep
-    (pseudonymised) and why, and when the person's data key was destroyed."""
+    (pseudonymised) and why, when the person's data key was destroyed, and whose keys were
+    (the person's and those of contacts merged into them: what a restore of an older backup
+    must destroy again)."""
     services = [
         {
             "service": s,
@@ -92,6 +95,7 @@ def receipt(
             for reason in entry["kept_for_legal_reasons"]
         ],
         "key_destroyed_at": key_destroyed_at,
+        "keys_destroyed": list(keys_destroyed),
         "completed_at": completed_at,
     }
 

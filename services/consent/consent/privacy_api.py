@@ -50,6 +50,11 @@ class ErasureReceipt(BaseModel):
     services: list[ServiceCompletion]
     kept_for_legal_reasons: list[str]
     key_destroyed_at: datetime | None
+    keys_destroyed: list[str] = Field(
+        default_factory=list,
+        description="contact ids whose data key was destroyed (the person's and those merged "
+        "into them): a restore of an older vault backup destroys them again",
+    )
     completed_at: datetime
 
 
@@ -79,6 +84,7 @@ class PrivacyRequest(BaseModel):
         default=None, description="erasure: the services that finished, so far"
     )
     key_destroyed_at: datetime | None = None
+    keys_destroyed: list[str] = Field(default_factory=list)
     receipt: ErasureReceipt | None = None
     exports: list[Export] = Field(default_factory=list)
 

@@ -174,12 +174,14 @@ class PrivacyService:
         role: str | None = None,
     ) -> dict[str, Any]:
         """Record an erasure and fan it out (erasure-requested), all or nothing; the
-        person's data key is destroyed first, so from now on no copy of their events can be
-        read, whatever a late or replaying consumer does."""
+        person's data key (and those of every contact merged into them) is destroyed
+        first, so from now on no copy of their events can be read, whatever a late or
+        replaying consumer does. The request lists the destroyed keys: a restore of an older
+        backup of the vault must destroy them again (consent.cli vault-redestroy)."""
         existing = await self.data.active_erasure(contact_id)
         if existing is not None:
             raise Conflict("an erasure of this contact is in progress", existing_id=existing["_id"])
-        key_destroyed_at = await self.vault.destroy(contact_id)
+        destroyed = await self.vault.destroy(contact_id)
         doc = self._new_request(RequestKind.erasure, contact_id, contact, received_at, actor, now)
         doc.update(
             status=RequestStatus.in_progress.value,
@@ -189,7 +191,8 @@ class PrivacyService:
             active_erasure=contact_id,
             expected_services=list(self.settings.erasure_services),
             services={},
-            key_destroyed_at=key_destroyed_at,
+            key_destroyed_at=destroyed.at,
+            keys_destroyed=list(destroyed.subjects),
             receipt=None,
         )
         event = ErasureRequestedV1(request_id=doc["_id"], contact_id=contact_id, requested_at=now)
@@ -319,12 +322,39 @@ class PrivacyService:
         projection becomes a tombstone) and answers erasure-completed. The request itself
         and the audit entries are kept: they prove the erasure (ids and dates only)."""
         event = erasure_request(envelope)
-        await self.vault.destroy(event.contact_id)  # idempotent: already done at request time
-        await self.data.erase_person(event.contact_id, session)
-        await self.data.mark_clock_erased(event.contact_id, utcnow(), session)
-        await self.contacts.forget(event.contact_id, session)
-        await self.outbox.forget_published(event.contact_id, session)
+        # Idempotent (done at request time); again now, for merges linked meanwhile.
+        destroyed = await self.vault.destroy(event.contact_id)
+        ids = [event.contact_id, *await self.contacts.merged_ids(event.contact_id, session)]
+        await self._erase_contacts(ids, session)
+        await self.data.add_destroyed_keys(event.contact_id, destroyed.subjects, session)
         await self.outbox.add(session, erasure_completed(envelope, SERVICE))
+
+    async def _erase_contacts(self, ids: builtins.list[str], session: AsyncClientSession) -> None:
+        """Consent's data on one person under each of their ids (their own and those merged
+        into them): ledger, current state, contact projection (which also held which ids
+        were merged), published outbox rows; their clocks stop. Their address hashes went
+        before, onto the suppression list (ConsentService.suppress_erased)."""
+        now = utcnow()
+        for contact_id in ids:
+            await self.data.erase_person(contact_id, session)
+            await self.data.mark_clock_erased(contact_id, now, session)
+            await self.contacts.forget(contact_id, session)
+            await self.outbox.forget_published(contact_id, session)
+
+    async def erase_merged(
+        self,
+        session: AsyncClientSession,
+        merged_id: str,
+        survivor_id: str,
+        keys_destroyed: tuple[str, ...],
+    ) -> None:
+        """contact-merged seen after the survivor's erasure: the merged contact was the same
+        person, so what consent holds under its id goes too, and the survivor's erasure
+        requests list its destroyed key."""
+        ids = [merged_id, *await self.contacts.merged_ids(merged_id, session)]
+        await self._erase_contacts(ids, session)
+        await self.data.add_destroyed_keys(survivor_id, keys_destroyed or tuple(ids), session)
+        log.info("privacy.merged_into_erased", merged=len(ids))
 
     async def on_erasure_completed(self, envelope: Envelope, session: AsyncClientSession) -> None:
         """Record one service's answer; the last expected one closes the request with its
@@ -352,6 +382,7 @@ class PrivacyService:
                     expected,
                     services,
                     key_destroyed_at=doc.get("key_destroyed_at"),
+                    keys_destroyed=doc.get("keys_destroyed") or [],
                     completed_at=now,
                 ),
             )

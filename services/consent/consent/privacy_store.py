@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.store import IndexSpec, Store
 
-from consent.privacy import RequestStatus, RetentionRule, retention_cutoff
+from consent.privacy import RequestKind, RequestStatus, RetentionRule, retention_cutoff
 from consent.store import CURRENT, LEDGER
 
 PRIVACY_REQUESTS = "privacy_requests"
@@ -127,6 +128,34 @@ class PrivacyStore:
 
     async def requests_of(self, contact_id: str) -> list[dict[str, Any]]:
         return await self.requests.find({"contact_id": contact_id}).sort("received_at").to_list()
+
+    async def add_destroyed_keys(
+        self, contact_id: str, subjects: Iterable[str], session: AsyncClientSession
+    ) -> None:
+        """The person's erasure requests (and receipts) list these destroyed keys too."""
+        each = {"$each": list(subjects)}
+        if not each["$each"]:
+            return
+        erasures = {"contact_id": contact_id, "kind": RequestKind.erasure.value}
+        await self.requests.update_many(
+            erasures, {"$addToSet": {"keys_destroyed": each}}, session=session
+        )
+        await self.requests.update_many(
+            {**erasures, "receipt": {"$type": "object"}},
+            {"$addToSet": {"receipt.keys_destroyed": each}},
+            session=session,
+        )
+
+    async def erasure_receipts(self) -> list[dict[str, Any]]:
+        """Every erasure request: its person and the keys it destroyed (ids only)."""
+        return (
+            await self.requests.find(
+                {"kind": RequestKind.erasure.value},
+                {"contact_id": 1, "keys_destroyed": 1, "receipt.keys_destroyed": 1},
+            )
+            .sort("_id")
+            .to_list()
+        )
 
     async def update_request(
         self, request_id: str, update: dict[str, Any], session: AsyncClientSession | None = None

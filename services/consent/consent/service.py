@@ -30,6 +30,7 @@ from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store, subtree_filter
 from tribune_shared.suppression import phone_hash
 from tribune_shared.tokens import SignedTokens, TokenError, UnsubscribeTokens
+from tribune_shared.vault import vault_for
 from tribune_shared.webhooks import verify_signature
 
 from consent.domain import (
@@ -134,6 +135,18 @@ class Unsubscribed:
     suppressed: int = 0
 
 
+@dataclass(frozen=True)
+class Merged:
+    """What contact-merged did: the consents carried over to ``survivor`` (the contact the
+    merged one is now, along chains of merges), or nothing if that person is erased."""
+
+    survivor: str
+    carried: int
+    survivor_erased: bool = False
+    #: keys the vault destroyed because the survivor was erased before the merge was seen
+    keys_destroyed: tuple[str, ...] = ()
+
+
 def _audit_id(at: datetime) -> str:
     """Sortable by time across processes (then random): the audit log's order and cursor."""
     micros = int(at.timestamp() * 1_000_000)
@@ -152,12 +165,18 @@ class ConsentService:
         self.contacts = ContactDirectory(store)
         self.federations = FederationDirectory(store)
         self.outbox = Outbox(store)
+        # Rotation: the current secret signs, the previous ones still verify the links of
+        # emails already sent (an unsubscribe link never expires).
+        previous = settings.unsubscribe_previous_secrets
         self.confirm_tokens = SignedTokens(
             settings.unsubscribe_secret,
             CONFIRM_PURPOSE,
             ttl_seconds=settings.confirmation_ttl_seconds,
+            previous_secrets=previous,
         )
-        self.unsubscribe_tokens = UnsubscribeTokens(settings.unsubscribe_secret)
+        self.unsubscribe_tokens = UnsubscribeTokens(
+            settings.unsubscribe_secret, previous_secrets=previous
+        )
 
     # ------------------------------------------------------------ plumbing
 
@@ -228,11 +247,18 @@ class ConsentService:
             raise NotFound("contact not found")
         return contact
 
+    async def person_ids(
+        self, contact_id: str, session: AsyncClientSession | None = None
+    ) -> list[str]:
+        """The contact's id and every id merged into it (one person)."""
+        return [contact_id, *await self.contacts.merged_ids(contact_id, session)]
+
     async def is_suppressed(
         self, contact_id: str, session: AsyncClientSession | None = None
     ) -> bool:
-        """Whether one of the contact's emails or phones is on the suppression list."""
-        hashes = await self.consents.hashes_of(contact_id, session)
+        """Whether one of the person's emails or phones (those of contacts merged into
+        them included) is on the suppression list."""
+        hashes = await self.consents.hashes_of(await self.person_ids(contact_id, session), session)
         return bool(
             await self.consents.suppressed_among(hashes["email"] + hashes["phone"], session)
         )
@@ -575,8 +601,10 @@ class ConsentService:
         client: ClientInfo,
     ) -> Unsubscribed:
         """The person withdraws from the link's purpose, or from everything (which also
-        puts their addresses on the suppression list). Idempotent."""
-        contact_id, purpose = self.read_unsubscribe(token)
+        puts their addresses on the suppression list). Idempotent. A link addressed to a
+        contact since merged acts on the contact it was merged into."""
+        link_contact_id, purpose = self.read_unsubscribe(token)
+        contact_id = (await self.contacts.survivors([link_contact_id]))[link_contact_id]
         outcome = Unsubscribed(contact_known=False, purpose=purpose)
         contact = await self.contacts.get(contact_id)
         if contact is None:
@@ -591,6 +619,8 @@ class ConsentService:
             result = Unsubscribed(contact_known=True, purpose=purpose)
             current = await self._statuses(contact_id, session)
             proof = {**client.as_proof(), "scope": scope}
+            if link_contact_id != contact_id:  # the email went to the contact merged since
+                proof["link_contact_id"] = link_contact_id
             changes = [
                 Change(channel, p, ConsentStatus.revoked, source.value, proof)
                 for channel, p in pairs
@@ -655,11 +685,13 @@ class ConsentService:
         self, sender: str, text: str, message_id: str | None, client: ClientInfo
     ) -> dict[str, Any]:
         """An inbound SMS: a STOP revokes every SMS consent of every contact with that
-        number (an objection is recorded even for purposes never asked)."""
+        number (an objection is recorded even for purposes never asked); a contact merged
+        since is the contact it was merged into."""
         if not is_stop_message(text, self.settings.stop_keywords):
             return {"status": "ignored", "contacts": 0, "revoked": 0}
         hashed = phone_hash(sender, self.settings.suppression_salt)
-        contact_ids = await self.consents.contacts_with_phone(hashed) if hashed else []
+        with_phone = await self.consents.contacts_with_phone(hashed) if hashed else []
+        contact_ids = list(dict.fromkeys((await self.contacts.survivors(with_phone)).values()))
         revoked = 0
         for contact_id in contact_ids:
             contact = await self.contacts.get(contact_id)
@@ -701,8 +733,10 @@ class ConsentService:
     ) -> tuple[list[str], list[Envelope]]:
         """Put every email and phone hash of the contact not yet on the suppression list
         on it; returns the hashes added and their suppression-added events (to publish
-        in the same transaction)."""
-        hashes = await self.consents.hashes_of(contact["_id"], session)
+        in the same transaction): the person's, those of contacts merged into them too."""
+        hashes = await self.consents.hashes_of(
+            await self.person_ids(contact["_id"], session), session
+        )
         known = await self.consents.suppressed_among(hashes["email"] + hashes["phone"], session)
         now = utcnow()
         new: list[tuple[str, Literal["email", "phone"]]] = []
@@ -769,16 +803,52 @@ class ConsentService:
         actor = THE_PERSON if reason == "objection" else Actor("dpo", ActorKind.user, "dpo")
         return await self._suppress(session, contact, reason, actor, ClientInfo(), causation)
 
+    async def suppress_erased(
+        self,
+        session: AsyncClientSession,
+        contact_id: str,
+        *,
+        federation_id: str,
+        federation_path: str,
+        causation: Envelope,
+    ) -> None:
+        """An erased person's addresses (and those of every contact merged into them) join
+        the suppression list; then consent forgets their hashes."""
+        await self.suppress_contact(
+            session,
+            contact_id,
+            federation_id=federation_id,
+            federation_path=federation_path,
+            reason="erasure",
+            causation=causation,
+        )
+        for person_id in await self.person_ids(contact_id, session):
+            await self.consents.forget_hashes(person_id, session)
+
     # ------------------------------------------------------------ merges
 
     async def merge_contacts(
         self, session: AsyncClientSession, merged_id: str, survivor_id: str, merged_by: str
-    ) -> int:
+    ) -> Merged:
         """contact-merged: the merged contact's decisions the survivor did not have (or
         had older) become the survivor's current consents, recorded and published as the
-        survivor's; then the merged contact's history joins the survivor's and the merged
-        id is forgotten. Returns how many consents changed; a replay changes nothing."""
-        survivor = await self.contacts.get(survivor_id)
+        survivor's; then the merged contact's history joins the survivor's. The merged id
+        is remembered as the survivor's (its links and STOP replies reach the survivor, its
+        data key is destroyed with theirs) and its address hashes are kept for STOP. A
+        replay changes nothing. If the survivor was merged on since, its own survivor takes
+        over; if it was erased, nothing is carried (the caller erases the merged id)."""
+        # Outside the transaction, idempotent: the merged contact's key is the person's.
+        destroyed = await vault_for(self.store).link(merged_id, survivor_id)
+        direct = survivor_id
+        survivor_id = (await self.contacts.survivors([survivor_id], session))[survivor_id]
+        if await self.contacts.is_erased(survivor_id, session):
+            return Merged(
+                survivor_id,
+                0,
+                survivor_erased=True,
+                keys_destroyed=destroyed.subjects if destroyed else (),
+            )
+        survivor = await self.contacts.get(survivor_id, session)
         if survivor is None:
             raise LookupError(f"surviving contact {survivor_id} not known yet")  # retried
         carried = carried_over(
@@ -798,9 +868,8 @@ class ConsentService:
         await self.consents.merge_ledger(merged_id, survivor_id, session)
         if changes:
             await self._record(session, survivor, changes, Actor(merged_by, ActorKind.user))
-        await self.consents.forget_hashes(merged_id, session)
-        await self.contacts.forget(merged_id, session)
-        return len(changes)
+        await self.contacts.forget_merged(merged_id, direct, session)
+        return Merged(survivor_id, len(changes))
 
     # ------------------------------------------------------------ consent texts
 
@@ -978,9 +1047,15 @@ def _read_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if not cursor:
         return None
     millis, sep, last_id = cursor.partition(":")
-    if not sep or not millis.isdigit() or not last_id:
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and a time a datetime
+    # can hold: anything else is a 422 naming the cursor, never an overflow (500)
+    if not sep or not (millis.isascii() and millis.isdigit()) or not last_id:
         raise InvalidField("not a cursor this endpoint returned", field="cursor")
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(millis)), last_id
+    try:
+        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(millis))
+    except OverflowError:
+        raise InvalidField("not a cursor this endpoint returned", field="cursor") from None
+    return at, last_id
 
 
 def _text_used() -> Refused:

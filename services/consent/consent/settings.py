@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
-from tribune_shared.settings import DEV_SECRET, ServiceSettings
+from tribune_shared.settings import DEV_SECRET, MIN_SECRET_LENGTH, Environment, ServiceSettings
 
 from consent.privacy import DEFAULT_RETENTION_RULES, RetentionRule
 
@@ -36,6 +36,10 @@ class ConsentSettings(ServiceSettings):
     #: to TRIBUNE_UNSUBSCRIBE_SECRET) and signs the confirmation links (tokens are
     #: purpose-bound: one can never stand for the other)
     unsubscribe_secret: str = DEV_SECRET
+    #: earlier unsubscribe secrets (JSON list), still verifying the links of emails sent
+    #: before a rotation (only ``unsubscribe_secret`` signs); keep each as long as those
+    #: emails may be clicked: an unsubscribe link never expires
+    unsubscribe_previous_secrets: list[str] = Field(default_factory=list, max_length=16)
     #: lifetime of a double opt-in confirmation link
     confirmation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
     #: largest form body a public page accepts, in bytes
@@ -117,6 +121,17 @@ class ConsentSettings(ServiceSettings):
         if len(set(value)) != len(value):
             raise ValueError("purposes must be unique")
         return value
+
+    @model_validator(mode="after")
+    def _previous_secrets_are_strong(self) -> ConsentSettings:
+        if self.environment is not Environment.development and any(
+            len(s) < MIN_SECRET_LENGTH or s == DEV_SECRET for s in self.unsubscribe_previous_secrets
+        ):
+            raise ValueError(
+                f"{self.env_names('unsubscribe_previous_secrets')}: each previous secret "
+                f"needs at least {MIN_SECRET_LENGTH} characters (never the development one)"
+            )
+        return self
 
     @field_validator("stop_keywords")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -216,12 +216,18 @@ class ConsentStore:
         )
 
     async def hashes_of(
-        self, contact_id: str, session: AsyncClientSession | None = None
+        self, contact_ids: Sequence[str], session: AsyncClientSession | None = None
     ) -> dict[str, list[str]]:
-        doc = await self.store[CONTACT_HASHES].find_one({"_id": contact_id}, session=session)
+        """The address hashes of these contacts (one person: their id and the ids merged
+        into them), each once."""
+        docs = (
+            await self.store[CONTACT_HASHES]
+            .find({"_id": {"$in": list(contact_ids)}}, session=session)
+            .to_list()
+        )
         return {
-            "email": list((doc or {}).get("email_hashes") or []),
-            "phone": list((doc or {}).get("phone_hashes") or []),
+            "email": list(dict.fromkeys(h for d in docs for h in d.get("email_hashes") or [])),
+            "phone": list(dict.fromkeys(h for d in docs for h in d.get("phone_hashes") or [])),
         }
 
     async def contacts_with_phone(

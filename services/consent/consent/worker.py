@@ -31,7 +31,7 @@ def build_worker(settings: ConsentSettings | None = None) -> Worker:
             )
         )
         .add(FederationDirectory(store).handlers())
-        .add(contact_merge_handlers(consent))
+        .add(contact_merge_handlers(consent, privacy))
         # suppression first: the erased person's addresses join the list before privacy
         # drops what consent holds on them
         .add(suppression_handlers(consent))

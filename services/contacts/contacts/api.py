@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.client_info import ClientInfo
 from tribune_shared.events.contracts import ContactAddress, ContactEmail, ContactPhone, DataOrigin
 
 from contacts.custom_fields import CustomFieldDefinition, CustomFieldType
 from contacts.domain import Contact, ContactFields, InvalidFields
 from contacts.export_service import ExportRequest, ExportsService, csv_response
+from contacts.field_view import ContactView
 from contacts.service import PATCHABLE, ContactChanges, ContactsService, ListFilters
 
 router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
 
 ContactId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="uuid4 hex")]
+C = TypeVar("C", bound=Contact)
 may_create = require_roles(Role.secretary)
 may_update = require_roles(Role.secretary)
 may_define_fields = require_roles(Role.secretary)
@@ -127,7 +130,7 @@ class ContactPatch(BaseModel):
 
 
 class ContactPage(BaseModel):
-    items: list[Contact]
+    items: list[ContactView]
     next_cursor: str | None
 
 
@@ -143,7 +146,7 @@ def _address(value: AddressIn | None) -> ContactAddress | None:
     return None if value is None else ContactAddress(**value.model_dump())
 
 
-def _etag(response: Response, contact: Contact) -> Contact:
+def _etag(response: Response, contact: C) -> C:
     response.headers["ETag"] = f'"{contact.version}"'
     return contact
 
@@ -220,6 +223,11 @@ class ExportBody(BaseModel):
 
 class ExportRecord(BaseModel):
     id: str
+    kind: Literal["export", "bulk_read"] = Field(
+        default="export",
+        description="bulk_read: lists, previews and reads beyond CONTACTS_BULK_READ_* in one "
+        "window (one entry per user and window)",
+    )
     federation_id: str
     user_id: str
     user_email: str
@@ -231,6 +239,7 @@ class ExportRecord(BaseModel):
     segment_id: str | None = None
     expected_rows: int
     row_count: int | None = None
+    pages: int | None = Field(default=None, description="pages read (bulk_read)")
     client_ip: str | None = None
     user_agent: str | None = None
 
@@ -295,9 +304,15 @@ async def create_contact(
 
 @router.get("/{contact_id}")
 async def get_contact(
-    contact_id: ContactId, svc: Service, identity: CurrentIdentity, response: Response
-) -> Contact:
-    return _etag(response, await svc.get(identity, contact_id))
+    contact_id: ContactId,
+    request: Request,
+    svc: Service,
+    identity: CurrentIdentity,
+    response: Response,
+) -> ContactView:
+    """The contact as your role may see it (``hidden_fields``: what it may not)."""
+    client = ClientInfo.from_headers(request.headers)
+    return _etag(response, await svc.get(identity, contact_id, client))
 
 
 _IF_MATCH = re.compile(r'\s*(?:W/)?"?(\d{1,18})"?\s*')
@@ -413,6 +428,13 @@ async def list_contacts(
         custom=custom,
     )
     items, next_cursor = await svc.list_page(
-        identity, limit=limit, cursor=cursor, q=q, tag=tag, filters=filters, sort=sort
+        identity,
+        limit=limit,
+        cursor=cursor,
+        q=q,
+        tag=tag,
+        filters=filters,
+        sort=sort,
+        client=ClientInfo.from_headers(request.headers),
     )
     return ContactPage(items=items, next_cursor=next_cursor)

@@ -58,6 +58,7 @@ from pydantic import (
     StrictBool,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -86,7 +87,6 @@ CUSTOM_FIELD_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 FEDERATION_ID = r"^[A-Za-z0-9_-]{1,64}$"
 #: bound on numbers (BSON int64 and exact doubles; nobody counts further in a contact file)
 MAX_NUMBER = 1e15
-MAX_TEXT = 500
 
 #: geography field of a filter -> path in the contact document
 GEO_FIELDS: dict[str, str] = {
@@ -100,11 +100,21 @@ GEO_FIELDS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class FilterLimits:
-    """How big a filter may be (each service takes them from its settings)."""
+    """How big a filter may be (each service takes them from its settings): checked on the
+    raw JSON before any node is built."""
 
     max_depth: int = 10
     max_nodes: int = 200
+    #: items of one list (tags, values, sub-filters)
     max_values: int = 1_000
+    #: characters of one text (a tag, a code, a custom field's value), as sent and as kept
+    max_text_length: int = 500
+
+
+def _max_text(info: ValidationInfo) -> int:
+    """The text bound ``parse_filter`` validates with (the default one otherwise)."""
+    limits = info.context.get("limits") if isinstance(info.context, dict) else None
+    return (limits or FilterLimits()).max_text_length
 
 
 class FilterError(InvalidFields):
@@ -145,7 +155,7 @@ def _check_number(value: float) -> None:
         raise ValueError(f"must be between -{MAX_NUMBER:.0e} and {MAX_NUMBER:.0e}")
 
 
-def _scalar(value: Any) -> str | int | float:
+def _scalar(value: Any, max_text: int) -> str | int | float:
     """A comparable value: a string (normalised like stored text) or a finite number."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be a string or a number")
@@ -153,21 +163,21 @@ def _scalar(value: Any) -> str | int | float:
         value = clean_text(value)
         if not value:
             raise ValueError("must not be blank")
-        if len(value) > MAX_TEXT:
-            raise ValueError(f"must be at most {MAX_TEXT} characters")
+        if len(value) > max_text:
+            raise ValueError(f"must be at most {max_text} characters")
         return value
     _check_number(value)
     return value
 
 
-def _non_blank(values: list[str], normalise) -> list[str]:
+def _non_blank(values: list[str], normalise, max_text: int) -> list[str]:
     out: dict[str, None] = {}
     for i, raw in enumerate(values):
         value = normalise(raw)
         if not value:
             raise ValueError(f"item {i} must not be blank")
-        if len(value) > MAX_TEXT:
-            raise ValueError(f"item {i} must be at most {MAX_TEXT} characters")
+        if len(value) > max_text:
+            raise ValueError(f"item {i} must be at most {max_text} characters")
         out.setdefault(value, None)
     return list(out)
 
@@ -207,8 +217,8 @@ class TagsNode(_Node):
 
     @field_validator("tags")
     @classmethod
-    def _normalise(cls, tags: list[str]) -> list[str]:
-        return _non_blank(tags, normalise_tag)
+    def _normalise(cls, tags: list[str], info: ValidationInfo) -> list[str]:
+        return _non_blank(tags, normalise_tag, _max_text(info))
 
 
 class GeoNode(_Node):
@@ -218,8 +228,8 @@ class GeoNode(_Node):
 
     @field_validator("values")
     @classmethod
-    def _normalise(cls, values: list[str]) -> list[str]:
-        return _non_blank(values, normalise_code)
+    def _normalise(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        return _non_blank(values, normalise_code, _max_text(info))
 
 
 class FederationNode(_Node):
@@ -237,18 +247,19 @@ class CustomNode(_Node):
 
     @field_validator("value", mode="plain")
     @classmethod
-    def _value(cls, value: Any) -> Any:
+    def _value(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return None
+        max_text = _max_text(info)
         if isinstance(value, list):
             out: list[str | int | float] = []
             for i, item in enumerate(value):
                 try:
-                    out.append(_scalar(item))
+                    out.append(_scalar(item, max_text))
                 except ValueError as exc:
                     raise ValueError(f"item {i} {exc}") from None
             return out
-        return _scalar(value)
+        return _scalar(value, max_text)
 
     @model_validator(mode="after")
     def _value_fits_cmp(self) -> CustomNode:
@@ -328,8 +339,9 @@ def _children(node: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 def _check_size(raw: Any, limits: FilterLimits, prefix: str) -> None:
-    """Depth, node count and list sizes, checked on the raw JSON without recursion (a
-    hostile tree must not cost more than its bounds)."""
+    """Depth, node count, list sizes and text lengths, checked on the raw JSON without
+    recursion, before any node is built or any text normalised (a hostile tree must not
+    cost more than its bounds)."""
     stack: list[tuple[Any, str, int]] = [(raw, prefix, 1)]
     nodes = 0
     while stack:
@@ -341,10 +353,19 @@ def _check_size(raw: Any, limits: FilterLimits, prefix: str) -> None:
             raise FilterError([(path, f"nested deeper than {limits.max_depth} levels")])
         if nodes > limits.max_nodes:
             raise FilterError([(prefix, f"more than {limits.max_nodes} nodes")])
-        for key in ("tags", "values", "value", "of"):
-            value = node.get(key)
-            if isinstance(value, list) and len(value) > limits.max_values:
-                raise FilterError([(_join(path, key), f"more than {limits.max_values} items")])
+        for key, value in node.items():
+            where = _join(path, str(key))
+            if isinstance(value, list):
+                if len(value) > limits.max_values:
+                    raise FilterError([(where, f"more than {limits.max_values} items")])
+                texts = enumerate(value)
+            else:
+                texts = enumerate([value])
+            for i, text in texts:
+                if isinstance(text, str) and len(text) > limits.max_text_length:
+                    at = _join(where, str(i)) if isinstance(value, list) else where
+                    reason = f"must be at most {limits.max_text_length} characters"
+                    raise FilterError([(at, reason)])
         for suffix, child in _children(node):
             stack.append((child, _join(path, suffix), depth + 1))
 
@@ -385,7 +406,7 @@ def parse_filter(raw: Any, limits: FilterLimits | None = None, *, field: str = "
         raw = raw.model_dump(mode="json")
     _check_size(raw, limits, field)
     try:
-        return _ADAPTER.validate_python(raw)
+        return _ADAPTER.validate_python(raw, context={"limits": limits})
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):

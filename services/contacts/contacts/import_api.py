@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.events.contracts import DataOrigin
+from tribune_shared.limits import larger_body
 
 from contacts.domain import Contact
 from contacts.import_service import ImportsService
@@ -156,7 +157,9 @@ _UPLOAD_DOC = {
     "/imports",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[may_import],
-    openapi_extra=_UPLOAD_DOC,
+    # the one route taking more than a JSON command: streamed, only once the caller may
+    # import (no body parameter, so nothing reads it before the dependencies)
+    openapi_extra={**_UPLOAD_DOC, **larger_body("import_max_body_bytes")},
     responses={413: {"description": "file too large"}, 415: {"description": "not a CSV"}},
 )
 async def upload_import(request: Request, svc: Imports, identity: CurrentIdentity) -> JSONResponse:
@@ -218,7 +221,7 @@ def _csv(name: str, lines) -> StreamingResponse:
 )
 async def rejected_rows(job_id: Id, svc: Imports, identity: CurrentIdentity) -> StreamingResponse:
     """The rows that were not imported: row number (the header is row 1), reason, then
-    the row as it was (cells starting with = + - @ are neutralised)."""
+    the row as it was (cells, the header's too, starting with = + - @ are neutralised)."""
     return _csv(*await svc.issues_csv(identity, job_id, "rejected"))
 
 

@@ -46,6 +46,7 @@ from contacts.imports import (
     ImportRules,
     ParsedRow,
     RawRow,
+    ReadLimits,
     RejectedRow,
     data_signature,
     fold_into,
@@ -266,8 +267,9 @@ class ImportRunner:
         )
         encoding, delimiter = job["encoding"], job["delimiter"]
         progress = job.get("progress") or {}
+        limits = read_limits(self.settings)
         if progress.get("total") is None:
-            total = await asyncio.to_thread(_count_rows, path, encoding, delimiter)
+            total = await asyncio.to_thread(_count_rows, path, encoding, delimiter, limits)
             await self._set(job_id, owner, {"progress.total": total})
         keys = KeyMap(self.imports, federation, self.settings.import_key_cache_max_contacts)
         await keys.load()
@@ -289,7 +291,7 @@ class ImportRunner:
         batch_size = self.settings.import_batch_size
         handle = await asyncio.to_thread(_open_text, path, encoding)
         with handle:
-            records = (r for r in read_records(handle, delimiter) if r.row > resume_after)
+            records = (r for r in read_records(handle, delimiter, limits) if r.row > resume_after)
 
             def next_batch() -> list[ParsedRow | RejectedRow]:
                 return [
@@ -663,14 +665,22 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _count_rows(path: Path, encoding: str, delimiter: str) -> int:
-    with open(path, encoding=encoding, errors="replace", newline="") as handle:
-        return sum(1 for _ in read_records(handle, delimiter))
+def read_limits(settings: ContactsSettings) -> ReadLimits:
+    return ReadLimits(
+        max_columns=settings.import_max_columns,
+        max_cell_chars=settings.import_max_cell_chars,
+        max_row_chars=settings.import_max_row_chars,
+    )
 
 
-def iter_rows(path: Path, encoding: str, delimiter: str) -> Iterator[RawRow]:
+def _count_rows(path: Path, encoding: str, delimiter: str, limits: ReadLimits) -> int:
     with open(path, encoding=encoding, errors="replace", newline="") as handle:
-        yield from read_records(handle, delimiter)
+        return sum(1 for _ in read_records(handle, delimiter, limits))
+
+
+def iter_rows(path: Path, encoding: str, delimiter: str, limits: ReadLimits) -> Iterator[RawRow]:
+    with open(path, encoding=encoding, errors="replace", newline="") as handle:
+        yield from read_records(handle, delimiter, limits)
 
 
 # ---------------------------------------------------------------- the worker's part

@@ -5,12 +5,14 @@ their rejected/flagged rows downloaded as CSV. The worker runs the jobs
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tribune_shared.auth import Identity
 from tribune_shared.errors import DomainError, NotFound, PayloadTooLarge, Refused
@@ -38,7 +40,7 @@ from contacts.imports import (
     read_header,
     resolve_mapping,
 )
-from contacts.settings import ContactsSettings
+from contacts.settings import IMPORT_FORM_BYTES, IMPORT_FORM_FIELDS_BYTES, ContactsSettings
 from contacts.store import CustomFieldStore, ImportStore
 
 log = get_logger(__name__)
@@ -64,7 +66,7 @@ RAW_TYPES = (
     "application/octet-stream",
     "application/vnd.ms-excel",
 )
-_MAX_FIELDS_BYTES = 64 * 1024
+_MAX_FIELDS_BYTES = IMPORT_FORM_FIELDS_BYTES
 _DELIMITER_WORDS = {
     "comma": ",",
     "semicolon": ";",
@@ -297,17 +299,29 @@ class MultipartReader:
             self.fields.setdefault(self._part.name, []).append(value)
 
     def feed(self, chunk: bytes) -> bytes:
-        """Parse a piece of the body; the file bytes it contained."""
-        self.parser.write(chunk)
+        """Parse a piece of the body; the file bytes it contained (422 if it is no
+        multipart/form-data)."""
+        with _malformed_form():
+            self.parser.write(chunk)
         out = bytes(self.pending)
         self.pending.clear()
         return out
 
     def finish(self) -> bytes:
-        self.parser.finalize()
+        with _malformed_form():
+            self.parser.finalize()
         out = bytes(self.pending)
         self.pending.clear()
         return out
+
+
+@contextlib.contextmanager
+def _malformed_form() -> Iterator[None]:
+    """The parser's refusal of a broken form as the client's error, not a 500."""
+    try:
+        yield
+    except MultipartParseError as exc:
+        raise InvalidFields([("body", f"not a valid multipart/form-data body: {exc}")]) from None
 
 
 # ---------------------------------------------------------------- job views
@@ -398,7 +412,7 @@ class ImportsService:
             raise InvalidFields([("content-type", "multipart/form-data needs a boundary")])
         limit = self.settings.import_max_bytes
         if content_length and content_length.isdigit():
-            slack = _MAX_FIELDS_BYTES + 16 * 1024 if multipart else 0
+            slack = IMPORT_FORM_BYTES if multipart else 0
             if int(content_length) > limit + slack:
                 raise PayloadTooLarge(f"the file is larger than {limit} bytes", limit=limit)
         now = now_ms()

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, TextIO
 
 from tribune_shared.events.contracts import (
     ContactAddress,
@@ -140,17 +140,13 @@ def _consistency(text: str, delimiter: str) -> tuple[float, int]:
 
 
 def detect_delimiter(sample: str) -> str:
-    """The delimiter of a CSV sample: csv.Sniffer's guess when the sample's records agree
-    with it, else the delimiter whose records agree best with the header (ties: the one
-    splitting the header in more columns); a one-column file reads as comma-separated."""
+    """The delimiter of a CSV sample: the one whose records agree best with the header
+    (ties: the one splitting the header in more columns); a one-column file reads as
+    comma-separated. Only csv.reader reads the sample (linear time): csv.Sniffer is not
+    used, its regular expressions take seconds on a sample of quotes and line breaks,
+    and the upload reads the sample on the API's event loop."""
     text = _complete_lines(sample) or sample
-    try:
-        sniffed = csv.Sniffer().sniff(text[:20_000], delimiters="".join(DELIMITERS)).delimiter
-    except csv.Error:
-        sniffed = None
     scores = {d: _consistency(text, d) for d in DELIMITERS}
-    if sniffed in scores and scores[sniffed][0] >= 0.9 and scores[sniffed][1] >= 2:
-        return sniffed
     best = max(DELIMITERS, key=lambda d: scores[d])
     return best if scores[best][1] >= 2 else ","
 
@@ -182,7 +178,6 @@ MULTI = frozenset({Target.email, Target.phone, Target.address_line, Target.tags}
 CUSTOM_PREFIX = "custom."
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
-_NUMBERED = re.compile(r"^(.*?)\s*(\d{1,2})$")
 
 
 def header_key(name: str) -> str:
@@ -312,9 +307,9 @@ def guess_target(header: str) -> Target | None:
     key = header_key(header)
     if key in KNOWN_HEADERS:
         return KNOWN_HEADERS[key]
-    match = _NUMBERED.match(key)
-    if match and match.group(1) in KNOWN_HEADERS:
-        target = KNOWN_HEADERS[match.group(1)]
+    stem = key.rstrip("0123456789")
+    if 1 <= len(key) - len(stem) <= 2 and stem.rstrip() in KNOWN_HEADERS:
+        target = KNOWN_HEADERS[stem.rstrip()]
         return target if target in MULTI else None
     return None
 
@@ -478,34 +473,156 @@ class RawRow:
 
     row: int
     cells: tuple[str, ...]
-    #: why the record could not be read at all (malformed CSV)
+    #: why the record is rejected before its values are read (malformed CSV, beyond the
+    #: size bounds)
     error: str | None = None
 
 
-def read_records(lines: Iterable[str], delimiter: str) -> Iterator[RawRow]:
+@dataclass(frozen=True)
+class ReadLimits:
+    """The size bounds of one record of a file (``ContactsSettings.import_max_columns``,
+    ``import_max_cell_chars``, ``import_max_row_chars``). A record beyond them is a
+    rejected row with the reason (the column, when it can be named) and the import goes
+    on: the work and memory a row can cost stay bounded whatever the file holds."""
+
+    max_columns: int
+    max_cell_chars: int
+    max_row_chars: int
+
+
+class _RecordTooLong(Exception):
+    """The record being read outgrew ``ReadLimits.max_row_chars``."""
+
+
+class _LineFeed:
+    """A file's physical lines for ``csv.reader``, never more than ``max_chars`` of one
+    record read into memory (``readline`` with a size): a record outgrowing the bound is
+    not handed to the reader, the rest of its line is skipped in bounded chunks, and
+    reading starts afresh on the next line (what csv.reader does after its own field size
+    error). Lines must be whole: the reader ends an unquoted field at the end of each."""
+
+    SKIP_CHUNK = 64 * 1024
+
+    def __init__(self, source: TextIO, max_chars: int) -> None:
+        self._readline = source.readline
+        self.max_chars = max_chars
+        #: the lines of the record being read (at most ``max_chars`` + 1 characters)
+        self.record: list[str] = []
+        self._size = 0
+        #: a line cut just after a CR: a LF that follows ends that line, not a new one
+        self._after_cr = False
+
+    def start_record(self) -> None:
+        self.record = []
+        self._size = 0
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        line = self._read(self.max_chars - self._size + 1)
+        if not line:
+            raise StopIteration
+        self.record.append(line)
+        self._size += len(line)
+        if self._size > self.max_chars:
+            if line.endswith("\r"):
+                self._after_cr = True
+            elif not line.endswith("\n"):
+                self._skip_line()
+            raise _RecordTooLong()
+        return line
+
+    def _read(self, size: int) -> str:
+        line = self._readline(size)
+        if self._after_cr:
+            self._after_cr = False
+            if line.startswith("\n"):
+                line = line[1:] or self._readline(size)
+        return line
+
+    def _skip_line(self) -> None:
+        while chunk := self._readline(self.SKIP_CHUNK):
+            if chunk.endswith("\r"):
+                self._after_cr = True
+                return
+            if chunk.endswith("\n"):
+                return
+
+
+def read_records(source: TextIO, delimiter: str, limits: ReadLimits) -> Iterator[RawRow]:
     """Every record after the header with its row number, empty ones skipped (they still
-    count in the numbering, like a spreadsheet's rows). ``lines`` is text opened with
-    ``newline=""`` so quoted line breaks stay inside their field."""
-    reader = csv.reader(lines, delimiter=delimiter)
+    count in the numbering, like a spreadsheet's rows). ``source`` is text opened with
+    ``newline=""`` so quoted line breaks stay inside their field. A record beyond
+    ``limits`` is a row with its error (its cells kept up to ``max_columns`` if it was
+    read, none if it was too long to read)."""
+    feed = _LineFeed(source, limits.max_row_chars)
+    reader = csv.reader(feed, delimiter=delimiter)
     row = 0
-    header_seen = False
+    header: list[str] | None = None
     while True:
+        feed.start_record()
         try:
             record = next(reader)
         except StopIteration:
             return
+        except _RecordTooLong:
+            row += 1
+            if header is not None:
+                yield RawRow(row, (), error=_too_long(feed.record, delimiter, header, limits))
+            continue
         except csv.Error as exc:
             row += 1
-            if header_seen:
+            if header is not None:
                 yield RawRow(row, (), error=f"malformed CSV: {exc}")
             continue
         row += 1
-        if not header_seen:
-            header_seen = _names_columns(record)
+        if header is None:
+            if _names_columns(record):
+                header = [cell.strip() for cell in record]
             continue
         if not any(cell.strip() for cell in record):
             continue
+        if problem := _size_problem(record, header, limits):
+            yield RawRow(row, tuple(record[: limits.max_columns]), error=problem)
+            continue
         yield RawRow(row, tuple(record))
+
+
+def _column_name(header: Sequence[str], index: int) -> str:
+    name = header[index] if index < len(header) else ""
+    return name or f"column {index + 1}"
+
+
+def _size_problem(record: Sequence[str], header: Sequence[str], limits: ReadLimits) -> str | None:
+    if len(record) > limits.max_columns:
+        return (
+            f"{len(record)} fields; at most {limits.max_columns} "
+            "(a value holding the delimiter must be quoted)"
+        )
+    long = [_column_name(header, i) for i, c in enumerate(record) if len(c) > limits.max_cell_chars]
+    if long:
+        return "; ".join(f"{name}: more than {limits.max_cell_chars} characters" for name in long)
+    return None
+
+
+def _too_long(
+    lines: Sequence[str], delimiter: str, header: Sequence[str], limits: ReadLimits
+) -> str:
+    """Why a record too long to read is rejected: its over-long cells, named from what was
+    read of it (at most ``max_row_chars`` characters), else its length."""
+    try:
+        cells = next(csv.reader(lines, delimiter=delimiter), [])
+    except csv.Error:
+        cells = []
+    if len(cells) > limits.max_columns:
+        return (
+            f"more than {limits.max_columns} fields (a value holding the delimiter must be quoted)"
+        )
+    problem = _size_problem(cells, header, limits)
+    problem = problem or f"the row is longer than {limits.max_row_chars} characters"
+    # Read over several lines: most likely a quote opened and never closed.
+    return problem + (" (a quote left open?)" if len(lines) > 1 else "")
 
 
 def read_header(sample: str, delimiter: str) -> list[str]:
@@ -526,11 +643,27 @@ def _names_columns(record: Sequence[str]) -> bool:
 
 # ---------------------------------------------------------------- one row -> one contact
 
-_SPLIT_EMAILS = re.compile(r"\s*[|;,]\s*")
-_SPLIT_PHONES = re.compile(r"\s*[|;,/]\s*")
-_SPLIT_LINES = re.compile(r"\s*(?:\||\r\n|\r|\n)\s*")
-_SPLIT_TAGS = re.compile(r"\s*[|;,]\s*")
-_YEAR = re.compile(r"\s*(\d{4})\s*")
+#: what separates the values of a cell holding several ("a@x.fr; b@y.fr", "bénévole,
+#: tractage", address lines on their own lines)
+SEPARATORS: dict[Target, str] = {
+    Target.email: "|;,",
+    Target.phone: "|;,/",
+    Target.address_line: "|\r\n",
+    Target.tags: "|;,",
+}
+
+
+def split_cell(value: str, separators: str) -> list[str]:
+    """The values of a cell holding several, trimmed, blank ones left out
+    ("a@x.fr ;; b@y.fr" -> ["a@x.fr", "b@y.fr"]). Plain string operations, linear in the
+    cell's length whatever it holds: the regular expressions they replace
+    (``\\s*[|;,]\\s*`` and the like) took quadratic time on a long run of spaces, a
+    minute for one 131k-character cell with the worker's GIL held all along."""
+    first = separators[0]
+    for other in separators[1:]:
+        value = value.replace(other, first)
+    # filter/map keep the loop in C: a cell of separators is thousands of empty values
+    return list(filter(None, map(str.strip, filter(None, value.split(first)))))
 
 
 @dataclass(frozen=True)
@@ -614,22 +747,39 @@ def parse_row(
         values = collected.get(target.value)
         return values[0] if values else None
 
-    def split(target: Target, pattern: re.Pattern[str]) -> list[tuple[str, str]]:
-        return [
+    problems: list[tuple[str, str]] = []
+
+    def several(target: Target, most: int, what: str) -> list[tuple[str, str]]:
+        """The (column, value) pairs of a list field, none (and the problem) beyond
+        ``most``: each value is then parsed or validated at most ``most`` times per row,
+        however many a cell holds. Exact repeats count once, except address lines (two
+        equal lines are two lines)."""
+        values = [
             (column, part)
             for column, value in collected.get(target.value, [])
-            for part in pattern.split(value)
-            if part.strip()
+            for part in split_cell(value, SEPARATORS[target])
         ]
+        if target is not Target.address_line:
+            columns: dict[str, str] = {}
+            for column, value in values:
+                columns.setdefault(value, column)
+            values = [(column, value) for value, column in columns.items()]
+        if len(values) > most:
+            problems.append((values[0][0], f"at most {most} {what}"))
+            return []
+        return values
 
-    problems: list[tuple[str, str]] = []
-    emails = _dedupe(split(Target.email, _SPLIT_EMAILS), lambda v: v.strip().casefold())
+    contact_rules = rules.contact
+    emails = _dedupe(
+        several(Target.email, contact_rules.max_emails, "addresses"), lambda v: v.strip().casefold()
+    )
     phones = _dedupe(
-        split(Target.phone, _SPLIT_PHONES), lambda v: normalise_phone(v, rules.contact.region)
+        several(Target.phone, contact_rules.max_phones, "numbers"),
+        lambda v: normalise_phone(v, contact_rules.region),
     )
     email_columns = [c for c, _ in emails]
     phone_columns = [c for c, _ in phones]
-    lines = [v for _, v in split(Target.address_line, _SPLIT_LINES)]
+    lines = [v for _, v in several(Target.address_line, contact_rules.max_address_lines, "lines")]
     address = None
     address_parts = {
         t: one(t)
@@ -645,12 +795,13 @@ def parse_row(
         )
     birth_year = None
     if (year := one(Target.birth_year)) is not None:
-        match = _YEAR.fullmatch(year[1])
-        if match is None:
-            problems.append((year[0], "not a year (4 digits)"))
+        digits = year[1].strip()
+        if len(digits) == 4 and digits.isdecimal():
+            birth_year = int(digits)
         else:
-            birth_year = int(match.group(1))
-    tags = [v for _, v in split(Target.tags, _SPLIT_TAGS)] + list(rules.extra_tags)
+            problems.append((year[0], "not a year (4 digits)"))
+    tags = [v for _, v in several(Target.tags, contact_rules.max_tags, "distinct tags")]
+    tags += rules.extra_tags
     given = one(Target.given_name)
     family = one(Target.family_name)
     constituency = one(Target.constituency)
@@ -850,8 +1001,10 @@ def check_import_origin(
 
 
 def issues_csv_header(columns: Sequence[str], *, flagged: bool) -> list[str]:
+    """The header of the rejected (or flagged) rows CSV: the file's column names come
+    from the uploaded file, so they are made safe for spreadsheets like every cell."""
     extra = ["existing_contact_id"] if flagged else []
-    return ["row", "reason", *extra, *columns]
+    return ["row", "reason", *extra, *(neutralise(c) for c in columns)]
 
 
 def issues_csv_row(
@@ -895,6 +1048,7 @@ __all__ = [
     "ImportRules",
     "ParsedRow",
     "RawRow",
+    "ReadLimits",
     "RejectedRow",
     "Target",
     "check_import_origin",
@@ -911,4 +1065,5 @@ __all__ = [
     "read_header",
     "read_records",
     "resolve_mapping",
+    "split_cell",
 ]

@@ -1,6 +1,8 @@
 """Privacy in the contacts service: the person's data for an access export (DPO only),
 and erasure (erasure-requested -> the person is deleted -> contact-erased and
-erasure-completed, in one transaction)."""
+erasure-completed, in one transaction). The person is also every contact ever merged into
+them (the merge log says which): their merge records, flagged import rows and data keys go
+too."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tribune_shared.outbox import Outbox
 from tribune_shared.privacy import dpo_router, erasure_completed, erasure_request
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Handler
+from tribune_shared.vault import vault_for
 
 from contacts.store import CONTACTS, IMPORT_ROWS, MERGES
 
@@ -48,6 +51,24 @@ class ContactsPrivacyStore:
         )
         return doc.get("version") if doc else None
 
+    async def merged_ids(self, contact_id: str, session: AsyncClientSession) -> list[str]:
+        """Every contact merged into the person, directly or along chains of merges."""
+        seen = {contact_id}
+        found: list[str] = []
+        frontier = [contact_id]
+        while frontier:
+            docs = self.store[MERGES].find(
+                {"surviving_contact_id": {"$in": frontier}},
+                {"merged_contact_id": 1},
+                session=session,
+            )
+            frontier = [
+                d["merged_contact_id"] async for d in docs if d["merged_contact_id"] not in seen
+            ]
+            seen.update(frontier)
+            found += frontier
+        return found
+
     async def erase(self, contact_id: str, session: AsyncClientSession) -> int:
         deleted = 0
         for collection, field in PERSON_COLLECTIONS:
@@ -59,6 +80,7 @@ class ContactsPrivacyStore:
 def erasure_handlers(store: Store) -> dict[str, Handler]:
     data = ContactsPrivacyStore(store)
     outbox = Outbox(store)
+    vault = vault_for(store)
 
     async def on_erasure_requested(envelope: Envelope, session: AsyncClientSession) -> None:
         """Delete the person; tell the others (contact-erased) and consent (completed).
@@ -66,8 +88,14 @@ def erasure_handlers(store: Store) -> dict[str, Handler]:
         the published outbox rows about them are dropped too."""
         event = erasure_request(envelope)
         version = await data.version(event.contact_id, session)
-        await data.erase(event.contact_id, session)
-        await outbox.forget_published(event.contact_id, session)
+        merged = await data.merged_ids(event.contact_id, session)  # before the log goes
+        for contact_id in (event.contact_id, *merged):
+            await data.erase(contact_id, session)
+            await outbox.forget_published(contact_id, session)
+        for contact_id in merged:
+            # Consent destroyed these with the person's key if it saw the merges; the merge
+            # log is the source of truth, so again here (idempotent, outside the transaction).
+            await vault.destroy(contact_id)
         erased = new_envelope(
             ContactErasedV1(contact_id=event.contact_id, contact_version=(version or 0) + 1),
             producer=SERVICE,

@@ -10,10 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
-from tribune_shared.errors import Conflict, NotFound, Refused
+from tribune_shared.client_info import ClientInfo
+from tribune_shared.errors import Conflict, Forbidden, NotFound, Refused
 from tribune_shared.store import Store, subtree_filter
 
-from contacts.domain import Contact, InvalidFields, clean_text, fold
+from contacts.domain import InvalidFields, clean_text, fold
+from contacts.field_view import ContactView, hidden_filter_nodes
 from contacts.filter_language import Filter, compile_filter, dump_filter, parse_filter
 from contacts.service import ContactsService, _now_ms
 from contacts.settings import ContactsSettings
@@ -41,7 +43,7 @@ class Segment(BaseModel):
 
 class Preview(BaseModel):
     count: int
-    sample: list[Contact]
+    sample: list[ContactView]
 
 
 def _segment(doc: dict[str, Any]) -> Segment:
@@ -75,6 +77,15 @@ class SegmentsService:
         see; 422 with the path of the bad node, 404 for a federation outside the subtree."""
         flt = parse_filter(raw, self.settings.filter_limits, field=field)
         await self.contacts.check_filter(identity, flt, field)
+        if not self.contacts.sees_details(identity):
+            # a filter is an oracle: comparing a field one may not see reveals it
+            hidden = sorted(hidden_filter_nodes(dump_filter(flt), field))
+            if hidden:
+                raise Forbidden(
+                    f"role {identity.role} may not filter on fields it does not see",
+                    field=hidden[0],
+                    fields=hidden,
+                )
         return flt
 
     async def create(
@@ -188,9 +199,15 @@ class SegmentsService:
         return segment, flt, subtree_filter(segment.federation_path)
 
     async def preview(
-        self, identity: Identity, flt: Filter, scope: dict[str, Any], size: int | None
+        self,
+        identity: Identity,
+        flt: Filter,
+        scope: dict[str, Any],
+        size: int | None,
+        client: ClientInfo | None = None,
     ) -> Preview:
-        """How many contacts of the scope match, and the first ``size`` of them (id order)."""
+        """How many contacts of the scope match, and the first ``size`` of them (id order)
+        as the caller's role may see them; a sample counts as a page read (bulk_reads)."""
         size = self.settings.segment_preview_default_size if size is None else size
         if not 0 <= size <= self.settings.segment_preview_max_size:
             raise InvalidFields(
@@ -198,9 +215,13 @@ class SegmentsService:
             )
         conditions = [compile_filter(flt)]
         count = await self.contacts.contacts.count(scope, conditions)
-        sample: list[Contact] = []
+        sample: list[ContactView] = []
         if size:
-            sample, _ = await self.contacts.contacts.page(
+            found, _ = await self.contacts.contacts.page(
                 identity, limit=size, scope=scope, conditions=conditions
             )
+            await self.contacts.bulk_reads.count(
+                identity, pages=1, contacts=len(found), client=client
+            )
+            sample = [self.contacts.view(identity, c) for c in found]
         return Preview(count=count, sample=sample)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
+from tribune_shared.client_info import ClientInfo
 
 from contacts.export_service import ExportRequest, ExportsService, csv_response
 from contacts.segment_service import Preview, Segment, SegmentsService
@@ -90,10 +91,13 @@ async def list_segments(
 
 
 @router.post("/preview")
-async def preview_filter(body: PreviewRequest, svc: Segments, identity: CurrentIdentity) -> Preview:
+async def preview_filter(
+    body: PreviewRequest, request: Request, svc: Segments, identity: CurrentIdentity
+) -> Preview:
     """How many of the caller's contacts a filter matches, and a sample of them."""
     flt = await svc.parse(identity, body.filter)
-    return await svc.preview(identity, flt, identity.scope(), body.size)
+    client = ClientInfo.from_headers(request.headers)
+    return await svc.preview(identity, flt, identity.scope(), body.size, client)
 
 
 @router.get("/{segment_id}")
@@ -125,12 +129,17 @@ async def delete_segment(
 
 @router.get("/{segment_id}/preview")
 async def preview_segment(
-    segment_id: SegmentId, svc: Segments, identity: CurrentIdentity, size: PreviewSize = None
+    segment_id: SegmentId,
+    request: Request,
+    svc: Segments,
+    identity: CurrentIdentity,
+    size: PreviewSize = None,
 ) -> Preview:
     """How many contacts the segment matches now (in its federation's subtree), and a
     sample of them."""
     _, flt, scope = await svc.resolve(identity, segment_id)
-    return await svc.preview(identity, flt, scope, size)
+    client = ClientInfo.from_headers(request.headers)
+    return await svc.preview(identity, flt, scope, size, client)
 
 
 @router.get(

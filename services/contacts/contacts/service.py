@@ -12,7 +12,8 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
-from tribune_shared.errors import Conflict, NotFound, Refused
+from tribune_shared.client_info import ClientInfo
+from tribune_shared.errors import Conflict, Forbidden, NotFound, Refused
 from tribune_shared.events import utcnow
 from tribune_shared.events.contracts import DataOrigin
 from tribune_shared.federations import FederationDirectory
@@ -20,6 +21,7 @@ from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store, subtree_filter
 
+from contacts.bulk_reads import BulkReads
 from contacts.custom_fields import (
     CustomFieldDefinition,
     CustomFieldType,
@@ -47,6 +49,7 @@ from contacts.domain import (
     search_terms,
     sort_value,
 )
+from contacts.field_view import ContactView, hidden_list_filters, sees_details, view_of
 from contacts.filter_language import (
     DateNode,
     Filter,
@@ -133,6 +136,7 @@ class ContactsService:
         self.outbox = Outbox(store)
         self.directory = FederationDirectory(store)
         self.suppression = SuppressionList(store, settings.suppression_salt)
+        self.bulk_reads = BulkReads(settings, store)
         self.rules = ContactRules(
             region=settings.default_region,
             max_name_length=settings.max_name_length,
@@ -226,11 +230,22 @@ class ContactsService:
         except DuplicateKeyError:
             raise await self._duplicate_after_race(contact) from None
 
-    async def get(self, identity: Identity, contact_id: str) -> Contact:
+    async def get(
+        self, identity: Identity, contact_id: str, client: ClientInfo | None = None
+    ) -> ContactView:
+        """One contact as the caller's role may see it (counted as a read: bulk_reads)."""
         contact = await self.contacts.get(identity, contact_id)
         if contact is None:
             raise NotFound("contact not found")
-        return contact
+        await self.bulk_reads.count(identity, pages=0, contacts=1, client=client)
+        return self.view(identity, contact)
+
+    def view(self, identity: Identity, contact: Contact) -> ContactView:
+        """What the caller's role may see of a contact (contacts.field_view)."""
+        return view_of(contact, identity, self.settings.contact_details_roles)
+
+    def sees_details(self, identity: Identity) -> bool:
+        return sees_details(identity, self.settings.contact_details_roles)
 
     async def update(
         self,
@@ -349,8 +364,28 @@ class ContactsService:
         tag: str | None = None,
         filters: ListFilters | None = None,
         sort: str | None = None,
-    ) -> tuple[list[Contact], str | None]:
-        """A page of the caller's subtree and the cursor of the next one (None at the end)."""
+        client: ClientInfo | None = None,
+    ) -> tuple[list[ContactView], str | None]:
+        """A page of the caller's subtree, as its role may see it, and the cursor of the
+        next one (None at the end). A restricted role searches names only and may not
+        filter on what it does not see (403); every page counts as a read (bulk_reads)."""
+        filters = filters or ListFilters()
+        details = self.sees_details(identity)
+        if not details:
+            hidden = hidden_list_filters(
+                {
+                    name: getattr(filters, name)
+                    for name in ("postcode", "commune_insee", "department", "polling_station")
+                },
+                filters.custom,
+                {"has_email": filters.has_email, "has_phone": filters.has_phone},
+            )
+            if hidden:
+                raise Forbidden(
+                    f"role {identity.role} may not filter on fields it does not see",
+                    field=hidden[0],
+                    fields=hidden,
+                )
         limit = self.settings.default_page_size if limit is None else limit
         if not 1 <= limit <= self.settings.max_page_size:
             raise InvalidFields([("limit", f"must be between 1 and {self.settings.max_page_size}")])
@@ -365,7 +400,7 @@ class ContactsService:
         )
         if tag is not None:
             tag = self._tags("tag", [tag])[0]
-        scope, conditions = await self._list_conditions(identity, filters or ListFilters())
+        scope, conditions = await self._list_conditions(identity, filters)
         items, more = await self.contacts.page(
             identity,
             limit=limit,
@@ -376,10 +411,13 @@ class ContactsService:
             scope=scope,
             conditions=conditions,
             order=order,
+            names_only=not details,
         )
+        await self.bulk_reads.count(identity, pages=1, contacts=len(items), client=client)
+        views = [self.view(identity, c) for c in items]
         if not more:
-            return items, None
-        return items, encode_page_cursor(order, sort_value(items[-1], order), items[-1].id)
+            return views, None
+        return views, encode_page_cursor(order, sort_value(items[-1], order), items[-1].id)
 
     def _tags(self, name: str, values: Sequence[str]) -> list[str]:
         try:

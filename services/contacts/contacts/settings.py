@@ -10,6 +10,11 @@ from tribune_shared.settings import DEV_SECRET, ServiceSettings
 
 from contacts.filter_language import FilterLimits
 
+#: an import upload's form fields (multipart: origin, mapping, tags...) together, at most
+IMPORT_FORM_FIELDS_BYTES = 64 * 1024
+#: what an import upload's body holds beside its file: those fields and the multipart framing
+IMPORT_FORM_BYTES = IMPORT_FORM_FIELDS_BYTES + 16 * 1024
+
 
 class ContactsSettings(ServiceSettings):
     service_name = "contacts"
@@ -52,7 +57,12 @@ class ContactsSettings(ServiceSettings):
     # Segments and the filter language (contacts.filter_language)
     segment_max_depth: int = Field(default=10, ge=1, le=50)
     segment_max_nodes: int = Field(default=200, ge=1, le=5_000)
-    segment_max_values: int = Field(default=1_000, ge=1, le=50_000)
+    segment_max_values: int = Field(
+        default=1_000, ge=1, le=50_000, description="items of one list of a filter"
+    )
+    segment_max_text_length: int = Field(
+        default=500, ge=1, le=10_000, description="characters of one text of a filter"
+    )
     segment_preview_default_size: int = Field(default=10, ge=0, le=100)
     segment_preview_max_size: int = Field(default=50, ge=0, le=500)
     max_segments_per_federation: int = Field(default=500, ge=1, le=100_000)
@@ -64,6 +74,28 @@ class ContactsSettings(ServiceSettings):
     )
     export_max_rows: int = Field(default=200_000, ge=1, le=10_000_000)
     export_batch_size: int = Field(default=1_000, ge=1, le=50_000)
+    # Bulk reads (contacts.bulk_reads): more than this per user and window is an export
+    # (recorded in the export trail for export roles, 429 for the others)
+    bulk_read_window_seconds: int = Field(default=3_600, ge=60, le=7 * 86_400)
+    bulk_read_max_pages: int = Field(
+        default=100, ge=1, le=1_000_000, description="list pages and previews with a sample"
+    )
+    bulk_read_max_contacts: int = Field(
+        default=1_000, ge=1, le=100_000_000, description="contacts returned, single reads too"
+    )
+
+    # What each role sees (contacts.field_view): these roles see contact details (emails,
+    # phones, address, birth year, custom fields); the others get the restricted view
+    contact_details_roles: list[Role] = Field(
+        default_factory=lambda: [
+            Role.admin,
+            Role.secretary,
+            Role.treasurer,
+            Role.campaign_manager,
+            Role.dpo,
+        ],
+        description='JSON list, e.g. ["admin","secretary"]; viewer is left out by default',
+    )
 
     # CSV import (contacts.import_jobs), duplicates and merges (contacts.merge_service)
     import_max_bytes: int = Field(
@@ -79,6 +111,18 @@ class ContactsSettings(ServiceSettings):
         default=250, ge=1, le=5_000, description="rows written (with their events) per batch"
     )
     import_max_columns: int = Field(default=200, ge=1, le=2_000)
+    # A row beyond these bounds is rejected with the reason and the import goes on: what
+    # one row costs to read and check stays bounded whatever the file holds. The row
+    # bound stays within csv's own field size limit (131072) so that one never fires.
+    import_max_cell_chars: int = Field(
+        default=4_096, ge=64, le=131_072, description="characters of one cell"
+    )
+    import_max_row_chars: int = Field(
+        default=65_536,
+        ge=1_024,
+        le=131_072,
+        description="characters of one row (its quoted line breaks included)",
+    )
     import_duplicate_rule: Literal["merge", "skip", "flag"] = "merge"
     import_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     import_lease_seconds: float = Field(default=120, ge=5, le=3600)
@@ -113,7 +157,18 @@ class ContactsSettings(ServiceSettings):
             raise ValueError(
                 "segment_preview_default_size must not exceed segment_preview_max_size"
             )
+        if self.import_max_cell_chars > self.import_max_row_chars:
+            raise ValueError("import_max_cell_chars must not exceed import_max_row_chars")
+        if self.import_sample_bytes > self.import_max_row_chars:
+            # The header is read from the sample at upload: it must fit in a row.
+            raise ValueError("import_sample_bytes must not exceed import_max_row_chars")
         return self
+
+    @property
+    def import_max_body_bytes(self) -> int:
+        """The body limit of the import upload route (tribune_shared.limits): the file and,
+        sent as a form, its fields and framing."""
+        return self.import_max_bytes + IMPORT_FORM_BYTES
 
     @property
     def filter_limits(self) -> FilterLimits:
@@ -121,4 +176,5 @@ class ContactsSettings(ServiceSettings):
             max_depth=self.segment_max_depth,
             max_nodes=self.segment_max_nodes,
             max_values=self.segment_max_values,
+            max_text_length=self.segment_max_text_length,
         )

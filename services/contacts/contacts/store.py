@@ -9,6 +9,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import IndexSpec, Store, subtree_filter
@@ -20,6 +21,7 @@ CONTACTS = "contacts"
 CUSTOM_FIELDS = "custom_field_definitions"
 SEGMENTS = "segments"
 EXPORTS = "contact_exports"
+READ_COUNTERS = "contact_read_counters"
 
 EMAIL_UNIQUE = "contact_email_per_federation"
 PHONE_UNIQUE = "contact_phone_per_federation"
@@ -103,6 +105,8 @@ INDEXES = [
     IndexSpec(SEGMENTS, [("federation_path", ASCENDING), ("_id", ASCENDING)]),
     # Export audit trail, by subtree and time.
     IndexSpec(EXPORTS, [("federation_path", ASCENDING), ("started_at", DESCENDING)]),
+    # Bulk-read counters (one per user and time window): gone once the window is over.
+    IndexSpec(READ_COUNTERS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
 ]
 
 #: fields stored only when they have a value
@@ -146,13 +150,18 @@ def _prefix(value: str) -> dict[str, str]:
     return {"$regex": f"^{re.escape(value)}"}
 
 
-def search_filter(terms: SearchTerms) -> dict[str, Any]:
+def search_filter(terms: SearchTerms, *, names_only: bool = False) -> dict[str, Any]:
+    """Names, email or phone prefixes; ``names_only`` for a caller who may not see emails
+    and phones (a prefix search on them would reveal them: contacts.field_view)."""
     names = [
         {"$or": [{"search.given": _prefix(w)}, {"search.family": _prefix(w)}]}
         for w in terms.name_words
     ]
+    by_name = names[0] if len(names) == 1 else {"$and": names}
+    if names_only:
+        return by_name
     alternatives: list[dict[str, Any]] = [
-        names[0] if len(names) == 1 else {"$and": names},
+        by_name,
         {"search.emails": _prefix(terms.email_prefix)},
     ]
     if terms.phone_prefix:
@@ -252,6 +261,7 @@ class ContactStore:
         conditions: Sequence[dict[str, Any]] = (),
         order: SortOrder | None = None,
         after_value: Any = None,
+        names_only: bool = False,
     ) -> tuple[list[Contact], bool]:
         """Up to ``limit`` contacts of the scope (the caller's subtree by default) matching
         every condition, in ``order`` after (``after_value``, ``after``); and whether more
@@ -261,7 +271,7 @@ class ContactStore:
         if tag is not None:
             clauses.append({"tags": tag})
         if terms is not None:
-            clauses.append(search_filter(terms))
+            clauses.append(search_filter(terms, names_only=names_only))
         if after is not None:
             clauses.append(
                 after_filter(order, after if after_value is None else after_value, after)
@@ -424,6 +434,72 @@ class ExportAudit:
         docs = self.collection.find(query).sort("_id", DESCENDING).limit(limit + 1)
         found = await docs.to_list()
         return found[:limit], len(found) > limit
+
+    async def bulk_read(
+        self,
+        record_id: str,
+        first: dict[str, Any],
+        *,
+        pages: int,
+        rows: int,
+        seen_at: datetime,
+    ) -> None:
+        """Create or bring up to date the trail entry of one user's bulk read in one time
+        window (one atomic upsert; ``$max`` so concurrent pages never lower the totals)."""
+        update = {
+            "$setOnInsert": first,
+            "$max": {
+                "pages": pages,
+                "row_count": rows,
+                "expected_rows": rows,
+                "finished_at": seen_at,
+            },
+        }
+        await _upsert(self.collection, {"_id": record_id}, update)
+
+
+# ---------------------------------------------------------------- bulk-read counters
+
+
+class ReadCounters:
+    """Per user and time window: how many pages and contacts were read (one atomic
+    ``$inc`` per request, however many contacts it returned)."""
+
+    def __init__(self, store: Store) -> None:
+        self.collection = store[READ_COUNTERS]
+
+    async def add(
+        self,
+        key: str,
+        first: dict[str, Any],
+        *,
+        pages: int,
+        contacts: int,
+    ) -> tuple[int, int]:
+        """Add to the counter ``key`` (made with ``first`` if new); its totals after."""
+        update = {"$inc": {"pages": pages, "contacts": contacts}, "$setOnInsert": first}
+        doc = await _upsert(self.collection, {"_id": key}, update, returning=True)
+        assert doc is not None  # an upsert returning the document after always has one
+        return int(doc["pages"]), int(doc["contacts"])
+
+
+async def _upsert(
+    collection: Any, query: dict[str, Any], update: dict[str, Any], *, returning: bool = False
+) -> dict[str, Any] | None:
+    """One upsert; two concurrent ones of a new _id may both try to insert, and the loser
+    gets a duplicate key: run again, it then updates the winner's document."""
+    for attempt in range(3):
+        try:
+            if returning:
+                return await collection.find_one_and_update(
+                    query, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
+            await collection.update_one(query, update, upsert=True)
+            return None
+        except DuplicateKeyError:
+            if attempt == 2:
+                raise
+    return None  # pragma: no cover
 
 
 # ================================================================ imports, duplicates, merges

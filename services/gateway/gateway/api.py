@@ -69,7 +69,19 @@ async def admin(identity: ClientIdentity) -> Identity:
     return identity
 
 
+async def account_manager(identity: ClientIdentity) -> Identity:
+    """Administrators manage accounts; a DPO may grant the DPO role (the service checks
+    each change: gateway.domain.check_account_change)."""
+    if identity.role not in (Role.admin, Role.dpo):
+        raise Forbidden(f"role {identity.role} may not manage users")
+    return identity
+
+
 Admin = Annotated[Identity, Depends(admin)]
+AccountManager = Annotated[Identity, Depends(account_manager)]
+#: what an access audit entry says about a user account a call changed: (its id, what
+#: changed); given the call's result, or None when the call was refused
+AccountChange = Callable[[Any], tuple[str | None, dict[str, str]]]
 FederationId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 ContactId = IdPath
 OptionalId = Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
@@ -81,21 +93,44 @@ async def audited(
     audit: AccessAudit,
     call: Callable[[], Awaitable[Any]],
     subject: Callable[[Any], str | None] | None = None,
+    *,
+    account: AccountChange | None = None,
+    ok_status: int = status.HTTP_200_OK,
 ) -> Any:
     """Answer the call and leave its access audit entry (gateway.audit); ``subject`` names
-    the person from the answer when the path does not. A read whose entry cannot be
-    written is refused (503): nobody sees personal data unaudited; a write already
-    happened, so its answer is given and the failure logged."""
+    the person from the answer when the path does not, ``account`` the user account it
+    changed and how. A read whose entry cannot be written is refused (503): nobody sees
+    personal data unaudited; a write already happened, so its answer is given and the
+    failure logged."""
     try:
         result = await call()
     except DomainError as exc:
-        await _record(request, identity, audit, exc.status_code, refuse=False)
+        target, changes = account(None) if account is not None else (None, None)
+        await _record(
+            request,
+            identity,
+            audit,
+            exc.status_code,
+            refuse=False,
+            target_user_id=target,
+            changes=changes,
+        )
         raise
-    code = result.status_code if isinstance(result, Response) else status.HTTP_200_OK
+    code = result.status_code if isinstance(result, Response) else ok_status
     refuse = request.method in ("GET", "HEAD")
     about = subject(result) if subject is not None else None
+    target, changes = account(result) if account is not None else (None, None)
     try:
-        await _record(request, identity, audit, code, refuse=refuse, contact_id=about)
+        await _record(
+            request,
+            identity,
+            audit,
+            code,
+            refuse=refuse,
+            contact_id=about,
+            target_user_id=target,
+            changes=changes,
+        )
     except ServiceUnavailable:
         if isinstance(result, Response) and result.background is not None:
             await result.background()  # release the upstream answer
@@ -111,6 +146,8 @@ async def _record(
     *,
     refuse: bool,
     contact_id: str | None = None,
+    target_user_id: str | None = None,
+    changes: dict[str, str] | None = None,
 ) -> None:
     try:
         await audit.record(
@@ -119,14 +156,22 @@ async def _record(
             request.url.path,
             request.query_params,
             code,
-            request.client.host if request.client else None,
+            client_ip(request),
             request.headers.get("user-agent"),
             contact_id=contact_id,
+            target_user_id=target_user_id,
+            changes=changes,
         )
     except Exception as exc:
         log.error("audit.write_failed", path=request.url.path, error=repr(exc))
         if refuse:
             raise ServiceUnavailable("the access audit is unavailable; try again later") from exc
+
+
+def client_ip(request: Request) -> str | None:
+    """The client's address: the direct peer, or what a trusted proxy says it forwarded
+    for (gateway.main.install_door sets it before anything reads it)."""
+    return request.client.host if request.client else None
 
 
 # ---------------------------------------------------------------- models
@@ -175,18 +220,42 @@ class FederationOut(BaseModel):
         return cls.model_validate({**doc, "id": doc["_id"]})
 
 
+Password = Annotated[str, Field(min_length=1, max_length=1024)]
+ConfirmPassword = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=1024,
+        description="your own current password: required for a change that grants the DPO "
+        "role (creating or promoting a DPO, reactivating one, setting a DPO's password)",
+    ),
+]
+
+
 class NewUser(BaseModel):
     email: str = Field(min_length=3, max_length=254)
-    password: str = Field(min_length=1, max_length=1024)
+    password: Password
     role: Role
     federation_id: FederationId | None = Field(
         default=None, description="defaults to the caller's federation"
     )
+    confirm_password: ConfirmPassword = None
 
 
 class UserChange(BaseModel):
     active: bool | None = Field(default=None, description="false: the user is refused at once")
     role: Role | None = None
+    confirm_password: ConfirmPassword = None
+
+
+class PasswordReset(BaseModel):
+    new_password: Password
+    confirm_password: ConfirmPassword = None
+
+
+class PasswordChange(BaseModel):
+    current_password: Password
+    new_password: Password
 
 
 class PersonView(BaseModel):
@@ -204,10 +273,11 @@ router = APIRouter(prefix="/api/v1")
 
 @router.post(TOKEN_URL.removeprefix("/api/v1"), tags=["auth"])
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], svc: Service
+    request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], svc: Service
 ) -> TokenResponse:
-    """OAuth2 password flow: ``username`` is the email."""
-    issued = await svc.login(form.username, form.password)
+    """OAuth2 password flow: ``username`` is the email (at most 254 characters). Attempts
+    are limited per email and per client network (429 with Retry-After)."""
+    issued = await svc.login(form.username, form.password, client_ip(request))
     return TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
 
 
@@ -215,6 +285,24 @@ async def token(
 async def me(identity: ClientIdentity, svc: Service) -> MeOut:
     doc = await svc.me(identity)
     return MeOut.model_validate({**doc, "id": doc["_id"]})
+
+
+@router.post("/me/password", tags=["auth"])
+async def change_password(
+    request: Request, body: PasswordChange, identity: ClientIdentity, svc: Service, audit: Audit
+) -> TokenResponse:
+    """Change your own password, given the current one (403 if it is not right; tries
+    count as logins). Every token issued before stops working: use the one returned."""
+    issued = await audited(
+        request,
+        identity,
+        audit,
+        lambda: svc.change_password(
+            identity, body.current_password, body.new_password, client_ip(request)
+        ),
+        account=lambda _: (identity.user_id, {"password": "changed"}),
+    )
+    return TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
 
 
 @router.post("/federations", status_code=status.HTTP_201_CREATED, tags=["federations"])
@@ -228,23 +316,104 @@ async def list_federations(identity: ClientIdentity, svc: Service) -> list[Feder
     return [FederationOut.of(d) for d in await svc.federations(identity)]
 
 
+UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
 @router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
-async def create_user(body: NewUser, identity: Admin, svc: Service) -> UserOut:
-    doc = await svc.create_user(identity, body.email, body.password, body.role, body.federation_id)
+async def create_user(
+    request: Request, body: NewUser, identity: AccountManager, svc: Service, audit: Audit
+) -> UserOut:
+    """An account in the caller's subtree (administrators). A DPO account is made only by
+    a DPO or a national administrator, with ``confirm_password``. Audited."""
+    doc = await audited(
+        request,
+        identity,
+        audit,
+        lambda: svc.create_user(
+            identity,
+            body.email,
+            body.password,
+            body.role,
+            body.federation_id,
+            confirm_password=body.confirm_password,
+            client_ip=client_ip(request),
+        ),
+        account=lambda doc: _created(body, doc),
+        ok_status=status.HTTP_201_CREATED,
+    )
     return UserOut.of(doc)
+
+
+def _created(body: NewUser, doc: dict[str, Any] | None) -> tuple[str | None, dict[str, str]]:
+    """The account created (or refused) and how: its role, and the federation it went to
+    (refused: the one asked for, if any)."""
+    changes = {"role": body.role.value}
+    if federation := doc["federation_id"] if doc else body.federation_id:
+        changes["federation_id"] = federation
+    return (doc["_id"] if doc else None), changes
 
 
 @router.patch("/users/{user_id}", tags=["users"])
 async def update_user(
-    user_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    request: Request,
+    user_id: UserId,
     body: UserChange,
-    identity: Admin,
+    identity: AccountManager,
     svc: Service,
+    audit: Audit,
 ) -> UserOut:
     """Deactivate, reactivate or change the role of a user of the caller's subtree (not
     oneself). Refused at once on this gateway replica, within
-    ``GATEWAY_USER_CACHE_SECONDS`` on the others."""
-    return UserOut.of(await svc.update_user(identity, user_id, active=body.active, role=body.role))
+    ``GATEWAY_USER_CACHE_SECONDS`` on the others. Promoting to DPO or reactivating a DPO:
+    a DPO or a national administrator, with ``confirm_password``. Audited."""
+    changes = {
+        k: str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in (("role", body.role), ("active", body.active))
+        if v is not None
+    }
+    doc = await audited(
+        request,
+        identity,
+        audit,
+        lambda: svc.update_user(
+            identity,
+            user_id,
+            active=body.active,
+            role=body.role,
+            confirm_password=body.confirm_password,
+            client_ip=client_ip(request),
+        ),
+        account=lambda _: (user_id, changes),
+    )
+    return UserOut.of(doc)
+
+
+@router.post("/users/{user_id}/password", tags=["users"])
+async def reset_password(
+    request: Request,
+    user_id: UserId,
+    body: PasswordReset,
+    identity: AccountManager,
+    svc: Service,
+    audit: Audit,
+) -> UserOut:
+    """Set the password of a user of the caller's subtree (not oneself: ``POST
+    /api/v1/me/password``); their tokens stop working at once. A DPO's: a DPO or a
+    national administrator, with ``confirm_password``. Audited."""
+    doc = await audited(
+        request,
+        identity,
+        audit,
+        lambda: svc.reset_password(
+            identity,
+            user_id,
+            body.new_password,
+            confirm_password=body.confirm_password,
+            client_ip=client_ip(request),
+        ),
+        account=lambda _: (user_id, {"password": "reset"}),
+    )
+    return UserOut.of(doc)
 
 
 @router.get("/people/{contact_id}", tags=["people"], response_model=PersonView)

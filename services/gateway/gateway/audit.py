@@ -9,6 +9,12 @@ a truncated user agent). Query strings are not kept (searches hold names and ema
 only their parameter names. Services keep their own, finer records on top (consent's
 audit log: which consent changed, with what proof).
 
+Changes to user accounts (created, role changed, deactivated or reactivated, password
+changed or reset) are recorded the same way, naming the account (``target_user_id``) and
+what changed (``changes``: the new role, ``active``, ``password: reset``; never a
+password), attempts the account rules refused included: who tried to mint a DPO is what a
+DPO wants to know.
+
 Pure rules here; the store holds the entries (``gateway.store.AccessAuditStore``).
 """
 
@@ -98,6 +104,10 @@ class AccessEntry(BaseModel):
     status: int
     ip: str | None
     user_agent: str | None
+    #: the user account the call created or changed
+    target_user_id: str | None = None
+    #: what it changed on that account (field -> new value; a password is only named)
+    changes: dict[str, str] | None = None
 
 
 def access_document(
@@ -112,10 +122,15 @@ def access_document(
     user_agent: str | None,
     *,
     contact_id: str | None = None,
+    target_user_id: str | None = None,
+    changes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The stored form of an entry, built directly: it is made on every request, and the
     model (``AccessEntry``) is only needed to read entries back. ``contact_id`` names the
     person when the path and query do not."""
+    account: dict[str, Any] = {}
+    if target_user_id is not None or changes is not None:
+        account = {"target_user_id": target_user_id, "changes": dict(changes or {})}
     return {
         "_id": entry_id,
         "at": at,
@@ -131,6 +146,7 @@ def access_document(
         "status": status,
         "ip": _minimised_ip(client_ip),
         "user_agent": _minimised_user_agent(user_agent),
+        **account,
     }
 
 

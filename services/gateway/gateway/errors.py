@@ -13,5 +13,6 @@ class TooManyAttempts(TooManyRequests):
     def __init__(self, retry_after: float) -> None:
         seconds = max(1, math.ceil(retry_after))
         super().__init__(
-            f"too many failed logins for this email; retry in {seconds} s", retry_after=seconds
+            f"too many login attempts for this email or from this network; retry in {seconds} s",
+            retry_after=seconds,
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 from tribune_shared.app import create_service_app, serve
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.api import forwarding_router, router
 from gateway.consistency import RememberTokens, UserTokens
 from gateway.dispatch import FastForward
+from gateway.paths import NormalisedPath
 from gateway.privacy import router as privacy_router
 from gateway.proxy import Proxy
 from gateway.service import AccessAudit, GatewayService
@@ -47,10 +49,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.user_middleware.append(
             Middleware(FastForward, own_routes=[*router.routes, *privacy_router.routes])
         )
-    # Added last, so outermost: it sees the consistency token the client gets, whoever set
-    # it (a service through the proxy, or the kernel for the gateway's own writes).
+    # Outside the kernel's layers (only the door is further out): it sees the consistency
+    # token the client gets, whoever set it (a service through the proxy, or the kernel
+    # for the gateway's own writes).
     app.add_middleware(RememberTokens, tokens=tokens)
+    install_door(app, settings)
     return app
+
+
+def install_door(app: FastAPI, settings: GatewaySettings) -> None:
+    """The outermost layers, before anything reads the request: first the one normalised
+    path (gateway.paths; refused with 400 otherwise), then the client's address (from
+    X-Forwarded-For only when the direct peer is a trusted proxy: uvicorn's own
+    middleware, told which proxies to trust)."""
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    app.add_middleware(NormalisedPath)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ from tribune_shared.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from tribune_shared.limits import allow_body, too_large
 from tribune_shared.logging import current_correlation_id, get_logger, new_correlation_id
 from yarl import URL
 
 from gateway.caches import SignedIdentities
 from gateway.consistency import UserTokens
+from gateway.paths import wire
 from gateway.routing import Route, service_url
 from gateway.settings import GatewaySettings
 
@@ -107,14 +109,18 @@ class _Body:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         size = 0
-        async for chunk in self.request.stream():
-            size += len(chunk)
-            if size > self.limit:
-                # the HTTP client reports it as its own failure: remembered to answer 413
-                self.too_large = True
-                raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
-            if chunk:
-                yield chunk
+        try:
+            # the kernel's BodyLimit counts it too, and refuses first when installed
+            async for chunk in self.request.stream():
+                size += len(chunk)
+                if size > self.limit:
+                    raise too_large(self.limit)
+                if chunk:
+                    yield chunk
+        except PayloadTooLarge:
+            # the HTTP client reports it as its own failure: remembered to answer 413
+            self.too_large = True
+            raise
 
 
 class Proxy:
@@ -186,14 +192,18 @@ class Proxy:
             headers[CONSISTENCY_HEADER] = token
         return headers
 
-    def _streamed_body(self, request: Request, headers: dict[str, str]) -> _Body | None:
+    def _streamed_body(
+        self, route: Route, request: Request, headers: dict[str, str]
+    ) -> _Body | None:
         """The client's body passed on as it arrives (an upload is never held whole in
-        the gateway), unchanged, within ``max_request_body_bytes`` (413 beyond, checked on
-        the declared length first, then while streaming); None when there is none."""
-        limit = self.settings.max_request_body_bytes
+        the gateway), unchanged, within the route's limit for this request (413 beyond,
+        checked on the declared length first, then while streaming; reached only once the
+        caller is authenticated); None when there is none."""
+        limit = route.max_body_bytes(self.settings, request.method, request.scope["path"])
+        allow_body(request.scope, limit)  # the kernel's BodyLimit counts against the same
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            raise too_large(limit)
         chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
         if not chunked and (not declared or declared == "0"):
             return None
@@ -245,10 +255,11 @@ class Proxy:
             headers[CLIENT_IP_HEADER] = request.client.host
         if user_agent := request.headers.get("user-agent"):
             headers[CLIENT_USER_AGENT_HEADER] = user_agent[:512]
-        target = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+        # the path the gateway routed and audited on (gateway.paths), never the raw one
+        target = wire(request.scope["path"])
         if query := request.scope.get("query_string", b""):
             target += "?" + query.decode("latin-1")
-        body = self._streamed_body(request, headers)
+        body = self._streamed_body(route, request, headers)
         try:
             with _upstream_errors(route.service):
                 upstream = await self.session.request(
@@ -260,9 +271,7 @@ class Proxy:
                 )
         except (ServiceUnavailable, GatewayTimeout):
             if body is not None and body.too_large:
-                raise PayloadTooLarge(
-                    f"request body is larger than {self.settings.max_request_body_bytes} bytes"
-                ) from None
+                raise too_large(body.limit) from None
             raise
         self.tokens.answered(route.service, upstream.headers.get(APPLIED_HEADER))
         passed = _passed_back(upstream.raw_headers)

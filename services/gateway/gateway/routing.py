@@ -1,4 +1,5 @@
-"""Which service owns which part of the API (prefix -> service), resolved without I/O."""
+"""Which service owns which part of the API (prefix -> service), and how large a body each
+request may carry, resolved without I/O."""
 
 from __future__ import annotations
 
@@ -8,16 +9,45 @@ from gateway.settings import GatewaySettings
 
 
 @dataclass(frozen=True)
+class LargeBody:
+    """Requests under a route whose body may exceed ``max_body_bytes`` (the JSON limit): an
+    upload, a long text. The service declares the same route (``limits.larger_body``)."""
+
+    method: str
+    #: the exact path; a ``{name}`` segment stands for any one segment
+    path: str
+    #: the GatewaySettings field holding their limit in bytes
+    setting: str
+
+    def matches(self, method: str, path: str) -> bool:
+        if method != self.method:
+            return False
+        want, got = self.path.split("/"), path.split("/")
+        return len(want) == len(got) and all(
+            w == g or (w.startswith("{") and g != "") for w, g in zip(want, got, strict=True)
+        )
+
+
+@dataclass(frozen=True)
 class Route:
     prefix: str
     service: str  # contacts | consent | memberships | messaging
     public: bool = False  # no client token; the request is forwarded untouched (webhooks)
     #: methods forwarded; default: POST for a public route, every method otherwise
     methods: tuple[str, ...] | None = None
+    #: the requests that may carry more than ``max_body_bytes``; every other one may not
+    large_bodies: tuple[LargeBody, ...] = ()
 
     @property
     def tag(self) -> str:
         return self.prefix.removeprefix("/api/v1/").replace("/", "-")
+
+    def max_body_bytes(self, settings: GatewaySettings, method: str, path: str) -> int:
+        """The largest body this request may carry (413 beyond)."""
+        for large in self.large_bodies:
+            if large.matches(method, path):
+                return int(getattr(settings, large.setting))
+        return settings.max_body_bytes
 
 
 #: Longest prefixes first, so /api/v1/webhooks/payments is not taken for a shorter one.
@@ -26,12 +56,27 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/webhooks/sms", "consent", public=True),  # inbound SMS (STOP), signed
     # pages behind the links in emails (confirm a consent, unsubscribe; RFC 8058 one-click)
     Route("/api/v1/public/consents", "consent", public=True, methods=("GET", "POST")),
-    Route("/api/v1/contacts", "contacts"),
+    Route(
+        "/api/v1/contacts",
+        "contacts",
+        large_bodies=(LargeBody("POST", "/api/v1/contacts/imports", "max_upload_body_bytes"),),
+    ),
     Route("/api/v1/segments", "contacts"),
-    Route("/api/v1/consents", "consent"),
+    Route(
+        "/api/v1/consents",
+        "consent",
+        large_bodies=(
+            LargeBody("POST", "/api/v1/consents/texts", "max_text_body_bytes"),
+            LargeBody("PUT", "/api/v1/consents/texts/{text_id}", "max_text_body_bytes"),
+        ),
+    ),
     Route("/api/v1/memberships", "memberships"),
     Route("/api/v1/payments", "memberships"),
-    Route("/api/v1/messages", "messaging"),
+    Route(
+        "/api/v1/messages",
+        "messaging",
+        large_bodies=(LargeBody("POST", "/api/v1/messages", "max_text_body_bytes"),),
+    ),
     Route("/api/v1/privacy", "consent"),  # privacy requests (DPO); export: gateway.privacy
 )
 

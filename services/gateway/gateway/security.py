@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import hashlib
+import ipaddress
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -67,14 +66,22 @@ def issue_token(user_id: str, secret: str, ttl_seconds: int) -> AccessToken:
     return AccessToken(jwt.encode(claims, secret, algorithm=ALGORITHM), ttl_seconds)
 
 
+@dataclass(frozen=True)
+class VerifiedToken:
+    user_id: str
+    #: epoch seconds
+    issued_at: float
+    expires_at: float
+
+
 def verify_token(token: str, secret: str) -> str:
     """The user id a valid, unexpired token was issued to; raises ``InvalidToken``."""
-    return verify_token_until(token, secret)[0]
+    return verify_token_until(token, secret).user_id
 
 
-def verify_token_until(token: str, secret: str) -> tuple[str, float]:
-    """The user id a valid, unexpired token was issued to and when it expires (epoch
-    seconds); raises ``InvalidToken``."""
+def verify_token_until(token: str, secret: str) -> VerifiedToken:
+    """Whom a valid, unexpired token was issued to, when, and when it expires; raises
+    ``InvalidToken``."""
     try:
         claims = jwt.decode(
             token,
@@ -89,60 +96,49 @@ def verify_token_until(token: str, secret: str) -> tuple[str, float]:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise InvalidToken("invalid subject")
-    return subject, float(claims["exp"])
+    if not isinstance(claims["iat"], int | float):
+        raise InvalidToken("invalid iat")
+    return VerifiedToken(subject, float(claims["iat"]), float(claims["exp"]))
 
 
 # ---------------------------------------------------------------- login limiter
 
 
-class LoginLimiter:
-    """Failed logins per email in a sliding window, in this process's memory.
+@dataclass(frozen=True)
+class LoginLimits:
+    """Which counters a password check counts in, and their limits (pure: the counting
+    itself is in the store, ``GatewayStore.reserve_attempt``, shared by every replica).
 
-    Each gateway process counts on its own (N replicas allow N x the limit) and a restart
-    forgets; it bounds memory by forgetting the least recently seen emails.
-    """
+    Keys never hold what the client typed: the email is hashed (a 1 MB username is refused
+    before it gets here, and unknown emails are not kept in clear), the address is cut to
+    its network."""
 
-    def __init__(
-        self,
-        max_attempts: int,
-        window_seconds: float,
-        *,
-        max_tracked: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_attempts = max_attempts
-        self.window = window_seconds
-        self.max_tracked = max_tracked
-        self.clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+    max_attempts: int
+    network_max_attempts: int
+    window_seconds: float
+    prefix_ipv4: int
+    prefix_ipv6: int
 
-    def _recent(self, key: str) -> deque[float] | None:
-        failures = self._failures.get(key)
-        if failures is None:
-            return None
-        horizon = self.clock() - self.window
-        while failures and failures[0] <= horizon:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return None
-        return failures
+    def counters(self, email: str, client_ip: str | None) -> list[tuple[str, int]]:
+        """(key, limit) of every counter an attempt for ``email`` from ``client_ip``
+        counts in: the email's first, then the client network's (none without an IP)."""
+        found = [("email:" + hashlib.sha256(email.encode()).hexdigest(), self.max_attempts)]
+        network = client_network(client_ip, self.prefix_ipv4, self.prefix_ipv6)
+        if network is not None:
+            found.append(("net:" + network, self.network_max_attempts))
+        return found
 
-    def retry_after(self, key: str) -> float:
-        """0 if ``key`` may try now, else the seconds until its oldest failure expires."""
-        failures = self._recent(key)
-        if failures is None or len(failures) < self.max_attempts:
-            return 0.0
-        return max(0.0, failures[0] + self.window - self.clock())
 
-    def failed(self, key: str) -> None:
-        failures = self._recent(key)
-        if failures is None:
-            failures = self._failures[key] = deque()
-        failures.append(self.clock())
-        self._failures.move_to_end(key)
-        while len(self._failures) > self.max_tracked:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+def client_network(client_ip: str | None, prefix_ipv4: int, prefix_ipv6: int) -> str | None:
+    """The network a client address belongs to (``203.0.113.0/24``); None if it is not an
+    IP address. IPv4-mapped IPv6 addresses count as IPv4."""
+    if not client_ip:
+        return None
+    try:
+        address = ipaddress.ip_address(client_ip.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = prefix_ipv4 if address.version == 4 else prefix_ipv6
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import time
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TextIO
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity, Role
-from tribune_shared.errors import Conflict, NotFound, Unauthorized
+from tribune_shared.errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
 from tribune_shared.events import new_envelope, utcnow
 from tribune_shared.events.contracts import FederationCreatedV1
 from tribune_shared.logging import get_logger
@@ -27,7 +28,8 @@ from gateway.group_commit import GroupCommit
 from gateway.security import (
     AccessToken,
     InvalidToken,
-    LoginLimiter,
+    LoginLimits,
+    VerifiedToken,
     hash_password,
     issue_token,
     needs_rehash,
@@ -44,6 +46,8 @@ log = get_logger(__name__)
 BAD_CREDENTIALS = "incorrect email or password"
 #: how long a checked access token is remembered (never past its own expiry)
 TOKEN_CACHE_SECONDS = 300
+#: what a login's password may be at most (as a user's): longer is refused unread
+MAX_PASSWORD_CHARS = 1024
 
 
 def identity_of(user: dict[str, Any]) -> Identity:
@@ -56,25 +60,43 @@ def identity_of(user: dict[str, Any]) -> Identity:
     )
 
 
+def tokens_after(user: dict[str, Any]) -> float:
+    """Tokens issued before this (epoch seconds) are refused: the password changed since."""
+    at = user.get("tokens_after")
+    return at.timestamp() if isinstance(at, datetime) else 0.0
+
+
+def terminal() -> TextIO | None:
+    """The terminal the process runs in (its standard error, if that is one); None in a
+    container or under a supervisor, where standard error is the log."""
+    try:
+        return sys.stderr if sys.stderr is not None and sys.stderr.isatty() else None
+    except (OSError, ValueError):
+        return None
+
+
 class GatewayService:
     def __init__(self, settings: GatewaySettings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.data = GatewayStore(store)
         self.outbox = Outbox(store)
-        self.limiter = LoginLimiter(
-            settings.login_max_attempts,
-            settings.login_window_seconds,
-            max_tracked=settings.login_limiter_max_tracked,
+        self.limits = LoginLimits(
+            max_attempts=settings.login_max_attempts,
+            network_max_attempts=settings.login_network_max_attempts,
+            window_seconds=settings.login_window_seconds,
+            prefix_ipv4=settings.login_network_prefix_ipv4,
+            prefix_ipv6=settings.login_network_prefix_ipv6,
         )
-        # Every authenticated request needs its user (still active? which role?): read from
-        # the store at most once per user_cache_seconds, not once per request.
-        self.users: TtlCache[str, Identity] = TtlCache(
+        # Every authenticated request needs its user (still active? which role? since when
+        # are its tokens good?): read from the store at most once per user_cache_seconds,
+        # not once per request.
+        self.users: TtlCache[str, tuple[Identity, float]] = TtlCache(
             settings.user_cache_seconds, settings.user_cache_max_entries
         )
         # A token's signature and claims do not change: checked once, then until it
         # expires only its expiry is (a client sends the same token on every request).
-        self.verified: TtlCache[str, tuple[str, float]] = TtlCache(
+        self.verified: TtlCache[str, VerifiedToken] = TtlCache(
             TOKEN_CACHE_SECONDS, settings.user_cache_max_entries
         )
 
@@ -86,6 +108,13 @@ class GatewayService:
             return False
         email = domain.normalize_email(self.settings.admin_email, field="GATEWAY_ADMIN_EMAIL")
         generated = self.settings.admin_password is None
+        screen = terminal() if generated else None
+        if generated and screen is None:
+            # A generated password would have nowhere to go but the logs.
+            raise RuntimeError(
+                "GATEWAY_ADMIN_PASSWORD is unset and the gateway has no terminal to show a "
+                "generated one on: set it for the first start"
+            )
         password = self.settings.admin_password or domain.generate_password()
         password_hash = await asyncio.to_thread(hash_password, password)
 
@@ -111,35 +140,80 @@ class GatewayService:
         if root is None:
             return False  # another process won
         log.info("gateway.bootstrapped", federation_id=root["_id"], admin_email=email)
-        if generated:
-            # Logged once, by the one process that created the administrator.
-            log.warning("gateway.admin_password_generated", email=email, password=password)
+        if screen is not None:
+            # Shown once, by the one process that created the administrator, on its
+            # terminal: never in the logs (which keep it, ship it, show it to ops).
+            screen.write(
+                f"\nTribune: the first administrator is {email}, password {password}\n"
+                "  shown once, here only: keep it, then change it (POST /api/v1/me/password)\n\n"
+            )
+            screen.flush()
+            log.warning("gateway.admin_password_generated", email=email, shown_on="terminal")
         return True
 
     # ------------------------------------------------------------ login
-    async def login(self, username: str, password: str) -> AccessToken:
-        key = username.strip().lower()
-        wait = self.limiter.retry_after(key)
-        if wait > 0:
-            raise TooManyAttempts(wait)
-        user = await self.data.find_user_by_email(key)
-        stored_hash = user["password_hash"] if user else None
+    async def _checked_password(
+        self, email: str, stored_hash: str | None, password: str, client_ip: str | None
+    ) -> bool:
+        """Whether ``password`` is the one of ``email``'s account (``stored_hash``; None
+        for an unknown email, which costs the same), within the login limits: the attempt
+        is counted first, atomically and for every replica, in the email's and the client
+        network's counters (429 when either is over its limit, without checking anything);
+        a right password clears the email's failures and gives the network its attempt
+        back, a wrong one stays counted."""
+        now = utcnow()
+        window = timedelta(seconds=self.limits.window_seconds)
+        reserved: list[str] = []
+        for key, limit in self.limits.counters(email, client_ip):
+            count, until = await self.data.reserve_attempt(key, now, window)
+            if count > limit:
+                # refused before the check: what it reserved in the other counters is
+                # given back (its own is over the limit anyway)
+                for earlier in reserved:
+                    await self.data.release_attempt(earlier)
+                log.info("gateway.login_limited", counter=key.split(":", 1)[0])
+                raise TooManyAttempts((until - now).total_seconds())
+            reserved.append(key)
         ok = await asyncio.to_thread(verify_password, stored_hash, password)
+        if ok:
+            email_key, *others = reserved
+            await self.data.clear_attempts(email_key)
+            for key in others:
+                await self.data.release_attempt(key)
+        return ok
+
+    async def login(self, username: str, password: str, client_ip: str | None) -> AccessToken:
+        """OAuth2 password flow; ``username`` is the email."""
+        email = username.strip().lower()
+        # bounded before it is counted: a megabyte "email" is nobody's
+        if len(email) > domain.MAX_EMAIL_LENGTH:
+            raise InvalidField(
+                f"must have at most {domain.MAX_EMAIL_LENGTH} characters", field="username"
+            )
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise InvalidField(
+                f"must have at most {MAX_PASSWORD_CHARS} characters", field="password"
+            )
+        user = await self.data.find_user_by_email(email)
+        stored_hash = user["password_hash"] if user else None
+        ok = await self._checked_password(email, stored_hash, password, client_ip)
         if not ok or user is None or not user.get("active", False):
-            self.limiter.failed(key)
             log.info("gateway.login_failed", email_known=user is not None)
             raise Unauthorized(BAD_CREDENTIALS, headers=BEARER_CHALLENGE)
-        self.limiter.succeeded(key)
         if needs_rehash(user["password_hash"]):
             await self.data.set_password_hash(
                 user["_id"], await asyncio.to_thread(hash_password, password)
             )
+        return self._token_for(user["_id"])
+
+    def _token_for(self, user_id: str) -> AccessToken:
         return issue_token(
-            user["_id"], self.settings.jwt_secret, self.settings.access_token_ttl_seconds
+            user_id, self.settings.jwt_secret, self.settings.access_token_ttl_seconds
         )
 
     async def identity_for_token(self, token: str) -> Identity:
-        """The caller behind an access token; a deactivated or deleted user is refused."""
+        """The caller behind an access token; a deactivated or deleted user is refused, and
+        so is a token issued before the user's password last changed."""
         verified = self.verified.get(token)
         if verified is None:
             try:
@@ -147,20 +221,20 @@ class GatewayService:
             except InvalidToken as exc:
                 raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE) from exc
             self.verified.put(token, verified)
-        user_id, expires_at = verified
-        if expires_at <= time.time():
+        if verified.expires_at <= time.time():
             self.verified.invalidate(token)
             raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
-        identity = await self.users.get_or_load(user_id, lambda: self._active_user(user_id))
-        if identity is None:
+        user_id = verified.user_id
+        active = await self.users.get_or_load(user_id, lambda: self._active_user(user_id))
+        if active is None or verified.issued_at < active[1]:
             raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
-        return identity
+        return active[0]
 
-    async def _active_user(self, user_id: str) -> Identity | None:
+    async def _active_user(self, user_id: str) -> tuple[Identity, float] | None:
         user = await self.data.find_user(user_id)
         if user is None or not user.get("active", False):
             return None
-        return identity_of(user)
+        return identity_of(user), tokens_after(user)
 
     async def me(self, identity: Identity) -> dict[str, Any]:
         user = await self.data.find_user(identity.user_id)
@@ -246,6 +320,49 @@ class GatewayService:
             "created_at": utcnow(),
         }
 
+    async def _confirm(
+        self, identity: Identity, password: str | None, client_ip: str | None
+    ) -> None:
+        """The second confirmation of a change that grants DPO powers: the caller's own
+        current password, checked within the login limits (a stolen access token alone
+        can neither make a DPO nor try passwords faster than a login could)."""
+        if not password:
+            raise InvalidField(
+                "granting the DPO role takes your current password, to confirm it is you",
+                field="confirm_password",
+            )
+        me = await self.data.find_user_by_email(identity.email)
+        stored = me["password_hash"] if me is not None and me["_id"] == identity.user_id else None
+        if not await self._checked_password(identity.email, stored, password, client_ip):
+            raise Forbidden("your password did not confirm this change", field="confirm_password")
+
+    async def _target(self, identity: Identity, user_id: str) -> dict[str, Any]:
+        """A user of the caller's subtree, never the caller (changing one's own role or
+        state could lock the last administrator out; one's password: ``change_password``)."""
+        if user_id == identity.user_id:
+            raise Conflict("you may not change your own account here", field="user_id")
+        doc = await self.data.find_user(user_id)
+        if doc is None or not identity.can_see(doc["federation_path"]):
+            raise NotFound("user not found", field="user_id")
+        return doc
+
+    async def _apply(
+        self, identity: Identity, target: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``changes`` to ``target``, if it is still what the rules were checked on (its
+        role and state); takes effect at once on this replica (its cached user is dropped)
+        and within ``user_cache_seconds`` on the others."""
+        expected = {"role": target["role"], "active": target.get("active", False)}
+        try:
+            doc = await self.data.update_user(
+                target["_id"], identity.federation_path, changes, expected
+            )
+        finally:
+            self.users.invalidate(target["_id"])
+        if doc is None:
+            raise Conflict("the user changed meanwhile; try again", field="user_id")
+        return doc
+
     async def create_user(
         self,
         identity: Identity,
@@ -253,7 +370,12 @@ class GatewayService:
         password: str,
         role: Role,
         federation_id: str | None,
+        *,
+        confirm_password: str | None = None,
+        client_ip: str | None = None,
     ) -> dict[str, Any]:
+        grants = domain.grants_dpo(None, role=role)
+        domain.check_account_change(identity, grants=grants, dpo_only=True)
         email = domain.normalize_email(email)
         domain.check_password(password, self.settings.password_min_length)
         federation = await self.data.find_federation(
@@ -261,6 +383,8 @@ class GatewayService:
         )
         if federation is None:
             raise NotFound("federation not found", field="federation_id")
+        if grants:
+            await self._confirm(identity, confirm_password, client_ip)
         password_hash = await asyncio.to_thread(hash_password, password)
         doc = self._user_doc(email, password_hash, role, federation)
         try:
@@ -278,31 +402,90 @@ class GatewayService:
         *,
         active: bool | None = None,
         role: Role | None = None,
+        confirm_password: str | None = None,
+        client_ip: str | None = None,
     ) -> dict[str, Any]:
         """Deactivate, reactivate or change the role of a user of the caller's subtree.
         Takes effect at once on this replica (its cached user is dropped) and within
         ``user_cache_seconds`` on the others."""
-        if user_id == identity.user_id:
-            # the last administrator must not lock everybody out
-            raise Conflict("you may not change your own account", field="user_id")
+        target = await self._target(identity, user_id)
+        grants = domain.grants_dpo(target, role=role, active=active)
+        domain.check_account_change(
+            identity, grants=grants, dpo_only=role in (None, Role.dpo) and active in (None, True)
+        )
         changes: dict[str, Any] = {}
         if active is not None:
             changes["active"] = active
         if role is not None:
             changes["role"] = role.value
         if not changes:
-            doc = await self.data.find_user(user_id)
-            if doc is None or not identity.can_see(doc["federation_path"]):
-                raise NotFound("user not found", field="user_id")
-            return doc
-        try:
-            doc = await self.data.update_user(user_id, identity.federation_path, changes)
-        finally:
-            self.users.invalidate(user_id)
-        if doc is None:
-            raise NotFound("user not found", field="user_id")
+            return target
+        if grants:
+            await self._confirm(identity, confirm_password, client_ip)
+        doc = await self._apply(identity, target, changes)
         log.info("gateway.user_updated", user_id=user_id, fields=sorted(changes))
         return doc
+
+    async def reset_password(
+        self,
+        identity: Identity,
+        user_id: str,
+        new_password: str,
+        *,
+        confirm_password: str | None = None,
+        client_ip: str | None = None,
+    ) -> dict[str, Any]:
+        """An administrator sets the password of a user of their subtree (forgotten, or
+        the account is compromised): the user's current tokens stop working. A DPO's
+        password is set only as the DPO role is granted (``domain.grants_dpo``)."""
+        target = await self._target(identity, user_id)
+        grants = domain.grants_dpo(target, password=True)
+        domain.check_account_change(identity, grants=grants, dpo_only=True)
+        domain.check_password(new_password, self.settings.password_min_length, "new_password")
+        if grants:
+            await self._confirm(identity, confirm_password, client_ip)
+        doc = await self._apply(identity, target, await self._new_password(new_password))
+        log.info("gateway.password_reset", user_id=user_id)
+        return doc
+
+    async def change_password(
+        self,
+        identity: Identity,
+        current_password: str,
+        new_password: str,
+        client_ip: str | None,
+    ) -> AccessToken:
+        """The caller's own password, given the current one (checked within the login
+        limits): every token issued before stops working; a new one is returned."""
+        domain.check_password(new_password, self.settings.password_min_length, "new_password")
+        me = await self.data.find_user_by_email(identity.email)
+        if me is None or me["_id"] != identity.user_id:
+            raise NotFound("user not found")
+        ok = await self._checked_password(
+            identity.email, me["password_hash"], current_password, client_ip
+        )
+        if not ok:
+            raise Forbidden("the current password is not right", field="current_password")
+        try:
+            doc = await self.data.update_user(
+                identity.user_id, identity.federation_path, await self._new_password(new_password)
+            )
+        finally:
+            self.users.invalidate(identity.user_id)
+        if doc is None:
+            raise NotFound("user not found")
+        log.info("gateway.password_changed", user_id=identity.user_id)
+        return self._token_for(identity.user_id)
+
+    async def _new_password(self, password: str) -> dict[str, Any]:
+        """The fields a new password sets: its hash, and the second from which tokens are
+        good (those issued earlier, before the change, are refused; token times are whole
+        seconds, so one issued in the very second of the change still works)."""
+        now = utcnow()
+        return {
+            "password_hash": await asyncio.to_thread(hash_password, password),
+            "tokens_after": now.replace(microsecond=0),
+        }
 
 
 class AccessAudit:
@@ -350,6 +533,8 @@ class AccessAudit:
         user_agent: str | None,
         *,
         contact_id: str | None = None,
+        target_user_id: str | None = None,
+        changes: Mapping[str, str] | None = None,
     ) -> str:
         """The entry's id, once it is stored."""
         now = utcnow()
@@ -365,6 +550,8 @@ class AccessAudit:
             client_ip,
             user_agent,
             contact_id=contact_id,
+            target_user_id=target_user_id,
+            changes=changes,
         )
         await self.writer.write(doc)
         return entry_id

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
-from typing import ClassVar
+import ipaddress
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 from tribune_shared.settings import DEV_SECRET, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
     service_name = "gateway"
     secret_fields: ClassVar[tuple[str, ...]] = ("identity_secret", "jwt_secret")
+    #: publishes no personal field and opens none: never holds the vault's KEK
+    uses_vault: ClassVar[bool] = False
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     http_port: int = 8000
@@ -23,19 +26,35 @@ class GatewaySettings(ServiceSettings):
     # ------------------------------------------------------------ bootstrap (first start only)
     root_federation_name: str = Field(default="National", min_length=1, max_length=200)
     admin_email: str = Field(default="admin@tribune.local", min_length=3, max_length=254)
-    #: when unset, a strong password is generated and logged once
+    #: when unset, a strong password is generated and printed once to the terminal the
+    #: gateway runs in (never to its logs); with no terminal the first start is refused
     admin_password: str | None = Field(default=None, max_length=1024)
 
     # ------------------------------------------------------------ accounts and login
     password_min_length: int = Field(default=12, ge=8, le=128)
-    login_max_attempts: int = Field(default=5, ge=1, le=1000, description="failures per window")
+    #: login attempts per email (hashed) in a window that starts at the first one; each is
+    #: reserved before the password is checked, in the store (shared by every replica); a
+    #: success clears the email's count
+    login_max_attempts: int = Field(default=5, ge=1, le=1000, description="attempts per window")
     login_window_seconds: float = Field(default=300, gt=0, le=86_400)
-    login_limiter_max_tracked: int = Field(default=100_000, ge=100, le=10_000_000)
+    #: login attempts per client network in the same window (an office behind one NAT
+    #: shares it); a success gives its own attempt back
+    login_network_max_attempts: int = Field(default=100, ge=1, le=100_000)
+    #: how wide a client network is for the login limiter
+    login_network_prefix_ipv4: int = Field(default=24, ge=8, le=32)
+    login_network_prefix_ipv6: int = Field(default=56, ge=16, le=128)
     #: how long a user read from the store is trusted (active, role, federation) before it
     #: is read again: a deactivation or role change made on another replica takes effect
     #: within this time (at once on the replica that made it); 0: read on every request
     user_cache_seconds: float = Field(default=5, ge=0, le=300)
     user_cache_max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    # ------------------------------------------------------------ clients behind proxies
+    #: the proxies (CIDRs, comma-separated) whose X-Forwarded-For / X-Forwarded-Proto the
+    #: gateway believes: the client's address (access audit, login limiter, consent proof)
+    #: is the last one in X-Forwarded-For not in this list, when the direct peer is in it;
+    #: anybody else's forwarded headers are ignored. Empty: the direct peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list, max_length=100)
 
     # ------------------------------------------------------------ routing to services
     contacts_url: str = "http://127.0.0.1:8101"
@@ -48,7 +67,10 @@ class GatewaySettings(ServiceSettings):
     #: an idle connection to a service is kept this long for the next call (a new
     #: connection per request would cost a TCP handshake every time); 0: never kept
     upstream_keepalive_expiry_seconds: float = Field(default=30, ge=0, le=3600)
-    max_request_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31)
+    #: the body of an upload route (gateway.routing: the contacts import): the import's
+    #: file limit (CONTACTS_IMPORT_MAX_BYTES, 64 MiB) and room for its form; every other
+    #: route takes max_body_bytes or max_text_body_bytes (tribune_shared.settings)
+    max_upload_body_bytes: int = Field(default=65 * 1024 * 1024, ge=1024, le=2**31)
     #: forwarded routes skip FastAPI's routing and dependency solving (gateway.dispatch);
     #: false: they go through their FastAPI endpoints (same behaviour, more CPU)
     fast_forward: bool = True
@@ -66,6 +88,27 @@ class GatewaySettings(ServiceSettings):
     # ------------------------------------------------------------ read-your-writes
     #: users whose latest consistency token the gateway remembers (least recent forgotten)
     consistency_max_users: int = Field(default=100_000, ge=100, le=10_000_000)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # Networks or addresses only: "*" (trust anybody) would let any client choose the
+        # address the audit and the limiter see.
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"GATEWAY_TRUSTED_PROXIES: {item!r} is not an IP address or network"
+                ) from None
+        return value
 
     @field_validator("admin_password", mode="before")
     @classmethod

@@ -1,19 +1,22 @@
 """All database access of the gateway: users, the federation tree, the bootstrap marker,
-the access audit."""
+the login limiter's counters, the access audit."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.store import IndexSpec, Store, subtree_filter
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from tribune_shared.errors import ServiceUnavailable
+from tribune_shared.store import IndexSpec, Store, is_transient, subtree_filter
 
 USERS = "users"
 FEDERATIONS = "federations"
 META = "meta"  # one document per one-time action (the bootstrap)
 ACCESS_AUDIT = "access_audit"  # append-only (gateway.audit)
+LOGIN_ATTEMPTS = "login_attempts"  # one counter per key (gateway.security.LoginLimits)
 
 BOOTSTRAP_MARKER = "bootstrap"
 
@@ -37,7 +40,14 @@ INDEXES = [
     IndexSpec(USERS, [("federation_path", ASCENDING)]),
     IndexSpec(FEDERATIONS, [("path", ASCENDING)], {"unique": True}),
     IndexSpec(FEDERATIONS, [("parent_id", ASCENDING), ("name_key", ASCENDING)], {"unique": True}),
+    # a counter goes once its window is over (reserve_attempt does not rely on it: it
+    # starts a new window over an expired counter the TTL monitor has not removed yet)
+    IndexSpec(LOGIN_ATTEMPTS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
 ]
+
+#: how often reserve_attempt tries again when it loses a race it cannot win at once (a
+#: concurrent first attempt, a write conflict): a handful, each a single-document write
+_RESERVE_TRIES = 10
 
 _PUBLIC_USER = {"password_hash": 0}
 
@@ -91,20 +101,67 @@ class GatewayStore:
         return await self.store[USERS].find_one({"_id": user_id}, _PUBLIC_USER)
 
     async def update_user(
-        self, user_id: str, scope_path: str, changes: dict[str, Any]
+        self,
+        user_id: str,
+        scope_path: str,
+        changes: dict[str, Any],
+        expected: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """The user of ``scope_path``'s subtree after ``changes``; None if there is none."""
+        """The user of ``scope_path``'s subtree after ``changes``; None if there is none,
+        or if it no longer has the ``expected`` field values (it changed meanwhile)."""
         return await self.store[USERS].find_one_and_update(
-            {"_id": user_id, **subtree_filter(scope_path, "federation_path")},
+            {"_id": user_id, **subtree_filter(scope_path, "federation_path"), **(expected or {})},
             {"$set": changes},
             projection=_PUBLIC_USER,
             return_document=ReturnDocument.AFTER,
         )
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """A rehash of the same password (stronger parameters): sessions stay valid."""
         await self.store[USERS].update_one(
             {"_id": user_id}, {"$set": {"password_hash": password_hash}}
         )
+
+    # ------------------------------------------------------------ login limiter
+    async def reserve_attempt(
+        self, key: str, now: datetime, window: timedelta
+    ) -> tuple[int, datetime]:
+        """One more attempt counted under ``key``, atomically (concurrent attempts, on any
+        replica, each get their own count): in its current window, or in a new one when
+        there is none or it is over. The count including this attempt, and when the
+        window ends."""
+        attempts = self.store[LOGIN_ATTEMPTS]
+        for _ in range(_RESERVE_TRIES):
+            try:
+                doc = await attempts.find_one_and_update(
+                    {"_id": key, "expires_at": {"$gt": now}},
+                    {"$inc": {"count": 1}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is None:  # none yet, or its window is over: open one
+                    doc = await attempts.find_one_and_update(
+                        {"_id": key, "expires_at": {"$lte": now}},
+                        {"$set": {"count": 1, "expires_at": now + window}},
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )
+            except DuplicateKeyError:
+                continue  # a concurrent attempt opened it first: count in it
+            except PyMongoError as exc:
+                if not is_transient(exc):
+                    raise
+                continue
+            return int(doc["count"]), doc["expires_at"]
+        raise ServiceUnavailable("the login limiter is busy; try again later")
+
+    async def release_attempt(self, key: str) -> None:
+        """Gives one reserved attempt back (it did not fail)."""
+        await self.store[LOGIN_ATTEMPTS].update_one(
+            {"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}}
+        )
+
+    async def clear_attempts(self, key: str) -> None:
+        await self.store[LOGIN_ATTEMPTS].delete_one({"_id": key})
 
 
 class AccessAuditStore:

@@ -9,7 +9,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.contact_directory import CONTACT_DIRECTORY, ContactDirectory
+from tribune_shared.contact_directory import CONTACT_DIRECTORY, ContactDirectory, follow_moves
 from tribune_shared.store import IndexSpec, Store
 
 from memberships.domain import Membership, MembershipStatus
@@ -17,6 +17,8 @@ from memberships.domain import Membership, MembershipStatus
 CONTACTS = CONTACT_DIRECTORY  # the kernel ContactDirectory, plus current_membership_id
 PAYMENTS = "payments"  # one document per provider payment, never twice
 MEMBERSHIPS = "memberships"
+#: a person's history, placed in the federation the person is in (moves follow them)
+HISTORY = (PAYMENTS, MEMBERSHIPS)
 
 INDEXES = [
     *ContactDirectory.indexes,
@@ -76,14 +78,16 @@ class MembershipsStore:
         self, merged_id: str, survivor_id: str, session: AsyncClientSession
     ) -> None:
         """contact-merged: the merged contact's payments and memberships become the
-        survivor's (donation ceilings and standing add up on one person); the survivor
-        keeps its current membership, or takes the merged one's if it had none."""
-        for collection in (PAYMENTS, MEMBERSHIPS):
+        survivor's (donation ceilings and standing add up on one person, in the survivor's
+        federation); the survivor keeps its current membership, or takes the merged one's if
+        it had none."""
+        for collection in HISTORY:
             await self.store[collection].update_many(
                 {"contact_id": merged_id},
                 {"$set": {"contact_id": survivor_id, "merged_from": merged_id}},
                 session=session,
             )
+        await self.follow_moves([survivor_id], session)
         merged = await self.store[CONTACTS].find_one({"_id": merged_id}, session=session)
         if merged and merged.get("current_membership_id"):
             await self.store[CONTACTS].update_one(
@@ -91,6 +95,17 @@ class MembershipsStore:
                 {"$set": {"current_membership_id": merged["current_membership_id"]}},
                 session=session,
             )
+
+    async def follow_moves(self, contact_ids: list[str], session: AsyncClientSession) -> None:
+        """The contacts' payments and memberships take the federation the directory has for
+        them now (a contact moved): the new federation's DPO export and lists find them.
+        A batch costs one read and one bulk write per collection."""
+        if not contact_ids:
+            return
+        updates = follow_moves(await ContactDirectory(self.store).placements(contact_ids, session))
+        if updates:
+            for collection in HISTORY:
+                await self.store[collection].bulk_write(updates, ordered=False, session=session)
 
     # ------------------------------------------------------------ payments
 

@@ -8,7 +8,7 @@ from tribune_shared.store import Store
 from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
-from memberships.handlers import contact_merge_handlers
+from memberships.handlers import contact_merge_handlers, contact_move_handlers
 from memberships.privacy import erasure_handlers
 from memberships.settings import MembershipsSettings
 from memberships.store import INDEXES
@@ -21,6 +21,8 @@ def build_worker(settings: MembershipsSettings | None = None) -> Worker:
     subscriptions = (
         Subscriptions(settings.service_name)
         .add(ContactDirectory(store).handlers())
+        # after the directory's projection: a moved contact's history follows them
+        .add(contact_move_handlers(store), also=True)
         .add(FederationDirectory(store).handlers())
         .add(contact_merge_handlers(store))
         .add(erasure_handlers(store))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tribune_shared.app import ID_PATTERN, IdPath, IdQuery
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.events.contracts import Channel
+from tribune_shared.limits import larger_body
 
 from messaging.domain import MessageStatus
 from messaging.service import MessagingService
@@ -74,7 +75,13 @@ class MessageList(BaseModel):
     items: list[MessageView]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[may_send])
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[may_send],
+    # a text of TEXT_MAX_CHARS characters, JSON-escaped, is far above the JSON limit
+    openapi_extra=larger_body("max_text_body_bytes"),
+)
 async def send_message(body: SendMessage, svc: Service, identity: CurrentIdentity) -> MessageView:
     doc = await svc.send(
         identity,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -86,12 +87,24 @@ def check_channel(channel: Channel) -> None:
         raise InvalidField("not supported yet", field="channel")
 
 
+def single_line_problem(value: str) -> str | None:
+    """Why ``value`` cannot be one header line (a subject), or None. Python's email package
+    refuses a header holding any line boundary ``str.splitlines`` knows (CR, LF, VT, FF,
+    the separators 0x1C-0x1E, NEL 0x85, U+2028, U+2029): a subject holds none of them, nor
+    any other control character (NUL, ESC...)."""
+    if value.splitlines() != [value]:
+        return "must be a single line"
+    if any(unicodedata.category(c) == "Cc" and c != "\t" for c in value):
+        return "must not contain control characters"
+    return None
+
+
 def check_content(subject: str, text: str, limits: ContentLimits) -> None:
     """A subject is one non-blank line; a text is not blank; both within the limits."""
     if not subject.strip():
         raise InvalidField("must not be blank", field="subject")
-    if "\r" in subject or "\n" in subject:
-        raise InvalidField("must be a single line", field="subject")
+    if problem := single_line_problem(subject):
+        raise InvalidField(problem, field="subject")
     if len(subject) > limits.subject_max_chars:
         raise InvalidField(
             f"must be at most {limits.subject_max_chars} characters", field="subject"

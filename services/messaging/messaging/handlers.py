@@ -5,7 +5,7 @@ of bulk events (contacts, consents) take a whole partition batch at a time."""
 from __future__ import annotations
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.contact_directory import tombstone
+from tribune_shared.contact_directory import moved_contacts, tombstone
 from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import (
     ConsentGrantedV1,
@@ -19,6 +19,7 @@ from tribune_shared.store import Projected
 from tribune_shared.subscriptions import Batch, Handler
 
 from messaging.domain import ConsentStatus, consent_version
+from messaging.privacy import MessagingPrivacyStore
 from messaging.service import MessagingService
 from messaging.store import MessagingStore, consent_key
 
@@ -67,12 +68,24 @@ def consent_state(envelope: Envelope) -> Projected:
 
 
 def contact_handlers(messages: MessagingStore) -> dict[str, Handler | Batch]:
+    privacy = MessagingPrivacyStore(messages.store)
+
     async def on_contacts(envelopes: list[Envelope], session: AsyncClientSession) -> None:
         await messages.project_contacts([contact_state(e) for e in envelopes], session)
+        # a contact moved to another federation: its history follows
+        await messages.follow_moves(moved_contacts(envelopes), session)
 
     async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
+        """The merged contact's messages join the survivor's; if the survivor was erased
+        before this merge was seen, the merged contact (the same person) is erased too."""
         event = decode_as(envelope, ContactMergedV1)
-        await messages.merge_contact(event.merged_contact_id, event.surviving_contact_id, session)
+        survivor = await messages.survivor_of(event.surviving_contact_id, session)
+        if await messages.is_erased(survivor, session):
+            await privacy.erase(event.merged_contact_id, session)
+        else:
+            await messages.merge_contact(
+                event.merged_contact_id, event.surviving_contact_id, session
+            )
 
     batch = Batch(on_contacts)
     return {"contact-created": batch, "contact-updated": batch, "contact-merged": on_merged}

@@ -8,6 +8,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 from tribune_shared.settings import DEV_SECRET, ServiceSettings
 
+from messaging.domain import single_line_problem
+
 #: hard caps of the API; the settings below may only tighten them
 SUBJECT_MAX_CHARS = 200
 TEXT_MAX_CHARS = 100_000
@@ -97,8 +99,8 @@ class MessagingSettings(ServiceSettings):
     @field_validator("confirmation_subject")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        if "\r" in value or "\n" in value:
-            raise ValueError("must be a single line")
+        if problem := single_line_problem(value):
+            raise ValueError(problem)
         return value
 
     @field_validator("unsubscribe_footer")

@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.contact_directory import ERASED_VERSION
+from tribune_shared.contact_directory import ERASED_VERSION, follow_moves
 from tribune_shared.events.contracts import Channel
 from tribune_shared.store import IndexSpec, Projected, Store, upsert_many_if_newer
 
@@ -23,6 +23,8 @@ CONTACTS = "contacts"  # projection of contact-*: address, names, federation
 CONSENTS = "consents"  # projection of consent-*: latest fact per contact x channel x purpose
 MESSAGES = "messages"  # the message log and each message's delivery state
 SUPPRESSED = "suppressed"  # projection of suppression-added: salted address hashes only
+#: a person's history, placed in the federation the person is in (moves follow them)
+HISTORY = (MESSAGES, CONSENTS)
 
 INDEXES = [
     IndexSpec(CONTACTS, [("federation_path", ASCENDING)]),
@@ -88,8 +90,9 @@ class MessagingStore:
         self, merged_id: str, survivor_id: str, session: AsyncClientSession
     ) -> None:
         """contact-merged: the merged contact is never reachable again (a tombstone that no
-        late contact event overwrites); its consents view goes (consent publishes what the
-        survivor carries over); its messages become the survivor's."""
+        late contact event overwrites, naming whom it became); its consents view goes
+        (consent publishes what the survivor carries over); its messages become the
+        survivor's (or of whom the survivor was merged into since), in their federation."""
         await self.store[CONTACTS].replace_one(
             {"_id": merged_id},
             {"merged_into": survivor_id, "version": ERASED_VERSION},
@@ -97,11 +100,42 @@ class MessagingStore:
             session=session,
         )
         await self.store[CONSENTS].delete_many({"contact_id": merged_id}, session=session)
+        person = await self.survivor_of(survivor_id, session)
         await self.store[MESSAGES].update_many(
             {"contact_id": merged_id},
-            {"$set": {"contact_id": survivor_id, "merged_from": merged_id}},
+            {"$set": {"contact_id": person, "merged_from": merged_id}},
             session=session,
         )
+        await self.follow_moves([person], session)
+
+    async def survivor_of(self, contact_id: str, session: AsyncClientSession | None = None) -> str:
+        """Who the contact is now: itself, or whom it was merged into, along chains."""
+        seen = {contact_id}
+        while True:
+            doc = await self.store[CONTACTS].find_one(
+                {"_id": contact_id}, {"merged_into": 1}, session=session
+            )
+            target = (doc or {}).get("merged_into")
+            if target is None or target in seen:
+                return contact_id
+            seen.add(target)
+            contact_id = target
+
+    async def follow_moves(self, contact_ids: list[str], session: AsyncClientSession) -> None:
+        """The contacts' messages and consent facts take the federation their projection
+        has now (a contact moved): the new federation's lists and DPO export find them. A
+        batch costs one read and one bulk write per collection."""
+        if not contact_ids:
+            return
+        docs = self.store[CONTACTS].find(
+            {"_id": {"$in": contact_ids}},
+            {"federation_id": 1, "federation_path": 1, "erased": 1},
+            session=session,
+        )
+        updates = follow_moves({d["_id"]: d async for d in docs})
+        if updates:
+            for collection in HISTORY:
+                await self.store[collection].bulk_write(updates, ordered=False, session=session)
 
     async def is_erased(self, contact_id: str, session: AsyncClientSession | None = None) -> bool:
         """The contact projection is an erasure tombstone (messaging.privacy)."""

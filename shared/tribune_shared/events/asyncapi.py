@@ -31,9 +31,22 @@ def build() -> dict[str, Any]:
             "headers": {
                 "type": "object",
                 "properties": {
-                    h: {"type": "string"}
-                    for h in ("event_id", "event_type", "event_version", "correlation_id")
+                    **{
+                        h: {"type": "string"}
+                        for h in ("event_id", "event_type", "event_version", "correlation_id")
+                    },
+                    # consumers accept the event only from the topic's owner, signed
+                    "tribune-producer": {
+                        "type": "string",
+                        "description": "the service that published it (= envelope producer)",
+                    },
+                    "tribune-signature": {
+                        "type": "string",
+                        "description": "sha256=<hex HMAC-SHA256 of the value with the "
+                        "producer's event signing key>",
+                    },
                 },
+                "required": ["tribune-producer", "tribune-signature"],
             },
             "payload": {
                 "allOf": [

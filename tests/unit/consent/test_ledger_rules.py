@@ -117,7 +117,7 @@ def test_settings_refuse_a_tracking_purpose_among_the_purposes(monkeypatch):
 
 def test_settings_refuse_default_secrets_outside_development(monkeypatch):
     monkeypatch.setenv("CONSENT_ENVIRONMENT", "production")
-    for name in ("IDENTITY_SECRET", "UNSUBSCRIBE_SECRET", "WEBHOOK_SECRET"):
+    for name in ("IDENTITY_SECRET", "UNSUBSCRIBE_SECRET", "WEBHOOK_SECRET", "VAULT_KEK"):
         monkeypatch.setenv(f"CONSENT_{name}", f"strong-{name.lower()}-0123456789abcdef012345")
     monkeypatch.delenv("TRIBUNE_SUPPRESSION_SALT", raising=False)
     monkeypatch.delenv("CONSENT_SUPPRESSION_SALT", raising=False)

@@ -153,6 +153,32 @@ def test_a_hostile_tree_is_refused_before_it_is_validated() -> None:
     assert list(found.values()) == ["nested deeper than 10 levels"]
 
 
+def test_texts_are_bounded_by_the_settings_before_they_are_normalised(monkeypatch) -> None:
+    import contacts.filter_language as language
+    from contacts.settings import ContactsSettings
+
+    limits = ContactsSettings(segment_max_text_length=10).filter_limits
+    normalised: list[str] = []
+    clean_text = language.clean_text
+    monkeypatch.setattr(language, "clean_text", lambda v: normalised.append(v) or clean_text(v))
+    huge = {"op": "tags", "match": "any", "tags": ["ok", "x" * 1_000_000]}
+    assert problems({"op": "not", "filter": huge}, limits) == {
+        "filter.filter.tags.1": "must be at most 10 characters"
+    }
+    assert normalised == []  # refused on the raw JSON: no megabyte was normalised
+    custom = {"op": "custom", "name": "note", "cmp": "eq", "value": "y" * 11}
+    assert problems(custom, limits) == {"filter.value": "must be at most 10 characters"}
+    values = {"op": "custom", "name": "note", "cmp": "in", "value": ["a", "y" * 11]}
+    assert problems(values, limits) == {"filter.value.1": "must be at most 10 characters"}
+    # within the bound it parses, and the stored text is held to the same bound
+    parse_filter({"op": "geo", "field": "postcode", "values": ["x" * 10]}, limits)
+    assert normalised == ["x" * 10]
+    # a text may grow when normalised: NFC turns U+095E (a composition exclusion) into two
+    # characters, so 6 sent are 12 kept
+    grows = {"op": "tags", "match": "any", "tags": ["\u095e" * 6]}
+    assert problems(grows, limits) == {"filter.tags": "item 0 must be at most 10 characters"}
+
+
 def test_references_are_listed_with_their_paths() -> None:
     flt = parse_filter(
         {

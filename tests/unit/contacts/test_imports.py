@@ -16,6 +16,7 @@ from contacts.imports import (
     ImportRules,
     ParsedRow,
     RawRow,
+    ReadLimits,
     RejectedRow,
     check_import_origin,
     check_mapping_usable,
@@ -38,10 +39,11 @@ from contacts.imports import (
 from contacts.messy_csv import HEADER, messy_csv_bytes, phone_formats
 
 RULES = ImportRules(contact=ContactRules())
+LIMITS = ReadLimits(max_columns=200, max_cell_chars=4_096, max_row_chars=65_536)
 
 
 def rows_of(text: str, delimiter: str = ";") -> list[RawRow]:
-    return list(read_records(io.StringIO(text, newline=""), delimiter))
+    return list(read_records(io.StringIO(text, newline=""), delimiter, LIMITS))
 
 
 def parse(text: str, delimiter: str = ";", overrides=None, definitions=None, rules=RULES):
@@ -307,12 +309,12 @@ def test_repeated_values_of_a_row_count_once():
     assert [p.number for p in row.fields.phones] == ["+33612345678"]
 
 
-def test_malformed_csv_is_a_rejected_row_not_a_failed_import():
+def test_an_unreadable_row_is_a_rejected_row_not_a_failed_import():
     huge = "x" * (csv.field_size_limit() + 1)
-    rows = list(read_records(["nom\n", f"{huge}\n", "Dupont\n"], ","))
+    rows = rows_of(f"nom\n{huge}\nDupont\n", ",")
     assert [r.row for r in rows] == [2, 3] and rows[1].cells == ("Dupont",)
     bad = parse_row(rows[0], 1, resolve_mapping(["nom"], {}, {}), RULES)
-    assert isinstance(bad, RejectedRow) and "malformed CSV" in bad.reason
+    assert isinstance(bad, RejectedRow) and bad.reason == "nom: more than 4096 characters"
 
 
 # ---------------------------------------------------------------- duplicates in a file
@@ -379,6 +381,26 @@ def test_rejected_rows_csv_cells_are_safe_and_padded():
     ]
     flagged = issues_csv_row(3, "dup", ["a"], 1, "c" * 32, flagged=True)
     assert flagged == ["3", "dup", "c" * 32, "a"]
+
+
+@pytest.mark.parametrize("flagged", [False, True])
+def test_rejected_and_flagged_csv_headers_are_safe_too(flagged):
+    # the column names come from the uploaded file, like the cells
+    columns = ['=HYPERLINK("x")', "+1", "-1", "@SUM(A1)", "\tx", "\rx", "nom"]
+    header = issues_csv_header(columns, flagged=flagged)
+    extra = ["existing_contact_id"] if flagged else []
+    assert header == [
+        "row",
+        "reason",
+        *extra,
+        '\'=HYPERLINK("x")',
+        "'+1",
+        "'-1",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+        "nom",
+    ]
 
 
 # ---------------------------------------------------------------- the generator

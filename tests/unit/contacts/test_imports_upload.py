@@ -65,6 +65,15 @@ def test_the_multipart_reader_refuses_two_files_and_huge_fields():
         reader.feed(multipart(("notes", None, b"x" * 70_000)))
 
 
+def test_a_broken_form_is_the_clients_error_not_a_500():
+    # found by the fuzzer (tests/e2e/test_fuzz.py): a part without headers
+    reader = MultipartReader(BOUNDARY)
+    with pytest.raises(InvalidFields) as exc:
+        reader.feed(b"--" + BOUNDARY + b"\r\nTrue--" + BOUNDARY + b"--\r\n")
+        reader.finish()
+    assert exc.value.problems[0][0] == "body"
+
+
 class FakeImports:
     def __init__(self):
         self.chunks: dict[int, bytes] = {}

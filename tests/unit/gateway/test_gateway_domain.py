@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from gateway import domain
 from gateway.security import hash_password, needs_rehash, verify_password
-from tribune_shared.errors import InvalidField
+from support import make_identity
+from tribune_shared.auth import Role
+from tribune_shared.errors import Forbidden, InvalidField
 
 
 def test_root_path_is_its_id_between_slashes():
@@ -88,3 +90,51 @@ def test_password_hash_is_argon2id_salted_and_verifies_only_the_right_password()
 def test_verification_of_an_unknown_user_or_a_broken_hash_fails():
     assert not verify_password(None, "anything at all")
     assert not verify_password("not-a-hash", "anything at all")
+
+
+# ---------------------------------------------------------------- who may make a DPO
+
+NATIONAL_ADMIN = make_identity("/root/", Role.admin)
+FEDERATION_ADMIN = make_identity("/root/paris/", Role.admin)
+DPO = make_identity("/root/paris/", Role.dpo)
+
+
+def account(role: str, active: bool = True) -> dict:
+    return {"_id": "u1", "role": role, "active": active}
+
+
+@pytest.mark.parametrize(
+    ("target", "change", "grants"),
+    [
+        (None, {"role": Role.dpo}, True),  # creating a DPO
+        (None, {"role": Role.admin}, False),
+        (account("viewer"), {"role": Role.dpo}, True),  # promoting
+        (account("dpo"), {"role": Role.dpo}, False),  # already one
+        (account("dpo"), {"role": Role.viewer}, False),  # demoting takes powers away
+        (account("dpo"), {"active": False}, False),
+        (account("dpo", active=False), {"active": True}, True),  # reactivating a DPO
+        (account("viewer", active=False), {"active": True}, False),
+        (account("viewer", active=False), {"active": True, "role": Role.dpo}, True),
+        (account("dpo"), {"password": True}, True),  # setting a DPO's password
+        (account("admin"), {"password": True}, False),
+    ],
+)
+def test_what_grants_dpo_powers(target, change, grants):
+    assert domain.grants_dpo(target, **change) is grants
+
+
+def test_only_a_dpo_or_a_national_administrator_may_grant_the_dpo_role():
+    domain.check_account_change(NATIONAL_ADMIN, grants=True, dpo_only=True)
+    domain.check_account_change(DPO, grants=True, dpo_only=True)
+    with pytest.raises(Forbidden):
+        domain.check_account_change(FEDERATION_ADMIN, grants=True, dpo_only=True)
+    # administrators manage the other accounts; a DPO does nothing else with accounts
+    domain.check_account_change(FEDERATION_ADMIN, grants=False, dpo_only=False)
+    for change in ({"grants": False, "dpo_only": True}, {"grants": True, "dpo_only": False}):
+        with pytest.raises(Forbidden):
+            domain.check_account_change(DPO, **change)
+    with pytest.raises(Forbidden):
+        domain.check_account_change(
+            make_identity("/root/", Role.secretary), grants=False, dpo_only=False
+        )
+    assert domain.is_root("/root/") and not domain.is_root("/root/paris/")

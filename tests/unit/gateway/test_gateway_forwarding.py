@@ -4,11 +4,14 @@ comes back to the client, and is remembered per user for clients that do not sen
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import pytest
 import uvicorn
@@ -19,6 +22,7 @@ from gateway.api import forwarding_router
 from gateway.api import router as gateway_router
 from gateway.consistency import RememberTokens, UserTokens
 from gateway.dispatch import FastForward
+from gateway.main import install_door
 from gateway.proxy import Proxy
 from gateway.settings import GatewaySettings
 from starlette.middleware import Middleware
@@ -44,7 +48,9 @@ async def service(request: Request, path: str) -> JSONResponse:
     received, as the kernel's middleware does); a read echoes the token it received. Both
     confirm they applied what they received, as a service that checked it does (a service
     whose consumer is behind answers 503 and confirms nothing)."""
-    SEEN.append({**request.headers, "x-path": request.url.path})
+    SEEN.append(
+        {**request.headers, "x-path": request.url.path, "x-raw-path": request.scope["raw_path"]}
+    )
     received = parse(request.headers.get(HEADER))
     headers = {}
     if received:
@@ -63,23 +69,34 @@ async def service(request: Request, path: str) -> JSONResponse:
     return JSONResponse({"path": "/" + path}, headers=headers)
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
+@contextmanager
+def serving(app: FastAPI, **config: Any) -> Iterator[int]:
+    """``app`` on a real HTTP server on the loopback (uvicorn, as in production): its port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # as tribune_shared.app.serve runs it: uvicorn believes no forwarded header itself
+    config = {"proxy_headers": False, **config}
     server = uvicorn.Server(
-        uvicorn.Config(upstream_app, host="127.0.0.1", port=port, log_config=None)
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **config)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
-        assert time.monotonic() < deadline, "fake service did not start"
+        assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    with serving(upstream_app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 # ---------------------------------------------------------------- the gateway under test
@@ -101,16 +118,18 @@ class Users:
 class Audit:
     def __init__(self) -> None:
         self.entries: list[tuple[str, str, int]] = []
+        self.ips: list[str | None] = []
 
     async def record(self, identity, method, path, query, status, ip, agent, **_) -> str:
         self.entries.append((identity.user_id, f"{method} {path}", status))
+        self.ips.append(ip)
         return "id"
 
 
-def gateway(upstream: str, fast: bool) -> FastAPI:
+def gateway(upstream: str, fast: bool, **more: Any) -> FastAPI:
     settings = GatewaySettings(
         contacts_url=upstream, consent_url=upstream, memberships_url=upstream,
-        messaging_url=upstream,
+        messaging_url=upstream, **more,
     )  # fmt: skip
     tokens = UserTokens.from_settings(settings)
 
@@ -130,6 +149,7 @@ def gateway(upstream: str, fast: bool) -> FastAPI:
     if fast:
         app.user_middleware.append(Middleware(FastForward, own_routes=gateway_router.routes))
     app.add_middleware(RememberTokens, tokens=tokens)
+    install_door(app, settings)  # as gateway.main does
     return app
 
 
@@ -228,3 +248,108 @@ def test_forwarding_keeps_the_request_and_the_answer_and_audits_it(client):
     assert client.get("/api/v1/contacts/c9").status_code == 401
     assert client.get("/api/v1/contacts/c9", headers=as_user("eve")).status_code == 401
     assert client.put("/api/v1/webhooks/payments").status_code == 405
+
+
+# ---------------------------------------------------------------- the path, read one way
+
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
+def served(request, upstream) -> Iterator[tuple[int, FastAPI]]:
+    """The gateway on a real HTTP server: a request line reaches it byte for byte (the
+    test client would resolve ``..`` itself before sending)."""
+    SEEN.clear()
+    app = gateway(upstream, fast=request.param)
+    with serving(app) as port:
+        yield port, app
+
+
+def raw_call(
+    port: int, method: str, target: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
+    """``target`` sent as it is (http.client neither resolves nor re-encodes it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, target, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        connection.close()
+
+
+REFUSED = (
+    # another service's data under an innocent prefix (and an audit naming no contact)
+    "/api/v1/segments/../contacts/c1",
+    "/api/v1/segments/%2e%2e/contacts/c1",
+    "/api/v1/segments/.%2E/contacts/c1",
+    "/api/v1/segments/..%2fcontacts/c1",
+    "/api/v1/contacts/./c1",
+    "/api/v1/contacts//c1",
+    "/api/v1/contacts/c1/..",
+    # a service's internal endpoints through a public (no login) route
+    "/api/v1/public/consents/../../../../openapi.json",
+    "/api/v1/public/consents/%2e%2e/%2e%2e/%2e%2e/%2e%2e/openapi.json",
+    "/api/v1/public/consents/%2E%2E/%2E%2E/%2E%2E/%2E%2E/docs",
+    "/api/v1/public/consents/..%2f..%2f..%2f..%2fmetrics",
+    "/api/v1/public/consents/%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fready",
+    "/api/v1/public/consents/..%5c..%5c..%5c..%5chealth",
+    "/api/v1/public/consents/%252e%252e/%252e%252e/%252e%252e/%252e%252e/openapi.json",
+    # what a second decoding or a parser could read otherwise
+    "/api/v1/contacts/c1%00",
+    "/api/v1/contacts/%ff%fe",
+)
+
+
+def test_a_path_that_reads_two_ways_is_refused_and_reaches_no_service(served):
+    port, app = served
+    for target in REFUSED:
+        for method in ("GET", "POST"):
+            status, body = raw_call(port, method, target, as_user("alice"))
+            assert status == 400, (method, target, body)
+            assert body["error"] == "invalid_path"
+    assert SEEN == []  # nothing reached the service
+    assert app.state.access_audit.entries == []
+
+
+def test_the_path_is_decoded_once_and_routed_audited_and_forwarded_as_one(served):
+    port, app = served
+    status, body = raw_call(port, "GET", "/api/v1/contacts/c%31?q=%C3%A9", as_user("alice"))
+    assert (status, body) == (200, {"path": "/api/v1/contacts/c1"})
+    assert SEEN[-1]["x-raw-path"] == b"/api/v1/contacts/c1"
+    assert app.state.access_audit.entries[-1] == ("alice", "GET /api/v1/contacts/c1", 200)
+    # an encoded character stays one: the service decodes it once into the same path
+    status, body = raw_call(port, "GET", "/api/v1/contacts/%C3%A9t%C3%A9", as_user("alice"))
+    assert (status, body) == (200, {"path": "/api/v1/contacts/été"})
+    assert SEEN[-1]["x-raw-path"] == b"/api/v1/contacts/%C3%A9t%C3%A9"
+    # a public page keeps working, and a trailing slash is no trick
+    status, body = raw_call(port, "GET", "/api/v1/public/consents/unsubscribe?t=x")
+    assert (status, body) == (200, {"path": "/api/v1/public/consents/unsubscribe"})
+    assert raw_call(port, "GET", "/api/v1/contacts/", as_user("alice"))[0] == 200
+
+
+# ---------------------------------------------------------------- clients behind a proxy
+
+CLIENT_IP = "x-tribune-client-ip"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi-routes"])
+def test_forwarded_for_is_believed_from_a_trusted_proxy_only(upstream, fast):
+    forwarded = {"X-Forwarded-For": "198.51.100.23, 10.1.2.3"}
+    # nobody is trusted (the default): the direct peer is the client, whatever it says
+    SEEN.clear()
+    app = gateway(upstream, fast=fast)
+    with serving(app) as port:
+        assert raw_call(port, "GET", "/api/v1/contacts/c1", as_user("alice", **forwarded))[0] == 200
+        raw_call(port, "POST", "/api/v1/public/consents/unsubscribe", forwarded)
+    assert [seen[CLIENT_IP] for seen in SEEN] == ["127.0.0.1", "127.0.0.1"]
+    assert app.state.access_audit.ips == ["127.0.0.1"]
+
+    # the loopback is a trusted proxy, and so is 10.0.0.0/8 (the next hop): the client is
+    # the last address before them
+    SEEN.clear()
+    app = gateway(upstream, fast=fast, trusted_proxies=["127.0.0.1/32", "10.0.0.0/8"])
+    with serving(app) as port:
+        assert raw_call(port, "GET", "/api/v1/contacts/c1", as_user("alice", **forwarded))[0] == 200
+        raw_call(port, "POST", "/api/v1/public/consents/unsubscribe", forwarded)
+        raw_call(port, "GET", "/api/v1/contacts/c1", as_user("alice"))  # no header: the peer
+    assert [seen[CLIENT_IP] for seen in SEEN] == ["198.51.100.23", "198.51.100.23", "127.0.0.1"]
+    assert app.state.access_audit.ips == ["198.51.100.23", "127.0.0.1"]

@@ -4,8 +4,10 @@ the token's signature, sign the identity, write one audit entry per insert."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
+import jwt
 import pytest
 from gateway.caches import SignedIdentities, TtlCache
 from gateway.group_commit import GroupCommit
@@ -104,9 +106,11 @@ class FakeUsers:
         user = self.users.get(user_id)
         return dict(user) if user else None
 
-    async def update_user(self, user_id, scope_path, changes):
+    async def update_user(self, user_id, scope_path, changes, expected=None):
         user = self.users.get(user_id)
         if user is None or not user["federation_path"].startswith(scope_path):
+            return None
+        if any(user.get(k) != v for k, v in (expected or {}).items()):
             return None
         user.update(changes)
         return dict(user)
@@ -266,3 +270,21 @@ async def test_the_access_audit_records_through_one_batched_insert(monkeypatch):
 class _NoStore:
     def __getitem__(self, name: str) -> None:
         return None
+
+
+async def test_a_token_issued_before_the_password_changed_is_refused():
+    from tribune_shared.events import utcnow
+
+    users = FakeUsers(user("u1"))
+    svc = service_with(users, user_cache_seconds=300)
+    current = issue_token("u1", SECRET, 900).token
+    claims = jwt.decode(current, options={"verify_signature": False})
+    old = jwt.encode({**claims, "iat": claims["iat"] - 10}, SECRET, algorithm="HS256")
+    await svc.identity_for_token(old)
+    # the password changed 5 s ago (on any replica: the user is read again within the TTL;
+    # here at once)
+    users.users["u1"]["tokens_after"] = utcnow().replace(microsecond=0) - timedelta(seconds=5)
+    svc.users.invalidate("u1")
+    with pytest.raises(Unauthorized):
+        await svc.identity_for_token(old)
+    assert (await svc.identity_for_token(current)).user_id == "u1"

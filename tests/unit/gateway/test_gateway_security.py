@@ -11,9 +11,11 @@ import pytest
 from gateway.security import (
     TOKEN_AUDIENCE,
     InvalidToken,
-    LoginLimiter,
+    LoginLimits,
+    client_network,
     issue_token,
     verify_token,
+    verify_token_until,
 )
 from support import make_identity
 from tribune_shared.auth import sign_identity
@@ -79,52 +81,43 @@ def test_a_service_identity_token_is_not_a_client_token():
         verify_token(identity_token, SECRET)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_limiter_blocks_after_max_failures_within_the_window_then_forgets():
-    clock = Clock()
-    limiter = LoginLimiter(3, 60, clock=clock)
-    for _ in range(3):
-        assert limiter.retry_after("a@x.org") == 0
-        limiter.failed("a@x.org")
-        clock.now += 1
-    assert limiter.retry_after("a@x.org") == pytest.approx(57)
-    assert limiter.retry_after("b@x.org") == 0  # per email
-    clock.now += 57
-    assert limiter.retry_after("a@x.org") == 0  # the oldest failure left the window
+def test_a_verified_token_says_when_it_was_issued_and_when_it_expires():
+    issued = issue_token("user-1", SECRET, 900)
+    verified = verify_token_until(issued.token, SECRET)
+    assert verified.user_id == "user-1"
+    assert verified.expires_at - verified.issued_at == 900
 
 
-def test_limiter_window_slides():
-    clock = Clock()
-    limiter = LoginLimiter(2, 10, clock=clock)
-    limiter.failed("a")
-    clock.now += 8
-    limiter.failed("a")
-    assert limiter.retry_after("a") > 0
-    clock.now += 3  # first failure expired, second still counts
-    assert limiter.retry_after("a") == 0
-    limiter.failed("a")
-    assert limiter.retry_after("a") > 0
+LIMITS = LoginLimits(
+    max_attempts=5, network_max_attempts=100, window_seconds=300, prefix_ipv4=24, prefix_ipv6=56
+)
 
 
-def test_success_clears_failures():
-    limiter = LoginLimiter(2, 60, clock=Clock())
-    limiter.failed("a")
-    limiter.succeeded("a")
-    limiter.failed("a")
-    assert limiter.retry_after("a") == 0
+def test_an_attempt_counts_per_email_then_per_client_network():
+    (email, five), (network, hundred) = LIMITS.counters("a@x.org", "203.0.113.77")
+    assert (five, hundred) == (5, 100)
+    assert email.startswith("email:") and "a@x.org" not in email  # hashed, bounded
+    assert len(email) == len("email:") + 64
+    assert network == "net:203.0.113.0/24"
+    # the same network, another email: the same network counter
+    assert LIMITS.counters("b@x.org", "203.0.113.5")[1][0] == network
+    assert LIMITS.counters("b@x.org", "203.0.113.5")[0][0] != email
+    # no address (or not an IP): the email's counter only
+    assert [k for k, _ in LIMITS.counters("a@x.org", None)] == [email]
+    assert [k for k, _ in LIMITS.counters("a@x.org", "testclient")] == [email]
 
 
-def test_limiter_memory_is_bounded_forgetting_the_least_recent():
-    limiter = LoginLimiter(1, 60, max_tracked=2, clock=Clock())
-    limiter.failed("a")
-    limiter.failed("b")
-    limiter.failed("c")
-    assert limiter.retry_after("a") == 0
-    assert limiter.retry_after("b") > 0 and limiter.retry_after("c") > 0
+@pytest.mark.parametrize(
+    ("address", "v4", "v6", "network"),
+    [
+        ("203.0.113.77", 24, 56, "203.0.113.0/24"),
+        ("203.0.113.77", 32, 56, "203.0.113.77/32"),
+        ("2001:db8:1234:5678:9abc::1", 24, 56, "2001:db8:1234:5600::/56"),
+        ("2001:db8:1234:5678:9abc::1", 24, 64, "2001:db8:1234:5678::/64"),
+        ("::ffff:198.51.100.9", 24, 56, "198.51.100.0/24"),
+        ("not-an-ip", 24, 56, None),
+        ("", 24, 56, None),
+    ],
+)
+def test_a_client_network_is_the_address_cut_to_its_prefix(address, v4, v6, network):
+    assert client_network(address, v4, v6) == network

@@ -20,6 +20,8 @@ def clean_env(monkeypatch):
     for key in list(os.environ):
         if key.startswith(("MEMBERSHIPS_", "TRIBUNE_")):
             monkeypatch.delenv(key)
+    # unset would be production, which refuses the development defaults these tests use
+    monkeypatch.setenv("TRIBUNE_ENVIRONMENT", "development")
 
 
 def test_defaults_match_the_french_rules():
@@ -45,6 +47,7 @@ def test_production_refuses_a_default_or_short_webhook_secret(monkeypatch, secre
 def test_production_accepts_strong_secrets(monkeypatch):
     monkeypatch.setenv("TRIBUNE_ENVIRONMENT", "production")
     monkeypatch.setenv("TRIBUNE_IDENTITY_SECRET", STRONG)
+    monkeypatch.setenv("TRIBUNE_VAULT_KEK", STRONG + "kek")
     monkeypatch.setenv("MEMBERSHIPS_WEBHOOK_SECRET", STRONG + "x")
     assert MembershipsSettings().webhook_secret == STRONG + "x"
 

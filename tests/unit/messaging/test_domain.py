@@ -90,6 +90,13 @@ def test_email_channel_is_accepted():
         ("   ", "hello", "subject", "must not be blank"),
         ("Hi\r\nBcc: everyone@example.org", "hello", "subject", "must be a single line"),
         ("Hi\nthere", "hello", "subject", "must be a single line"),
+        # every line boundary the email package refuses in a header (was a 500)
+        ("Hi\u2028there", "hello", "subject", "must be a single line"),
+        ("Hi\x85there", "hello", "subject", "must be a single line"),
+        ("Hi\u2029there", "hello", "subject", "must be a single line"),
+        ("Hi\x0bthere", "hello", "subject", "must be a single line"),
+        ("Hi there\n", "hello", "subject", "must be a single line"),
+        ("Hi\x00there", "hello", "subject", "must not contain control characters"),
         ("Hi", " \n\t", "text", "must not be blank"),
     ],
 )

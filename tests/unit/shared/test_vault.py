@@ -21,7 +21,15 @@ from tribune_shared.events.contracts import (
     _check_personal_fields,
 )
 from tribune_shared.settings import ServiceSettings
-from tribune_shared.vault import KeyVault, SealError, needs_seal, open_with, seal_with
+from tribune_shared.vault import (
+    KeyVault,
+    LocalKeks,
+    SealError,
+    UnknownKek,
+    needs_seal,
+    open_with,
+    seal_with,
+)
 
 EMAIL = "marianne.dupont@example.fr"
 PHONE = "+33612345678"
@@ -232,7 +240,7 @@ class FakeKeys:
         self.docs: dict[str, dict] = {}
         self.reads = 0
 
-    def find(self, query):
+    def find(self, query, projection=None):
         self.reads += 1
         return _Cursor([dict(self.docs[i]) for i in query["_id"]["$in"] if i in self.docs])
 
@@ -256,18 +264,32 @@ class FakeKeys:
         return dict(doc)
 
 
+class FakeLinks:
+    """No merges (links are tested against the real store: tests/integration/test_vault.py)."""
+
+    async def create_index(self, keys):
+        return "into_1"
+
+    def find(self, query, projection=None):
+        return _Cursor([])
+
+    async def find_one(self, query, projection=None):
+        return None
+
+
 class FakeClient(dict):
     def __init__(self, keys):
         super().__init__()
         self.keys = keys
 
     def __getitem__(self, name):
-        return {"data_keys": self.keys}
+        return {"data_keys": self.keys, "key_links": FakeLinks()}
 
 
-def vault(clock=lambda: 0.0, **settings) -> tuple[KeyVault, FakeKeys]:
+def vault(clock=lambda: 0.0, wrapper=None, **settings) -> tuple[KeyVault, FakeKeys]:
     keys = FakeKeys()
-    return KeyVault(ServiceSettings(**settings), FakeClient(keys), clock=clock), keys
+    vault = KeyVault(ServiceSettings(**settings), FakeClient(keys), wrapper=wrapper, clock=clock)
+    return vault, keys
 
 
 async def test_a_key_is_made_once_per_person_and_never_again_after_destruction():
@@ -276,14 +298,14 @@ async def test_a_key_is_made_once_per_person_and_never_again_after_destruction()
     assert first is not None and len(first) == 32
     assert await v.key_for("c1", create=True) == first
     assert await v.key_for("nobody") is None  # not created unless asked
-    destroyed_at = await v.destroy("c1")
-    assert destroyed_at is not None
+    destroyed = await v.destroy("c1")
+    assert destroyed.at is not None and destroyed.subjects == ("c1",)
     assert await v.key_for("c1", create=True) is None  # the tombstone stays
     v.forget_cached()
     assert await v.key_for("c1", create=True) is None
-    assert "key" not in keys.docs["c1"]
+    assert {"key", "wrapped", "kek"}.isdisjoint(keys.docs["c1"])
     # destroying twice keeps the first time; a never-keyed person gets a tombstone too
-    assert await v.destroy("c1") == destroyed_at
+    assert (await v.destroy("c1")).at == destroyed.at
     await v.destroy("c9")
     assert await v.key_for("c9", create=True) is None
 
@@ -312,3 +334,73 @@ async def test_seal_many_and_open_round_trip_through_the_vault():
     reopened = [decode(await v.open(s)) for s in sealed]
     assert [e.erased for e in reopened] == [True, False, True]
     assert reopened[0].contact.email is None and reopened[1].contact.email == EMAIL
+
+
+# ---------------------------------------------------------------- wrapped keys (KEKs)
+
+KEK_2025 = "the-2025-key-encryption-key-0123456789abcdef"
+KEK_2026 = "the-2026-key-encryption-key-0123456789abcdef"
+
+
+async def test_data_keys_are_stored_wrapped_by_the_kek_never_in_clear():
+    v, keys = vault(vault_kek=KEK_2025)
+    key = await v.key_for("c1", create=True)
+    assert key is not None
+    stored = keys.docs["c1"]
+    assert "key" not in stored and key not in bytes(stored["wrapped"])
+    assert stored["kek"] == LocalKeks(KEK_2025).current_id
+    assert KEK_2025 not in repr(stored)  # the KEK is named by a fingerprint only
+
+    # What a dump, a backup or the store's credential gives is useless without the KEK...
+    thief = KeyVault(ServiceSettings(vault_kek=KEK_2026), FakeClient(keys))
+    with pytest.raises(UnknownKek):
+        await thief.key_for("c1")
+    # ...and a wrapped key copied onto another person does not open either.
+    keys.docs["c2"] = {**stored, "_id": "c2"}
+    with pytest.raises(SealError):
+        await KeyVault(ServiceSettings(vault_kek=KEK_2025), FakeClient(keys)).key_for("c2")
+    # With the KEK, another process reads the same key.
+    same = KeyVault(ServiceSettings(vault_kek=KEK_2025), FakeClient(keys))
+    assert await same.key_for("c1") == key
+
+
+async def test_a_new_kek_wraps_new_keys_while_the_previous_one_still_unwraps():
+    old, new = LocalKeks(KEK_2025), LocalKeks(KEK_2026, [KEK_2025])
+    assert old.current_id != new.current_id and new.kek_ids == [new.current_id, old.current_id]
+    kek_id, wrapped = await old.wrap(KEY, "c1")
+    assert await new.unwrap(kek_id, wrapped, "c1") == KEY  # rotation without downtime
+    assert (await new.wrap(KEY, "c1"))[0] == new.current_id
+    with pytest.raises(UnknownKek):  # the old KEK retired: never read as "destroyed"
+        await LocalKeks(KEK_2026).unwrap(kek_id, wrapped, "c1")
+
+
+async def test_keys_stored_unwrapped_by_an_older_version_are_still_read():
+    v, keys = vault()
+    keys.docs["old"] = {"_id": "old", "key": KEY, "created_at": datetime.now(UTC)}
+    assert await v.key_for("old") == KEY
+
+
+def test_production_refuses_to_start_without_a_kek(monkeypatch):
+    strong = "a-strong-identity-secret-0123456789abcdef"
+    monkeypatch.setenv("TRIBUNE_IDENTITY_SECRET", strong)
+    monkeypatch.delenv("TRIBUNE_VAULT_KEK", raising=False)
+    monkeypatch.setenv("TRIBUNE_ENVIRONMENT", "production")
+    with pytest.raises(ValueError, match="TRIBUNE_VAULT_KEK"):
+        ServiceSettings()
+    with pytest.raises(ValueError, match="at least 32"):
+        ServiceSettings(vault_kek="short")
+    with pytest.raises(ValueError, match="at least 32"):
+        ServiceSettings(vault_kek=KEK_2026, vault_previous_keks=["short"])
+    settings = ServiceSettings(vault_kek=KEK_2026, vault_previous_keks=[KEK_2025])
+    assert settings.vault_keks() == (KEK_2026, KEK_2025)
+    assert KEK_2026 not in repr(settings)  # never printed with the settings
+
+    # Development (and the test suite) derive one from the identity secret: every process
+    # of a stack agrees on it, and it is never the same for two stacks.
+    monkeypatch.setenv("TRIBUNE_ENVIRONMENT", "test")
+    derived = ServiceSettings().vault_keks()
+    assert len(derived) == 1 and strong not in derived[0]
+    monkeypatch.setenv("TRIBUNE_IDENTITY_SECRET", "another-identity-secret-0123456789abcdef")
+    assert ServiceSettings().vault_keks() != derived
+    monkeypatch.setenv("TRIBUNE_ENVIRONMENT", "development")
+    assert ServiceSettings().vault_keks()

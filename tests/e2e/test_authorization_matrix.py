@@ -1,0 +1,813 @@
+"""The authorization matrix (issue 9, "Also"; OWASP API1/API3/API5): every route of every
+service and of the gateway x every caller x the federation its object lives in.
+
+The routes come from each service's OpenAPI document (``/openapi.json`` of the running
+process) and the gateway's; ``RULES`` below is the one table of what is expected. A route
+missing from the table, or a rule for a route that no longer exists, fails the test, as
+does any answer other than the expected one.
+
+Callers: each role of ``tribune_shared.auth.Role`` in one federation ("own"), plus the
+national administrator (an administrator of the root federation). Every route is called
+with an object (or a ``federation_id``) of the caller's own federation, of a child of it,
+of its parent and of a sibling. Services are called directly with the identity the
+gateway would sign (``sign_identity``); the gateway with the users' access tokens. A rule
+says which callers may use the route and how far they reach:
+
+- a caller whose role is not in ``roles`` gets **403**, wherever the object is;
+- ``SUBTREE``: an object outside the caller's subtree is **404** (never 403: no leaking
+  that it exists); ``LINEAGE``: its ancestors' objects are visible too (consent texts a
+  federation may use); ``NONE``: the route names no object of a federation;
+- ``limited`` callers pass the route's role check (their role may make some of its
+  changes, e.g. a DPO granting the DPO role) but not this change: 404 outside their
+  subtree, 403 inside;
+- otherwise the route answers ``ok``.
+
+Without any identity every route but the public ones (``PUBLIC``: signed links and
+webhooks, login) is **401**. The gateway's forwarded prefixes are checked against its
+routing table: every service route is reachable through it, and each prefix serves one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import httpx
+import pytest
+from support import eventually
+from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ("contacts", "consent", "memberships", "messaging")
+TARGETS = ("own", "child", "parent", "sibling")
+NATIONAL = "national_admin"
+#: the callers: every role in "own", and the national administrator
+CALLERS = (*(r.value for r in Role), NATIONAL)
+PASSWORD = "matrix-" + uuid.uuid4().hex
+ORIGIN = {"kind": "petition", "detail": "matrice"}
+PURPOSE = "news"  # the consent messages are sent under (seeded)
+#: grants and revocations in the matrix use a purpose of their own, so they never change
+#: whether the seeded contacts may be messaged
+LEDGER = {"channel": "email", "purpose": "campaigns", "source": "matrice"}
+
+
+class Scope(Enum):
+    NONE = "none"
+    SUBTREE = "subtree"
+    LINEAGE = "lineage"
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+#: a rule's request for a target federation, built from the seeded world
+Build = Callable[["World", str], Call]
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[str]
+    scope: Scope
+    ok: frozenset[int]
+    build: Build
+    #: callers the route lets in (their role may make some of its changes) whose role may
+    #: not make this one: 403 once the object is found in their scope (404 outside it)
+    limited: frozenset[str] = frozenset()
+
+
+def rule(
+    roles: tuple[str, ...],
+    scope: Scope,
+    ok: int | tuple[int, ...],
+    build: Build,
+    limited: tuple[str, ...] = (),
+) -> Rule:
+    codes = (ok,) if isinstance(ok, int) else ok
+    return Rule(frozenset(roles), scope, frozenset(codes), build, frozenset(limited))
+
+
+ALL = CALLERS
+ADMINS = ("admin", NATIONAL)
+DPO = ("dpo",)  # the DPO's alone: not even an administrator
+SECRETARY = ("secretary", *ADMINS)
+EXPORTERS = SECRETARY  # CONTACTS_EXPORT_ROLES by default
+SEGMENT_EDITORS = ("secretary", "campaign_manager", *ADMINS)
+CONSENT_CHANGERS = ("secretary", "campaign_manager", "dpo", *ADMINS)
+TEXT_WRITERS = ("secretary", "dpo", *ADMINS)
+SENDERS = ("campaign_manager", "secretary", *ADMINS)
+MESSAGE_READERS = ("campaign_manager", "secretary", "dpo", *ADMINS)
+PAYMENT_READERS = ("treasurer", "secretary", "dpo", *ADMINS)
+MERGE_READERS = ("secretary", "dpo", *ADMINS)
+
+
+def _fresh() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def _get(path: str, **params: Any) -> Build:
+    return lambda w, t: Call("GET", path.format(**w.ids(t)), params=params or None)
+
+
+def _contact_param(path: str, **params: Any) -> Build:
+    return lambda w, t: Call("GET", path, params={"contact_id": w.contact[t], **params})
+
+
+def _csv(w: World, t: str) -> Call:
+    row = f"Matrice,{t},{_fresh()}@example.org\n"
+    return Call(
+        "POST",
+        "/api/v1/contacts/imports",
+        params={
+            "federation_id": w.fed[t][0],
+            "origin_kind": "import",
+            "origin_detail": "matrice",
+        },
+        content=("given_name,family_name,email\n" + row).encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+
+
+#: (service, method, path) -> rule. The gateway's forwarded prefixes are not listed here:
+#: test_every_service_route_is_reachable_through_the_gateway checks them.
+RULES: dict[tuple[str, str, str], Rule] = {
+    # ------------------------------------------------------------ contacts
+    ("contacts", "GET", "/api/v1/contacts/privacy/{contact_id}"): rule(
+        DPO, Scope.SUBTREE, 200, _get("/api/v1/contacts/privacy/{contact}")
+    ),
+    ("contacts", "POST", "/api/v1/contacts/imports"): rule(SECRETARY, Scope.SUBTREE, 202, _csv),
+    ("contacts", "GET", "/api/v1/contacts/imports"): rule(
+        SECRETARY, Scope.NONE, 200, _get("/api/v1/contacts/imports")
+    ),
+    ("contacts", "GET", "/api/v1/contacts/imports/{job_id}"): rule(
+        SECRETARY, Scope.SUBTREE, 200, _get("/api/v1/contacts/imports/{job}")
+    ),
+    ("contacts", "POST", "/api/v1/contacts/imports/{job_id}/cancel"): rule(
+        SECRETARY,
+        Scope.SUBTREE,
+        (202, 409),  # 409: the job already ended
+        lambda w, t: Call("POST", f"/api/v1/contacts/imports/{w.job[t]}/cancel"),
+    ),
+    ("contacts", "GET", "/api/v1/contacts/imports/{job_id}/rejected.csv"): rule(
+        SECRETARY, Scope.SUBTREE, 200, _get("/api/v1/contacts/imports/{job}/rejected.csv")
+    ),
+    ("contacts", "GET", "/api/v1/contacts/imports/{job_id}/flagged.csv"): rule(
+        SECRETARY, Scope.SUBTREE, 200, _get("/api/v1/contacts/imports/{job}/flagged.csv")
+    ),
+    ("contacts", "GET", "/api/v1/contacts/duplicates"): rule(
+        SECRETARY,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "GET", "/api/v1/contacts/duplicates", params={"federation_id": w.fed[t][0]}
+        ),
+    ),
+    ("contacts", "POST", "/api/v1/contacts/{contact_id}/merge"): rule(
+        SECRETARY, Scope.SUBTREE, 200, lambda w, t: w.merge_pair(t)
+    ),
+    ("contacts", "GET", "/api/v1/contacts/merges"): rule(
+        MERGE_READERS, Scope.NONE, 200, _get("/api/v1/contacts/merges")
+    ),
+    ("contacts", "GET", "/api/v1/contacts/custom-fields"): rule(
+        ALL, Scope.NONE, 200, _get("/api/v1/contacts/custom-fields")
+    ),
+    ("contacts", "POST", "/api/v1/contacts/custom-fields"): rule(
+        SECRETARY,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/contacts/custom-fields",
+            json={"name": f"f{_fresh()}", "type": "text", "federation_id": w.fed[t][0]},
+        ),
+    ),
+    ("contacts", "DELETE", "/api/v1/contacts/custom-fields/{definition_id}"): rule(
+        SECRETARY,
+        Scope.SUBTREE,
+        204,
+        lambda w, t: Call("DELETE", f"/api/v1/contacts/custom-fields/{w.fresh_field(t)}"),
+    ),
+    ("contacts", "POST", "/api/v1/contacts/exports"): rule(
+        EXPORTERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/contacts/exports",
+            json={"filter": {"op": "federation", "federation_id": w.fed[t][0]}},
+        ),
+    ),
+    ("contacts", "GET", "/api/v1/contacts/exports"): rule(
+        DPO, Scope.NONE, 200, _get("/api/v1/contacts/exports")
+    ),
+    ("contacts", "POST", "/api/v1/contacts"): rule(
+        SECRETARY,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/contacts", json=w.contact_body(t)),
+    ),
+    ("contacts", "GET", "/api/v1/contacts"): rule(
+        ALL,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "GET", "/api/v1/contacts", params={"federation_id": w.fed[t][0], "limit": 1}
+        ),
+    ),
+    ("contacts", "GET", "/api/v1/contacts/{contact_id}"): rule(
+        ALL, Scope.SUBTREE, 200, _get("/api/v1/contacts/{contact}")
+    ),
+    ("contacts", "PATCH", "/api/v1/contacts/{contact_id}"): rule(
+        SECRETARY,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "PATCH",
+            f"/api/v1/contacts/{w.fresh_contact(t)}",
+            json={"version": 1, "family_name": "Modifié"},
+        ),
+    ),
+    # ------------------------------------------------------------ segments (contacts)
+    ("contacts", "POST", "/api/v1/segments"): rule(
+        SEGMENT_EDITORS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/segments", json=w.segment_body(t)),
+    ),
+    ("contacts", "GET", "/api/v1/segments"): rule(ALL, Scope.NONE, 200, _get("/api/v1/segments")),
+    ("contacts", "POST", "/api/v1/segments/preview"): rule(
+        ALL,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/segments/preview",
+            json={"filter": {"op": "federation", "federation_id": w.fed[t][0]}, "size": 1},
+        ),
+    ),
+    ("contacts", "GET", "/api/v1/segments/{segment_id}"): rule(
+        ALL, Scope.SUBTREE, 200, _get("/api/v1/segments/{segment}")
+    ),
+    ("contacts", "PATCH", "/api/v1/segments/{segment_id}"): rule(
+        SEGMENT_EDITORS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "PATCH", f"/api/v1/segments/{w.segment[t]}", json={"description": _fresh()}
+        ),
+    ),
+    ("contacts", "DELETE", "/api/v1/segments/{segment_id}"): rule(
+        SEGMENT_EDITORS,
+        Scope.SUBTREE,
+        204,
+        lambda w, t: Call("DELETE", f"/api/v1/segments/{w.fresh_segment(t)}"),
+    ),
+    ("contacts", "GET", "/api/v1/segments/{segment_id}/preview"): rule(
+        ALL, Scope.SUBTREE, 200, _get("/api/v1/segments/{segment}/preview", size=1)
+    ),
+    ("contacts", "GET", "/api/v1/segments/{segment_id}/export"): rule(
+        EXPORTERS, Scope.SUBTREE, 200, _get("/api/v1/segments/{segment}/export")
+    ),
+    # ------------------------------------------------------------ consent
+    ("consent", "GET", "/api/v1/consents/privacy/{contact_id}"): rule(
+        DPO, Scope.SUBTREE, 200, _get("/api/v1/consents/privacy/{contact}")
+    ),
+    ("consent", "POST", "/api/v1/consents/texts"): rule(
+        TEXT_WRITERS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/consents/texts", json=w.text_body(t)),
+    ),
+    ("consent", "GET", "/api/v1/consents/texts"): rule(
+        ALL, Scope.NONE, 200, _get("/api/v1/consents/texts")
+    ),
+    ("consent", "GET", "/api/v1/consents/texts/{text_id}"): rule(
+        ALL, Scope.LINEAGE, 200, _get("/api/v1/consents/texts/{text}")
+    ),
+    ("consent", "PUT", "/api/v1/consents/texts/{text_id}"): rule(
+        TEXT_WRITERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("PUT", f"/api/v1/consents/texts/{w.text[t]}", json={"title": _fresh()}),
+    ),
+    ("consent", "DELETE", "/api/v1/consents/texts/{text_id}"): rule(
+        TEXT_WRITERS,
+        Scope.SUBTREE,
+        204,
+        lambda w, t: Call("DELETE", f"/api/v1/consents/texts/{w.fresh_text(t)}"),
+    ),
+    ("consent", "GET", "/api/v1/consents/audit"): rule(
+        DPO, Scope.NONE, 200, _get("/api/v1/consents/audit")
+    ),
+    ("consent", "POST", "/api/v1/consents/{contact_id}/grant"): rule(
+        CONSENT_CHANGERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/consents/{w.contact[t]}/grant", json=LEDGER),
+    ),
+    ("consent", "POST", "/api/v1/consents/{contact_id}/revoke"): rule(
+        CONSENT_CHANGERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/consents/{w.contact[t]}/revoke", json=LEDGER),
+    ),
+    ("consent", "GET", "/api/v1/consents/{contact_id}"): rule(
+        ALL, Scope.SUBTREE, 200, _get("/api/v1/consents/{contact}")
+    ),
+    ("consent", "POST", "/api/v1/privacy/requests"): rule(
+        DPO,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call(
+            "POST", "/api/v1/privacy/requests", json={"kind": "access", "contact_id": w.contact[t]}
+        ),
+    ),
+    ("consent", "GET", "/api/v1/privacy/requests"): rule(
+        DPO, Scope.NONE, 200, _get("/api/v1/privacy/requests")
+    ),
+    ("consent", "GET", "/api/v1/privacy/requests/{request_id}"): rule(
+        DPO, Scope.SUBTREE, 200, _get("/api/v1/privacy/requests/{request}")
+    ),
+    ("consent", "POST", "/api/v1/privacy/requests/{request_id}/exported"): rule(
+        DPO,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "POST",
+            f"/api/v1/privacy/requests/{w.request[t]}/exported",
+            json={"services": ["contacts"]},
+        ),
+    ),
+    # ------------------------------------------------------------ memberships
+    ("memberships", "GET", "/api/v1/memberships/privacy/{contact_id}"): rule(
+        DPO, Scope.SUBTREE, 200, _get("/api/v1/memberships/privacy/{contact}")
+    ),
+    ("memberships", "GET", "/api/v1/memberships"): rule(
+        ALL, Scope.SUBTREE, 200, _contact_param("/api/v1/memberships")
+    ),
+    ("memberships", "GET", "/api/v1/payments"): rule(
+        PAYMENT_READERS, Scope.SUBTREE, 200, _contact_param("/api/v1/payments")
+    ),
+    # ------------------------------------------------------------ messaging
+    ("messaging", "GET", "/api/v1/messages/privacy/{contact_id}"): rule(
+        DPO, Scope.SUBTREE, 200, _get("/api/v1/messages/privacy/{contact}")
+    ),
+    ("messaging", "POST", "/api/v1/messages"): rule(
+        SENDERS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/messages",
+            json={
+                "contact_id": w.contact[t],
+                "channel": "email",
+                "purpose": PURPOSE,
+                "subject": "Matrice",
+                "text": "Bonjour",
+            },
+        ),
+    ),
+    ("messaging", "GET", "/api/v1/messages"): rule(
+        MESSAGE_READERS, Scope.SUBTREE, 200, _contact_param("/api/v1/messages")
+    ),
+    ("messaging", "GET", "/api/v1/messages/reachability/{contact_id}"): rule(
+        MESSAGE_READERS,
+        Scope.SUBTREE,
+        200,
+        _get("/api/v1/messages/reachability/{contact}", purpose=PURPOSE),
+    ),
+    # ------------------------------------------------------------ the gateway's own routes
+    ("gateway", "GET", "/api/v1/me"): rule(ALL, Scope.NONE, 200, _get("/api/v1/me")),
+    ("gateway", "POST", "/api/v1/me/password"): rule(
+        ALL, Scope.NONE, 200, lambda w, t: w.password_change()
+    ),
+    ("gateway", "GET", "/api/v1/federations"): rule(
+        ALL, Scope.NONE, 200, _get("/api/v1/federations")
+    ),
+    ("gateway", "POST", "/api/v1/federations"): rule(
+        ADMINS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call(
+            "POST", "/api/v1/federations", json={"name": f"F {_fresh()}", "parent_id": w.fed[t][0]}
+        ),
+    ),
+    ("gateway", "POST", "/api/v1/users"): rule(
+        ADMINS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/users", json=w.user_body(t, "viewer")),
+    ),
+    ("gateway", "PATCH", "/api/v1/users/{user_id}"): rule(
+        ADMINS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("PATCH", f"/api/v1/users/{w.user[t]}", json={"active": True}),
+        limited=DPO,  # a DPO changes accounts only to grant the DPO role
+    ),
+    ("gateway", "POST", "/api/v1/users/{user_id}/password"): rule(
+        ADMINS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "POST", f"/api/v1/users/{w.user[t]}/password", json={"new_password": PASSWORD}
+        ),
+        limited=DPO,  # a DPO sets only DPOs' passwords
+    ),
+    ("gateway", "GET", "/api/v1/people/{contact_id}"): rule(
+        ALL, Scope.SUBTREE, 200, _get("/api/v1/people/{contact}")
+    ),
+    ("gateway", "GET", "/api/v1/audit/access"): rule(
+        DPO, Scope.NONE, 200, _get("/api/v1/audit/access")
+    ),
+    ("gateway", "GET", "/api/v1/privacy/requests/{request_id}/export"): rule(
+        DPO, Scope.SUBTREE, 200, _get("/api/v1/privacy/requests/{request}/export")
+    ),
+}
+
+#: reached without a login: signed links in emails, signed webhooks, the login itself
+PUBLIC = {
+    ("consent", "GET", "/api/v1/public/consents/confirm"),
+    ("consent", "POST", "/api/v1/public/consents/confirm"),
+    ("consent", "GET", "/api/v1/public/consents/unsubscribe"),
+    ("consent", "POST", "/api/v1/public/consents/unsubscribe"),
+    ("consent", "POST", "/api/v1/webhooks/sms"),
+    ("memberships", "POST", "/api/v1/webhooks/payments"),
+    ("gateway", "POST", "/api/v1/auth/token"),
+}
+
+
+def visible(scope: Scope, caller: str, target: str) -> bool:
+    if caller == NATIONAL or scope is Scope.NONE:
+        return True
+    if scope is Scope.LINEAGE:
+        return target != "sibling"
+    return target in ("own", "child")
+
+
+def expected(r: Rule, caller: str, target: str) -> frozenset[int]:
+    if caller not in r.roles | r.limited:
+        return frozenset({403})
+    if not visible(r.scope, caller, target):
+        return frozenset({404})
+    if caller in r.limited:
+        return frozenset({403})
+    return r.ok
+
+
+# ---------------------------------------------------------------- the seeded world
+
+
+class World:
+    """The federations, objects and callers the matrix uses, made through the real APIs."""
+
+    def __init__(self, stack, admin, http: httpx.Client) -> None:
+        self.stack = stack
+        self.admin = admin  # the national administrator's gateway client
+        self.http = http
+        self.secret = stack.env["TRIBUNE_IDENTITY_SECRET"]
+        self.clients = {s: httpx.Client(base_url=stack.url(s), timeout=60) for s in SERVICES}
+        self.clients["gateway"] = http
+        self.fed: dict[str, tuple[str, str]] = {}  # target -> (id, path)
+        self.contact: dict[str, str] = {}
+        self.segment: dict[str, str] = {}
+        self.text: dict[str, str] = {}
+        self.job: dict[str, str] = {}
+        self.request: dict[str, str] = {}
+        self.user: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}
+        self.passwords: dict[str, str] = {}
+        self.caller: str = NATIONAL  # who the request being built is for
+
+    # ------------------------------------------------------------ identities
+    def identity(self, caller: str) -> Identity:
+        if caller == NATIONAL:
+            fid, path = self.root
+            return Identity(
+                user_id=self.root_user,
+                email="admin@matrix",
+                role=Role.admin,
+                federation_id=fid,
+                federation_path=path,
+            )
+        fid, path = self.fed["own"]
+        return Identity(
+            user_id=f"matrix-{caller}-{self.tag}",
+            email=f"{caller}@matrix",
+            role=Role(caller),
+            federation_id=fid,
+            federation_path=path,
+        )
+
+    def signed(self, caller: str) -> dict[str, str]:
+        return {IDENTITY_HEADER: sign_identity(self.identity(caller), self.secret)}
+
+    def national_dpo(self) -> dict[str, str]:
+        fid, path = self.root
+        dpo = Identity(
+            user_id=f"matrix-ndpo-{self.tag}",
+            email="dpo@matrix",
+            role=Role.dpo,
+            federation_id=fid,
+            federation_path=path,
+        )
+        return {IDENTITY_HEADER: sign_identity(dpo, self.secret)}
+
+    def ids(self, t: str) -> dict[str, str]:
+        return {
+            "contact": self.contact[t],
+            "segment": self.segment[t],
+            "text": self.text[t],
+            "job": self.job[t],
+            "request": self.request[t],
+        }
+
+    # ------------------------------------------------------------ seeding through the APIs
+    def seed(self, service: str, method: str, path: str, **kw: Any) -> dict:
+        """A call as the national administrator that must succeed (retried while the
+        service has not yet heard of a new federation or contact)."""
+        headers = {**self.signed(NATIONAL), **kw.pop("headers", {})}
+        client = self.clients[service]
+        r = eventually(
+            lambda: client.request(method, path, headers=headers, **kw),
+            lambda r: r.status_code < 300,
+            timeout=60,
+        )
+        return (
+            r.json()
+            if r.content and r.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
+
+    def contact_body(self, t: str) -> dict:
+        return {
+            "given_name": "Matrice",
+            "family_name": t,
+            "email": f"{t}.{_fresh()}@example.org",
+            "origin": ORIGIN,
+            "federation_id": self.fed[t][0],
+        }
+
+    def segment_body(self, t: str) -> dict:
+        return {"name": f"S {_fresh()}", "filter": {"op": "all"}, "federation_id": self.fed[t][0]}
+
+    def text_body(self, t: str) -> dict:
+        return {
+            "version": f"v{_fresh()}",
+            "title": "Texte",
+            "body": "J'accepte.",
+            "federation_id": self.fed[t][0],
+        }
+
+    def user_body(self, t: str, role: str) -> dict:
+        return {
+            "email": f"{role}.{_fresh()}@matrix.test",
+            "password": PASSWORD,
+            "role": role,
+            "federation_id": self.fed[t][0],
+        }
+
+    def fresh_contact(self, t: str) -> str:
+        return self.seed("contacts", "POST", "/api/v1/contacts", json=self.contact_body(t))["id"]
+
+    def fresh_segment(self, t: str) -> str:
+        return self.seed("contacts", "POST", "/api/v1/segments", json=self.segment_body(t))["id"]
+
+    def fresh_text(self, t: str) -> str:
+        return self.seed("consent", "POST", "/api/v1/consents/texts", json=self.text_body(t))["id"]
+
+    def fresh_field(self, t: str) -> str:
+        body = {"name": f"f{_fresh()}", "type": "text", "federation_id": self.fed[t][0]}
+        return self.seed("contacts", "POST", "/api/v1/contacts/custom-fields", json=body)["id"]
+
+    def merge_pair(self, t: str) -> Call:
+        survivor, merged = self.fresh_contact(t), self.fresh_contact(t)
+        return Call("POST", f"/api/v1/contacts/{survivor}/merge", json={"merged_id": merged})
+
+    def password_change(self) -> Call:
+        """The caller changes their own password (to the same value: the next call of the
+        matrix logs in again with it); national: the stack's administrator's."""
+        password = self.passwords[self.caller]
+        return Call(
+            "POST",
+            "/api/v1/me/password",
+            json={"current_password": password, "new_password": password},
+        )
+
+    def build(self) -> None:
+        self.tag = _fresh()
+        me = self.admin("GET", "/api/v1/me").json()
+        self.root = (me["federation_id"], me["federation_path"])
+        self.root_user = me["id"]
+
+        def federation(name: str, parent: str | None) -> tuple[str, str]:
+            body = {"name": f"{name} {self.tag}", **({"parent_id": parent} if parent else {})}
+            r = self.admin("POST", "/api/v1/federations", json=body)
+            assert r.status_code == 201, r.text
+            return r.json()["id"], r.json()["path"]
+
+        self.fed["parent"] = federation("Matrice", None)
+        self.fed["own"] = federation("Own", self.fed["parent"][0])
+        self.fed["child"] = federation("Child", self.fed["own"][0])
+        self.fed["sibling"] = federation("Sibling", self.fed["parent"][0])
+
+        for t in TARGETS:
+            self.contact[t] = self.fresh_contact(t)
+            self.segment[t] = self.fresh_segment(t)
+            self.text[t] = self.fresh_text(t)
+            call = _csv(self, t)
+            job = self.seed(
+                "contacts",
+                "POST",
+                call.path,
+                params=call.params,
+                content=call.content,
+                headers=call.headers,
+            )
+            self.job[t] = job["id"]
+        for t in TARGETS:  # the other services learn the contacts from their events
+            c = self.contact[t]
+            self.seed(
+                "consent",
+                "POST",
+                f"/api/v1/consents/{c}/grant",
+                json={"channel": "email", "purpose": PURPOSE, "source": "matrice"},
+            )
+            self.seed("memberships", "GET", "/api/v1/memberships", params={"contact_id": c})
+            eventually(
+                lambda c=c: self.clients["messaging"].get(
+                    f"/api/v1/messages/reachability/{c}",
+                    params={"purpose": PURPOSE},
+                    headers=self.signed(NATIONAL),
+                ),
+                lambda r: r.status_code == 200 and r.json()["reachable"],
+                timeout=60,
+            )
+            r = self.clients["consent"].post(
+                "/api/v1/privacy/requests",
+                json={"kind": "access", "contact_id": c},
+                headers=self.national_dpo(),
+            )
+            assert r.status_code == 201, r.text
+            self.request[t] = r.json()["request_id"]
+            r = self.admin("POST", "/api/v1/users", json=self.user_body(t, "viewer"))
+            assert r.status_code == 201, r.text
+            self.user[t] = r.json()["id"]
+
+        # the gateway's callers: a user of each role in "own", and a national
+        # administrator of our own (never the stack's: changing one's password revokes
+        # one's tokens, and the other tests share the stack administrator's)
+        _, password = self.stack.admin_credentials
+        for role in Role:
+            body = {**self.user_body("own", role.value), "confirm_password": password}
+            r = self.admin("POST", "/api/v1/users", json=body)
+            assert r.status_code == 201, r.text
+            self.passwords[role.value] = PASSWORD
+            self.login(role.value, body["email"])
+        body = {**self.user_body("own", "admin"), "federation_id": self.root[0]}
+        r = self.admin("POST", "/api/v1/users", json=body)
+        assert r.status_code == 201, r.text
+        self.root_user = r.json()["id"]
+        self.passwords[NATIONAL] = PASSWORD
+        self.login(NATIONAL, body["email"])
+
+    def login(self, caller: str, email: str) -> None:
+        r = self.http.post(
+            "/api/v1/auth/token", data={"username": email, "password": self.passwords[caller]}
+        )
+        assert r.status_code == 200, r.text
+        self.tokens[caller] = r.json()["access_token"]
+
+    # ------------------------------------------------------------ calling
+    def call(self, service: str, caller: str | None, call: Call) -> httpx.Response:
+        headers = dict(call.headers)
+        if caller is not None and service == "gateway":
+            headers["Authorization"] = f"Bearer {self.tokens[caller]}"
+        elif caller is not None:
+            headers.update(self.signed(caller))
+        return self.clients[service].request(
+            call.method,
+            call.path,
+            params=call.params,
+            json=call.json,
+            content=call.content,
+            headers=headers,
+        )
+
+
+@pytest.fixture(scope="module")
+def world(stack, admin, http) -> Iterator[World]:
+    w = World(stack, admin, http)
+    w.build()
+    yield w
+    for service in SERVICES:
+        w.clients[service].close()
+
+
+def _operations(spec: dict) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, ops in spec["paths"].items()
+        for method in ops
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+
+
+@pytest.fixture(scope="module")
+def routes(stack, http) -> dict[str, set[tuple[str, str]]]:
+    """service -> its (method, path) operations, from its OpenAPI document; the gateway's
+    own, without its forwarded prefixes."""
+    from gateway.routing import ROUTES
+
+    out = {s: _operations(httpx.get(f"{stack.url(s)}/openapi.json").json()) for s in SERVICES}
+    forwarded = {r.prefix for r in ROUTES} | {f"{r.prefix}/{{path}}" for r in ROUTES}
+    gateway = _operations(http.get("/openapi.json").json())
+    out["gateway"] = {(m, p) for m, p in gateway if p not in forwarded}
+    return out
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_every_route_and_every_role_is_in_the_table(routes):
+    found = {(s, m, p) for s, ops in routes.items() for m, p in ops}
+    declared = set(RULES) | PUBLIC
+    assert sorted(found - declared) == [], "routes missing from the matrix's table"
+    assert sorted(declared - found) == [], "rules for routes that no longer exist"
+    assert set(CALLERS) == {r.value for r in Role} | {NATIONAL}, "a role missing from CALLERS"
+
+
+def test_every_service_route_is_reachable_through_the_gateway(routes):
+    from gateway.routing import ROUTES, resolve
+
+    used = set()
+    for service in SERVICES:
+        for method, path in routes[service]:
+            route = resolve(path)
+            assert route is not None and route.service == service, (method, path)
+            assert route.public == ((service, method, path) in PUBLIC), (method, path)
+            used.add(route.prefix)
+    assert used == {r.prefix for r in ROUTES}, "a gateway prefix no service serves"
+
+
+def test_authorization_matrix(world):
+    differences: list[str] = []
+    for (service, method, path), r in RULES.items():
+        # without any identity: 401, whatever the role rules
+        world.caller = NATIONAL
+        answer = world.call(service, None, r.build(world, "own"))
+        if answer.status_code != 401:
+            differences.append(f"{method} {path} anonymous: {answer.status_code}, expected 401")
+        for caller in CALLERS:
+            world.caller = caller
+            for target in TARGETS:
+                call = r.build(world, target)
+                answer = world.call(service, caller, call)
+                want = expected(r, caller, target)
+                if answer.status_code not in want:
+                    differences.append(
+                        f"{service} {method} {path} as {caller} on {target}: "
+                        f"{answer.status_code}, expected {'/'.join(map(str, sorted(want)))} "
+                        f"({answer.text[:160]})"
+                    )
+                if path == "/api/v1/me/password" and answer.status_code == 200:
+                    world.tokens[caller] = answer.json()["access_token"]
+    assert not differences, f"{len(differences)} differences:\n" + "\n".join(differences)
+
+
+def test_the_gateway_passes_the_same_rules_on(world):
+    """A sample of the service rules called through the gateway with the users' tokens:
+    the answer is the service's."""
+    sample = [
+        ("contacts", "GET", "/api/v1/contacts/{contact_id}"),
+        ("contacts", "POST", "/api/v1/contacts/exports"),
+        ("contacts", "GET", "/api/v1/contacts/privacy/{contact_id}"),
+        ("consent", "GET", "/api/v1/consents/{contact_id}"),
+        ("memberships", "GET", "/api/v1/payments"),
+        ("messaging", "GET", "/api/v1/messages"),
+    ]
+    differences = []
+    for key in sample:
+        r = RULES[key]
+        for caller in CALLERS:
+            world.caller = caller
+            for target in TARGETS:
+                answer = world.call("gateway", caller, r.build(world, target))
+                want = expected(r, caller, target)
+                if answer.status_code not in want:
+                    differences.append(
+                        f"gateway {key[1]} {key[2]} as {caller} on {target}: "
+                        f"{answer.status_code}, expected {sorted(want)}"
+                    )
+    assert not differences, "\n".join(differences)
