@@ -20,7 +20,9 @@ IPV6_PREFIX = 48
 USER_AGENT_MAX_CHARS = 64
 
 
-def minimise_ip(value: str | None) -> str | None:
+def minimise_ip(
+    value: str | None, prefix_ipv4: int = IPV4_PREFIX, prefix_ipv6: int = IPV6_PREFIX
+) -> str | None:
     """The network the address belongs to (``203.0.113.0/24``, ``2001:db8:85a3::/48``);
     None if absent or not an IP address. IPv4-mapped IPv6 addresses count as IPv4."""
     if not value:
@@ -31,7 +33,7 @@ def minimise_ip(value: str | None) -> str | None:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
+    prefix = prefix_ipv4 if address.version == 4 else prefix_ipv6
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,6 +10,7 @@ from datetime import timedelta
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from tribune_shared.client_info import minimise_ip
 from tribune_shared.events import utcnow
 
 # ---------------------------------------------------------------- passwords
@@ -131,14 +131,5 @@ class LoginLimits:
 
 def client_network(client_ip: str | None, prefix_ipv4: int, prefix_ipv6: int) -> str | None:
     """The network a client address belongs to (``203.0.113.0/24``); None if it is not an
-    IP address. IPv4-mapped IPv6 addresses count as IPv4."""
-    if not client_ip:
-        return None
-    try:
-        address = ipaddress.ip_address(client_ip.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    prefix = prefix_ipv4 if address.version == 4 else prefix_ipv6
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    IP address (the kernel's minimisation, at the limiter's own prefixes)."""
+    return minimise_ip(client_ip, prefix_ipv4, prefix_ipv6)
