@@ -507,10 +507,37 @@ class EventConsumer:
             return
         # Handlers get personal fields in clear (unless the person was erased): one vault
         # read for the batch, outside the transaction.
-        opened = await self._outage_safe(lambda: self.vault.open_many([i.envelope for i in items]))
-        items = [_Item(i.record, e) for i, e in zip(items, opened, strict=True)]
+        items = await self._opened(tp, items)
+        if not items:
+            return
         BATCH_SIZE.labels(self.settings.service_name, event_type).observe(len(items))
         await self._apply(tp, event_type, items, attempt=1)
+
+    async def _opened(self, tp: TopicPartition, items: list[_Item]) -> list[_Item]:
+        """The items with their personal fields opened, one vault read for the batch. If the
+        batch read fails for another reason than an outage (a data key wrapped by a KEK
+        this process does not hold, a corrupt key), each event is opened alone and the
+        ones that still fail are parked: one bad key never stops the consumer."""
+        try:
+            opened = await self._outage_safe(
+                lambda: self.vault.open_many([i.envelope for i in items])
+            )
+            return [_Item(i.record, e) for i, e in zip(items, opened, strict=True)]
+        except _Stopping:
+            raise
+        except Exception:
+            log.warning("consumer.vault_batch_failed", topic=tp.topic, size=len(items))
+        kept = []
+        for item in items:
+            try:
+                envelope = await self._outage_safe(lambda i=item: self.vault.open(i.envelope))
+            except _Stopping:
+                raise
+            except Exception as exc:
+                await self._park(tp, item.record, f"personal fields unreadable: {exc!r}", 0)
+                continue
+            kept.append(_Item(item.record, envelope))
+        return kept
 
     async def _outage_safe(self, call):
         """Run ``call`` until the store answers (an outage is waited out, never parked)."""

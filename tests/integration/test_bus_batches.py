@@ -97,6 +97,55 @@ async def test_a_poison_event_in_a_batch_of_500_is_parked_alone_and_the_499_othe
     assert headers["dlq_attempts"] == b"3"
 
 
+async def test_an_event_whose_personal_fields_cannot_be_opened_is_parked_and_the_rest_apply(
+    bus_kit,
+):
+    """A data key the process cannot unwrap (a KEK it does not hold) fails the batch's one
+    vault read: the events are then opened one by one, the unreadable one is parked, and
+    the consumer goes on instead of stopping."""
+    settings, store, publisher = bus_kit
+    topic = settings.topic(dlq_topic(TOPIC))
+    keys = [f"v{i:02d}" for i in range(20)]
+    broken = keys[7]
+    await publish(publisher, settings, [created(k) for k in keys], partition=1)
+
+    async def project(envelopes, session):
+        await store["effects-vault"].bulk_write(
+            [UpdateOne({"_id": e.key}, {"$inc": {"applied": 1}}, upsert=True) for e in envelopes],
+            session=session,
+        )
+
+    consumer = EventConsumer(
+        settings, store, group="g-vault", handlers={TOPIC: Batch(project)}, dlq_publisher=publisher
+    )
+    real = consumer.vault
+
+    class BrokenKey:
+        async def open_many(self, envelopes):
+            if any(e.key == broken for e in envelopes):
+                raise RuntimeError("data key wrapped by an unknown KEK")
+            return await real.open_many(envelopes)
+
+        async def open(self, envelope):
+            return (await self.open_many([envelope]))[0]
+
+    consumer.vault = BrokenKey()  # type: ignore[assignment]
+
+    async def healthy_applied():
+        return await store["effects-vault"].count_documents({}) == len(keys) - 1
+
+    await run_until([consumer], healthy_applied)
+    applied = {d["_id"] async for d in store["effects-vault"].find({})}
+    assert applied == set(keys) - {broken}
+    parked = await read_topic(settings.kafka_bootstrap_servers, topic)
+    assert broken in [r.key.decode() for r in parked]
+    assert any(
+        b"personal fields unreadable" in dict(r.headers)["dlq_error"]
+        for r in parked
+        if r.key.decode() == broken
+    )
+
+
 async def test_the_batch_path_and_the_one_by_one_path_give_the_same_state(bus_kit):
     """Messaging's real contact projection, fed the same events (several versions per
     contact, updates overtaking creations, duplicates) in batches of 500 and one by one."""
