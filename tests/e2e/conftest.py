@@ -103,3 +103,18 @@ def dpos(stack, admin, http, federations) -> dict[str, Client]:
         assert r.status_code == 201, r.text
         out[name] = login(http, email, password)
     return out
+
+
+#: the processes whose logs a failing end-to-end test shows (most failures are a projection
+#: that did not catch up: the workers' batch lines say which batch took how long)
+_LOGS_ON_FAILURE = ("messaging-worker", "consent-worker", "contacts-worker")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.when == "call" and report.failed and isinstance(stack, RunningStack):
+        for name in _LOGS_ON_FAILURE:
+            report.sections.append((f"log tail {name}", stack.log_tail(name, 60)))
+    return report
