@@ -209,3 +209,17 @@ def signed_headers(
 ) -> dict[str, str]:
     """The identity header the gateway would send for a user of ``path`` with ``role``."""
     return identity_headers(make_identity(path, role, user_id), settings.identity_secret)
+
+
+def mails_to(smtp_http_url: str, address: str) -> list[dict]:
+    """What the SMTP sink received for ``address`` (its HTTP API: headers, text, html)."""
+    import httpx
+
+    r = httpx.get(f"{smtp_http_url}/messages", params={"to": address}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def mail_header(mail: dict, name: str) -> str:
+    """One header of a mail the SMTP sink received (case-insensitive name)."""
+    return next(v for k, v in mail["headers"] if k.lower() == name.lower())

@@ -53,7 +53,7 @@ from tribune_shared.metrics import (
 )
 from tribune_shared.settings import Environment, ServiceSettings
 from tribune_shared.store import Store
-from tribune_shared.subscriptions import Batch, Handler, Step, apply_steps
+from tribune_shared.subscriptions import Awaiting, Batch, Handler, Step, apply_steps
 from tribune_shared.vault import vault_for
 
 log = get_logger(__name__)
@@ -331,14 +331,17 @@ class ProcessedEvents:
         }
 
 
-class _LagCleanup(ConsumerRebalanceListener):
-    """Drops the lag of partitions this worker no longer owns (no stale series)."""
+class _Rebalanced(ConsumerRebalanceListener):
+    """Forgets what this worker knew of partitions it no longer owns: their lag (no stale
+    series) and their held events (the next owner starts from the committed offset)."""
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, held: dict[TopicPartition, _Hold]) -> None:
         self.group = group
+        self.held = held
 
     async def on_partitions_revoked(self, revoked) -> None:
         for tp in revoked:
+            self.held.pop(tp, None)
             try:
                 CONSUMER_LAG.remove(self.group, tp.topic, str(tp.partition))
             except KeyError:
@@ -356,6 +359,35 @@ class _Item:
 
 class _Stopping(Exception):
     """The store stayed unreachable until shutdown: leave the batch uncommitted."""
+
+
+class _Deferred(Exception):
+    """An event awaits another topic's fact (``Awaiting``): its partition stops at it."""
+
+    def __init__(self, item: _Item, reason: str) -> None:
+        super().__init__(reason)
+        self.item = item
+        self.reason = reason
+
+
+@dataclass
+class _Hold:
+    """A partition paused at an event that awaits another topic's fact."""
+
+    event_id: str
+    since: float  # when the event first waited (monotonic)
+    tries: int
+    resume_at: float
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one partition's records in a poll: the ones finished (committed
+    next), and the event it stopped at to wait, if any."""
+
+    tp: TopicPartition
+    done: list[ConsumerRecord]
+    stopped_at: _Deferred | None = None
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -417,7 +449,13 @@ class EventConsumer:
             fetch_min_bytes=settings.consumer_fetch_min_bytes if lane is Lane.bulk else 1,
             fetch_max_wait_ms=int(settings.consumer_fetch_max_wait_seconds * 1000),
         )
-        self.consumer.subscribe(list(self._topic_to_type), listener=_LagCleanup(self.group))
+        self._held: dict[TopicPartition, _Hold] = {}
+        self.consumer.subscribe(
+            list(self._topic_to_type), listener=_Rebalanced(self.group, self._held)
+        )
+        # a poll's batches of one slot run in the registry's order: causes before effects
+        # (contact-created before the consent-confirmation-requested about that contact)
+        self._rank = {settings.topic(t): i for i, t in enumerate(TOPICS)}
         self._stopping = asyncio.Event()
         self._limit = asyncio.Semaphore(settings.consumer_partition_concurrency)
         self.ready = asyncio.Event()
@@ -438,33 +476,38 @@ class EventConsumer:
         batch = self.settings.consumer_batch_max_records
         try:
             while not self._stopping.is_set():
+                self._resume_due()
                 polled = await self.consumer.getmany(
                     timeout_ms=200,
                     max_records=batch * self.settings.consumer_partition_concurrency,
                 )
                 if polled:
                     slots: dict[int, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
-                    for tp, records in polled.items():
+                    for tp, records in sorted(
+                        polled.items(), key=lambda kv: self._rank.get(kv[0].topic, len(TOPICS))
+                    ):
                         slots.setdefault(tp.partition, []).append((tp, records))
-                    done = [
-                        item
+                    outcomes = [
+                        outcome
                         for finished in await asyncio.gather(
                             *(self._slot(batches) for batches in slots.values())
                         )
-                        for item in finished
+                        for outcome in finished
                     ]
                     # Commit after the transactions: a crash before this re-delivers, and
                     # the processed ids make the redelivery a no-op.
-                    offsets = {tp: records[-1].offset + 1 for tp, records in done if records}
+                    offsets = {o.tp: o.done[-1].offset + 1 for o in outcomes if o.done}
                     if offsets:
                         await self.consumer.commit(offsets)
+                    for outcome in outcomes:
+                        self._hold(outcome)
                 await self._report_lag()
         finally:
             await self.consumer.stop()
 
     async def _slot(
         self, batches: list[tuple[TopicPartition, list[ConsumerRecord]]]
-    ) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+    ) -> list[_Outcome]:
         """Handle the batches of one partition number (of every topic) one after the other.
 
         Every topic is keyed by its aggregate id and created with the same partition count,
@@ -476,18 +519,64 @@ class EventConsumer:
         async with self._limit:
             return [await self._partition(tp, records) for tp, records in batches]
 
-    async def _partition(
-        self, tp: TopicPartition, records: list[ConsumerRecord]
-    ) -> tuple[TopicPartition, list[ConsumerRecord]]:
-        """Handle one partition's records in order; returns the records it finished (all,
-        unless shutdown interrupted a store outage: then none, and nothing is committed)."""
+    async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> _Outcome:
+        """Handle one partition's records in order. Finished: all of them, unless shutdown
+        interrupted a store outage (then none, and nothing is committed) or an event
+        awaits another topic's fact (then the ones before it; the partition waits there)."""
         size = self.settings.consumer_batch_max_records
         try:
             for start in range(0, len(records), size):
                 await self._chunk(tp, records[start : start + size])
         except _Stopping:
-            return tp, []
-        return tp, records
+            return _Outcome(tp, [])
+        except _Deferred as deferred:
+            at = deferred.item.record.offset
+            return _Outcome(tp, [r for r in records if r.offset < at], deferred)
+        return _Outcome(tp, records)
+
+    # -- events that await another topic's fact
+
+    def _hold(self, outcome: _Outcome) -> None:
+        """Pause a partition stopped at an awaiting event and rewind it to that event (it
+        is fetched again on resumption); other partitions, the awaited fact's among them,
+        go on meanwhile. The waits grow from the retry backoff to at most 5 s."""
+        tp, deferred = outcome.tp, outcome.stopped_at
+        if deferred is None:
+            self._held.pop(tp, None)  # got past whatever it waited for
+            return
+        now = time.monotonic()
+        event_id = deferred.item.envelope.event_id
+        held = self._held.get(tp)
+        if held is None or held.event_id != event_id:
+            held = _Hold(event_id, since=now, tries=0, resume_at=now)
+        held.tries += 1
+        base = self.settings.consumer_retry_backoff_seconds or 0.1
+        held.resume_at = now + min(5.0, base * 2 ** (held.tries - 1))
+        self._held[tp] = held
+        self.consumer.seek(tp, deferred.item.record.offset)
+        self.consumer.pause(tp)
+        log.info(
+            "event.awaiting",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=deferred.item.record.offset,
+            event_id=event_id,
+            tries=held.tries,
+            reason=deferred.reason[:300],
+        )
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        for tp, held in self._held.items():
+            if held.resume_at <= now and tp in self.consumer.paused():
+                self.consumer.resume(tp)
+
+    def _waited(self, item: _Item, tp: TopicPartition) -> float | None:
+        """How long ``item`` has waited, if it may wait more (None: its time is up)."""
+        held = self._held.get(tp)
+        fresh = held is None or held.event_id != item.envelope.event_id
+        waited = 0.0 if fresh or held is None else time.monotonic() - held.since
+        return waited if waited < self.settings.consumer_dependency_wait_seconds else None
 
     async def _chunk(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         event_type = self._topic_to_type.get(tp.topic, tp.topic)
@@ -564,6 +653,12 @@ class EventConsumer:
         except _Stopping:
             raise
         except Exception as exc:
+            if len(items) == 1 and isinstance(exc, Awaiting):
+                if self._waited(items[0], tp) is not None:
+                    raise _Deferred(items[0], str(exc)) from exc
+                waited = self.settings.consumer_dependency_wait_seconds
+                await self._park(tp, items[0].record, f"waited {waited:g} s: {exc!r}", attempt)
+                return
             if len(items) > 1:
                 middle = len(items) // 2
                 log.info(

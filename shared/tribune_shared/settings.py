@@ -112,6 +112,15 @@ class ServiceSettings(BaseSettings):
         default=0.25, gt=0, le=10, description="bulk lane: longest a fetch waits for them"
     )
     consumer_shutdown_timeout_seconds: float = Field(default=20, gt=0, le=600)
+    # An event whose handler awaits another topic's fact (subscriptions.Awaiting) holds its
+    # partition and is tried again at growing intervals (from the retry backoff, at most
+    # 5 s); it is parked only when the fact has not come for this long.
+    consumer_dependency_wait_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="how long an event waits for a fact from another topic before the DLQ",
+    )
     # Store transactions (every command and every consumer batch runs in one)
     transaction_retry_seconds: float = Field(
         default=60,

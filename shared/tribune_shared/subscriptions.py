@@ -49,6 +49,15 @@ class DuplicateSubscription(ValueError):
     pass
 
 
+class Awaiting(Exception):
+    """Raised by a handler whose event depends on a fact from another topic that this
+    service has not applied yet (a confirmation email for a contact whose contact-created
+    is still on its way). Topics have no order between them, so this is normal, not an
+    error: the consumer leaves the event's partition where it stands, goes on with the
+    others (which bring the fact) and tries again, for up to
+    ``consumer_dependency_wait_seconds``; only then is the event parked on its DLQ."""
+
+
 async def apply_steps(
     steps: tuple[Step, ...], envelopes: list[Envelope], session: AsyncClientSession
 ) -> None:

@@ -4,7 +4,7 @@ real store and the SMTP sink, driven over HTTP through the gateway."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,12 +82,12 @@ def federations(admin, http) -> dict[str, Federation]:
 
 
 @pytest.fixture(scope="session")
-def dpos(stack, admin, http, federations) -> dict[str, Client]:
-    """A DPO in Paris and one in Lyon (made by the national administrator, who confirms
-    it with their password)."""
-    out = {}
-    for name, fed in federations.items():
-        email = f"dpo.{name.lower()}.{uuid.uuid4().hex[:6]}@tribune.test"
+def new_user(stack, admin, http) -> Callable[[str, Federation], Client]:
+    """Make a user of ``role`` in a federation (the national administrator makes it,
+    confirming with their password where the role asks for it) and log them in."""
+
+    def make(role: str, federation: Federation) -> Client:
+        email = f"{role}.{uuid.uuid4().hex[:8]}@tribune.test"
         password = f"pw-{uuid.uuid4().hex}"
         r = admin(
             "POST",
@@ -95,14 +95,21 @@ def dpos(stack, admin, http, federations) -> dict[str, Client]:
             json={
                 "email": email,
                 "password": password,
-                "role": "dpo",
-                "federation_id": fed.id,
+                "role": role,
+                "federation_id": federation.id,
                 "confirm_password": stack.admin_credentials[1],
             },
         )
         assert r.status_code == 201, r.text
-        out[name] = login(http, email, password)
-    return out
+        return login(http, email, password)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def dpos(new_user, federations) -> dict[str, Client]:
+    """A DPO in Paris and one in Lyon."""
+    return {name: new_user("dpo", fed) for name, fed in federations.items()}
 
 
 #: the processes whose logs a failing end-to-end test shows (most failures are a projection

@@ -13,7 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import support
 from support import eventually
+from support import mail_header as header
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e
@@ -96,13 +98,7 @@ def send(user, contact_id: str, subject: str) -> httpx.Response:
 
 
 def mails_to(stack, address: str) -> list[dict]:
-    r = httpx.get(f"{stack.smtp_http_url}/messages", params={"to": address}, timeout=10)
-    r.raise_for_status()
-    return r.json()
-
-
-def header(mail: dict, name: str) -> str:
-    return next(v for k, v in mail["headers"] if k.lower() == name.lower())
+    return support.mails_to(stack.smtp_http_url, address)
 
 
 def test_double_opt_in_mail_confirms_and_a_forged_link_changes_nothing(stack, federations):

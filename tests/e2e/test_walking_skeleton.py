@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+import support
 from support import eventually
 from tribune_shared.webhooks import signature_headers
 
@@ -56,9 +57,7 @@ def wait_reachable(user, contact_id: str, expected: bool) -> dict:
 
 
 def mails_to(stack, address: str) -> list[dict]:
-    r = httpx.get(f"{stack.smtp_http_url}/messages", params={"to": address}, timeout=10)
-    r.raise_for_status()
-    return r.json()
+    return support.mails_to(stack.smtp_http_url, address)
 
 
 def ensure_consent_text(user, version: str = "v1") -> None:

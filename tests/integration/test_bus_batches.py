@@ -21,6 +21,7 @@ from tribune_shared.events.contracts import (
     ContactUpdatedV1,
 )
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Awaiting
 
 pytestmark = pytest.mark.integration
 TOPIC = "contact-created"
@@ -144,6 +145,83 @@ async def test_an_event_whose_personal_fields_cannot_be_opened_is_parked_and_the
         for r in parked
         if r.key.decode() == broken
     )
+
+
+def holds(condition):
+    """An async predicate of a plain one (for wait_for)."""
+
+    async def predicate():
+        return condition()
+
+    return predicate
+
+
+def awaiting_kit(store: Store, needed: str):
+    """Handlers where contact-updated of ``needed`` awaits the contact-created of the
+    cause (another topic, another partition); returns (handlers, applied order, tries)."""
+    order: list[str] = []
+    tries: list[str] = []
+
+    async def on_created(envelope, session):
+        await store["facts"].insert_one({"_id": envelope.key}, session=session)
+
+    async def on_updated(envelope, session):
+        tries.append(envelope.key)
+        if envelope.key == needed and not await store["facts"].find_one(
+            {"_id": "cause"}, session=session
+        ):
+            raise Awaiting("the cause is not known yet")
+        order.append(envelope.key)
+
+    return {"contact-created": on_created, "contact-updated": on_updated}, order, tries
+
+
+async def test_an_event_awaiting_another_topics_fact_holds_its_partition_until_the_fact_comes(
+    bus_kit,
+):
+    """A fact arriving on another topic long after the event that needs it: the event's
+    partition waits at it (the events behind it keep their order), the other partitions go
+    on and bring the fact, then the event applies. Nothing is parked."""
+    settings, store, publisher = bus_kit
+    handlers, order, tries = awaiting_kit(store, needed="a1")
+    await publish(publisher, settings, [updated("a1", 2, "x"), updated("a2", 2, "y")], partition=2)
+    consumer = EventConsumer(
+        settings, store, group="g-await", handlers=handlers, dlq_publisher=publisher
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_for(holds(lambda: tries.count("a1") >= 3), timeout=60, interval=0.02)
+        assert order == []  # a2 waits behind a1: one key's order is kept
+        await publish(publisher, settings, [created("cause")], partition=5)
+        await wait_for(holds(lambda: len(order) == 2), timeout=60, interval=0.02)
+    finally:
+        consumer.request_stop()
+        await task
+    assert order == ["a1", "a2"]
+    parked = await read_topic(
+        settings.kafka_bootstrap_servers,
+        settings.topic(dlq_topic("contact-updated")),
+        idle_seconds=1.0,
+    )
+    assert parked == []
+
+
+async def test_an_event_whose_awaited_fact_never_comes_is_parked_after_the_wait(bus_kit):
+    settings, store, publisher = bus_kit
+    patient = settings.model_copy(update={"consumer_dependency_wait_seconds": 1.0})
+    handlers, order, tries = awaiting_kit(store, needed="b1")
+    await publish(publisher, settings, [updated("b1", 2, "x"), updated("b2", 2, "y")], partition=3)
+    consumer = EventConsumer(
+        patient, store, group="g-await-late", handlers=handlers, dlq_publisher=publisher
+    )
+    await run_until([consumer], holds(lambda: order == ["b2"]), timeout=60)
+    assert tries.count("b1") >= 2  # tried again while it waited
+    [parked] = await read_topic(
+        settings.kafka_bootstrap_servers, settings.topic(dlq_topic("contact-updated")), expect=1
+    )
+    assert parked.key == b"b1"
+    assert b"waited 1 s" in dict(parked.headers)["dlq_error"]
 
 
 async def test_the_batch_path_and_the_one_by_one_path_give_the_same_state(bus_kit):

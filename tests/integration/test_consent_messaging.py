@@ -36,7 +36,7 @@ from tribune_shared.events.contracts import (
 )
 from tribune_shared.outbox import OUTBOX
 from tribune_shared.store import Store
-from tribune_shared.subscriptions import Subscriptions
+from tribune_shared.subscriptions import Awaiting, Subscriptions
 from tribune_shared.suppression import email_hash
 from tribune_shared.tokens import UnsubscribeTokens
 
@@ -215,9 +215,11 @@ def test_a_refused_confirmation_is_logged_as_failed_and_retried(api):
     assert sink.take() == [] and outbox_types(settings) == []
 
 
-def test_a_confirmation_for_a_contact_not_projected_yet_is_retried(api):
+def test_a_confirmation_for_a_contact_not_projected_yet_awaits_it(api):
+    """contact-created comes on another topic: the consumer holds the event until it has
+    (subscriptions.Awaiting), instead of parking it after a few quick retries."""
     _, settings, sink = api
-    with pytest.raises(LookupError):
+    with pytest.raises(Awaiting):
         handle(settings, confirmation("not-yet"))
     assert sink.take() == []
 

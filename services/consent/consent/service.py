@@ -28,6 +28,7 @@ from tribune_shared.federations import FederationDirectory
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store, subtree_filter
+from tribune_shared.subscriptions import Awaiting
 from tribune_shared.suppression import phone_hash
 from tribune_shared.tokens import SignedTokens, TokenError, UnsubscribeTokens
 from tribune_shared.vault import vault_for
@@ -850,7 +851,7 @@ class ConsentService:
             )
         survivor = await self.contacts.get(survivor_id, session)
         if survivor is None:
-            raise LookupError(f"surviving contact {survivor_id} not known yet")  # retried
+            raise Awaiting(f"surviving contact {survivor_id} not known yet")
         carried = carried_over(
             await self.consents.current_all(merged_id, session),
             await self.consents.current_all(survivor_id, session),

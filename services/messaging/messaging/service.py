@@ -20,6 +20,7 @@ from tribune_shared.logging import get_logger
 from tribune_shared.metrics import MESSAGES
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
+from tribune_shared.subscriptions import Awaiting
 from tribune_shared.suppression import email_hash
 
 from messaging.composer import (
@@ -242,8 +243,8 @@ class MessagingService:
             if await self.messages.is_erased(event.contact_id, session):
                 log.info("confirmation.skipped", contact_id=event.contact_id, reason="erased")
                 return
-            # Not projected yet (contact-created is consumed on another topic): retried.
-            raise LookupError(f"contact {event.contact_id} is not known to messaging yet")
+            # Not projected yet (contact-created comes on another topic): waited for.
+            raise Awaiting(f"contact {event.contact_id} is not known to messaging yet")
         skip = None
         if not recipient.email:
             skip = "no_address"
