@@ -65,6 +65,14 @@ def subtree_filter(federation_path: str, field_name: str = "federation_path") ->
     return {field_name: {"$regex": f"^{re.escape(federation_path)}"}}
 
 
+def ancestor_paths(federation_path: str) -> list[str]:
+    """A federation's path and its ancestors', root first ("/a/b/" -> ["/a/", "/a/b/"]):
+    what is defined at a level (consent texts, custom fields, templates) is inherited by
+    every federation under it."""
+    parts = [p for p in federation_path.strip("/").split("/") if p]
+    return ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+
+
 class Store:
     """A service's database, its indexes and its transactions."""
 

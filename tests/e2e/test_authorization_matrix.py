@@ -16,7 +16,8 @@ says which callers may use the route and how far they reach:
 - a caller whose role is not in ``roles`` gets **403**, wherever the object is;
 - ``SUBTREE``: an object outside the caller's subtree is **404** (never 403: no leaking
   that it exists); ``LINEAGE``: its ancestors' objects are visible too (consent texts a
-  federation may use); ``NONE``: the route names no object of a federation;
+  federation may use); ``ANCESTRY``: only its own federation's and its ancestors' (the
+  templates a campaign may use); ``NONE``: the route names no object of a federation;
 - ``limited`` callers pass the route's role check (their role may make some of its
   changes, e.g. a DPO granting the DPO role) but not this change: 404 outside their
   subtree, 403 inside;
@@ -50,6 +51,12 @@ CALLERS = (*(r.value for r in Role), NATIONAL)
 PASSWORD = "matrix-" + uuid.uuid4().hex
 ORIGIN = {"kind": "petition", "detail": "matrice"}
 PURPOSE = "news"  # the consent messages are sent under (seeded)
+#: an email template with what every template must carry
+PARTS = {
+    "subject": "Matrice",
+    "html": '<p>{{ origin }} {{ sender }} <a href="{{ unsubscribe_url }}">stop</a></p>',
+}
+TEMPLATE = {"name": "Matrice", "channel": "email", **PARTS}
 #: grants and revocations in the matrix use a purpose of their own, so they never change
 #: whether the seeded contacts may be messaged
 LEDGER = {"channel": "email", "purpose": "campaigns", "source": "matrice"}
@@ -59,6 +66,9 @@ class Scope(Enum):
     NONE = "none"
     SUBTREE = "subtree"
     LINEAGE = "lineage"
+    #: the caller's own federation and its ancestors only (the templates a campaign of
+    #: the caller's federation may use: inherited down the tree, never up)
+    ANCESTRY = "ancestry"
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,11 @@ EXPORTERS = SECRETARY  # CONTACTS_EXPORT_ROLES by default
 SEGMENT_EDITORS = ("secretary", "campaign_manager", *ADMINS)
 CONSENT_CHANGERS = ("secretary", "campaign_manager", "dpo", *ADMINS)
 TEXT_WRITERS = ("secretary", "dpo", *ADMINS)
+TEMPLATE_WRITERS = CAMPAIGN_RUNNERS = ("campaign_manager", *ADMINS)
+TEMPLATE_READERS = ("campaign_manager", "secretary", "viewer", *ADMINS)
+PREVIEWERS = CAMPAIGN_READERS = ("campaign_manager", "secretary", *ADMINS)
+#: campaigns of the matrix are for a purpose nobody granted: they send nothing
+CAMPAIGN_PURPOSE = "fundraising"
 SENDERS = ("campaign_manager", "secretary", *ADMINS)
 MESSAGE_READERS = ("campaign_manager", "secretary", "dpo", *ADMINS)
 PAYMENT_READERS = ("treasurer", "secretary", "dpo", *ADMINS)
@@ -387,6 +402,95 @@ RULES: dict[tuple[str, str, str], Rule] = {
         200,
         _get("/api/v1/messages/reachability/{contact}", purpose=PURPOSE),
     ),
+    # ------------------------------------------------------------ messaging: templates
+    ("messaging", "POST", "/api/v1/templates"): rule(
+        TEMPLATE_WRITERS,
+        Scope.NONE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/templates", json=TEMPLATE),
+    ),
+    ("messaging", "GET", "/api/v1/templates"): rule(
+        TEMPLATE_READERS, Scope.NONE, 200, _get("/api/v1/templates")
+    ),
+    ("messaging", "GET", "/api/v1/templates/{template_id}"): rule(
+        TEMPLATE_READERS, Scope.LINEAGE, 200, _get("/api/v1/templates/{template}")
+    ),
+    ("messaging", "GET", "/api/v1/templates/{template_id}/versions/{version}"): rule(
+        TEMPLATE_READERS, Scope.LINEAGE, 200, _get("/api/v1/templates/{template}/versions/1")
+    ),
+    ("messaging", "POST", "/api/v1/templates/{template_id}/versions"): rule(
+        TEMPLATE_WRITERS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", f"/api/v1/templates/{w.template[t]}/versions", json=PARTS),
+    ),
+    ("messaging", "PUT", "/api/v1/templates/{template_id}/versions/{version}"): rule(
+        TEMPLATE_WRITERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("PUT", f"/api/v1/templates/{w.template[t]}/versions/1", json=PARTS),
+    ),
+    ("messaging", "POST", "/api/v1/templates/{template_id}/versions/{version}/preview"): rule(
+        PREVIEWERS,
+        Scope.LINEAGE,
+        200,
+        lambda w, t: Call(
+            "POST", f"/api/v1/templates/{w.template[t]}/versions/1/preview", json={"contact": {}}
+        ),
+    ),
+    # ------------------------------------------------------------ messaging: campaigns
+    # (a campaign is created in the caller's federation with a template it may use: its
+    # federation's or an ancestor's)
+    ("messaging", "POST", "/api/v1/campaigns"): rule(
+        CAMPAIGN_RUNNERS,
+        Scope.ANCESTRY,
+        201,
+        lambda w, t: Call("POST", "/api/v1/campaigns", json=w.campaign_body(t)),
+    ),
+    ("messaging", "GET", "/api/v1/campaigns"): rule(
+        CAMPAIGN_READERS, Scope.NONE, 200, _get("/api/v1/campaigns")
+    ),
+    ("messaging", "GET", "/api/v1/campaigns/{campaign_id}"): rule(
+        CAMPAIGN_READERS, Scope.SUBTREE, 200, _get("/api/v1/campaigns/{campaign}")
+    ),
+    ("messaging", "POST", "/api/v1/campaigns/{campaign_id}/schedule"): rule(
+        CAMPAIGN_RUNNERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "POST",
+            f"/api/v1/campaigns/{w.campaign[t]}/schedule",
+            json={"at": w.later()},
+        ),
+    ),
+    ("messaging", "POST", "/api/v1/campaigns/{campaign_id}/launch"): rule(
+        CAMPAIGN_RUNNERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/campaigns/{w.fresh_campaign(t)}/launch"),
+    ),
+    # a launched campaign of the matrix may complete (its audience refused by rule) before
+    # the call: then 409, the role and scope checks having passed
+    ("messaging", "POST", "/api/v1/campaigns/{campaign_id}/pause"): rule(
+        CAMPAIGN_RUNNERS,
+        Scope.SUBTREE,
+        (200, 409),
+        lambda w, t: Call("POST", f"/api/v1/campaigns/{w.fresh_campaign(t, 'launch')}/pause"),
+    ),
+    ("messaging", "POST", "/api/v1/campaigns/{campaign_id}/resume"): rule(
+        CAMPAIGN_RUNNERS,
+        Scope.SUBTREE,
+        (200, 409),
+        lambda w, t: Call(
+            "POST", f"/api/v1/campaigns/{w.fresh_campaign(t, 'launch', 'pause')}/resume"
+        ),
+    ),
+    ("messaging", "POST", "/api/v1/campaigns/{campaign_id}/cancel"): rule(
+        CAMPAIGN_RUNNERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/campaigns/{w.fresh_campaign(t)}/cancel"),
+    ),
     # ------------------------------------------------------------ the gateway's own routes
     ("gateway", "GET", "/api/v1/me"): rule(ALL, Scope.NONE, 200, _get("/api/v1/me")),
     ("gateway", "POST", "/api/v1/me/password"): rule(
@@ -449,6 +553,8 @@ PUBLIC = {
 
 
 def visible(scope: Scope, caller: str, target: str) -> bool:
+    if scope is Scope.ANCESTRY:  # every target is below the national root
+        return caller != NATIONAL and target in ("own", "parent")
     if caller == NATIONAL or scope is Scope.NONE:
         return True
     if scope is Scope.LINEAGE:
@@ -485,6 +591,8 @@ class World:
         self.text: dict[str, str] = {}
         self.job: dict[str, str] = {}
         self.request: dict[str, str] = {}
+        self.template: dict[str, str] = {}
+        self.campaign: dict[str, str] = {}
         self.user: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
         self.passwords: dict[str, str] = {}
@@ -531,6 +639,8 @@ class World:
             "text": self.text[t],
             "job": self.job[t],
             "request": self.request[t],
+            "template": self.template[t],
+            "campaign": self.campaign[t],
         }
 
     # ------------------------------------------------------------ seeding through the APIs
@@ -577,6 +687,51 @@ class World:
             "role": role,
             "federation_id": self.fed[t][0],
         }
+
+    def as_manager_of(self, t: str) -> dict[str, str]:
+        """The identity header of a campaign manager of federation ``t`` (templates and
+        campaigns are made in their author's own federation)."""
+        fid, path = self.fed[t]
+        manager = Identity(
+            user_id=f"matrix-cm-{t}-{self.tag}",
+            email=f"cm.{t}@matrix",
+            role=Role.campaign_manager,
+            federation_id=fid,
+            federation_path=path,
+        )
+        return {IDENTITY_HEADER: sign_identity(manager, self.secret)}
+
+    def fresh_template(self, t: str) -> str:
+        made = self.seed(
+            "messaging", "POST", "/api/v1/templates", json=TEMPLATE, headers=self.as_manager_of(t)
+        )
+        return made["template"]["template_id"]
+
+    def campaign_body(self, t: str) -> dict:
+        return {
+            "name": f"Matrice {_fresh()}",
+            "channel": "email",
+            "purpose": CAMPAIGN_PURPOSE,
+            "template_id": self.template[t],
+        }
+
+    def fresh_campaign(self, t: str, *actions: str) -> str:
+        """A draft campaign of federation ``t`` (with a template of its own, so launching
+        it freezes nobody else's), taken through ``actions`` (launch, pause...)."""
+        body = {**self.campaign_body(t), "template_id": self.fresh_template(t)}
+        headers = self.as_manager_of(t)
+        campaign = self.seed("messaging", "POST", "/api/v1/campaigns", json=body, headers=headers)
+        for action in actions:
+            self.seed(
+                "messaging", "POST", f"/api/v1/campaigns/{campaign['id']}/{action}", headers=headers
+            )
+        return campaign["id"]
+
+    @staticmethod
+    def later() -> str:
+        from datetime import UTC, datetime, timedelta
+
+        return (datetime.now(UTC) + timedelta(days=30)).isoformat()
 
     def fresh_contact(self, t: str) -> str:
         return self.seed("contacts", "POST", "/api/v1/contacts", json=self.contact_body(t))["id"]
@@ -626,6 +781,8 @@ class World:
             self.contact[t] = self.fresh_contact(t)
             self.segment[t] = self.fresh_segment(t)
             self.text[t] = self.fresh_text(t)
+            self.template[t] = self.fresh_template(t)
+            self.campaign[t] = self.fresh_campaign(t)
             call = _csv(self, t)
             job = self.seed(
                 "contacts",

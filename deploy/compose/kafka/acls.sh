@@ -56,8 +56,12 @@ acl --allow-principal User:consent --operation Read \
   --group "${P}consent" \
   --group "${P}consent.urgent"
 acl --allow-principal User:consent --operation Describe --operation Create --operation Alter \
+  --topic "${P}campaign-audience-resolved" \
+  --topic "${P}campaign-audience-resolved-dlq" \
   --topic "${P}campaign-launched" \
   --topic "${P}campaign-launched-dlq" \
+  --topic "${P}campaign-recipient-selected" \
+  --topic "${P}campaign-recipient-selected-dlq" \
   --topic "${P}consent-confirmation-requested" \
   --topic "${P}consent-confirmation-requested-dlq" \
   --topic "${P}consent-granted" \
@@ -109,16 +113,20 @@ acl --allow-principal User:consent --operation Describe --operation Create --ope
 
 # --- contacts
 acl --allow-principal User:contacts --operation Write \
+  --topic "${P}campaign-audience-resolved" \
+  --topic "${P}campaign-recipient-selected" \
   --topic "${P}contact-created" \
   --topic "${P}contact-erased" \
   --topic "${P}contact-merged" \
   --topic "${P}contact-updated" \
   --topic "${P}erasure-completed" \
+  --topic "${P}campaign-launched-dlq" \
   --topic "${P}erasure-requested-dlq" \
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated-dlq" \
   --topic "${P}suppression-added-dlq"
 acl --allow-principal User:contacts --operation Read \
+  --topic "${P}campaign-launched" \
   --topic "${P}erasure-requested" \
   --topic "${P}federation-created" \
   --topic "${P}federation-updated" \
@@ -127,8 +135,12 @@ acl --allow-principal User:contacts --operation Read \
   --group "${P}contacts" \
   --group "${P}contacts.urgent"
 acl --allow-principal User:contacts --operation Describe --operation Create --operation Alter \
+  --topic "${P}campaign-audience-resolved" \
+  --topic "${P}campaign-audience-resolved-dlq" \
   --topic "${P}campaign-launched" \
   --topic "${P}campaign-launched-dlq" \
+  --topic "${P}campaign-recipient-selected" \
+  --topic "${P}campaign-recipient-selected-dlq" \
   --topic "${P}consent-confirmation-requested" \
   --topic "${P}consent-confirmation-requested-dlq" \
   --topic "${P}consent-granted" \
@@ -184,8 +196,12 @@ acl --allow-principal User:gateway --operation Write \
   --topic "${P}federation-created" \
   --topic "${P}federation-updated"
 acl --allow-principal User:gateway --operation Describe --operation Create --operation Alter \
+  --topic "${P}campaign-audience-resolved" \
+  --topic "${P}campaign-audience-resolved-dlq" \
   --topic "${P}campaign-launched" \
   --topic "${P}campaign-launched-dlq" \
+  --topic "${P}campaign-recipient-selected" \
+  --topic "${P}campaign-recipient-selected-dlq" \
   --topic "${P}consent-confirmation-requested" \
   --topic "${P}consent-confirmation-requested-dlq" \
   --topic "${P}consent-granted" \
@@ -261,8 +277,12 @@ acl --allow-principal User:memberships --operation Read \
   --group "${P}memberships" \
   --group "${P}memberships.urgent"
 acl --allow-principal User:memberships --operation Describe --operation Create --operation Alter \
+  --topic "${P}campaign-audience-resolved" \
+  --topic "${P}campaign-audience-resolved-dlq" \
   --topic "${P}campaign-launched" \
   --topic "${P}campaign-launched-dlq" \
+  --topic "${P}campaign-recipient-selected" \
+  --topic "${P}campaign-recipient-selected-dlq" \
   --topic "${P}consent-confirmation-requested" \
   --topic "${P}consent-confirmation-requested-dlq" \
   --topic "${P}consent-granted" \
@@ -322,6 +342,8 @@ acl --allow-principal User:messaging --operation Write \
   --topic "${P}message-failed" \
   --topic "${P}message-opened" \
   --topic "${P}message-sent" \
+  --topic "${P}campaign-audience-resolved-dlq" \
+  --topic "${P}campaign-recipient-selected-dlq" \
   --topic "${P}consent-confirmation-requested-dlq" \
   --topic "${P}consent-granted-dlq" \
   --topic "${P}consent-revoked-dlq" \
@@ -333,6 +355,8 @@ acl --allow-principal User:messaging --operation Write \
   --topic "${P}federation-updated-dlq" \
   --topic "${P}suppression-added-dlq"
 acl --allow-principal User:messaging --operation Read \
+  --topic "${P}campaign-audience-resolved" \
+  --topic "${P}campaign-recipient-selected" \
   --topic "${P}consent-confirmation-requested" \
   --topic "${P}consent-granted" \
   --topic "${P}consent-revoked" \
@@ -347,8 +371,12 @@ acl --allow-principal User:messaging --operation Read \
   --group "${P}messaging" \
   --group "${P}messaging.urgent"
 acl --allow-principal User:messaging --operation Describe --operation Create --operation Alter \
+  --topic "${P}campaign-audience-resolved" \
+  --topic "${P}campaign-audience-resolved-dlq" \
   --topic "${P}campaign-launched" \
   --topic "${P}campaign-launched-dlq" \
+  --topic "${P}campaign-recipient-selected" \
+  --topic "${P}campaign-recipient-selected-dlq" \
   --topic "${P}consent-confirmation-requested" \
   --topic "${P}consent-confirmation-requested-dlq" \
   --topic "${P}consent-granted" \

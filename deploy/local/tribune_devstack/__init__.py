@@ -1,5 +1,6 @@
 """Local (no-docker) runners for the Tribune platform: Kafka from Maven jars, SecantusDB,
-an SMTP sink, and the five services' API and worker processes. See deploy/local/README.md."""
+an SMTP sink, a fake SMS provider, and the five services' API and worker processes. See
+deploy/local/README.md."""
 
 from tribune_devstack.infra import (
     INFRA,
@@ -8,6 +9,7 @@ from tribune_devstack.infra import (
     fetch_kafka,
     kafka_ready,
     kafka_version,
+    sms_ready,
     smtp_ready,
     stop_infra,
     store_ready,
@@ -42,6 +44,7 @@ __all__ = [
     "kafka_ready",
     "kafka_version",
     "process_specs",
+    "sms_ready",
     "smtp_ready",
     "stack_env",
     "stack_secrets",

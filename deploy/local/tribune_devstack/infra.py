@@ -1,4 +1,4 @@
-"""Infra lifecycle: Kafka, the store (SecantusDB) and the SMTP sink.
+"""Infra lifecycle: Kafka, the store (SecantusDB), the SMTP sink and the fake SMS provider.
 
 Each is reused when its port already answers, else started detached with a pid file
 under <infra dir>/pids and its output in <infra dir>/logs/<name>.log.
@@ -45,12 +45,17 @@ __all__ = [
     "infra_status",
     "kafka_ready",
     "kafka_version",
+    "sms_ready",
     "smtp_ready",
     "stop_infra",
     "store_ready",
 ]
 
-INFRA: tuple[str, ...] = ("kafka", "store", "smtp")
+INFRA: tuple[str, ...] = ("kafka", "store", "smtp", "sms")
+#: where the fake SMS provider calls the stack back, through the gateway: inbound SMS (the
+#: consent STOP webhook) and delivery receipts (messaging's, one path per provider style)
+SMS_INBOUND_PATH = "/api/v1/webhooks/sms"
+SMS_RECEIPT_PATH = "/api/v1/webhooks/sms-receipts/{provider}"
 T = TypeVar("T")
 
 
@@ -112,15 +117,29 @@ def smtp_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
         return False
 
 
+def sms_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(f"{cfg.sms_url}/health", timeout=timeout)
+        return r.status_code == 200 and r.json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 _PROBES: dict[str, Callable[[StackConfig], bool]] = {
     "kafka": kafka_ready,
     "store": store_ready,
     "smtp": smtp_ready,
+    "sms": sms_ready,
 }
 
 
 def _port(cfg: StackConfig, name: str) -> int:
-    return {"kafka": cfg.kafka_port, "store": cfg.store_port, "smtp": cfg.smtp_port}[name]
+    return {
+        "kafka": cfg.kafka_port,
+        "store": cfg.store_port,
+        "smtp": cfg.smtp_port,
+        "sms": cfg.sms_port,
+    }[name]
 
 
 def _timeout(cfg: StackConfig, name: str) -> float:
@@ -160,6 +179,22 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
             ":memory:" if cfg.store_in_memory else str(home),
             *cache,
         ]
+    if name == "sms":
+        return [
+            sys.executable,
+            "-m",
+            "tribune_devstack.fake_sms",
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.sms_port),
+            "--ovh-receipt-url",
+            cfg.gateway_url + SMS_RECEIPT_PATH.format(provider="ovh"),
+            "--twilio-receipt-url",
+            cfg.gateway_url + SMS_RECEIPT_PATH.format(provider="twilio"),
+            "--inbound-url",
+            cfg.gateway_url + SMS_INBOUND_PATH,
+        ]
     return [
         sys.executable,
         "-m",
@@ -182,6 +217,18 @@ def _env(cfg: StackConfig, name: str) -> dict[str, str] | None:
         # An in-memory secantusd still makes a scratch home with mkdtemp and deletes it on
         # a clean exit: after a SIGKILL it stays behind, so put it in the stack's folder.
         return {**os.environ, "TMPDIR": str(cfg.infra_dir / "store")}
+    if name == "sms":
+        # The fake signs receipts and inbound SMS with the stack's secrets, which messaging
+        # and consent are given too (platform.stack_env); in the environment, not argv.
+        # Imported here: platform imports this module.
+        from tribune_devstack.platform import stack_secrets
+
+        sec = stack_secrets(cfg)
+        return {
+            **os.environ,
+            "FAKE_SMS_RECEIPT_SECRET": sec["sms_receipt_secret"],
+            "FAKE_SMS_INBOUND_SECRET": sec["sms_webhook_secret"],
+        }
     return None
 
 
@@ -212,7 +259,8 @@ class InfraHandle:
 
 
 def ensure_infra(cfg: StackConfig, only: Iterable[str] = INFRA) -> InfraHandle:
-    """Make Kafka, store and SMTP sink answer on cfg's ports; start what is missing."""
+    """Make Kafka, store, SMTP sink and fake SMS provider answer on cfg's ports; start
+    what is missing."""
     # Concurrent starts of one stack's infra (two `make up`): the second waits, then reuses.
     with file_lock(cfg.infra_dir / "infra.lock"):
         return _ensure_infra(cfg, only)

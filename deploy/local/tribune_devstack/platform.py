@@ -79,6 +79,9 @@ _SECRET_KEYS = (
     "unsubscribe_secret",
     "suppression_salt",
     "sms_webhook_secret",
+    # the fake SMS provider's receipt signatures, and the credentials messaging sends it
+    "sms_receipt_secret",
+    "sms_provider_secret",
     "admin_password",
 )
 
@@ -134,6 +137,14 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         "TRIBUNE_UNSUBSCRIBE_SECRET": sec["unsubscribe_secret"],
         "TRIBUNE_SUPPRESSION_SALT": sec["suppression_salt"],
         "CONSENT_WEBHOOK_SECRET": sec["sms_webhook_secret"],
+        # SMS through the stack's fake provider, both styles (tribune_devstack.fake_sms)
+        "MESSAGING_SMS_OVH_BASE_URL": f"{cfg.sms_url}/1.0",
+        "MESSAGING_SMS_TWILIO_BASE_URL": f"{cfg.sms_url}/2010-04-01",
+        "MESSAGING_SMS_OVH_APPLICATION_SECRET": sec["sms_provider_secret"],
+        "MESSAGING_SMS_OVH_CONSUMER_KEY": sec["sms_provider_secret"],
+        "MESSAGING_SMS_TWILIO_AUTH_TOKEN": sec["sms_provider_secret"],
+        "MESSAGING_SMS_OVH_RECEIPT_SECRET": sec["sms_receipt_secret"],
+        "MESSAGING_SMS_TWILIO_RECEIPT_SECRET": sec["sms_receipt_secret"],
         # links in emails point at this stack's gateway
         "CONSENT_PUBLIC_BASE_URL": cfg.gateway_url,
         "MESSAGING_UNSUBSCRIBE_BASE_URL": f"{cfg.gateway_url}/api/v1/public/consents/unsubscribe",

@@ -95,6 +95,7 @@ class StackConfig:
     store_port: int = 27017
     smtp_port: int = 1025
     smtp_http_port: int = 8025
+    sms_port: int = 8026  # the fake SMS provider (HTTP)
     http_ports: Mapping[str, int] = field(default_factory=lambda: dict(_DEFAULT_HTTP_PORTS))
     worker_ports: Mapping[str, int] = field(default_factory=lambda: dict(_DEFAULT_WORKER_PORTS))
     topic_prefix: str = ""
@@ -140,6 +141,10 @@ class StackConfig:
     @property
     def smtp_http_url(self) -> str:
         return f"http://{self.host}:{self.smtp_http_port}"
+
+    @property
+    def sms_url(self) -> str:
+        return f"http://{self.host}:{self.sms_port}"
 
     def service_url(self, service: str) -> str:
         return f"http://{self.host}:{self.http_ports[service]}"
@@ -200,6 +205,7 @@ class StackConfig:
             store_port=_env_int(env, "TRIBUNE_STORE_PORT", 27017),
             smtp_port=_env_int(env, "TRIBUNE_SMTP_PORT", 1025),
             smtp_http_port=_env_int(env, "TRIBUNE_SMTP_HTTP_PORT", 8025),
+            sms_port=_env_int(env, "TRIBUNE_SMS_PORT", 8026),
             http_ports=http_ports,
             worker_ports=worker_ports,
             topic_prefix=env.get("TRIBUNE_TOPIC_PREFIX", ""),
@@ -232,7 +238,8 @@ class StackConfig:
         """A stack of its own for one test session or benchmark, sharing nothing with the
         dev stack: free ports for Kafka (broker and controller), the store, the SMTP sink
         and every service; unique topic/db prefixes; infra data, logs and pids in one
-        ephemeral folder, `.local/tests/<name>` (or `<state_root>/<name>`).
+        ephemeral folder, `.local/tests/<name>` (or `<state_root>/<name>`). The fake SMS
+        provider gets a free port too.
 
         The rest (JDK, Kafka heap and jars, timeouts, store cache, TRIBUNE_KEEP_INFRA) is
         read from env as for any stack.
@@ -241,8 +248,8 @@ class StackConfig:
         tag = uuid.uuid4().hex[:8]
         name = name or f"test-{tag}"
         state_dir = (state_root or repo_root() / ".local" / "tests") / name
-        kafka, controller, store, smtp, smtp_http, *ports = find_free_ports(
-            5 + 2 * len(SERVICES), base.host
+        kafka, controller, store, smtp, smtp_http, sms, *ports = find_free_ports(
+            6 + 2 * len(SERVICES), base.host
         )
         http_ports = {svc: ports[i] for i, svc in enumerate(SERVICES)}
         worker_ports = {svc: ports[len(SERVICES) + i] for i, svc in enumerate(SERVICES)}
@@ -256,6 +263,7 @@ class StackConfig:
             store_port=store,
             smtp_port=smtp,
             smtp_http_port=smtp_http,
+            sms_port=sms,
             http_ports=http_ports,
             worker_ports=worker_ports,
             topic_prefix=f"t{tag}.",

@@ -150,13 +150,6 @@ def text_sha256(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def ancestor_paths(federation_path: str) -> list[str]:
-    """A federation's path and its ancestors', root first: a text of the national level
-    is usable by every federation under it."""
-    parts = [p for p in federation_path.strip("/").split("/") if p]
-    return ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
-
-
 def proof_of(
     *,
     text: dict[str, Any] | None,

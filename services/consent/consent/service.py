@@ -27,7 +27,7 @@ from tribune_shared.events.contracts import (
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
-from tribune_shared.store import Store, subtree_filter
+from tribune_shared.store import Store, ancestor_paths, subtree_filter
 from tribune_shared.subscriptions import Awaiting
 from tribune_shared.suppression import phone_hash
 from tribune_shared.tokens import SignedTokens, TokenError, UnsubscribeTokens
@@ -40,7 +40,6 @@ from consent.domain import (
     ConsentStatus,
     LedgerEntry,
     Source,
-    ancestor_paths,
     carried_over,
     check_double_opt_in,
     check_purpose,

@@ -23,11 +23,12 @@ from typing import Any
 
 from tqdm import tqdm
 from tribune_shared.federations import FEDERATIONS
+from tribune_shared.ids import sortable_id
 from tribune_shared.outbox import kernel_indexes
 from tribune_shared.store import Store
 
 from contacts.domain import InvalidFields
-from contacts.import_jobs import COUNTS, ImportRunner, now_ms, sortable_id, worker_id
+from contacts.import_jobs import COUNTS, ImportRunner, now_ms, worker_id
 from contacts.import_service import check_options
 from contacts.imports import (
     EncodingDetector,

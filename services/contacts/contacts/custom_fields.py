@@ -51,12 +51,6 @@ class CustomFieldDefinition(BaseModel):
     created_by: str
 
 
-def ancestor_paths(federation_path: str) -> list[str]:
-    """A federation's path and its ancestors' ("/a/b/" -> ["/a/", "/a/b/"])."""
-    parts = [p for p in federation_path.split("/") if p]
-    return ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
-
-
 def check_definition(
     name: str,
     type_: CustomFieldType,

@@ -73,11 +73,6 @@ COUNTS = ("created", "updated", "merged", "unchanged", "skipped", "rejected", "f
 BATCH_ATTEMPTS = 8
 
 
-def sortable_id() -> str:
-    """32 hex characters, in creation order (milliseconds, then random)."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
-
-
 def now_ms() -> datetime:
     now = utcnow()
     return now.replace(microsecond=now.microsecond // 1000 * 1000)

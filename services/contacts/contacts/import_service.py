@@ -17,11 +17,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from tribune_shared.auth import Identity
 from tribune_shared.errors import DomainError, NotFound, PayloadTooLarge, Refused
 from tribune_shared.federations import FederationDirectory
+from tribune_shared.ids import sortable_id
 from tribune_shared.logging import current_correlation_id, get_logger, new_correlation_id
 from tribune_shared.store import Store
 
 from contacts.domain import InvalidFields, normalise_tag
-from contacts.import_jobs import COUNTS, now_ms, sortable_id
+from contacts.import_jobs import COUNTS, now_ms
 from contacts.imports import (
     DELIMITER_NAMES,
     DELIMITERS,

@@ -14,6 +14,7 @@ from tribune_shared.auth import Identity
 from tribune_shared.errors import Conflict, NotFound, Refused
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ContactMergedV1
+from tribune_shared.ids import sortable_id
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store, subtree_filter
@@ -25,7 +26,7 @@ from contacts.domain import (
     contact_updated,
     normalise_contact,
 )
-from contacts.import_jobs import now_ms, sortable_id
+from contacts.import_jobs import now_ms
 from contacts.merge import (
     Candidate,
     LikelyPair,

@@ -136,6 +136,14 @@ class ContactsSettings(ServiceSettings):
         description="federations up to this size are deduplicated from an in-memory map",
     )
     import_temp_dir: str | None = Field(default=None, description="the worker's spool directory")
+    # Campaign audiences (contacts.audiences): contacts selected per transaction (their
+    # events are one packed outbox row), how often the worker looks for new campaigns, and
+    # how long a job stays with a worker that stopped renewing it.
+    audience_page_size: int = Field(
+        default=500, ge=1, le=10_000, description="recipients selected per transaction"
+    )
+    audience_poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    audience_lease_seconds: float = Field(default=60, ge=5, le=3600)
     duplicate_name_threshold: float = Field(default=88, ge=50, le=100)
     duplicate_max_scanned: int = Field(default=20_000, ge=100, le=1_000_000)
     duplicate_max_block: int = Field(default=1_000, ge=10, le=20_000)

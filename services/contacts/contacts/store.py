@@ -12,9 +12,9 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.outbox import Outbox
-from tribune_shared.store import IndexSpec, Store, subtree_filter
+from tribune_shared.store import IndexSpec, Store, ancestor_paths, subtree_filter
 
-from contacts.custom_fields import CustomFieldDefinition, ancestor_paths
+from contacts.custom_fields import CustomFieldDefinition
 from contacts.domain import Contact, SearchTerms, SortOrder, search_keys
 
 CONTACTS = "contacts"

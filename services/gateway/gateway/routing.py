@@ -77,6 +77,19 @@ ROUTES: tuple[Route, ...] = (
         "messaging",
         large_bodies=(LargeBody("POST", "/api/v1/messages", "max_text_body_bytes"),),
     ),
+    Route(
+        "/api/v1/templates",
+        "messaging",
+        # a template's HTML and text parts, JSON-escaped, are far above the JSON limit
+        large_bodies=(
+            LargeBody("POST", "/api/v1/templates", "max_text_body_bytes"),
+            LargeBody("POST", "/api/v1/templates/{template_id}/versions", "max_text_body_bytes"),
+            LargeBody(
+                "PUT", "/api/v1/templates/{template_id}/versions/{version}", "max_text_body_bytes"
+            ),
+        ),
+    ),
+    Route("/api/v1/campaigns", "messaging"),
     Route("/api/v1/privacy", "consent"),  # privacy requests (DPO); export: gateway.privacy
 )
 

@@ -50,13 +50,19 @@ class MessageView(BaseModel):
     contact_id: str
     channel: Channel
     purpose: str
-    subject: str
+    subject: str | None = Field(
+        default=None, description="a campaign message's subject is its template's, rendered"
+    )
     status: MessageStatus
     federation_id: str
     created_at: datetime
+    campaign_id: str | None = None
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     failure_reason: str | None = None
+    refused_rule: str | None = Field(
+        default=None, description="the rule that refused it at send time (status refused)"
+    )
     transactional: bool = Field(
         default=False, description="sent at the person's request (double opt-in confirmation)"
     )

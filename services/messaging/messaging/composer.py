@@ -26,6 +26,7 @@ __all__ = [
     "InvalidRecipientAddress",
     "InvalidToken",
     "UnsubscribeTokens",
+    "build_campaign_email",
     "build_email",
     "build_transactional_email",
     "sender_domain",
@@ -62,13 +63,50 @@ def build_email(
     date: datetime,
 ) -> EmailMessage:
     """The email as it will be handed to the SMTP server."""
+    footer = footer_template.replace("{url}", unsubscribe_link)
+    message = _addressed(message_id, mail_from, recipient, subject, date)
+    message["List-Unsubscribe"] = f"<{unsubscribe_link}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    # "-- " is the standard signature separator: mail clients show the footer apart.
+    message.set_content(f"{text.rstrip()}\n\n-- \n{footer}\n")
+    return message
+
+
+def build_campaign_email(
+    *,
+    message_id: str,
+    mail_from: str,
+    recipient: Recipient,
+    subject: str,
+    text: str,
+    html: str | None,
+    unsubscribe_link: str,
+    date: datetime,
+    campaign_id: str,
+) -> EmailMessage:
+    """A campaign's email: the rendered template's parts (plain text, and HTML as the
+    alternative), with one-click unsubscribe headers (RFC 8058). The template itself
+    carries the visible unsubscribe link (checked when it is saved)."""
+    message = _addressed(message_id, mail_from, recipient, subject, date)
+    message["List-Unsubscribe"] = f"<{unsubscribe_link}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    # lets mailbox providers' feedback loops name the campaign without personal data
+    message["Feedback-ID"] = f"{campaign_id}:tribune"
+    message.set_content(text if text.endswith("\n") else text + "\n")
+    if html:
+        message.add_alternative(html, subtype="html")
+    return message
+
+
+def _addressed(
+    message_id: str, mail_from: str, recipient: Recipient, subject: str, date: datetime
+) -> EmailMessage:
     if not recipient.email:
         raise InvalidRecipientAddress("contact has no email address")
     try:
         to = Address(display_name=recipient.display_name, addr_spec=recipient.email)
     except (ValueError, IndexError, HeaderParseError) as exc:  # the parser raises any
         raise InvalidRecipientAddress(f"invalid email address: {exc}") from exc
-    footer = footer_template.replace("{url}", unsubscribe_link)
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = to
@@ -76,10 +114,6 @@ def build_email(
     message["Date"] = format_datetime(date)
     message["Message-ID"] = f"<{message_id}@{sender_domain(mail_from)}>"
     message[MESSAGE_ID_HEADER] = message_id
-    message["List-Unsubscribe"] = f"<{unsubscribe_link}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    # "-- " is the standard signature separator: mail clients show the footer apart.
-    message.set_content(f"{text.rstrip()}\n\n-- \n{footer}\n")
     return message
 
 
@@ -94,19 +128,7 @@ def build_transactional_email(
 ) -> EmailMessage:
     """A transactional email (e.g. a double opt-in confirmation): no unsubscribe, since it
     is sent once at the person's request and is no marketing."""
-    if not recipient.email:
-        raise InvalidRecipientAddress("contact has no email address")
-    try:
-        to = Address(display_name=recipient.display_name, addr_spec=recipient.email)
-    except (ValueError, IndexError, HeaderParseError) as exc:
-        raise InvalidRecipientAddress(f"invalid email address: {exc}") from exc
-    message = EmailMessage()
-    message["From"] = mail_from
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(date)
-    message["Message-ID"] = f"<{message_id}@{sender_domain(mail_from)}>"
-    message[MESSAGE_ID_HEADER] = message_id
+    message = _addressed(message_id, mail_from, recipient, subject, date)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(f"{text.rstrip()}\n")
     return message

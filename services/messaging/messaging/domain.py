@@ -22,9 +22,12 @@ class ConsentStatus(StrEnum):
 
 
 class MessageStatus(StrEnum):
-    sending = "sending"  # handed to the provider, outcome not recorded yet
+    queued = "queued"  # a campaign's intent: waiting for a worker
+    sending = "sending"  # claimed or handed to the provider, outcome not recorded yet
     sent = "sent"
     failed = "failed"
+    refused = "refused"  # a rule refused it at send time (``refused_rule`` says which)
+    cancelled = "cancelled"  # its campaign was cancelled before it was sent
 
 
 # ---------------------------------------------------------------- projections
@@ -62,6 +65,10 @@ class Recipient:
     email: str | None = None
     given_name: str = ""
     family_name: str = ""
+    phone: str | None = None  # E.164
+    origin_kind: str | None = None  # tribune_shared.events.contracts.OriginKind
+    origin_detail: str = ""
+    department: str | None = None  # INSEE code ("75", "2A", "974")
 
     @property
     def display_name(self) -> str:

@@ -35,8 +35,15 @@ def contact_state(envelope: Envelope) -> Projected:
         event.contact_version,
         {
             "email": event.contact.email,
+            "phone": event.contact.phone,
             "given_name": event.contact.given_name,
             "family_name": event.contact.family_name,
+            # where the data came from: the line saying why the person receives a message,
+            # and the rented-file rule
+            "origin_kind": origin.kind.value if (origin := event.contact.origin) else None,
+            "origin_detail": origin.detail if origin else "",
+            # the recipient's clock and public holidays (SMS quiet hours)
+            "department": address.department if (address := event.contact.address) else None,
             "federation_id": envelope.federation_id,
             "federation_path": envelope.federation_path,
         },

@@ -1,18 +1,31 @@
 from __future__ import annotations
 
+import re
 from email.utils import parseaddr
-from typing import ClassVar
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 from tribune_shared.settings import DEV_SECRET, ServiceSettings
 
+from messaging.campaigns.rules import parse_windows
 from messaging.domain import single_line_problem
 
 #: hard caps of the API; the settings below may only tighten them
 SUBJECT_MAX_CHARS = 200
 TEXT_MAX_CHARS = 100_000
+#: a template part (HTML or text source, messaging.templates)
+TEMPLATE_PART_MAX_CHARS = 100_000
+
+#: the SMS provider styles messaging.sms has adapters for
+SmsProviderName = Literal["ovh", "twilio"]
+_SMS_PROVIDER_ORDER: tuple[SmsProviderName, ...] = ("ovh", "twilio")
+#: an alphanumeric sender id (what the phone shows) or a phone number
+_SMS_SENDER_ALNUM = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 .\-]{1,11}$")
+_SMS_SENDER_NUMBER = re.compile(r"^\+?[1-9]\d{2,14}$")
 
 
 class MessagingSettings(ServiceSettings):
@@ -34,6 +47,9 @@ class MessagingSettings(ServiceSettings):
     smtp_use_tls: bool = Field(default=False, description="implicit TLS (port 465)")
     smtp_start_tls: bool | None = Field(
         default=None, description="STARTTLS: true forces, false disables, unset = if offered"
+    )
+    smtp_pool_size: int = Field(
+        default=8, ge=1, le=256, description="SMTP sessions a worker keeps open for campaigns"
     )
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
@@ -68,10 +84,187 @@ class MessagingSettings(ServiceSettings):
         max_length=5000,
     )
 
+    # SMS (messaging.sms): providers over HTTP, tried in order, the next when one fails
+    sms_provider_order: list[SmsProviderName] = Field(
+        default_factory=lambda: list(_SMS_PROVIDER_ORDER),
+        min_length=1,
+        max_length=2,
+        description="SMS providers in failover order (ovh, twilio): the first that takes it",
+    )
+    sms_sender_id: str = Field(
+        default="Tribune",
+        description="what the phone shows as sender: 1-11 letters/digits, or a number",
+    )
+    sms_max_segments: int = Field(
+        default=6, ge=1, le=10, description="most SMS parts one message may take"
+    )
+    sms_timeout_seconds: float = Field(
+        default=10, gt=0, le=60, description="per HTTP request to an SMS provider"
+    )
+    sms_max_connections: int = Field(
+        default=20, ge=1, le=1000, description="pooled connections to the SMS providers"
+    )
+    sms_max_attempts: int = Field(
+        default=3, ge=1, le=10, description="tries per provider on 5xx, 429 and timeouts"
+    )
+    sms_retry_backoff_seconds: float = Field(
+        default=0.5, ge=0, le=30, description="wait before the first retry, doubled each retry"
+    )
+    sms_retry_backoff_max_seconds: float = Field(
+        default=5, ge=0, le=300, description="longest wait between two retries"
+    )
+    sms_receipt_tolerance_seconds: int = Field(
+        default=300, ge=1, le=3600, description="age beyond which a signed receipt is refused"
+    )
+    # OVH-like provider (JSON jobs API, X-Ovh-* signed requests)
+    sms_ovh_base_url: str = Field(
+        default="http://127.0.0.1:8026/1.0",
+        description="API root (OVH: https://eu.api.ovh.com/1.0)",
+    )
+    sms_ovh_service_name: str = Field(default="sms-tribune-1", min_length=1, max_length=64)
+    sms_ovh_application_key: str = Field(default="tribune-dev", min_length=1, max_length=128)
+    #: credentials (unset: this provider is left out of the order). Not in secret_fields:
+    #: SMS is optional, a deployment without a provider need not set them.
+    sms_ovh_application_secret: SecretStr | None = None
+    sms_ovh_consumer_key: SecretStr | None = None
+    #: HMAC-SHA256 secret of the provider's delivery receipts (unset: receipts refused)
+    sms_ovh_receipt_secret: SecretStr | None = None
+    sms_ovh_rate_per_second: float = Field(
+        default=10, gt=0, le=10_000, description="messages per second handed to this provider"
+    )
+    sms_ovh_burst: int = Field(
+        default=10, ge=1, le=10_000, description="messages sent at once after an idle time"
+    )
+    # Twilio-like provider (form-encoded Messages API, basic auth)
+    sms_twilio_base_url: str = Field(
+        default="http://127.0.0.1:8026/2010-04-01",
+        description="API root (Twilio: https://api.twilio.com/2010-04-01)",
+    )
+    sms_twilio_account_sid: str = Field(default="ACtribunedev", min_length=1, max_length=64)
+    #: credentials (unset: this provider is left out of the order)
+    sms_twilio_auth_token: SecretStr | None = None
+    #: HMAC-SHA256 secret of the provider's delivery receipts (unset: receipts refused)
+    sms_twilio_receipt_secret: SecretStr | None = None
+    sms_twilio_status_callback_url: str | None = Field(
+        default=None, description="StatusCallback sent with each message (receipts go there)"
+    )
+    sms_twilio_rate_per_second: float = Field(default=10, gt=0, le=10_000)
+    sms_twilio_burst: int = Field(default=10, ge=1, le=10_000)
+
+    # Send-time rules of campaigns (messaging.campaigns.rules)
+    sms_quiet_hours_enabled: bool = Field(
+        default=True, description="hold marketing SMS outside the allowed hours (below)"
+    )
+    sms_allowed_hours: str = Field(
+        default="mon-sat 08:00-20:00",
+        min_length=1,
+        max_length=500,
+        description="when marketing SMS may reach people, on their own clock, e.g. "
+        "'mon-fri 08:00-20:00; sat 09:00-18:00'; other days and public holidays are quiet",
+    )
+    sms_holiday_country: str = Field(
+        default="FR",
+        max_length=2,
+        description="whose public holidays are quiet all day (ISO code; empty: none)",
+    )
+    sms_default_timezone: str = Field(
+        default="Europe/Paris",
+        min_length=1,
+        max_length=64,
+        description="a recipient's time zone when neither the contact, their department "
+        "nor their phone number tells it",
+    )
+    cap_enabled: bool = Field(default=True, description="apply the frequency cap (below)")
+    cap_messages: int = Field(
+        default=3, ge=1, le=1000, description="most marketing messages a person gets per window"
+    )
+    cap_window_days: int = Field(
+        default=7, ge=1, le=366, description="the frequency cap's rolling window, in days"
+    )
+    cap_per_channel: bool = Field(
+        default=False,
+        description="count the cap per channel (false: email and SMS together)",
+    )
+
+    @field_validator("sms_allowed_hours")
+    @classmethod
+    def _allowed_hours(cls, value: str) -> str:
+        parse_windows(value)  # raises ValueError naming the faulty entry
+        return value
+
+    @field_validator("sms_holiday_country")
+    @classmethod
+    def _holiday_country(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value and value not in holidays.list_supported_countries():
+            raise ValueError(f"{value!r} is not a country the holidays library knows")
+        return value
+
+    @field_validator("sms_default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    # Campaigns (messaging.campaigns): the dispatcher every worker runs
+    campaign_poll_interval_seconds: float = Field(
+        default=0.2, gt=0, le=60, description="how often an idle dispatcher looks for work"
+    )
+    campaign_claim_size: int = Field(
+        default=200, ge=1, le=10_000, description="queued messages a dispatcher takes at once"
+    )
+    campaign_handoff_size: int = Field(
+        default=25,
+        ge=1,
+        le=1_000,
+        description="messages handed over between two re-checks of consent and state: a "
+        "crash re-sends at most this many; a revocation stops all but those in flight",
+    )
+    campaign_claim_timeout_seconds: float = Field(
+        default=120,
+        ge=5,
+        le=86_400,
+        description="claimed messages of a worker that died go back to the queue after this",
+    )
+    campaign_schedule_horizon_days: int = Field(default=365, ge=1, le=3650)
+    campaign_breaker_min_sent: int = Field(
+        default=200, ge=1, le=10_000_000, description="sent before the circuit breaker judges"
+    )
+    campaign_breaker_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    campaign_breaker_complaint_rate: float = Field(default=0.003, gt=0, le=1)
+    campaign_breaker_unsubscribe_rate: float = Field(default=0.02, gt=0, le=1)
+
     # Limits (the API refuses more than the hard caps whatever these say)
     subject_max_chars: int = Field(default=SUBJECT_MAX_CHARS, ge=1, le=SUBJECT_MAX_CHARS)
     text_max_chars: int = Field(default=TEXT_MAX_CHARS, ge=1, le=TEXT_MAX_CHARS)
     history_default_limit: int = Field(default=50, ge=1, le=10_000)
+
+    # Message templates (messaging.templates)
+    template_part_max_chars: int = Field(
+        default=TEMPLATE_PART_MAX_CHARS,
+        ge=1,
+        le=TEMPLATE_PART_MAX_CHARS,
+        description="characters of a template's HTML or text part (its source)",
+    )
+    template_render_max_chars: int = Field(
+        default=200_000,
+        ge=1000,
+        le=10_000_000,
+        description="characters of one rendered part; a template rendering more is refused",
+    )
+    template_sms_stop_text: str = Field(
+        default="STOP",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\r\n]+$",
+        description="opt-out wording every SMS template prints as is, e.g. 'STOP au 36xxx'",
+    )
+    template_cache_size: int = Field(
+        default=256, ge=1, le=100_000, description="compiled template versions a process keeps"
+    )
 
     @field_validator("mail_from")
     @classmethod
@@ -81,12 +274,36 @@ class MessagingSettings(ServiceSettings):
             raise ValueError("must be an email address, e.g. 'Tribune <no-reply@example.org>'")
         return value
 
-    @field_validator("unsubscribe_base_url")
+    @field_validator(
+        "unsubscribe_base_url",
+        "sms_ovh_base_url",
+        "sms_twilio_base_url",
+        "sms_twilio_status_callback_url",
+    )
     @classmethod
-    def _absolute_url(cls, value: str) -> str:
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("sms_provider_order")
+    @classmethod
+    def _distinct_providers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names each provider once")
+        return value
+
+    @field_validator("sms_sender_id")
+    @classmethod
+    def _sms_sender(cls, value: str) -> str:
+        if not (_SMS_SENDER_ALNUM.match(value) or _SMS_SENDER_NUMBER.match(value)):
+            raise ValueError(
+                "must be 1 to 11 letters, digits, spaces, dots or dashes with at least one "
+                "letter, or a phone number (+33612345678)"
+            )
         return value
 
     @field_validator("confirmation_text")

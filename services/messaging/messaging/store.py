@@ -144,6 +144,30 @@ class MessagingStore:
         )
         return bool(doc and doc.get("erased"))
 
+    async def recipients(self, contact_ids: list[str]) -> dict[str, Recipient]:
+        """The projected contacts among these ids (erased and merged ones are not)."""
+        found = {}
+        async for doc in self.store[CONTACTS].find({"_id": {"$in": contact_ids}}):
+            if (recipient := _recipient(doc)) is not None:
+                found[recipient.contact_id] = recipient
+        return found
+
+    async def consents_of(
+        self, contact_ids: list[str], channel: Channel, purpose: str
+    ) -> dict[str, ConsentState]:
+        """The latest consent fact for ``channel`` x ``purpose`` of each of these contacts."""
+        keys = [consent_key(c, channel, purpose) for c in contact_ids]
+        out = {}
+        async for doc in self.store[CONSENTS].find({"_id": {"$in": keys}}):
+            out[doc["contact_id"]] = ConsentState(
+                status=ConsentStatus(doc["status"]), changed_at=doc["changed_at"]
+            )
+        return out
+
+    async def suppressed_among(self, address_hashes: list[str]) -> set[str]:
+        docs = self.store[SUPPRESSED].find({"_id": {"$in": address_hashes}}, {"_id": 1})
+        return {d["_id"] async for d in docs}
+
     async def recipient(
         self, contact_id: str, session: AsyncClientSession | None = None
     ) -> Recipient | None:
@@ -229,4 +253,8 @@ def _recipient(doc: dict[str, Any]) -> Recipient | None:
         email=doc.get("email"),
         given_name=doc.get("given_name") or "",
         family_name=doc.get("family_name") or "",
+        phone=doc.get("phone"),
+        origin_kind=doc.get("origin_kind"),
+        origin_detail=doc.get("origin_detail") or "",
+        department=doc.get("department"),
     )

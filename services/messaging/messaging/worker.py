@@ -6,22 +6,31 @@ idempotent, and one relay at a time holds the outbox lease.
 
 from __future__ import annotations
 
+import asyncio
+
 from tribune_shared.federations import FederationDirectory
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
+from messaging.campaigns.content import TemplateContent
+from messaging.campaigns.dispatcher import Dispatcher
+from messaging.campaigns.handlers import campaign_handlers
+from messaging.campaigns.service import CampaignService
+from messaging.campaigns.store import INDEXES as CAMPAIGN_INDEXES
 from messaging.handlers import (
     confirmation_handlers,
     consent_handlers,
     contact_handlers,
     suppression_handlers,
 )
-from messaging.mailer import SmtpMailer
+from messaging.mailer import SmtpMailer, SmtpPool
 from messaging.privacy import erasure_handlers
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
+from messaging.sms.providers import build_sms_sender, sms_http_client
 from messaging.store import INDEXES, MessagingStore
+from messaging.templates.service import TemplateService
 
 
 def build_worker(settings: MessagingSettings | None = None) -> Worker:
@@ -38,8 +47,36 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         .add(confirmation_handlers(service))
         .add(FederationDirectory(store).handlers())
         .add(erasure_handlers(store))
+        .add(campaign_handlers(store))
     )
-    return Worker(settings, store, subscriptions=subscriptions, indexes=INDEXES)
+    content = TemplateContent(TemplateService(settings, store))
+    campaigns = CampaignService(settings, store, content)
+
+    async def dispatch(stop: asyncio.Event) -> None:  # campaign sending (messaging.campaigns)
+        pool = SmtpPool(settings)
+        client = sms_http_client(settings)
+        sms = build_sms_sender(settings, client)
+        dispatcher = Dispatcher(
+            settings,
+            store,
+            content=content,
+            email=pool,
+            sms=sms if sms.providers else None,
+            launch=campaigns.launch_due,
+        )
+        try:
+            await dispatcher.run(stop)
+        finally:
+            await pool.close()
+            await client.aclose()
+
+    return Worker(
+        settings,
+        store,
+        subscriptions=subscriptions,
+        indexes=[*INDEXES, *CAMPAIGN_INDEXES],
+        tasks=[dispatch],
+    )
 
 
 if __name__ == "__main__":

@@ -547,14 +547,57 @@ class ReceiptIssuedV1(EventContract):
 # ---------------------------------------------------------------- messaging
 
 
-@contract("campaign-launched", 1, key="campaign_id", owner="messaging")
+@contract("campaign-launched", 1, key="campaign_id", owner="messaging", consumers=("contacts",))
 class CampaignLaunchedV1(EventContract):
-    """A campaign started sending."""
+    """A campaign started sending. Contacts, the owner of people and of the segment
+    language, answers with the audience: one ``campaign-recipient-selected`` per contact of
+    the segment (or of the whole federation subtree without one) within the envelope's
+    federation subtree, then ``campaign-audience-resolved``."""
 
     campaign_id: str
     channel: Channel
     segment_id: str | None = None
     launched_at: datetime
+    #: the consent purpose the campaign is for (messaging checks it at send time)
+    purpose: str | None = None
+    #: contacts without an address on the channel are left out of the audience
+    needs_address: bool = True
+
+
+@contract(
+    "campaign-recipient-selected",
+    1,
+    key="contact_id",
+    owner="contacts",
+    partitions=6,
+    consumers=("messaging",),
+)
+class CampaignRecipientSelectedV1(EventContract):
+    """A contact belongs to a launched campaign's audience (keyed by contact: the audience
+    spreads over every partition, so every messaging worker takes its share). Messaging
+    records the message's intent and re-checks every rule when it sends."""
+
+    campaign_id: str
+    contact_id: str
+    #: the contact's position in the audience (0-based), for A/B shares and progress
+    position: int = Field(ge=0)
+
+
+@contract(
+    "campaign-audience-resolved",
+    1,
+    key="campaign_id",
+    owner="contacts",
+    consumers=("messaging",),
+)
+class CampaignAudienceResolvedV1(EventContract):
+    """Contacts has selected every recipient of a campaign (``recipients`` of them), or
+    could not (``error``: the segment is gone or outside the campaign's federation)."""
+
+    campaign_id: str
+    recipients: int = Field(ge=0)
+    error: str | None = None
+    resolved_at: datetime
 
 
 class _MessageEvent(EventContract):

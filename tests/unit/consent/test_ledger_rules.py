@@ -7,7 +7,6 @@ import hashlib
 import pytest
 from consent.domain import (
     ConsentStatus,
-    ancestor_paths,
     check_double_opt_in,
     check_tracking_channel,
     every_consent,
@@ -70,11 +69,6 @@ def test_a_text_hash_is_the_sha256_of_its_exact_bytes():
     body = "J'accepte de recevoir les actualités."
     assert text_sha256(body) == hashlib.sha256(body.encode("utf-8")).hexdigest()
     assert text_sha256(body) != text_sha256(body + " ")
-
-
-def test_ancestor_paths_root_first():
-    assert ancestor_paths("/root/paris/11e/") == ["/root/", "/root/paris/", "/root/paris/11e/"]
-    assert ancestor_paths("/root/") == ["/root/"]
 
 
 def test_proof_keeps_text_version_and_hash_reference_and_minimised_origin():

@@ -11,7 +11,6 @@ import pytest
 from contacts.custom_fields import (
     CustomFieldDefinition,
     CustomFieldType,
-    ancestor_paths,
     check_definition,
     check_filter_node,
     normalise_custom_fields,
@@ -39,6 +38,7 @@ from tribune_shared.events.contracts import (
     DataOrigin,
     OriginKind,
 )
+from tribune_shared.store import ancestor_paths
 
 FR = ContactRules(region="FR")
 TODAY = date(2026, 3, 14)

@@ -1,0 +1,448 @@
+"""The campaign dispatcher: every messaging worker runs one; they share the queue.
+
+A tick launches the scheduled campaigns that are due, claims a batch of queued messages of
+the sending campaigns (``sending`` + claim token, committed: the intent is on record before
+any provider sees the message), then works through the batch in hand-offs of
+``campaign_handoff_size``. Right before each hand-off it re-reads the campaign's state
+(paused or cancelled: the rest goes back to the queue or is cancelled) and the recipients'
+consents, suppression and erasure from messaging's own views: a revocation applied by the
+urgent lane stops every message not yet handed over. Each hand-off's outcomes, the
+campaign's counters and the ``message-*`` events are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from tribune_shared.events import Envelope, new_envelope, utcnow
+from tribune_shared.events.contracts import (
+    Channel,
+    MessageFailedV1,
+    MessageSentV1,
+    OriginKind,
+)
+from tribune_shared.logging import get_logger
+from tribune_shared.metrics import MESSAGES
+from tribune_shared.outbox import Outbox
+from tribune_shared.store import Store
+from tribune_shared.suppression import email_hash, phone_hash
+from tribune_shared.tokens import UnsubscribeTokens
+
+from messaging.campaigns.domain import BreakerPolicy, CampaignStatus, breaker_reason
+from messaging.campaigns.rules import (
+    CONSENT_REQUEST_PURPOSE,
+    RULE_ERASED,
+    CampaignView,
+    Defer,
+    PastSend,
+    RecipientView,
+    SendPolicies,
+    send_decision,
+)
+from messaging.campaigns.store import CampaignStore
+from messaging.composer import InvalidRecipientAddress, build_campaign_email, unsubscribe_url
+from messaging.domain import ConsentState, MessageStatus, Recipient, Refusal
+from messaging.mailer import DeliveryError
+from messaging.settings import MessagingSettings
+from messaging.sms.providers import SmsSender
+from messaging.store import MessagingStore
+from messaging.templates.domain import Rendered
+
+log = get_logger(__name__)
+
+
+#: renders a campaign's message for one recipient (unsubscribe link given)
+Render = Callable[[Recipient, str], Rendered]
+
+
+class Content(Protocol):
+    async def renderer(self, campaign: Mapping[str, Any]) -> Render:
+        """The campaign's template version, compiled once, as a per-recipient renderer."""
+        ...
+
+
+class EmailSender(Protocol):
+    async def send(self, message: Any) -> None: ...
+
+
+ERASED_REASON = "the person was erased, or merged into another contact"
+
+
+@dataclass
+class _View:
+    """One recipient as the rules see it, the consents of the hand-off's purposes, and
+    their recent marketing messages (grown as the hand-off sends them more)."""
+
+    rules: RecipientView
+    consents: dict[tuple[str, str], ConsentState]
+    history: list[PastSend] = field(default_factory=list)
+    address_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message: dict[str, Any]
+    status: MessageStatus
+    at: datetime
+    rule: str | None = None
+    reason: str | None = None
+    not_before: datetime | None = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: MessagingSettings,
+        store: Store,
+        *,
+        content: Content,
+        email: EmailSender,
+        sms: SmsSender | None = None,
+        launch: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.campaigns = CampaignStore(store)
+        self.messages = MessagingStore(store)
+        self.outbox = Outbox(store)
+        self.content = content
+        self.email = email
+        self.sms = sms
+        self.launch = launch
+        self.policies = SendPolicies.from_settings(settings)
+        self.tokens = UnsubscribeTokens(settings.unsubscribe_secret)
+        self.breaker = BreakerPolicy(
+            min_sent=settings.campaign_breaker_min_sent,
+            max_bounce_rate=settings.campaign_breaker_bounce_rate,
+            max_complaint_rate=settings.campaign_breaker_complaint_rate,
+            max_unsubscribe_rate=settings.campaign_breaker_unsubscribe_rate,
+        )
+        self._renderers: dict[tuple[str, int], Render] = {}
+        self._next_sweep = 0.0
+
+    # ------------------------------------------------------------ loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                worked = await self.tick()
+            except Exception as exc:  # the store is down, a provider broke: try again
+                log.warning("campaigns.tick_failed", error=repr(exc))
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        stop.wait(), timeout=self.settings.campaign_poll_interval_seconds
+                    )
+
+    async def tick(self) -> bool:
+        """One round; True if it sent (or refused) something, so the next one comes at once."""
+        now = utcnow()
+        if self.launch is not None:
+            for campaign in await self.campaigns.due(now):
+                await self.launch(campaign)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.settings.campaign_claim_timeout_seconds / 2
+            stale = now - timedelta(seconds=self.settings.campaign_claim_timeout_seconds)
+            if released := await self.campaigns.release_stale(stale):
+                log.warning("campaigns.stale_claims_released", messages=released)
+        active = {c["_id"]: c for c in await self.campaigns.in_status([CampaignStatus.sending])}
+        if not active:
+            return False
+        claimed = await self.campaigns.claim(
+            list(active),
+            now=now,
+            limit=self.settings.campaign_claim_size,
+            token=uuid.uuid4().hex,
+        )
+        if not claimed:
+            await self._complete(active.values())
+            return False
+        size = self.settings.campaign_handoff_size
+        for start in range(0, len(claimed), size):
+            await self._handoff(claimed[start : start + size])
+        return True
+
+    async def _complete(self, campaigns: Iterable[dict[str, Any]]) -> None:
+        """Campaigns whose whole audience is in and nothing is left to send are done."""
+        for campaign in campaigns:
+            audience = campaign.get("audience") or {}
+            seen = (campaign.get("stats") or {}).get("selected", 0)
+            if not audience.get("resolved") or seen < audience.get("recipients", 0):
+                continue
+            if await self.campaigns.unfinished(campaign["_id"]):
+                continue
+            done = await self.campaigns.update(
+                campaign["_id"],
+                expected=[CampaignStatus.sending],
+                fields={"status": CampaignStatus.completed.value, "completed_at": utcnow()},
+            )
+            if done is not None:
+                log.info("campaign.completed", campaign_id=campaign["_id"], stats=done.get("stats"))
+
+    # ------------------------------------------------------------ one hand-off
+
+    async def _handoff(self, claimed: list[dict[str, Any]]) -> None:
+        ids = list({m["campaign_id"] for m in claimed})
+        current = await self.campaigns.by_ids(ids)
+        outcomes: list[Outcome] = []
+        sendable: list[dict[str, Any]] = []
+        now = utcnow()
+        for message in claimed:
+            campaign = current.get(message["campaign_id"])
+            status = campaign["status"] if campaign else CampaignStatus.cancelled.value
+            if status == CampaignStatus.sending.value:
+                sendable.append(message)
+            elif status == CampaignStatus.paused.value:
+                outcomes.append(Outcome(message, MessageStatus.queued, now))
+            else:
+                outcomes.append(Outcome(message, MessageStatus.cancelled, now))
+        outcomes += await self._send(sendable, current)
+        await self._record(outcomes, current)
+
+    async def _send(
+        self, claimed: list[dict[str, Any]], campaigns: Mapping[str, dict[str, Any]]
+    ) -> list[Outcome]:
+        """Decide each message from messaging's views read now (rules.send_decision), then
+        hand the ones that may go to their provider, concurrently."""
+        if not claimed:
+            return []
+        views = await self._views(claimed)
+        outcomes: list[Outcome] = []
+        sends: list[tuple[dict[str, Any], Awaitable[None]]] = []
+        for message in claimed:
+            now = utcnow()
+            view = views.get(message["contact_id"])
+            if view is None:
+                outcomes.append(
+                    Outcome(message, MessageStatus.refused, now, RULE_ERASED, ERASED_REASON)
+                )
+                continue
+            campaign = campaigns[message["campaign_id"]]
+            channel = Channel(message["channel"])
+            consent = view.consents.get((message["channel"], message["purpose"]))
+            decision = send_decision(
+                replace(view.rules, consent=consent, recent_sends=tuple(view.history)),
+                CampaignView(channel=channel, purpose=message["purpose"]),
+                now,
+                self.policies,
+            )
+            if isinstance(decision, Refusal):
+                outcomes.append(
+                    Outcome(message, MessageStatus.refused, now, decision.rule, decision.reason)
+                )
+                continue
+            if isinstance(decision, Defer):
+                outcomes.append(
+                    Outcome(message, MessageStatus.queued, now, not_before=decision.until)
+                )
+                continue
+            try:
+                handoff = await self._handoff_of(campaign, message, view.rules.recipient, now)
+            except InvalidRecipientAddress as exc:
+                outcomes.append(
+                    Outcome(message, MessageStatus.refused, now, "bad_address", str(exc))
+                )
+                continue
+            except Exception as exc:  # a template that cannot render for this person
+                outcomes.append(
+                    Outcome(message, MessageStatus.failed, now, None, f"not rendered: {exc}")
+                )
+                continue
+            view.history.append(PastSend(now, channel))  # the cap counts this one at once
+            message["address_hash"] = view.address_hash
+            sends.append((message, handoff))
+        results = await asyncio.gather(*(s for _, s in sends), return_exceptions=True)
+        for (message, _), result in zip(sends, results, strict=True):
+            at = utcnow()
+            if isinstance(result, DeliveryError):
+                outcomes.append(Outcome(message, MessageStatus.failed, at, None, result.reason))
+            elif isinstance(result, BaseException):
+                outcomes.append(Outcome(message, MessageStatus.failed, at, None, repr(result)))
+            else:
+                outcomes.append(Outcome(message, MessageStatus.sent, at))
+        return outcomes
+
+    async def _views(self, claimed: list[dict[str, Any]]) -> dict[str, _View]:
+        """What the rules need of these messages' recipients, read now from messaging's
+        own views: a handful of queries for the whole hand-off. A contact missing from the
+        result was erased or merged away."""
+        contact_ids = list({m["contact_id"] for m in claimed})
+        recipients = await self.messages.recipients(contact_ids)
+        salt = self.settings.suppression_salt
+        hashes = {
+            cid: (email_hash(r.email, salt), phone_hash(r.phone, salt))
+            for cid, r in recipients.items()
+        }
+        every_hash = [h for pair in hashes.values() for h in pair if h]
+        suppressed = await self.messages.suppressed_among(every_hash)
+        window = self.policies.cap.window
+        history = await self.campaigns.sent_since(every_hash, utcnow() - window)
+        rented = [c for c, r in recipients.items() if r.origin_kind == OriginKind.rented_file]
+        asked = (
+            await self.campaigns.asked_for_consent(rented, CONSENT_REQUEST_PURPOSE)
+            if rented
+            else set()
+        )
+        consents: dict[str, dict[tuple[str, str], ConsentState]] = {}
+        for channel, purpose in {(m["channel"], m["purpose"]) for m in claimed}:
+            found = await self.messages.consents_of(contact_ids, Channel(channel), purpose)
+            for cid, state in found.items():
+                consents.setdefault(cid, {})[(channel, purpose)] = state
+        views: dict[str, _View] = {}
+        for cid, recipient in recipients.items():
+            email_key, phone_key = hashes[cid]
+            key = email_key or phone_key
+            past = [
+                PastSend(at.replace(tzinfo=at.tzinfo or UTC), Channel(channel))
+                for h in (email_key, phone_key)
+                if h
+                for at, channel in history.get(h, [])
+            ]
+            views[cid] = _View(
+                rules=RecipientView(
+                    recipient=recipient,
+                    consent=None,
+                    suppressed=bool({email_key, phone_key} & suppressed),
+                    phone=recipient.phone,
+                    origin=OriginKind(recipient.origin_kind) if recipient.origin_kind else None,
+                    consent_request_sent=cid in asked,
+                    department=recipient.department,
+                ),
+                consents=consents.get(cid, {}),
+                history=past,
+                address_hash=key,
+            )
+        return views
+
+    async def _handoff_of(
+        self,
+        campaign: Mapping[str, Any],
+        message: Mapping[str, Any],
+        recipient: Recipient,
+        now: datetime,
+    ) -> Awaitable[None]:
+        """The hand-over of one message to its channel's provider (not awaited yet)."""
+        key = (campaign["template_id"], campaign["template_version"])
+        render = self._renderers.get(key)
+        if render is None:
+            render = self._renderers[key] = await self.content.renderer(campaign)
+        link = unsubscribe_url(
+            self.settings.unsubscribe_base_url,
+            self.tokens.sign(recipient.contact_id, message["purpose"]),
+        )
+        rendered = render(recipient, link)
+        if message["channel"] == Channel.sms.value:
+            if self.sms is None or not recipient.phone:
+                raise InvalidRecipientAddress("no SMS provider or no phone number")
+            return self._sms(recipient.phone, rendered.text, message["_id"])
+        if rendered.subject is None:  # an SMS template on an email campaign
+            raise ValueError("the template has no subject")
+        email = build_campaign_email(
+            message_id=message["_id"],
+            mail_from=self.settings.mail_from,
+            recipient=recipient,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            unsubscribe_link=link,
+            date=now,
+            campaign_id=campaign["_id"],
+        )
+        return self.email.send(email)
+
+    async def _sms(self, to: str, text: str, message_id: str) -> None:
+        assert self.sms is not None
+        await self.sms.send(to, self.settings.sms_sender_id, text, message_id)
+
+    # ------------------------------------------------------------ outcomes
+
+    async def _record(
+        self, outcomes: list[Outcome], campaigns: Mapping[str, dict[str, Any]]
+    ) -> None:
+        if not outcomes:
+            return
+        updates: list[tuple[str, dict[str, Any]]] = []
+        counts: dict[str, Counter[str]] = {}
+        events: list[Envelope] = []
+        for o in outcomes:
+            m = o.message
+            tally = counts.setdefault(m["campaign_id"], Counter())
+            fields: dict[str, Any] = {"status": o.status.value, "claim": None}
+            if o.status is MessageStatus.queued:  # back to the queue: paused, or deferred
+                until = o.not_before
+                fields["not_before"] = until.astimezone(UTC) if until is not None else None
+                updates.append((m["_id"], fields))
+                if until is not None:
+                    tally["deferred"] += 1
+                continue
+            tally["queued"] -= 1
+            tally[o.status.value] += 1
+            if o.status is MessageStatus.sent:
+                fields |= {"sent_at": o.at, "address_hash": m.get("address_hash")}
+                event: MessageSentV1 | MessageFailedV1 | None = MessageSentV1(
+                    message_id=m["_id"],
+                    contact_id=m["contact_id"],
+                    channel=Channel(m["channel"]),
+                    campaign_id=m["campaign_id"],
+                    sent_at=o.at,
+                )
+            elif o.status is MessageStatus.failed:
+                fields |= {"failed_at": o.at, "failure_reason": o.reason}
+                event = MessageFailedV1(
+                    message_id=m["_id"],
+                    contact_id=m["contact_id"],
+                    channel=Channel(m["channel"]),
+                    campaign_id=m["campaign_id"],
+                    reason=o.reason or "",
+                    failed_at=o.at,
+                )
+            elif o.status is MessageStatus.refused:
+                fields |= {"refused_at": o.at, "refused_rule": o.rule, "failure_reason": o.reason}
+                tally[f"refused_by.{o.rule}"] += 1
+                event = None
+            else:
+                fields["cancelled_at"] = o.at
+                event = None
+            updates.append((m["_id"], fields))
+            MESSAGES.labels(m["channel"], o.status.value).inc()
+            if event is not None:
+                events.append(
+                    new_envelope(
+                        event,
+                        producer=self.settings.service_name,
+                        federation_id=m["federation_id"],
+                        federation_path=m["federation_path"],
+                    )
+                )
+
+        async def write(session: AsyncClientSession) -> None:
+            await self.campaigns.record_outcomes(updates, session)
+            await self.campaigns.count_stats(counts, session)
+            await self.outbox.add_batch(session, events)
+
+        await self.store.run_transaction(write, what="campaign hand-off")
+        await self._check_breaker(list(counts))
+
+    async def _check_breaker(self, campaign_ids: list[str]) -> None:
+        for campaign in (await self.campaigns.by_ids(campaign_ids)).values():
+            campaign_id = campaign["_id"]
+            if campaign["status"] != CampaignStatus.sending.value:
+                continue
+            reason = breaker_reason(campaign.get("stats") or {}, self.breaker)
+            if reason is not None:
+                await self.campaigns.update(
+                    campaign_id,
+                    expected=[CampaignStatus.sending],
+                    fields={"status": CampaignStatus.paused.value, "status_reason": reason},
+                )
+                log.warning("campaign.breaker_tripped", campaign_id=campaign_id, reason=reason)

@@ -1,0 +1,141 @@
+"""Campaign rules, free of I/O: states and their transitions, identities, the breaker."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from tribune_shared.errors import Conflict, InvalidField
+from tribune_shared.events.contracts import Channel
+
+#: channels a campaign may use
+CAMPAIGN_CHANNELS = frozenset({Channel.email, Channel.sms})
+
+
+class CampaignStatus(StrEnum):
+    draft = "draft"  # being prepared; nothing sent
+    scheduled = "scheduled"  # launches by itself at scheduled_at
+    sending = "sending"  # launched: the audience streams in, workers send
+    paused = "paused"  # launched, held: nothing is sent until resumed
+    completed = "completed"  # every recipient was sent, refused or failed
+    cancelled = "cancelled"  # stopped for good; what was not sent never will be
+    failed = "failed"  # the audience could not be resolved (the reason is kept)
+
+
+class Action(StrEnum):
+    schedule = "schedule"
+    launch = "launch"
+    pause = "pause"
+    resume = "resume"
+    cancel = "cancel"
+
+
+_S = CampaignStatus
+#: action -> (the states it applies to, the state it leads to)
+TRANSITIONS: Mapping[Action, tuple[frozenset[CampaignStatus], CampaignStatus]] = {
+    Action.schedule: (frozenset({_S.draft, _S.scheduled}), _S.scheduled),
+    Action.launch: (frozenset({_S.draft, _S.scheduled}), _S.sending),
+    Action.pause: (frozenset({_S.sending}), _S.paused),
+    Action.resume: (frozenset({_S.paused}), _S.sending),
+    Action.cancel: (frozenset({_S.draft, _S.scheduled, _S.sending, _S.paused}), _S.cancelled),
+}
+
+#: states in which the template version is in use (frozen) and the settings fixed
+LAUNCHED = frozenset({_S.sending, _S.paused, _S.completed, _S.cancelled, _S.failed})
+
+
+def transition(current: CampaignStatus, action: Action) -> CampaignStatus:
+    """The state ``action`` leads to from ``current``, or 409 saying why not."""
+    sources, target = TRANSITIONS[action]
+    if current not in sources:
+        allowed = ", ".join(sorted(s.value for s in sources))
+        raise Conflict(
+            f"a {current.value} campaign cannot be {action.value}d "
+            f"(only a campaign that is {allowed})",
+            status=current.value,
+        )
+    return target
+
+
+def message_id(campaign_id: str, contact_id: str) -> str:
+    """The id of a campaign's message to a contact: one per pair, whatever is redelivered
+    or replayed (the intent's unique key is what makes "at most once" hold)."""
+    return hashlib.sha256(f"campaign:{campaign_id}:{contact_id}".encode()).hexdigest()[:32]
+
+
+def check_channel(channel: Channel) -> None:
+    if channel not in CAMPAIGN_CHANNELS:
+        raise InvalidField("a campaign is sent by email or sms", field="channel")
+
+
+def check_schedule(at: datetime, now: datetime, horizon: timedelta) -> None:
+    """A launch time is in the future, and not absurdly far."""
+    if at.tzinfo is None:
+        raise InvalidField("must carry a time zone (e.g. 2027-03-01T09:00:00+01:00)", field="at")
+    if at <= now:
+        raise InvalidField("must be in the future", field="at")
+    if at > now + horizon:
+        raise InvalidField(f"must be within {horizon.days} days", field="at")
+
+
+# ---------------------------------------------------------------- why the person receives it
+
+#: the line every campaign message carries saying why the person receives it, by where
+#: their data came from (French first, like the product; ``{detail}`` is the origin's
+#: detail, e.g. the form or the petition's name)
+ORIGIN_LINES: Mapping[str, str] = {
+    "web_form": "Vous recevez ce message car vous avez rempli notre formulaire{detail}.",
+    "event": "Vous recevez ce message car vous avez participé à l'un de nos événements{detail}.",
+    "membership": "Vous recevez ce message en tant qu'adhérent·e{detail}.",
+    "petition": "Vous recevez ce message car vous avez signé notre pétition{detail}.",
+    "electoral_list": "Vous recevez ce message car vous figurez sur la liste électorale{detail}.",
+    "rented_file": "Vous recevez ce message car vos coordonnées figurent dans un fichier loué"
+    "{detail} : nous vous demandons votre accord avant tout autre envoi.",
+    "import": "Vous recevez ce message car vous nous avez donné vos coordonnées{detail}.",
+    "manual": "Vous recevez ce message car vous nous avez donné vos coordonnées{detail}.",
+}
+DEFAULT_ORIGIN_LINE = "Vous recevez ce message car vous nous avez donné votre accord."
+
+
+def origin_line(kind: str | None, detail: str = "") -> str:
+    """Why this person receives the message, from the origin of their data."""
+    line = ORIGIN_LINES.get(kind or "")
+    if line is None:
+        return DEFAULT_ORIGIN_LINE
+    return line.format(detail=f" ({detail.strip()})" if detail.strip() else "")
+
+
+# ---------------------------------------------------------------- circuit breaker
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """Rates (0-1) above which a campaign pauses itself, once ``min_sent`` were sent."""
+
+    min_sent: int
+    max_bounce_rate: float
+    max_complaint_rate: float
+    max_unsubscribe_rate: float
+
+
+def breaker_reason(stats: Mapping[str, int], policy: BreakerPolicy) -> str | None:
+    """Why the campaign must pause now (its bounce, complaint or unsubscribe rate is above
+    its threshold), or None. Below ``min_sent`` a few early bounces say nothing."""
+    sent = stats.get("sent", 0)
+    if sent < policy.min_sent or sent == 0:
+        return None
+    for name, field, limit in (
+        ("bounce", "bounced", policy.max_bounce_rate),
+        ("complaint", "complained", policy.max_complaint_rate),
+        ("unsubscribe", "unsubscribed", policy.max_unsubscribe_rate),
+    ):
+        rate = stats.get(field, 0) / sent
+        if rate > limit:
+            return (
+                f"{name} rate {rate:.1%} above the {limit:.1%} threshold "
+                f"({stats.get(field, 0)} of {sent} sent): paused by the circuit breaker"
+            )
+    return None

@@ -1,0 +1,235 @@
+"""All database access of campaigns: the campaigns, and their messages in the message log.
+
+A campaign's message is one document of messaging's message log (``messages``), from its
+intent (``queued``) to its outcome, so the person's history, the DPO's export and erasure
+see campaign messages like any other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from tribune_shared.store import IndexSpec, Store
+
+from messaging.campaigns.domain import CampaignStatus
+from messaging.domain import MessageStatus
+from messaging.store import MESSAGES
+
+CAMPAIGNS = "campaigns"
+
+INDEXES = [
+    IndexSpec(CAMPAIGNS, [("federation_path", ASCENDING), ("_id", DESCENDING)]),
+    IndexSpec(CAMPAIGNS, [("status", ASCENDING), ("scheduled_at", ASCENDING)]),
+    # the dispatchers' queue: a campaign's queued messages, those due first
+    IndexSpec(MESSAGES, [("campaign_id", ASCENDING), ("status", ASCENDING), ("not_before", 1)]),
+    # stale claims of a killed worker
+    IndexSpec(MESSAGES, [("status", ASCENDING), ("claimed_at", ASCENDING)]),
+    # a person's recent messages, across federations (frequency caps)
+    IndexSpec(MESSAGES, [("address_hash", ASCENDING), ("sent_at", DESCENDING)]),
+]
+
+
+class CampaignStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.campaigns = store[CAMPAIGNS]
+        self.messages = store[MESSAGES]
+
+    # ------------------------------------------------------------ campaigns
+
+    async def insert(self, doc: dict[str, Any]) -> None:
+        await self.campaigns.insert_one(doc)
+
+    async def get(
+        self, scope: Mapping[str, Any], campaign_id: str, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self.campaigns.find_one({"_id": campaign_id, **scope}, session=session)
+
+    async def by_ids(
+        self, campaign_ids: Sequence[str], session: AsyncClientSession | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Campaigns by id, whatever their federation (workers act for no user)."""
+        docs = self.campaigns.find({"_id": {"$in": list(campaign_ids)}}, session=session)
+        return {d["_id"]: d async for d in docs}
+
+    async def page(
+        self, scope: Mapping[str, Any], *, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first (ids are sortable by creation)."""
+        query: dict[str, Any] = dict(scope)
+        if before is not None:
+            query["_id"] = {"$lt": before}
+        docs = await self.campaigns.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list()
+        return docs[:limit], len(docs) > limit
+
+    async def update(
+        self,
+        campaign_id: str,
+        *,
+        expected: Iterable[CampaignStatus],
+        fields: Mapping[str, Any],
+        session: AsyncClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        """Change a campaign still in one of the ``expected`` states (a concurrent change
+        wins otherwise): the campaign after the change, or None."""
+        return await self.campaigns.find_one_and_update(
+            {"_id": campaign_id, "status": {"$in": [s.value for s in expected]}},
+            {"$set": dict(fields), "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+
+    async def count_stats(
+        self, counts: Mapping[str, Mapping[str, int]], session: AsyncClientSession
+    ) -> None:
+        """Add to campaigns' live statistics ({campaign_id: {"sent": 3, "refused.x": 1}})."""
+        ops = [
+            UpdateOne({"_id": cid}, {"$inc": {f"stats.{k}": n for k, n in fields.items() if n}})
+            for cid, fields in counts.items()
+            if any(fields.values())
+        ]
+        if ops:
+            await self.campaigns.bulk_write(ops, ordered=False, session=session)
+
+    async def audience_resolved(
+        self, campaign_id: str, recipients: int, error: str | None, session: AsyncClientSession
+    ) -> dict[str, Any] | None:
+        fields: dict[str, Any] = {"audience.resolved": True, "audience.recipients": recipients}
+        if error:
+            fields["audience.error"] = error
+        return await self.campaigns.find_one_and_update(
+            {"_id": campaign_id},
+            {"$set": fields},
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+
+    async def in_status(self, statuses: Iterable[CampaignStatus]) -> list[dict[str, Any]]:
+        return await self.campaigns.find({"status": {"$in": [s.value for s in statuses]}}).to_list()
+
+    async def due(self, now: datetime) -> list[dict[str, Any]]:
+        """Scheduled campaigns whose time has come."""
+        return await self.campaigns.find(
+            {"status": CampaignStatus.scheduled.value, "scheduled_at": {"$lte": now}}
+        ).to_list()
+
+    # ------------------------------------------------------------ messages
+
+    async def queue(
+        self, intents: Sequence[dict[str, Any]], session: AsyncClientSession
+    ) -> list[dict[str, Any]]:
+        """Record messages' intents (status queued); an intent already recorded (a
+        redelivered recipient event) is left alone. Returns the intents recorded now."""
+        if not intents:
+            return []
+        result = await self.messages.bulk_write(
+            [UpdateOne({"_id": i["_id"]}, {"$setOnInsert": i}, upsert=True) for i in intents],
+            ordered=False,
+            session=session,
+        )
+        return [intents[index] for index in result.upserted_ids]
+
+    async def claim(
+        self,
+        campaign_ids: Sequence[str],
+        *,
+        now: datetime,
+        limit: int,
+        token: str,
+    ) -> list[dict[str, Any]]:
+        """Take up to ``limit`` due queued messages of these campaigns: marked ``sending``
+        with this claim's token before any provider sees them (the intent is on record).
+        Two workers never take the same message: the update only matches queued ones."""
+        if not campaign_ids or limit <= 0:
+            return []
+        due = {
+            "campaign_id": {"$in": list(campaign_ids)},
+            "status": MessageStatus.queued.value,
+            "$or": [{"not_before": None}, {"not_before": {"$lte": now}}],
+        }
+        found = await self.messages.find(due, {"_id": 1}).limit(limit).to_list()
+        if not found:
+            return []
+        await self.messages.update_many(
+            {"_id": {"$in": [d["_id"] for d in found]}, "status": MessageStatus.queued.value},
+            {"$set": {"status": MessageStatus.sending.value, "claim": token, "claimed_at": now}},
+        )
+        return await self.messages.find({"claim": token}).to_list()
+
+    async def release_stale(self, claimed_before: datetime) -> int:
+        """Messages claimed by a worker that died before recording their outcome go back
+        to the queue (they may have been handed over already: the in-flight window)."""
+        result = await self.messages.update_many(
+            {"status": MessageStatus.sending.value, "claimed_at": {"$lt": claimed_before}},
+            {"$set": {"status": MessageStatus.queued.value, "claim": None, "resent": True}},
+        )
+        return result.modified_count
+
+    async def record_outcomes(
+        self, outcomes: Sequence[tuple[str, Mapping[str, Any]]], session: AsyncClientSession
+    ) -> None:
+        """Set each claimed message's outcome (its new status and fields)."""
+        if outcomes:
+            await self.messages.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": mid, "status": MessageStatus.sending.value}, {"$set": dict(f)}
+                    )
+                    for mid, f in outcomes
+                ],
+                ordered=False,
+                session=session,
+            )
+
+    async def cancel_queued(
+        self, campaign_id: str, at: datetime, session: AsyncClientSession
+    ) -> int:
+        result = await self.messages.update_many(
+            {"campaign_id": campaign_id, "status": MessageStatus.queued.value},
+            {"$set": {"status": MessageStatus.cancelled.value, "cancelled_at": at}},
+            session=session,
+        )
+        return result.modified_count
+
+    async def unfinished(self, campaign_id: str) -> int:
+        """Messages of the campaign still queued or being sent."""
+        return await self.messages.count_documents(
+            {
+                "campaign_id": campaign_id,
+                "status": {"$in": [MessageStatus.queued.value, MessageStatus.sending.value]},
+            }
+        )
+
+    async def sent_since(
+        self, address_hashes: Sequence[str], since: datetime
+    ) -> dict[str, list[tuple[datetime, str]]]:
+        """The marketing messages sent to each address since ``since``, whichever
+        federation's contact it was (the frequency cap is per person): (when, channel)."""
+        docs = self.messages.find(
+            {
+                "address_hash": {"$in": list(address_hashes)},
+                "status": MessageStatus.sent.value,
+                "transactional": {"$ne": True},
+                "sent_at": {"$gte": since},
+            },
+            {"address_hash": 1, "sent_at": 1, "channel": 1},
+        )
+        out: dict[str, list[tuple[datetime, str]]] = {}
+        async for d in docs:
+            out.setdefault(d["address_hash"], []).append((d["sent_at"], d["channel"]))
+        return out
+
+    async def asked_for_consent(self, contact_ids: Sequence[str], purpose: str) -> set[str]:
+        """The contacts already sent the consent request (the rented-file rule)."""
+        docs = self.messages.find(
+            {
+                "contact_id": {"$in": list(contact_ids)},
+                "purpose": purpose,
+                "status": MessageStatus.sent.value,
+            },
+            {"contact_id": 1},
+        )
+        return {d["contact_id"] async for d in docs}

@@ -1,0 +1,1 @@
+"""The SMS channel: segment counting, provider adapters and delivery receipts."""
