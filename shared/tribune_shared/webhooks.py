@@ -21,6 +21,24 @@ from tribune_shared.errors import Unauthorized
 
 TIMESTAMP_HEADER = "X-Tribune-Timestamp"
 SIGNATURE_HEADER = "X-Tribune-Signature"
+
+#: the OpenAPI parameters of a signed webhook route (``openapi_extra={"parameters": ...}``)
+SIGNATURE_PARAMETERS: list[dict[str, object]] = [
+    {
+        "name": TIMESTAMP_HEADER,
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "unix seconds",
+    },
+    {
+        "name": SIGNATURE_HEADER,
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": 'sha256=<hex HMAC-SHA256(secret, b"<timestamp>." + body)>',
+    },
+]
 SCHEME = "sha256"
 
 _TIMESTAMP = re.compile(r"^\d{1,12}$")

@@ -463,6 +463,16 @@ RULES: dict[tuple[str, str, str], Rule] = {
             json={"at": w.later()},
         ),
     ),
+    ("messaging", "POST", "/api/v1/campaigns/{campaign_id}/test"): rule(
+        CAMPAIGN_RUNNERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "POST",
+            f"/api/v1/campaigns/{w.campaign[t]}/test",
+            json={"emails": ["matrix.test@example.org"]},
+        ),
+    ),
     ("messaging", "POST", "/api/v1/campaigns/{campaign_id}/launch"): rule(
         CAMPAIGN_RUNNERS,
         Scope.SUBTREE,
@@ -547,7 +557,12 @@ PUBLIC = {
     ("consent", "GET", "/api/v1/public/consents/unsubscribe"),
     ("consent", "POST", "/api/v1/public/consents/unsubscribe"),
     ("consent", "POST", "/api/v1/webhooks/sms"),
+    ("messaging", "GET", "/api/v1/public/t/c/{token}"),
+    ("messaging", "GET", "/api/v1/public/t/o/{token}.gif"),
     ("memberships", "POST", "/api/v1/webhooks/payments"),
+    ("messaging", "POST", "/api/v1/webhooks/sms-receipts/{provider}"),
+    ("messaging", "POST", "/api/v1/webhooks/email-events"),
+    ("messaging", "POST", "/api/v1/webhooks/email-dsn"),
     ("gateway", "POST", "/api/v1/auth/token"),
 }
 

@@ -35,7 +35,9 @@ acl --allow-principal User:consent --operation Write \
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated-dlq" \
   --topic "${P}membership-activated-dlq" \
+  --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked-dlq" \
+  --topic "${P}message-complained-dlq" \
   --topic "${P}message-sent-dlq" \
   --topic "${P}payment-received-dlq"
 acl --allow-principal User:consent --operation Read \
@@ -49,7 +51,9 @@ acl --allow-principal User:consent --operation Read \
   --topic "${P}federation-created" \
   --topic "${P}federation-updated" \
   --topic "${P}membership-activated" \
+  --topic "${P}message-bounced" \
   --topic "${P}message-clicked" \
+  --topic "${P}message-complained" \
   --topic "${P}message-sent" \
   --topic "${P}payment-received"
 acl --allow-principal User:consent --operation Read \
@@ -96,6 +100,8 @@ acl --allow-principal User:consent --operation Describe --operation Create --ope
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
   --topic "${P}message-clicked-dlq" \
+  --topic "${P}message-complained" \
+  --topic "${P}message-complained-dlq" \
   --topic "${P}message-delivered" \
   --topic "${P}message-delivered-dlq" \
   --topic "${P}message-failed" \
@@ -175,6 +181,8 @@ acl --allow-principal User:contacts --operation Describe --operation Create --op
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
   --topic "${P}message-clicked-dlq" \
+  --topic "${P}message-complained" \
+  --topic "${P}message-complained-dlq" \
   --topic "${P}message-delivered" \
   --topic "${P}message-delivered-dlq" \
   --topic "${P}message-failed" \
@@ -236,6 +244,8 @@ acl --allow-principal User:gateway --operation Describe --operation Create --ope
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
   --topic "${P}message-clicked-dlq" \
+  --topic "${P}message-complained" \
+  --topic "${P}message-complained-dlq" \
   --topic "${P}message-delivered" \
   --topic "${P}message-delivered-dlq" \
   --topic "${P}message-failed" \
@@ -317,6 +327,8 @@ acl --allow-principal User:memberships --operation Describe --operation Create -
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
   --topic "${P}message-clicked-dlq" \
+  --topic "${P}message-complained" \
+  --topic "${P}message-complained-dlq" \
   --topic "${P}message-delivered" \
   --topic "${P}message-delivered-dlq" \
   --topic "${P}message-failed" \
@@ -338,6 +350,7 @@ acl --allow-principal User:messaging --operation Write \
   --topic "${P}erasure-completed" \
   --topic "${P}message-bounced" \
   --topic "${P}message-clicked" \
+  --topic "${P}message-complained" \
   --topic "${P}message-delivered" \
   --topic "${P}message-failed" \
   --topic "${P}message-opened" \
@@ -353,6 +366,9 @@ acl --allow-principal User:messaging --operation Write \
   --topic "${P}erasure-requested-dlq" \
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}membership-activated-dlq" \
+  --topic "${P}membership-cancelled-dlq" \
+  --topic "${P}membership-lapsed-dlq" \
   --topic "${P}suppression-added-dlq"
 acl --allow-principal User:messaging --operation Read \
   --topic "${P}campaign-audience-resolved" \
@@ -366,6 +382,9 @@ acl --allow-principal User:messaging --operation Read \
   --topic "${P}erasure-requested" \
   --topic "${P}federation-created" \
   --topic "${P}federation-updated" \
+  --topic "${P}membership-activated" \
+  --topic "${P}membership-cancelled" \
+  --topic "${P}membership-lapsed" \
   --topic "${P}suppression-added"
 acl --allow-principal User:messaging --operation Read \
   --group "${P}messaging" \
@@ -411,6 +430,8 @@ acl --allow-principal User:messaging --operation Describe --operation Create --o
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
   --topic "${P}message-clicked-dlq" \
+  --topic "${P}message-complained" \
+  --topic "${P}message-complained-dlq" \
   --topic "${P}message-delivered" \
   --topic "${P}message-delivered-dlq" \
   --topic "${P}message-failed" \

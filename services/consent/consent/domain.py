@@ -35,6 +35,9 @@ class Source(StrEnum):
     unsubscribe_link = "unsubscribe_link"
     one_click = "one_click"
     sms_stop = "sms_stop"
+    #: the person reported a message as spam to their mailbox provider (messaging's
+    #: message-complained): their objection to the message's purpose
+    complaint = "complaint"
     #: carried over from a duplicate merged into this contact (contacts' merge)
     contact_merge = "contact_merge"
 

@@ -7,11 +7,14 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.contact_directory import ERASED_VERSION, ContactDirectory
 from tribune_shared.events import Envelope, decode_as
 from tribune_shared.events.contracts import (
+    Channel,
     ContactCreatedV1,
     ContactMergedV1,
     ContactState,
     ContactUpdatedV1,
     ErasureRequestedV1,
+    MessageBouncedV1,
+    MessageComplainedV1,
 )
 from tribune_shared.store import Projected
 from tribune_shared.subscriptions import Batch, Handler
@@ -112,3 +115,34 @@ def suppression_handlers(service: ConsentService) -> dict[str, Handler]:
         )
 
     return {"erasure-requested": on_erasure_requested}
+
+
+def feedback_handlers(service: ConsentService) -> dict[str, Handler]:
+    """Messaging's delivery feedback: a hard bounce puts the address that bounced on the
+    suppression list (a soft one changes nothing: the provider retries by itself); a
+    complaint (the person reported the message as spam) is their objection to the
+    message's purpose."""
+
+    async def on_bounced(envelope: Envelope, session: AsyncClientSession) -> None:
+        event = decode_as(envelope, MessageBouncedV1)
+        if event.bounce_type != "hard" or not event.address_hash:
+            return
+        if event.channel not in (Channel.email, Channel.sms):
+            return
+        await service.hard_bounce(
+            session,
+            event.contact_id,
+            event.address_hash,
+            "email" if event.channel is Channel.email else "phone",
+            federation_id=envelope.federation_id,
+            federation_path=envelope.federation_path,
+            causation=envelope,
+        )
+
+    async def on_complained(envelope: Envelope, session: AsyncClientSession) -> None:
+        event = decode_as(envelope, MessageComplainedV1)
+        await service.complaint(
+            session, event.contact_id, event.purpose, message_id=event.message_id
+        )
+
+    return {"message-bounced": on_bounced, "message-complained": on_complained}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -125,6 +126,16 @@ class Actor:
 
 
 THE_PERSON = Actor(PERSON, ActorKind.person)
+
+SuppressionReason = Literal["objection", "erasure", "bounce"]
+AddressKind = Literal["email", "phone"]
+#: who puts an address on the suppression list, by reason (in the audit log)
+_SUPPRESSION_ACTORS: dict[str, Actor] = {
+    "objection": THE_PERSON,
+    "erasure": Actor("dpo", ActorKind.user, "dpo"),
+    # a provider reported the address gone: no user decided it
+    "bounce": Actor("messaging", ActorKind.user, "provider"),
+}
 
 
 @dataclass
@@ -616,56 +627,136 @@ class ConsentService:
             pairs = [(Channel.email, purpose)]
 
         async def work(session: AsyncClientSession) -> Unsubscribed:
-            result = Unsubscribed(contact_known=True, purpose=purpose)
-            current = await self._statuses(contact_id, session)
             proof = {**client.as_proof(), "scope": scope}
             if link_contact_id != contact_id:  # the email went to the contact merged since
                 proof["link_contact_id"] = link_contact_id
-            changes = [
-                Change(channel, p, ConsentStatus.revoked, source.value, proof)
-                for channel, p in pairs
-                if needs_entry(current.get((channel, p)), ConsentStatus.revoked)
-            ]
-            result.revoked = [(c.channel.value, c.purpose) for c in changes]
-            added: list[str] = []
-            suppression: list[Envelope] = []
-            if scope == "all":
-                added, suppression = await self._suppression_of(session, contact, "objection")
-                result.suppressed = len(added)
-            if changes or suppression:
-                await self._record(session, contact, changes, THE_PERSON, also=tuple(suppression))
-            audits = []
-            if changes:
-                audits.append(
-                    self._audit_doc(
-                        AuditAction.consent_changed,
-                        THE_PERSON,
-                        client,
-                        federation_path=contact["federation_path"],
-                        contact_id=contact_id,
-                        detail={
-                            "changes": changes_detail(changes),
-                            "source": source.value,
-                            "scope": scope,
-                        },
-                    )
-                )
-            if added:
-                audits.append(
-                    self._audit_doc(
-                        AuditAction.suppression_added,
-                        THE_PERSON,
-                        client,
-                        federation_path=contact["federation_path"],
-                        contact_id=contact_id,
-                        detail={"reason": "objection", "addresses": len(added)},
-                    )
-                )
-            if audits:
-                await self.consents.add_audits(audits, session)
-            return result
+            return await self._object(
+                session,
+                contact,
+                purpose,
+                pairs,
+                scope=scope,
+                source=source,
+                proof=proof,
+                client=client,
+            )
 
         return await self.store.run_transaction(work, what="consent.unsubscribe")
+
+    async def _object(
+        self,
+        session: AsyncClientSession,
+        contact: dict[str, Any],
+        purpose: str,
+        pairs: list[tuple[Channel, str]],
+        *,
+        scope: Literal["purpose", "all"],
+        source: Source,
+        proof: dict[str, str],
+        client: ClientInfo,
+    ) -> Unsubscribed:
+        """The person's objection, the one way it is recorded (unsubscribe links, one-click,
+        complaints): ``pairs`` revoked, and with scope "all" their addresses put on the
+        suppression list, audited as the person's own act. Idempotent."""
+        contact_id = contact["_id"]
+        result = Unsubscribed(contact_known=True, purpose=purpose)
+        current = await self._statuses(contact_id, session)
+        changes = [
+            Change(channel, p, ConsentStatus.revoked, source.value, proof)
+            for channel, p in pairs
+            if needs_entry(current.get((channel, p)), ConsentStatus.revoked)
+        ]
+        result.revoked = [(c.channel.value, c.purpose) for c in changes]
+        added: list[str] = []
+        suppression: list[Envelope] = []
+        if scope == "all":
+            added, suppression = await self._suppression_of(session, contact, "objection")
+            result.suppressed = len(added)
+        if changes or suppression:
+            await self._record(session, contact, changes, THE_PERSON, also=tuple(suppression))
+        audits = []
+        if changes:
+            audits.append(
+                self._audit_doc(
+                    AuditAction.consent_changed,
+                    THE_PERSON,
+                    client,
+                    federation_path=contact["federation_path"],
+                    contact_id=contact_id,
+                    detail={
+                        "changes": changes_detail(changes),
+                        "source": source.value,
+                        "scope": scope,
+                    },
+                )
+            )
+        if added:
+            audits.append(
+                self._audit_doc(
+                    AuditAction.suppression_added,
+                    THE_PERSON,
+                    client,
+                    federation_path=contact["federation_path"],
+                    contact_id=contact_id,
+                    detail={"reason": "objection", "addresses": len(added)},
+                )
+            )
+        if audits:
+            await self.consents.add_audits(audits, session)
+        return result
+
+    # ------------------------------------------------------------ delivery feedback
+
+    async def complaint(
+        self,
+        session: AsyncClientSession,
+        contact_id: str,
+        purpose: str,
+        *,
+        message_id: str,
+    ) -> Unsubscribed:
+        """The person reported a message as spam (message-complained): their objection to
+        the message's purpose by email, recorded like an unsubscribe from that purpose
+        (which puts nothing on the suppression list). A contact merged since is the
+        contact it was merged into; an erased one has nothing left to object to."""
+        survivor = (await self.contacts.survivors([contact_id], session))[contact_id]
+        contact = await self.contacts.get(survivor, session)
+        if contact is None:
+            return Unsubscribed(contact_known=False, purpose=purpose)
+        proof = {"message_id": message_id, "scope": "purpose"}
+        return await self._object(
+            session,
+            contact,
+            purpose,
+            [(Channel.email, purpose)],
+            scope="purpose",
+            source=Source.complaint,
+            proof=proof,
+            client=ClientInfo(),
+        )
+
+    async def hard_bounce(
+        self,
+        session: AsyncClientSession,
+        contact_id: str,
+        address_hash: str,
+        kind: Literal["email", "phone"],
+        *,
+        federation_id: str,
+        federation_path: str,
+        causation: Envelope,
+    ) -> list[str]:
+        """The address a message hard-bounced at joins the suppression list (that address
+        only: the person's other addresses still work)."""
+        return await self.suppress_contact(
+            session,
+            contact_id,
+            federation_id=federation_id,
+            federation_path=federation_path,
+            reason="bounce",
+            causation=causation,
+            addresses=[(address_hash, kind)],
+        )
 
     # ------------------------------------------------------------ SMS STOP (public)
 
@@ -728,23 +819,26 @@ class ConsentService:
         self,
         session: AsyncClientSession,
         contact: dict[str, Any],
-        reason: Literal["objection", "erasure"],
+        reason: SuppressionReason,
         causation: Envelope | None = None,
+        addresses: Sequence[tuple[str, AddressKind]] | None = None,
     ) -> tuple[list[str], list[Envelope]]:
-        """Put every email and phone hash of the contact not yet on the suppression list
-        on it; returns the hashes added and their suppression-added events (to publish
-        in the same transaction): the person's, those of contacts merged into them too."""
-        hashes = await self.consents.hashes_of(
-            await self.person_ids(contact["_id"], session), session
-        )
-        known = await self.consents.suppressed_among(hashes["email"] + hashes["phone"], session)
+        """Put every email and phone hash of the contact (or only ``addresses``: (hash,
+        kind) pairs) not yet on the suppression list on it; returns the hashes added and
+        their suppression-added events (to publish in the same transaction): the person's,
+        those of contacts merged into them too."""
+        if addresses is None:
+            hashes = await self.consents.hashes_of(
+                await self.person_ids(contact["_id"], session), session
+            )
+            kinds: tuple[AddressKind, ...] = ("email", "phone")
+            addresses = [(h, kind) for kind in kinds for h in hashes[kind]]
+        known = await self.consents.suppressed_among([h for h, _ in addresses], session)
         now = utcnow()
-        new: list[tuple[str, Literal["email", "phone"]]] = []
-        kinds: tuple[Literal["email", "phone"], ...] = ("email", "phone")
-        for kind in kinds:
-            for address_hash in hashes[kind]:
-                if address_hash not in known and address_hash not in {h for h, _ in new}:
-                    new.append((address_hash, kind))
+        new: list[tuple[str, AddressKind]] = []
+        for address_hash, kind in addresses:
+            if address_hash not in known and address_hash not in {h for h, _ in new}:
+                new.append((address_hash, kind))
         if not new:
             return [], []
         await self.consents.add_suppressions(new, reason, now, session)
@@ -764,12 +858,13 @@ class ConsentService:
         self,
         session: AsyncClientSession,
         contact: dict[str, Any],
-        reason: Literal["objection", "erasure"],
+        reason: SuppressionReason,
         actor: Actor,
         client: ClientInfo,
         causation: Envelope | None = None,
+        addresses: Sequence[tuple[str, AddressKind]] | None = None,
     ) -> list[str]:
-        added, events = await self._suppression_of(session, contact, reason, causation)
+        added, events = await self._suppression_of(session, contact, reason, causation, addresses)
         if events:
             await self.outbox.add(session, *events)
             await self._audit(
@@ -790,18 +885,22 @@ class ConsentService:
         *,
         federation_id: str,
         federation_path: str,
-        reason: Literal["objection", "erasure"],
+        reason: SuppressionReason,
         causation: Envelope | None = None,
+        addresses: Sequence[tuple[str, AddressKind]] | None = None,
     ) -> list[str]:
-        """For other use cases (erasure): suppress the contact's addresses inside the
-        caller's transaction, before its hashes are forgotten."""
+        """For other use cases (erasure, a hard bounce): suppress the contact's addresses
+        (or only ``addresses``) inside the caller's transaction, before its hashes are
+        forgotten."""
         contact = {
             "_id": contact_id,
             "federation_id": federation_id,
             "federation_path": federation_path,
         }
-        actor = THE_PERSON if reason == "objection" else Actor("dpo", ActorKind.user, "dpo")
-        return await self._suppress(session, contact, reason, actor, ClientInfo(), causation)
+        actor = _SUPPRESSION_ACTORS[reason]
+        return await self._suppress(
+            session, contact, reason, actor, ClientInfo(), causation, addresses
+        )
 
     async def suppress_erased(
         self,

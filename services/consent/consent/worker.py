@@ -8,7 +8,12 @@ from tribune_shared.store import Store
 from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
-from consent.handlers import contact_handlers, contact_merge_handlers, suppression_handlers
+from consent.handlers import (
+    contact_handlers,
+    contact_merge_handlers,
+    feedback_handlers,
+    suppression_handlers,
+)
 from consent.privacy_handlers import privacy_handlers, retention_handlers, retention_sweeper
 from consent.privacy_service import PrivacyService
 from consent.privacy_store import PRIVACY_INDEXES
@@ -35,6 +40,8 @@ def build_worker(settings: ConsentSettings | None = None) -> Worker:
         # suppression first: the erased person's addresses join the list before privacy
         # drops what consent holds on them
         .add(suppression_handlers(consent))
+        # messaging's delivery feedback: hard bounces suppress, complaints object
+        .add(feedback_handlers(consent))
         .add(privacy_handlers(privacy), also=True)
         # retention clocks move with events other handlers project too
         .add(retention_handlers(privacy.data), also=True)

@@ -54,8 +54,24 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route("/api/v1/webhooks/payments", "memberships", public=True),
     Route("/api/v1/webhooks/sms", "consent", public=True),  # inbound SMS (STOP), signed
+    # delivery feedback (messaging.feedback), signed: SMS receipts, email events, DSN/ARF
+    Route("/api/v1/webhooks/sms-receipts", "messaging", public=True),
+    Route(
+        "/api/v1/webhooks/email-events",
+        "messaging",
+        public=True,
+        large_bodies=(LargeBody("POST", "/api/v1/webhooks/email-events", "max_text_body_bytes"),),
+    ),
+    Route(
+        "/api/v1/webhooks/email-dsn",
+        "messaging",
+        public=True,
+        large_bodies=(LargeBody("POST", "/api/v1/webhooks/email-dsn", "max_text_body_bytes"),),
+    ),
     # pages behind the links in emails (confirm a consent, unsubscribe; RFC 8058 one-click)
     Route("/api/v1/public/consents", "consent", public=True, methods=("GET", "POST")),
+    # the tracked links and the open pixel of campaign emails (signed tokens; read only)
+    Route("/api/v1/public/t", "messaging", public=True, methods=("GET",)),
     Route(
         "/api/v1/contacts",
         "contacts",

@@ -13,7 +13,7 @@ from tribune_shared.app import ID_PATTERN, IdQuery
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.errors import PayloadTooLarge
 from tribune_shared.events.contracts import PaymentMethod
-from tribune_shared.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from tribune_shared.webhooks import SIGNATURE_HEADER, SIGNATURE_PARAMETERS, TIMESTAMP_HEADER
 
 from memberships.domain import MembershipStatus
 from memberships.service import MembershipsService, PaymentNotice
@@ -102,22 +102,7 @@ def _parse_notice(body: bytes) -> PaymentNoticeIn:
         422: {"description": "invalid field (with the reason); nothing recorded"},
     },
     openapi_extra={
-        "parameters": [
-            {
-                "name": TIMESTAMP_HEADER,
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": "unix seconds",
-            },
-            {
-                "name": SIGNATURE_HEADER,
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": 'sha256=<hex HMAC-SHA256(secret, b"<timestamp>." + body)>',
-            },
-        ],
+        "parameters": SIGNATURE_PARAMETERS,
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": PaymentNoticeIn.model_json_schema()}},

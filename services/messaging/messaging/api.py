@@ -12,7 +12,7 @@ from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.events.contracts import Channel
 from tribune_shared.limits import larger_body
 
-from messaging.domain import MessageStatus
+from messaging.domain import MessageStatus, Standing
 from messaging.service import MessagingService
 from messaging.settings import SUBJECT_MAX_CHARS, TEXT_MAX_CHARS
 
@@ -120,6 +120,11 @@ class Reachability(BaseModel):
     per_person_tracking: bool = Field(
         default=False, description="open/click tracking per person is allowed (consent)"
     )
+    standing: Standing | None = Field(
+        default=None,
+        description="membership standing as messaging knows it (campaigns filter on it); "
+        "null: never a member",
+    )
 
 
 @router.get("/reachability/{contact_id}", dependencies=[may_read])
@@ -138,4 +143,5 @@ async def reachability(
         reachable=reachable,
         reason=reason,
         per_person_tracking=await svc.tracking_allowed(identity, contact_id),
+        standing=await svc.standing(identity, contact_id),
     )

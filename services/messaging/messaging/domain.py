@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from tribune_shared.errors import InvalidField, Refused
@@ -23,6 +23,7 @@ class ConsentStatus(StrEnum):
 
 class MessageStatus(StrEnum):
     queued = "queued"  # a campaign's intent: waiting for a worker
+    held = "held"  # an A/B test's rest of the audience: waits for the winning subject
     sending = "sending"  # claimed or handed to the provider, outcome not recorded yet
     sent = "sent"
     failed = "failed"
@@ -50,6 +51,49 @@ def consent_version(status: ConsentStatus, changed_at: datetime) -> int:
         changed_at = changed_at.replace(tzinfo=UTC)
     micros = (changed_at - _EPOCH) // timedelta(microseconds=1)
     return micros * 2 + (1 if status is ConsentStatus.revoked else 0)
+
+
+# ---------------------------------------------------------------- membership standing
+
+
+class Standing(StrEnum):
+    """A person's membership standing as messaging projects it (``None``: never a member)."""
+
+    up_to_date = "up_to_date"  # active: dues paid for the current period
+    grace = "grace"  # period over, not lapsed yet (memberships lapses after the grace days)
+    lapsed = "lapsed"  # not renewed after the grace days, or cancelled
+
+
+class MembershipState(StrEnum):
+    active = "active"
+    lapsed = "lapsed"
+    cancelled = "cancelled"
+
+
+_ORDER = {MembershipState.active: 0, MembershipState.lapsed: 1, MembershipState.cancelled: 2}
+
+
+def membership_version(state: MembershipState, on: date) -> int:
+    """Order one membership's facts by the day they happened; on the same day a lapse or
+    a cancellation wins over an activation (when in doubt, not up to date)."""
+    return on.toordinal() * 3 + _ORDER[state]
+
+
+def standing_of(
+    memberships: list[tuple[MembershipState, date | None]], today: date
+) -> Standing | None:
+    """A person's standing from their memberships' latest facts (state, period end): the
+    best of them (a person up to date in one federation is up to date)."""
+    best: Standing | None = None
+    rank = {Standing.lapsed: 0, Standing.grace: 1, Standing.up_to_date: 2}
+    for state, ends_on in memberships:
+        if state is MembershipState.active:
+            current = Standing.up_to_date if ends_on is None or today <= ends_on else Standing.grace
+        else:
+            current = Standing.lapsed
+        if best is None or rank[current] > rank[best]:
+            best = current
+    return best
 
 
 # ---------------------------------------------------------------- sending

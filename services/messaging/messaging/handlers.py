@@ -4,6 +4,8 @@ of bulk events (contacts, consents) take a whole partition batch at a time."""
 
 from __future__ import annotations
 
+from datetime import datetime, time
+
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.contact_directory import moved_contacts, tombstone
 from tribune_shared.events import Envelope, decode_as
@@ -13,12 +15,15 @@ from tribune_shared.events.contracts import (
     ContactCreatedV1,
     ContactMergedV1,
     ContactUpdatedV1,
+    MembershipActivatedV1,
+    MembershipCancelledV1,
+    MembershipLapsedV1,
     SuppressionAddedV1,
 )
 from tribune_shared.store import Projected
 from tribune_shared.subscriptions import Batch, Handler
 
-from messaging.domain import ConsentStatus, consent_version
+from messaging.domain import ConsentStatus, MembershipState, consent_version, membership_version
 from messaging.privacy import MessagingPrivacyStore
 from messaging.service import MessagingService
 from messaging.store import MessagingStore, consent_key
@@ -111,6 +116,44 @@ def consent_handlers(messages: MessagingStore) -> dict[str, Batch]:
 
     batch = Batch(on_consents)
     return {"consent-granted": batch, "consent-revoked": batch}
+
+
+def membership_state(envelope: Envelope) -> Projected:
+    """One membership's latest fact (activated with its period, lapsed, cancelled): what
+    campaigns filtering on standing read."""
+    event = decode_as(envelope, MembershipActivatedV1, MembershipLapsedV1, MembershipCancelledV1)
+    if isinstance(event, MembershipActivatedV1):
+        state, on, ends_on = MembershipState.active, event.starts_on, event.ends_on
+    elif isinstance(event, MembershipLapsedV1):
+        state, on, ends_on = MembershipState.lapsed, event.lapsed_on, None
+    else:
+        state, on, ends_on = MembershipState.cancelled, event.cancelled_on, None
+    return Projected(
+        event.membership_id,
+        membership_version(state, on),
+        {
+            "contact_id": event.contact_id,
+            "state": state.value,
+            # dates as datetimes: what the store keeps
+            "ends_on": datetime.combine(ends_on, time()) if ends_on else None,
+            "federation_id": envelope.federation_id,
+            "federation_path": envelope.federation_path,
+        },
+    )
+
+
+def membership_handlers(messages: MessagingStore) -> dict[str, Batch]:
+    """membership-*: each person's standing, for campaigns that target one."""
+
+    async def on_memberships(envelopes: list[Envelope], session: AsyncClientSession) -> None:
+        await messages.project_memberships([membership_state(e) for e in envelopes], session)
+
+    batch = Batch(on_memberships)
+    return {
+        "membership-activated": batch,
+        "membership-lapsed": batch,
+        "membership-cancelled": batch,
+    }
 
 
 def suppression_handlers(messages: MessagingStore) -> dict[str, Handler]:

@@ -10,6 +10,9 @@ from messaging.campaigns.api import router as campaigns_router
 from messaging.campaigns.content import TemplateContent
 from messaging.campaigns.service import CampaignService
 from messaging.campaigns.store import INDEXES as CAMPAIGN_INDEXES
+from messaging.feedback.api import router as feedback_router
+from messaging.feedback.service import FeedbackService
+from messaging.feedback.store import INDEXES as FEEDBACK_INDEXES
 from messaging.mailer import Mailer, SmtpMailer
 from messaging.privacy import router as privacy_router
 from messaging.service import MessagingService
@@ -18,6 +21,9 @@ from messaging.store import INDEXES
 from messaging.templates.api import router as templates_router
 from messaging.templates.service import TemplateService
 from messaging.templates.store import TEMPLATE_INDEXES
+from messaging.tracking.api import router as tracking_router
+from messaging.tracking.service import TrackingService
+from messaging.tracking.store import INDEXES as TRACKING_INDEXES
 
 
 def create_app(settings: MessagingSettings | None = None, mailer: Mailer | None = None) -> FastAPI:
@@ -29,15 +35,38 @@ def create_app(settings: MessagingSettings | None = None, mailer: Mailer | None 
         )
         app.state.template_service = TemplateService(settings, app.state.store)
         app.state.campaign_service = CampaignService(
-            settings, app.state.store, TemplateContent(app.state.template_service)
+            settings,
+            app.state.store,
+            TemplateContent(app.state.template_service),
+            app.state.messaging_service.mailer,
         )
+        app.state.feedback_service = FeedbackService(settings, app.state.store)
+        app.state.tracking_service = TrackingService(settings, app.state.store)
+        app.state.tracking_service.start()  # buffered opens/clicks, flushed in batches
+
+    async def on_shutdown(app: FastAPI) -> None:
+        await app.state.tracking_service.stop()
 
     return create_service_app(
         settings,
         title="Tribune messaging",
-        routers=[privacy_router, router, templates_router, campaigns_router],
-        indexes=[*INDEXES, *TEMPLATE_INDEXES, *CAMPAIGN_INDEXES],
+        routers=[
+            privacy_router,
+            router,
+            templates_router,
+            campaigns_router,
+            feedback_router,
+            tracking_router,
+        ],
+        indexes=[
+            *INDEXES,
+            *TEMPLATE_INDEXES,
+            *CAMPAIGN_INDEXES,
+            *FEEDBACK_INDEXES,
+            *TRACKING_INDEXES,
+        ],
         on_startup=on_startup,
+        on_shutdown=on_shutdown,
     )
 
 

@@ -19,13 +19,19 @@ from tribune_shared.privacy import dpo_router, erasure_completed, erasure_reques
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Handler
 
-from messaging.store import CONSENTS, CONTACTS, MESSAGES
+from messaging.campaigns.store import CampaignStore
+from messaging.domain import MessageStatus
+from messaging.store import CONSENTS, CONTACTS, MEMBERSHIPS, MESSAGES
 
 SERVICE = "messaging"
 #: the version of an erased contact's tombstone: no contact event is ever newer
 
 #: collections holding a person's data besides the contact projection, by their field
-PERSON_COLLECTIONS: list[tuple[str, str]] = [(CONSENTS, "contact_id"), (MESSAGES, "contact_id")]
+PERSON_COLLECTIONS: list[tuple[str, str]] = [
+    (CONSENTS, "contact_id"),
+    (MESSAGES, "contact_id"),
+    (MEMBERSHIPS, "contact_id"),
+]
 
 
 class MessagingPrivacyStore:
@@ -48,8 +54,24 @@ class MessagingPrivacyStore:
 
     async def erase(self, contact_id: str, session: AsyncClientSession) -> None:
         await self.forget_contact(contact_id, session)
+        await self._uncount_pending(contact_id, session)
         for collection, field in PERSON_COLLECTIONS:
             await self.store[collection].delete_many({field: contact_id}, session=session)
+
+    async def _uncount_pending(self, contact_id: str, session: AsyncClientSession) -> None:
+        """The person's campaign messages not sent yet go with the rest of their data: the
+        campaigns' counters say so (``erased``), so they still add up."""
+        pending = [MessageStatus.queued.value, MessageStatus.held.value]
+        counts: dict[str, dict[str, int]] = {}
+        async for d in self.store[MESSAGES].find(
+            {"contact_id": contact_id, "status": {"$in": pending}, "campaign_id": {"$ne": None}},
+            {"campaign_id": 1, "status": 1},
+            session=session,
+        ):
+            tally = counts.setdefault(d["campaign_id"], {"erased": 0})
+            tally[d["status"]] = tally.get(d["status"], 0) - 1
+            tally["erased"] += 1
+        await CampaignStore(self.store).count_stats(counts, session)
 
     async def person(self, identity_scope: dict[str, Any], contact_id: str) -> dict | None:
         contact = await self.store[CONTACTS].find_one({"_id": contact_id, **identity_scope})

@@ -35,6 +35,7 @@ from messaging.domain import (
     ContentLimits,
     MessageStatus,
     Recipient,
+    Standing,
     check_channel,
     check_content,
     check_limit,
@@ -101,6 +102,12 @@ class MessagingService:
         return await self.messages.consent(
             contact_id, Channel.email, self.settings.tracking_purpose
         )
+
+    async def standing(self, identity: Identity, contact_id: str) -> Standing | None:
+        """The contact's membership standing in messaging's own view."""
+        if await self.messages.find_recipient(identity, contact_id) is None:
+            raise NotFound("contact not found")
+        return (await self.messages.standings([contact_id], utcnow().date())).get(contact_id)
 
     async def tracking_allowed(self, identity: Identity, contact_id: str) -> bool:
         """Whether per-person open/click tracking may be added to this contact's emails."""

@@ -51,6 +51,17 @@ class MessagingSettings(ServiceSettings):
     smtp_pool_size: int = Field(
         default=8, ge=1, le=256, description="SMTP sessions a worker keeps open for campaigns"
     )
+    smtp_rate_per_second: float = Field(
+        default=0, ge=0, le=100_000, description="campaign messages per second (0: no limit)"
+    )
+    # A second relay for campaigns: used when the first cannot take a message now
+    smtp_fallback_host: str | None = Field(default=None, min_length=1)
+    smtp_fallback_port: int = Field(default=587, ge=1, le=65535)
+    smtp_fallback_use_tls: bool = False
+    smtp_fallback_start_tls: bool | None = None
+    smtp_fallback_username: str | None = None
+    smtp_fallback_password: SecretStr | None = None
+    smtp_fallback_rate_per_second: float = Field(default=0, ge=0, le=100_000)
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
 
@@ -71,6 +82,41 @@ class MessagingSettings(ServiceSettings):
     suppression_salt: str = DEV_SECRET
     #: the consent purpose (channel email) that allows per-person open/click tracking
     tracking_purpose: str = Field(default="tracking", min_length=1, max_length=64)
+
+    # Open and click tracking (messaging.tracking); tokens are signed with
+    # unsubscribe_secret under their own purposes (tribune_shared.tokens)
+    tracking_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="the gateway's public address: tracked links and the open pixel point "
+        "at <this>/api/v1/public/t/...",
+    )
+    tracking_max_url_chars: int = Field(
+        default=2000,
+        ge=100,
+        le=2500,
+        description="a longer link is left as it is, not tracked (its token must stay "
+        "under the 4096 characters a token may have)",
+    )
+    tracking_flush_interval_ms: int = Field(
+        default=500, ge=10, le=60_000, description="how often buffered opens/clicks are written"
+    )
+    tracking_flush_max_hits: int = Field(
+        default=1000, ge=1, le=100_000, description="buffered hits that trigger a write at once"
+    )
+    tracking_buffer_max_hits: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="hits an API process holds while the store does not take them; beyond, "
+        "new hits are not counted (the redirect still works)",
+    )
+    tracking_dedupe_days: int = Field(
+        default=90,
+        ge=1,
+        le=400,
+        description="how long a message's first open/click is remembered for the unique "
+        "counts (a later one counts as unique again)",
+    )
 
     # The double opt-in confirmation email (consent-confirmation-requested)
     confirmation_subject: str = Field(
@@ -230,12 +276,42 @@ class MessagingSettings(ServiceSettings):
         description="claimed messages of a worker that died go back to the queue after this",
     )
     campaign_schedule_horizon_days: int = Field(default=365, ge=1, le=3650)
+    campaign_test_max_recipients: int = Field(
+        default=10, ge=1, le=100, description="addresses of one test send"
+    )
+    campaign_test_subject_prefix: str = Field(default="[TEST] ", max_length=50)
+    campaign_test_given_name: str = Field(default="Prénom", max_length=100)
+    campaign_test_family_name: str = Field(default="Nom", max_length=100)
     campaign_breaker_min_sent: int = Field(
         default=200, ge=1, le=10_000_000, description="sent before the circuit breaker judges"
+    )
+    campaign_breaker_check_seconds: float = Field(
+        default=2, ge=0, le=600, description="how often a dispatcher looks at the rates"
     )
     campaign_breaker_bounce_rate: float = Field(default=0.05, gt=0, le=1)
     campaign_breaker_complaint_rate: float = Field(default=0.003, gt=0, le=1)
     campaign_breaker_unsubscribe_rate: float = Field(default=0.02, gt=0, le=1)
+
+    # Delivery feedback (messaging.feedback): receipts, bounces, complaints
+    #: HMAC-SHA256 secret of the email events and DSN webhooks (unset: both refused, 401).
+    #: Not in secret_fields: a deployment whose ESP posts no feedback need not set it.
+    email_events_secret: SecretStr | None = None
+    email_events_tolerance_seconds: int = Field(
+        default=300, ge=1, le=3600, description="age beyond which a signed email event is refused"
+    )
+    feedback_max_events: int = Field(
+        default=1000, ge=1, le=100_000, description="events one email events call may carry"
+    )
+    feedback_early_receipt_seconds: float = Field(
+        default=3600,
+        ge=1,
+        le=7 * 86_400,
+        description="how long an SMS receipt that came before its message's outcome was "
+        "recorded waits for it (then it is dropped)",
+    )
+    feedback_early_receipt_poll_seconds: float = Field(
+        default=1, gt=0, le=60, description="how often a worker matches the early receipts"
+    )
 
     # Limits (the API refuses more than the hard caps whatever these say)
     subject_max_chars: int = Field(default=SUBJECT_MAX_CHARS, ge=1, le=SUBJECT_MAX_CHARS)
@@ -276,6 +352,7 @@ class MessagingSettings(ServiceSettings):
 
     @field_validator(
         "unsubscribe_base_url",
+        "tracking_base_url",
         "sms_ovh_base_url",
         "sms_twilio_base_url",
         "sms_twilio_status_callback_url",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -15,20 +15,25 @@ from tribune_shared.store import IndexSpec, Projected, Store, upsert_many_if_new
 from messaging.domain import (
     ConsentState,
     ConsentStatus,
+    MembershipState,
     MessageStatus,
     Recipient,
+    Standing,
+    standing_of,
 )
 
 CONTACTS = "contacts"  # projection of contact-*: address, names, federation
 CONSENTS = "consents"  # projection of consent-*: latest fact per contact x channel x purpose
 MESSAGES = "messages"  # the message log and each message's delivery state
 SUPPRESSED = "suppressed"  # projection of suppression-added: salted address hashes only
+MEMBERSHIPS = "memberships"  # projection of membership-*: each membership's latest fact
 #: a person's history, placed in the federation the person is in (moves follow them)
 HISTORY = (MESSAGES, CONSENTS)
 
 INDEXES = [
     IndexSpec(CONTACTS, [("federation_path", ASCENDING)]),
     IndexSpec(CONSENTS, [("contact_id", ASCENDING)]),
+    IndexSpec(MEMBERSHIPS, [("contact_id", ASCENDING)]),
     IndexSpec(MESSAGES, [("contact_id", ASCENDING), ("created_at", DESCENDING)]),
     IndexSpec(MESSAGES, [("federation_path", ASCENDING), ("created_at", DESCENDING)]),
 ]
@@ -53,6 +58,39 @@ class MessagingStore:
         """Consent facts, the latest in time wins per contact x channel x purpose
         (``consent_version``), whatever order they arrive in."""
         await upsert_many_if_newer(self.store[CONSENTS], states, session=session)
+
+    async def project_memberships(
+        self, states: list[Projected], session: AsyncClientSession
+    ) -> None:
+        """Memberships' facts, the latest (by the day it happened) wins per membership."""
+        await upsert_many_if_newer(self.store[MEMBERSHIPS], states, session=session)
+
+    async def standings(self, contact_ids: list[str], today: date) -> dict[str, Standing]:
+        """The standing of each of these contacts who ever was a member."""
+        found: dict[str, list[tuple[MembershipState, date | None]]] = {}
+        docs = self.store[MEMBERSHIPS].find(
+            {"contact_id": {"$in": contact_ids}}, {"contact_id": 1, "state": 1, "ends_on": 1}
+        )
+        async for d in docs:
+            ends = d.get("ends_on")
+            found.setdefault(d["contact_id"], []).append(
+                (MembershipState(d["state"]), ends.date() if ends else None)
+            )
+        out = {}
+        for contact_id, memberships in found.items():
+            if (standing := standing_of(memberships, today)) is not None:
+                out[contact_id] = standing
+        return out
+
+    async def projected_among(
+        self, contact_ids: list[str], session: AsyncClientSession | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Which of these contacts messaging has heard of (tombstones included), with the
+        flags saying whether they were erased or merged away."""
+        docs = self.store[CONTACTS].find(
+            {"_id": {"$in": contact_ids}}, {"erased": 1, "merged_into": 1}, session=session
+        )
+        return {d["_id"]: d async for d in docs}
 
     async def erased_among(
         self, contact_ids: list[str], session: AsyncClientSession | None = None
@@ -101,12 +139,54 @@ class MessagingStore:
         )
         await self.store[CONSENTS].delete_many({"contact_id": merged_id}, session=session)
         person = await self.survivor_of(survivor_id, session)
+        await self._drop_double_campaign_messages(merged_id, person, session)
         await self.store[MESSAGES].update_many(
             {"contact_id": merged_id},
             {"$set": {"contact_id": person, "merged_from": merged_id}},
             session=session,
         )
+        # the duplicate's memberships are the person's (their standing carries over)
+        await self.store[MEMBERSHIPS].update_many(
+            {"contact_id": merged_id}, {"$set": {"contact_id": person}}, session=session
+        )
         await self.follow_moves([person], session)
+
+    async def _drop_double_campaign_messages(
+        self, merged_id: str, person: str, session: AsyncClientSession
+    ) -> None:
+        """A campaign reaches a person once: the duplicate's messages not sent yet, of a
+        campaign that already has one for the survivor, are cancelled before the
+        duplicate's messages become the survivor's."""
+        pending = [MessageStatus.queued.value, MessageStatus.held.value]
+        theirs = await self.store[MESSAGES].distinct(
+            "campaign_id",
+            {"contact_id": person, "campaign_id": {"$ne": None}},
+            session=session,
+        )
+        if not theirs:
+            return
+        doubles = {
+            "contact_id": merged_id,
+            "campaign_id": {"$in": theirs},
+            "status": {"$in": pending},
+        }
+        counts: dict[str, dict[str, int]] = {}
+        async for d in self.store[MESSAGES].find(
+            doubles, {"campaign_id": 1, "status": 1}, session=session
+        ):
+            tally = counts.setdefault(d["campaign_id"], {"cancelled": 0})
+            tally[d["status"]] = tally.get(d["status"], 0) - 1
+            tally["cancelled"] += 1
+        if counts:
+            await self.store[MESSAGES].update_many(
+                doubles,
+                {"$set": {"status": MessageStatus.cancelled.value, "cancel_reason": "merged"}},
+                session=session,
+            )
+            # (imported here: the campaigns' store builds on this module)
+            from messaging.campaigns.store import CampaignStore
+
+            await CampaignStore(self.store).count_stats(counts, session)
 
     async def survivor_of(self, contact_id: str, session: AsyncClientSession | None = None) -> str:
         """Who the contact is now: itself, or whom it was merged into, along chains."""

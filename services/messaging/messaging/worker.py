@@ -18,13 +18,16 @@ from messaging.campaigns.dispatcher import Dispatcher
 from messaging.campaigns.handlers import campaign_handlers
 from messaging.campaigns.service import CampaignService
 from messaging.campaigns.store import INDEXES as CAMPAIGN_INDEXES
+from messaging.feedback.service import FeedbackService, early_receipts_task
+from messaging.feedback.store import INDEXES as FEEDBACK_INDEXES
 from messaging.handlers import (
     confirmation_handlers,
     consent_handlers,
     contact_handlers,
+    membership_handlers,
     suppression_handlers,
 )
-from messaging.mailer import SmtpMailer, SmtpPool
+from messaging.mailer import FailoverMailer, SmtpMailer
 from messaging.privacy import erasure_handlers
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
@@ -44,6 +47,7 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         .add(contact_handlers(messages))
         .add(consent_handlers(messages))
         .add(suppression_handlers(messages))
+        .add(membership_handlers(messages))
         .add(confirmation_handlers(service))
         .add(FederationDirectory(store).handlers())
         .add(erasure_handlers(store))
@@ -53,7 +57,7 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
     campaigns = CampaignService(settings, store, content)
 
     async def dispatch(stop: asyncio.Event) -> None:  # campaign sending (messaging.campaigns)
-        pool = SmtpPool(settings)
+        pool = FailoverMailer.from_settings(settings)
         client = sms_http_client(settings)
         sms = build_sms_sender(settings, client)
         dispatcher = Dispatcher(
@@ -74,8 +78,9 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         settings,
         store,
         subscriptions=subscriptions,
-        indexes=[*INDEXES, *CAMPAIGN_INDEXES],
-        tasks=[dispatch],
+        indexes=[*INDEXES, *CAMPAIGN_INDEXES, *FEEDBACK_INDEXES],
+        # SMS receipts that came before their message's outcome (messaging.feedback)
+        tasks=[dispatch, early_receipts_task(FeedbackService(settings, store))],
     )
 
 

@@ -57,12 +57,17 @@ def decode(envelope: Envelope) -> EventContract:
 
 E = TypeVar("E", bound=EventContract)
 F = TypeVar("F", bound=EventContract)
+G = TypeVar("G", bound=EventContract)
 
 
 @overload
 def decode_as(envelope: Envelope, expected: type[E], /) -> E: ...
 @overload
 def decode_as(envelope: Envelope, expected: type[E], other: type[F], /) -> E | F: ...
+@overload
+def decode_as(
+    envelope: Envelope, expected: type[E], other: type[F], third: type[G], /
+) -> E | F | G: ...
 def decode_as(envelope: Envelope, *expected: type[EventContract]) -> EventContract:
     """``decode`` that also checks the payload is one of the ``expected`` contracts (a
     handler registered for the wrong topic fails loudly, and the result is typed)."""

@@ -430,13 +430,15 @@ class ConsentConfirmationRequestedV1(EventContract):
     lane=Lane.urgent,
 )
 class SuppressionAddedV1(EventContract):
-    """An address joined the suppression list (the person objected to everything or was
-    erased): never message it, flag any contact created with it. Carries only the salted
-    hash (tribune_shared.suppression.address_hash), never the address."""
+    """An address joined the suppression list (the person objected to everything, was
+    erased, or the address hard-bounced): never message it, flag any contact created with
+    it. Carries only the salted hash (tribune_shared.suppression.address_hash), never the
+    address."""
 
     address_hash: str
     kind: Literal["email", "phone"]
-    reason: Literal["objection", "erasure"]
+    #: objection (the person), erasure, or bounce (a hard bounce: the address is invalid)
+    reason: Literal["objection", "erasure", "bounce"]
     suppressed_at: datetime
 
 
@@ -472,7 +474,11 @@ class ErasureCompletedV1(EventContract):
 
 
 @contract(
-    "membership-activated", 1, key="membership_id", owner="memberships", consumers=("consent",)
+    "membership-activated",
+    1,
+    key="membership_id",
+    owner="memberships",
+    consumers=("consent", "messaging"),
 )
 class MembershipActivatedV1(EventContract):
     """A membership became active (dues paid)."""
@@ -484,7 +490,9 @@ class MembershipActivatedV1(EventContract):
     ends_on: date
 
 
-@contract("membership-lapsed", 1, key="membership_id", owner="memberships")
+@contract(
+    "membership-lapsed", 1, key="membership_id", owner="memberships", consumers=("messaging",)
+)
 class MembershipLapsedV1(EventContract):
     """A membership was not renewed after its grace period."""
 
@@ -493,7 +501,9 @@ class MembershipLapsedV1(EventContract):
     lapsed_on: date
 
 
-@contract("membership-cancelled", 1, key="membership_id", owner="memberships")
+@contract(
+    "membership-cancelled", 1, key="membership_id", owner="memberships", consumers=("messaging",)
+)
 class MembershipCancelledV1(EventContract):
     """A membership was cancelled by the member or the federation."""
 
@@ -623,13 +633,38 @@ class MessageDeliveredV1(_MessageEvent):
     delivered_at: datetime
 
 
-@contract("message-bounced", 1, key="message_id", owner="messaging", partitions=6)
+@contract(
+    "message-bounced", 1, key="message_id", owner="messaging", partitions=6, consumers=("consent",)
+)
 class MessageBouncedV1(_MessageEvent):
-    """The message bounced; hard bounces suppress the address."""
+    """The message bounced; consent puts the address of a hard bounce on the suppression
+    list (a soft bounce is only counted: the provider retries by itself)."""
 
     bounce_type: Literal["hard", "soft"]
     reason: str = ""
     bounced_at: datetime
+    #: salted hash of the address that bounced (``tribune_shared.suppression``), set on a
+    #: hard bounce: the one address consent suppresses, never the address itself
+    address_hash: str | None = None
+
+
+@contract(
+    "message-complained",
+    1,
+    key="message_id",
+    owner="messaging",
+    partitions=6,
+    consumers=("consent",),
+    lane=Lane.urgent,
+)
+class MessageComplainedV1(_MessageEvent):
+    """The recipient reported the message as spam to their mailbox provider (a feedback
+    loop or an ESP's complaint event): consent records it as the person's objection to the
+    message's purpose on that channel."""
+
+    #: the consent purpose the message was sent for
+    purpose: str
+    complained_at: datetime
 
 
 @contract("message-opened", 1, key="message_id", owner="messaging", partitions=6)

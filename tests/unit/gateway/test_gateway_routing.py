@@ -19,8 +19,13 @@ from gateway.settings import GatewaySettings
         ("/api/v1/webhooks/payments", "memberships", True),
         ("/api/v1/webhooks/payments/stripe", "memberships", True),
         ("/api/v1/webhooks/sms", "consent", True),
+        ("/api/v1/webhooks/sms-receipts/ovh", "messaging", True),
+        ("/api/v1/webhooks/email-events", "messaging", True),
+        ("/api/v1/webhooks/email-dsn", "messaging", True),
         ("/api/v1/public/consents/unsubscribe", "consent", True),
         ("/api/v1/public/consents/confirm", "consent", True),
+        ("/api/v1/public/t/c/token", "messaging", True),
+        ("/api/v1/public/t/o/token.gif", "messaging", True),
     ],
 )
 def test_paths_resolve_to_their_owner(path, service, public):
@@ -46,14 +51,20 @@ def test_paths_no_service_owns_do_not_resolve(path):
 def test_only_the_webhooks_and_the_consent_pages_are_public():
     assert sorted(r.prefix for r in ROUTES if r.public) == [
         "/api/v1/public/consents",
+        "/api/v1/public/t",
+        "/api/v1/webhooks/email-dsn",
+        "/api/v1/webhooks/email-events",
         "/api/v1/webhooks/payments",
         "/api/v1/webhooks/sms",
+        "/api/v1/webhooks/sms-receipts",
     ]
     # the webhooks take POST only; the consent pages are opened (GET) and answered (POST)
     assert {r.prefix: r.methods for r in ROUTES if r.public}["/api/v1/public/consents"] == (
         "GET",
         "POST",
     )
+    # tracked links and the open pixel are only ever fetched
+    assert {r.prefix: r.methods for r in ROUTES if r.public}["/api/v1/public/t"] == ("GET",)
 
 
 def test_service_urls_come_from_settings(monkeypatch):

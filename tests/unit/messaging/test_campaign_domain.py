@@ -101,3 +101,42 @@ def test_every_message_says_why_the_person_receives_it():
     )
     assert "fichier loué" in origin_line("rented_file")
     assert origin_line(None) == origin_line("unknown-kind") == DEFAULT_ORIGIN_LINE
+
+
+def test_an_ab_draw_is_fixed_per_contact_and_splits_the_share_in_halves():
+    from messaging.campaigns.domain import ab_variant
+
+    draws = [ab_variant("c1", f"p{i}", 0.2) for i in range(20_000)]
+    assert draws == [ab_variant("c1", f"p{i}", 0.2) for i in range(20_000)]  # fixed
+    a, b = draws.count("a"), draws.count("b")
+    assert 1_800 < a < 2_200 and 1_800 < b < 2_200  # 10% each, give or take
+    assert draws.count(None) == 20_000 - a - b  # held for the winner
+    # another campaign draws other people
+    assert [ab_variant("c2", f"p{i}", 0.2) for i in range(200)] != draws[:200]
+
+
+def test_the_ab_winner_has_the_better_rate_per_message_sent_and_a_wins_ties():
+    from messaging.campaigns.domain import AbMetric, ab_winner
+
+    stats = {"ab": {"a": {"sent": 1000, "clicked": 30}, "b": {"sent": 500, "clicked": 20}}}
+    winner, why = ab_winner(stats, AbMetric.clicked)
+    assert winner == "b" and "A 3.0%, B 4.0%" in why
+    assert ab_winner({}, AbMetric.opened)[0] == "a"  # nothing measured: A
+    even = {"ab": {"a": {"sent": 10, "opened": 1}, "b": {"sent": 10, "opened": 1}}}
+    assert ab_winner(even, AbMetric.opened)[0] == "a"
+
+
+def test_an_ab_subject_test_compares_versions_that_differ_only_in_their_subject():
+    from messaging.campaigns.domain import check_ab_versions
+
+    a = {"version": 1, "parts": {"subject": "Samedi", "html": "<p>x</p>", "text": "x"}}
+    check_ab_versions(a, {**a, "version": 2, "parts": {**a["parts"], "subject": "Ce samedi"}})
+    for b, reason in [
+        ({**a, "version": 2, "parts": {**a["parts"], "html": "<p>y</p>"}}, "only in their subject"),
+        ({**a, "version": 2}, "same subject"),
+        (a, "another version"),
+    ]:
+        with pytest.raises(InvalidField) as bad:
+            check_ab_versions(a, b)
+        assert reason in bad.value.message
+        assert bad.value.field == "ab_test.template_version_b"

@@ -185,3 +185,35 @@ def test_contact_versions_apply_only_when_newer():
     assert is_newer(1, 2)
     assert not is_newer(2, 1)
     assert not is_newer(2, 2)
+
+
+def test_standing_is_the_best_of_a_persons_memberships_on_the_day():
+    from datetime import date
+
+    from messaging.domain import MembershipState, Standing, standing_of
+
+    today = date(2027, 3, 1)
+    active = MembershipState.active
+    assert standing_of([], today) is None  # never a member
+    assert standing_of([(active, date(2027, 12, 31))], today) is Standing.up_to_date
+    assert standing_of([(active, date(2027, 3, 1))], today) is Standing.up_to_date  # last day
+    assert standing_of([(active, date(2027, 2, 28))], today) is Standing.grace
+    assert standing_of([(MembershipState.lapsed, None)], today) is Standing.lapsed
+    assert standing_of([(MembershipState.cancelled, None)], today) is Standing.lapsed
+    both = [(MembershipState.lapsed, None), (active, date(2027, 6, 30))]
+    assert standing_of(both, today) is Standing.up_to_date
+
+
+def test_a_lapse_or_cancellation_wins_over_an_activation_of_the_same_day():
+    from datetime import date
+
+    from messaging.domain import MembershipState, membership_version
+
+    day = date(2027, 1, 15)
+    activated = membership_version(MembershipState.active, day)
+    assert membership_version(MembershipState.lapsed, day) > activated
+    assert membership_version(MembershipState.cancelled, day) > activated
+    # a renewal the next day wins over the lapse
+    assert membership_version(MembershipState.active, date(2027, 1, 16)) > membership_version(
+        MembershipState.lapsed, day
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -11,8 +11,9 @@ from tribune_shared.app import ID_PATTERN, IdPath
 from tribune_shared.auth import CurrentIdentity, Role, require_roles
 from tribune_shared.events.contracts import Channel
 
-from messaging.campaigns.domain import Action, CampaignStatus
+from messaging.campaigns.domain import AbMetric, AbTest, Action, CampaignStatus
 from messaging.campaigns.service import CampaignService
+from messaging.domain import Standing
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
 
@@ -26,6 +27,43 @@ def service(request: Request) -> CampaignService:
 
 
 Service = Annotated[CampaignService, Depends(service)]
+
+
+class AbTestIn(BaseModel):
+    """An A/B subject test: version B of the same template differs only in its subject."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template_version_b: int = Field(ge=1, description="the version with the other subject")
+    share: float = Field(
+        default=0.2, ge=0.02, le=0.5, description="share of the audience in the test (half A)"
+    )
+    decide_after_minutes: int = Field(
+        default=240, ge=1, le=10_080, description="after the launch, when the winner is chosen"
+    )
+    metric: AbMetric = Field(
+        default=AbMetric.clicked,
+        description="what decides: clicks (counted for everyone, in aggregate) or opens "
+        "(only measurable for people who agreed to tracking)",
+    )
+
+    def to_domain(self) -> AbTest:
+        return AbTest(
+            version_b=self.template_version_b,
+            share=self.share,
+            decide_after=timedelta(minutes=self.decide_after_minutes),
+            metric=self.metric,
+        )
+
+
+class AbTestView(BaseModel):
+    template_version_b: int
+    share: float
+    decide_after_seconds: float
+    metric: AbMetric
+    winner: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
 
 
 class CreateCampaign(BaseModel):
@@ -46,6 +84,13 @@ class CreateCampaign(BaseModel):
     segment_id: Id | None = Field(
         default=None,
         description="a saved segment of contacts (default: every contact of the subtree)",
+    )
+    ab_test: AbTestIn | None = None
+    standings: list[Standing] | None = Field(
+        default=None,
+        min_length=1,
+        description="only members of these standings (up_to_date, grace, lapsed: a cancelled "
+        "membership counts as lapsed); default: anyone, members or not",
     )
 
 
@@ -70,6 +115,8 @@ class CampaignView(BaseModel):
     template_id: str
     template_version: int
     segment_id: str | None
+    ab_test: AbTestView | None = None
+    standings: list[Standing] | None = None
     status: CampaignStatus
     status_reason: str | None = Field(
         default=None, description="why it is paused or failed (e.g. the circuit breaker)"
@@ -117,6 +164,8 @@ async def create_campaign(
         template_id=body.template_id,
         template_version=body.template_version,
         segment_id=body.segment_id,
+        ab_test=body.ab_test.to_domain() if body.ab_test else None,
+        standings=frozenset(body.standings) if body.standings else None,
     )
     return CampaignView.of(doc)
 
@@ -144,6 +193,33 @@ async def schedule_campaign(
     body: Schedule, svc: Service, identity: CurrentIdentity, campaign_id: IdPath
 ) -> CampaignView:
     return CampaignView.of(await svc.act(identity, campaign_id, Action.schedule, at=body.at))
+
+
+class TrialSend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    emails: list[Annotated[str, Field(min_length=3, max_length=254)]] = Field(
+        min_length=1, max_length=100, description="where the test email goes"
+    )
+    contact_id: Id | None = Field(
+        default=None, description="personalise it as for this contact (default: samples)"
+    )
+
+
+class TrialSent(BaseModel):
+    sent: list[str]
+    failed: list[dict[str, str]]
+
+
+@router.post("/{campaign_id}/test", dependencies=[may_run])
+async def test_send(
+    body: TrialSend, svc: Service, identity: CurrentIdentity, campaign_id: IdPath
+) -> TrialSent:
+    """Send the campaign's email to chosen addresses, subject marked as a test."""
+    result = await svc.test_send(
+        identity, campaign_id, emails=body.emails, contact_id=body.contact_id
+    )
+    return TrialSent.model_validate(result)
 
 
 def _action_route(action: Action) -> None:

@@ -41,10 +41,17 @@ class TemplateContent:
     async def freeze(self, template_id: str, version: int) -> None:
         await self.templates.freeze(template_id, version)
 
-    async def renderer(self, campaign: Mapping[str, Any]):
-        """The campaign's version, compiled once, as ``render(recipient, unsubscribe_url)``."""
+    async def version(self, template_id: str, version: int) -> Mapping[str, Any]:
+        found = await self.templates.templates.version(template_id, version)
+        if found is None:
+            raise NotFound("template version not found")
+        return found
+
+    async def renderer(self, campaign: Mapping[str, Any], version: int | None = None):
+        """The campaign's version (or ``version`` of its template), compiled once, as
+        ``render(recipient, unsubscribe_url)``."""
         compiled = await self.templates.compiled(
-            campaign["template_id"], campaign["template_version"]
+            campaign["template_id"], version or campaign["template_version"]
         )
         sender = self.templates.default_sender()
         name = campaign["name"]

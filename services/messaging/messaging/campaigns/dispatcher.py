@@ -37,7 +37,14 @@ from tribune_shared.store import Store
 from tribune_shared.suppression import email_hash, phone_hash
 from tribune_shared.tokens import UnsubscribeTokens
 
-from messaging.campaigns.domain import BreakerPolicy, CampaignStatus, breaker_reason
+from messaging.campaigns.domain import (
+    VARIANT_B,
+    AbMetric,
+    BreakerPolicy,
+    CampaignStatus,
+    ab_winner,
+    breaker_reason,
+)
 from messaging.campaigns.rules import (
     CONSENT_REQUEST_PURPOSE,
     RULE_ERASED,
@@ -50,12 +57,20 @@ from messaging.campaigns.rules import (
 )
 from messaging.campaigns.store import CampaignStore
 from messaging.composer import InvalidRecipientAddress, build_campaign_email, unsubscribe_url
-from messaging.domain import ConsentState, MessageStatus, Recipient, Refusal
+from messaging.domain import (
+    ConsentState,
+    MessageStatus,
+    Recipient,
+    Refusal,
+    Standing,
+    tracking_allowed,
+)
 from messaging.mailer import DeliveryError
 from messaging.settings import MessagingSettings
-from messaging.sms.providers import SmsSender
+from messaging.sms.providers import SentSms, SmsSender
 from messaging.store import MessagingStore
 from messaging.templates.domain import Rendered
+from messaging.tracking.service import link_tracker
 
 log = get_logger(__name__)
 
@@ -65,13 +80,20 @@ Render = Callable[[Recipient, str], Rendered]
 
 
 class Content(Protocol):
-    async def renderer(self, campaign: Mapping[str, Any]) -> Render:
-        """The campaign's template version, compiled once, as a per-recipient renderer."""
+    async def renderer(self, campaign: Mapping[str, Any], version: int | None = None) -> Render:
+        """The campaign's template version (or ``version`` of its template), compiled
+        once, as a per-recipient renderer."""
         ...
 
 
 class EmailSender(Protocol):
     async def send(self, message: Any) -> None: ...
+
+
+def _standings(campaign: Mapping[str, Any]) -> frozenset[Standing] | None:
+    """The membership standings a campaign targets (None: anyone, members or not)."""
+    wanted = campaign.get("standings")
+    return frozenset(Standing(s) for s in wanted) if wanted else None
 
 
 ERASED_REASON = "the person was erased, or merged into another contact"
@@ -86,6 +108,8 @@ class _View:
     consents: dict[tuple[str, str], ConsentState]
     history: list[PastSend] = field(default_factory=list)
     address_hash: str | None = None
+    #: the person agreed to per-person open/click tracking (purpose tracking_purpose)
+    tracking: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,8 @@ class Outcome:
     rule: str | None = None
     reason: str | None = None
     not_before: datetime | None = None
+    #: the SMS provider that took it and its id there (delivery receipts name it)
+    sms: SentSms | None = None
 
 
 class Dispatcher:
@@ -119,6 +145,7 @@ class Dispatcher:
         self.sms = sms
         self.launch = launch
         self.policies = SendPolicies.from_settings(settings)
+        self.tracker = link_tracker(settings)
         self.tokens = UnsubscribeTokens(settings.unsubscribe_secret)
         self.breaker = BreakerPolicy(
             min_sent=settings.campaign_breaker_min_sent,
@@ -128,6 +155,7 @@ class Dispatcher:
         )
         self._renderers: dict[tuple[str, int], Render] = {}
         self._next_sweep = 0.0
+        self._next_breaker_check = 0.0
 
     # ------------------------------------------------------------ loop
 
@@ -158,6 +186,8 @@ class Dispatcher:
         active = {c["_id"]: c for c in await self.campaigns.in_status([CampaignStatus.sending])}
         if not active:
             return False
+        for campaign in active.values():
+            await self._decide_ab(campaign, now)
         claimed = await self.campaigns.claim(
             list(active),
             now=now,
@@ -171,6 +201,41 @@ class Dispatcher:
         for start in range(0, len(claimed), size):
             await self._handoff(claimed[start : start + size])
         return True
+
+    async def _decide_ab(self, campaign: dict[str, Any], now: datetime) -> None:
+        """An A/B test whose time is up: the better subject goes to the held rest."""
+        ab = campaign.get("ab_test")
+        if not ab or ab.get("winner") or campaign.get("launched_at") is None:
+            return
+        launched = campaign["launched_at"].replace(tzinfo=campaign["launched_at"].tzinfo or UTC)
+        if now < launched + timedelta(seconds=ab["decide_after_seconds"]):
+            return
+        winner, reason = ab_winner(campaign.get("stats") or {}, AbMetric(ab["metric"]))
+
+        async def write(session: AsyncClientSession) -> int:
+            decided = await self.campaigns.update(
+                campaign["_id"],
+                expected=[CampaignStatus.sending],
+                fields={
+                    "ab_test.winner": winner,
+                    "ab_test.decided_at": now,
+                    "ab_test.reason": reason,
+                },
+                session=session,
+            )
+            if decided is None:
+                return 0
+            released = await self.campaigns.release_held(campaign["_id"], winner, session)
+            await self.campaigns.count_stats(
+                {campaign["_id"]: {"held": -released, "queued": released}}, session
+            )
+            return released
+
+        released = await self.store.run_transaction(write, what="campaign A/B decision")
+        ab |= {"winner": winner, "decided_at": now, "reason": reason}
+        log.info(
+            "campaign.ab_decided", campaign_id=campaign["_id"], reason=reason, released=released
+        )
 
     async def _complete(self, campaigns: Iterable[dict[str, Any]]) -> None:
         """Campaigns whose whole audience is in and nothing is left to send are done."""
@@ -216,9 +281,9 @@ class Dispatcher:
         hand the ones that may go to their provider, concurrently."""
         if not claimed:
             return []
-        views = await self._views(claimed)
+        views = await self._views(claimed, standings=any(_standings(c) for c in campaigns.values()))
         outcomes: list[Outcome] = []
-        sends: list[tuple[dict[str, Any], Awaitable[None]]] = []
+        sends: list[tuple[dict[str, Any], Awaitable[SentSms | None]]] = []
         for message in claimed:
             now = utcnow()
             view = views.get(message["contact_id"])
@@ -232,7 +297,11 @@ class Dispatcher:
             consent = view.consents.get((message["channel"], message["purpose"]))
             decision = send_decision(
                 replace(view.rules, consent=consent, recent_sends=tuple(view.history)),
-                CampaignView(channel=channel, purpose=message["purpose"]),
+                CampaignView(
+                    channel=channel,
+                    purpose=message["purpose"],
+                    standings=_standings(campaign),
+                ),
                 now,
                 self.policies,
             )
@@ -247,7 +316,9 @@ class Dispatcher:
                 )
                 continue
             try:
-                handoff = await self._handoff_of(campaign, message, view.rules.recipient, now)
+                handoff = await self._handoff_of(
+                    campaign, message, view.rules.recipient, now, tracking=view.tracking
+                )
             except InvalidRecipientAddress as exc:
                 outcomes.append(
                     Outcome(message, MessageStatus.refused, now, "bad_address", str(exc))
@@ -260,6 +331,7 @@ class Dispatcher:
                 continue
             view.history.append(PastSend(now, channel))  # the cap counts this one at once
             message["address_hash"] = view.address_hash
+            message["per_person_tracking"] = view.tracking
             sends.append((message, handoff))
         results = await asyncio.gather(*(s for _, s in sends), return_exceptions=True)
         for (message, _), result in zip(sends, results, strict=True):
@@ -269,10 +341,13 @@ class Dispatcher:
             elif isinstance(result, BaseException):
                 outcomes.append(Outcome(message, MessageStatus.failed, at, None, repr(result)))
             else:
-                outcomes.append(Outcome(message, MessageStatus.sent, at))
+                sms = result if isinstance(result, SentSms) else None
+                outcomes.append(Outcome(message, MessageStatus.sent, at, sms=sms))
         return outcomes
 
-    async def _views(self, claimed: list[dict[str, Any]]) -> dict[str, _View]:
+    async def _views(
+        self, claimed: list[dict[str, Any]], *, standings: bool = False
+    ) -> dict[str, _View]:
         """What the rules need of these messages' recipients, read now from messaging's
         own views: a handful of queries for the whole hand-off. A contact missing from the
         result was erased or merged away."""
@@ -286,12 +361,23 @@ class Dispatcher:
         every_hash = [h for pair in hashes.values() for h in pair if h]
         suppressed = await self.messages.suppressed_among(every_hash)
         window = self.policies.cap.window
-        history = await self.campaigns.sent_since(every_hash, utcnow() - window)
+        # (what no rule of this hand-off needs is not read: a store round trip each)
+        history = (
+            await self.campaigns.sent_since(every_hash, utcnow() - window)
+            if self.policies.cap.enabled
+            else {}
+        )
+        standing_of = (
+            await self.messages.standings(list(recipients), utcnow().date()) if standings else {}
+        )
         rented = [c for c, r in recipients.items() if r.origin_kind == OriginKind.rented_file]
         asked = (
             await self.campaigns.asked_for_consent(rented, CONSENT_REQUEST_PURPOSE)
             if rented
             else set()
+        )
+        tracking = await self.messages.consents_of(
+            contact_ids, Channel.email, self.settings.tracking_purpose
         )
         consents: dict[str, dict[tuple[str, str], ConsentState]] = {}
         for channel, purpose in {(m["channel"], m["purpose"]) for m in claimed}:
@@ -317,10 +403,12 @@ class Dispatcher:
                     origin=OriginKind(recipient.origin_kind) if recipient.origin_kind else None,
                     consent_request_sent=cid in asked,
                     department=recipient.department,
+                    standing=standing_of.get(cid),
                 ),
                 consents=consents.get(cid, {}),
                 history=past,
                 address_hash=key,
+                tracking=tracking_allowed(tracking.get(cid)),
             )
         return views
 
@@ -330,12 +418,17 @@ class Dispatcher:
         message: Mapping[str, Any],
         recipient: Recipient,
         now: datetime,
-    ) -> Awaitable[None]:
+        *,
+        tracking: bool = False,
+    ) -> Awaitable[SentSms | None]:
         """The hand-over of one message to its channel's provider (not awaited yet)."""
-        key = (campaign["template_id"], campaign["template_version"])
+        version = campaign["template_version"]
+        if message.get("variant") == VARIANT_B:  # an A/B test's other subject
+            version = campaign["ab_test"]["template_version_b"]
+        key = (campaign["template_id"], version)
         render = self._renderers.get(key)
         if render is None:
-            render = self._renderers[key] = await self.content.renderer(campaign)
+            render = self._renderers[key] = await self.content.renderer(campaign, version)
         link = unsubscribe_url(
             self.settings.unsubscribe_base_url,
             self.tokens.sign(recipient.contact_id, message["purpose"]),
@@ -347,22 +440,31 @@ class Dispatcher:
             return self._sms(recipient.phone, rendered.text, message["_id"])
         if rendered.subject is None:  # an SMS template on an email campaign
             raise ValueError("the template has no subject")
+        # links through the click redirect (aggregate counts for everyone); the open
+        # pixel only for people who agreed to tracking
+        html, text = self.tracker.tracked(
+            rendered.html,
+            rendered.text,
+            message_id=message["_id"],
+            campaign_id=campaign["_id"],
+            tracking_allowed=tracking,
+        )
         email = build_campaign_email(
             message_id=message["_id"],
             mail_from=self.settings.mail_from,
             recipient=recipient,
             subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
+            text=text,
+            html=html,
             unsubscribe_link=link,
             date=now,
             campaign_id=campaign["_id"],
         )
         return self.email.send(email)
 
-    async def _sms(self, to: str, text: str, message_id: str) -> None:
+    async def _sms(self, to: str, text: str, message_id: str) -> SentSms:
         assert self.sms is not None
-        await self.sms.send(to, self.settings.sms_sender_id, text, message_id)
+        return await self.sms.send(to, self.settings.sms_sender_id, text, message_id)
 
     # ------------------------------------------------------------ outcomes
 
@@ -388,7 +490,18 @@ class Dispatcher:
             tally["queued"] -= 1
             tally[o.status.value] += 1
             if o.status is MessageStatus.sent:
-                fields |= {"sent_at": o.at, "address_hash": m.get("address_hash")}
+                fields |= {
+                    "sent_at": o.at,
+                    "address_hash": m.get("address_hash"),
+                    "per_person_tracking": m.get("per_person_tracking", False),
+                }
+                if o.sms is not None:  # what its delivery receipts will name
+                    fields |= {
+                        "provider": o.sms.provider,
+                        "provider_message_id": o.sms.provider_message_id,
+                    }
+                if m.get("variant"):
+                    tally[f"ab.{m['variant']}.sent"] += 1
                 event: MessageSentV1 | MessageFailedV1 | None = MessageSentV1(
                     message_id=m["_id"],
                     contact_id=m["contact_id"],
@@ -431,7 +544,13 @@ class Dispatcher:
             await self.outbox.add_batch(session, events)
 
         await self.store.run_transaction(write, what="campaign hand-off")
-        await self._check_breaker(list(counts))
+        if time.monotonic() >= self._next_breaker_check:
+            # bounces and complaints come in by webhook, a few per second at most: the
+            # rates are looked at every few seconds, not after every hand-off
+            self._next_breaker_check = (
+                time.monotonic() + self.settings.campaign_breaker_check_seconds
+            )
+            await self._check_breaker(list(counts))
 
     async def _check_breaker(self, campaign_ids: list[str]) -> None:
         for campaign in (await self.campaigns.by_ids(campaign_ids)).values():

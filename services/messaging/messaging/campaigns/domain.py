@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from tribune_shared.errors import Conflict, InvalidField
 from tribune_shared.events.contracts import Channel
@@ -79,6 +80,74 @@ def check_schedule(at: datetime, now: datetime, horizon: timedelta) -> None:
         raise InvalidField("must be in the future", field="at")
     if at > now + horizon:
         raise InvalidField(f"must be within {horizon.days} days", field="at")
+
+
+# ---------------------------------------------------------------- A/B subject test
+
+
+class AbMetric(StrEnum):
+    opened = "opened"
+    clicked = "clicked"
+
+
+@dataclass(frozen=True)
+class AbTest:
+    """Two subjects tried on a share of the audience (half each); after ``decide_after``
+    the one with the better ``metric`` rate goes to everyone else."""
+
+    version_b: int
+    share: float
+    decide_after: timedelta
+    metric: AbMetric
+
+
+#: the variants of an A/B test; "held" waits for the winner
+VARIANT_A, VARIANT_B = "a", "b"
+
+
+def ab_variant(campaign_id: str, contact_id: str, share: float) -> str | None:
+    """Which test group a contact falls in (``None``: held for the winner). Drawn from a
+    hash of campaign and contact, so the draw is fixed whatever the arrival order, and
+    uniform over the audience."""
+    digest = hashlib.sha256(f"ab:{campaign_id}:{contact_id}".encode()).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64
+    if draw >= share:
+        return None
+    return VARIANT_A if draw < share / 2 else VARIANT_B
+
+
+def ab_winner(stats: Mapping[str, Any], metric: AbMetric) -> tuple[str, str]:
+    """The variant with the better rate of ``metric`` per message sent (A on a tie), and
+    why, for the campaign's record."""
+    rates = {}
+    for variant in (VARIANT_A, VARIANT_B):
+        counts = (stats.get("ab") or {}).get(variant) or {}
+        sent = counts.get("sent", 0)
+        rates[variant] = counts.get(metric.value, 0) / sent if sent else 0.0
+    winner = VARIANT_B if rates[VARIANT_B] > rates[VARIANT_A] else VARIANT_A
+    why = (
+        f"{metric.value} rate A {rates[VARIANT_A]:.1%}, B {rates[VARIANT_B]:.1%}: "
+        f"{winner.upper()} goes to the rest of the audience"
+    )
+    return winner, why
+
+
+def check_ab_versions(a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+    """An A/B subject test compares subjects: the two versions' bodies are the same."""
+    if a["version"] == b["version"]:
+        raise InvalidField(
+            "must be another version than template_version", field="ab_test.template_version_b"
+        )
+    parts_a, parts_b = a.get("parts") or {}, b.get("parts") or {}
+    if (parts_a.get("html"), parts_a.get("text")) != (parts_b.get("html"), parts_b.get("text")):
+        raise InvalidField(
+            "an A/B subject test needs two versions that differ only in their subject",
+            field="ab_test.template_version_b",
+        )
+    if parts_a.get("subject") == parts_b.get("subject"):
+        raise InvalidField(
+            "the two versions have the same subject", field="ab_test.template_version_b"
+        )
 
 
 # ---------------------------------------------------------------- why the person receives it

@@ -14,14 +14,26 @@ from tribune_shared.events.contracts import (
 )
 from tribune_shared.logging import get_logger
 from tribune_shared.store import Store
-from tribune_shared.subscriptions import Batch, Handler
+from tribune_shared.subscriptions import Awaiting, Batch, Handler
 
-from messaging.campaigns.domain import CampaignStatus, message_id
+from messaging.campaigns.domain import CampaignStatus, ab_variant, message_id
 from messaging.campaigns.store import CampaignStore
 from messaging.domain import MessageStatus
 from messaging.store import MessagingStore
 
 log = get_logger(__name__)
+
+
+def _placement(campaign: dict[str, Any], contact_id: str) -> tuple[MessageStatus, str | None]:
+    """Where a recipient's intent starts: queued, or (an A/B test not decided yet) queued
+    in its test group or held for the winner."""
+    ab = campaign.get("ab_test")
+    if not ab:
+        return MessageStatus.queued, None
+    if ab.get("winner"):
+        return MessageStatus.queued, ab["winner"]
+    variant = ab_variant(campaign["_id"], contact_id, ab["share"])
+    return (MessageStatus.queued if variant else MessageStatus.held), variant
 
 
 def campaign_handlers(store: Store) -> dict[str, Handler | Batch]:
@@ -33,7 +45,14 @@ def campaign_handlers(store: Store) -> dict[str, Handler | Batch]:
         person gets none (nothing is kept about them); a cancelled campaign's recipients
         are recorded as cancelled, so its counts add up."""
         events = [(e, decode_as(e, CampaignRecipientSelectedV1)) for e in envelopes]
-        erased = await messages.erased_among(list({ev.contact_id for _, ev in events}), session)
+        known = await messages.projected_among(list({ev.contact_id for _, ev in events}), session)
+        missing = sorted({ev.contact_id for _, ev in events} - set(known))
+        if missing:
+            # contact-created comes on another topic: wait for it rather than refuse
+            raise Awaiting(f"contacts not projected yet: {', '.join(missing[:5])}")
+        # nothing is kept about an erased person; a merged contact's survivor is in the
+        # audience on its own
+        gone = {cid for cid, d in known.items() if d.get("erased") or d.get("merged_into")}
         wanted = {ev.campaign_id for _, ev in events}
         known = await campaigns.by_ids(list(wanted), session)
         now = utcnow()
@@ -46,9 +65,10 @@ def campaign_handlers(store: Store) -> dict[str, Handler | Batch]:
             if campaign is None:
                 continue
             counts.setdefault(event.campaign_id, Counter())["selected"] += 1
-            if event.contact_id in erased:
+            if event.contact_id in gone:
                 continue
             cancelled = campaign["status"] == CampaignStatus.cancelled.value
+            status, variant = _placement(campaign, event.contact_id)
             intents.append(
                 {
                     "_id": message_id(event.campaign_id, event.contact_id),
@@ -59,9 +79,8 @@ def campaign_handlers(store: Store) -> dict[str, Handler | Batch]:
                     "federation_id": envelope.federation_id,
                     "federation_path": envelope.federation_path,
                     "position": event.position,
-                    "status": (
-                        MessageStatus.cancelled if cancelled else MessageStatus.queued
-                    ).value,
+                    "status": (MessageStatus.cancelled if cancelled else status).value,
+                    "variant": variant,
                     "not_before": None,
                     "claim": None,
                     "created_at": now,

@@ -38,7 +38,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,7 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 from tribune_shared.events.contracts import Channel, OriginKind
 
-from messaging.domain import ConsentState, ConsentStatus, Recipient, Refusal, refusal
+from messaging.domain import ConsentState, ConsentStatus, Recipient, Refusal, Standing, refusal
 
 if TYPE_CHECKING:
     from messaging.settings import MessagingSettings
@@ -67,14 +66,6 @@ RULE_QUIET_HOURS = "quiet_hours"
 #: weekly schedule opens within a week, save for holidays, which never fill a year
 _SEARCH_DAYS = 366
 _DAY = timedelta(days=1)
-
-
-class Standing(StrEnum):
-    """A person's membership standing as messaging projects it (``None``: never a member)."""
-
-    up_to_date = "up_to_date"  # active: dues paid for the current period
-    grace = "grace"  # period over, still within the plan's grace days
-    lapsed = "lapsed"  # not renewed after the grace days
 
 
 # ---------------------------------------------------------------- decisions

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.errors import Conflict, NotFound
+from tribune_shared.errors import Conflict, InvalidField, NotFound
 from tribune_shared.events import new_envelope, utcnow
 from tribune_shared.events.contracts import CampaignLaunchedV1, Channel
 from tribune_shared.ids import sortable_id
@@ -17,15 +20,25 @@ from tribune_shared.store import Store
 
 from messaging.campaigns.domain import (
     LAUNCHED,
+    AbTest,
     Action,
     CampaignStatus,
+    check_ab_versions,
     check_channel,
     check_schedule,
     transition,
 )
 from messaging.campaigns.store import CampaignStore
-from messaging.domain import check_limit, check_purpose
+from messaging.composer import (
+    InvalidRecipientAddress,
+    UnsubscribeTokens,
+    build_campaign_email,
+    unsubscribe_url,
+)
+from messaging.domain import Recipient, Standing, check_limit, check_purpose
+from messaging.mailer import DeliveryError, Mailer
 from messaging.settings import MessagingSettings
+from messaging.store import MessagingStore
 
 log = get_logger(__name__)
 
@@ -43,16 +56,96 @@ class TemplateCatalog(Protocol):
         """The version is in use by a launched campaign: it never changes again."""
         ...
 
+    async def renderer(
+        self, campaign: Mapping[str, Any], version: int | None = None
+    ) -> Callable[[Recipient, str], Any]:
+        """The campaign's template version (or ``version`` of its template) as
+        ``render(recipient, unsubscribe_url)``."""
+        ...
+
+    async def version(self, template_id: str, version: int) -> Mapping[str, Any]:
+        """A version with its parts (subject, html, text)."""
+        ...
+
 
 class CampaignService:
     def __init__(
-        self, settings: MessagingSettings, store: Store, templates: TemplateCatalog
+        self,
+        settings: MessagingSettings,
+        store: Store,
+        templates: TemplateCatalog,
+        mailer: Mailer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.campaigns = CampaignStore(store)
+        self.messages = MessagingStore(store)
         self.outbox = Outbox(store)
         self.templates = templates
+        self.mailer = mailer
+        self.tokens = UnsubscribeTokens(settings.unsubscribe_secret)
+
+    async def test_send(
+        self,
+        identity: Identity,
+        campaign_id: str,
+        *,
+        emails: list[str],
+        contact_id: str | None,
+    ) -> dict[str, Any]:
+        """Send the campaign's email, as it would be sent, to chosen addresses (colleagues
+        checking it), subject prefixed with the test marker. Personalised from a contact of
+        the caller's subtree, or from sample values. Nothing is logged as a message: these
+        people are not recipients of the campaign."""
+        campaign = await self.get(identity, campaign_id)
+        if campaign["channel"] != Channel.email.value:
+            raise InvalidField(
+                "only email campaigns have test sends (preview an SMS template instead)",
+                field="channel",
+            )
+        limit = self.settings.campaign_test_max_recipients
+        if not 1 <= len(set(emails)) <= limit:
+            raise InvalidField(f"give 1 to {limit} addresses", field="emails")
+        if contact_id is not None:
+            sample = await self.messages.find_recipient(identity, contact_id)
+            if sample is None:
+                raise NotFound("contact not found")
+        else:
+            sample = Recipient(
+                contact_id="test",
+                federation_id=identity.federation_id,
+                federation_path=identity.federation_path,
+                given_name=self.settings.campaign_test_given_name,
+                family_name=self.settings.campaign_test_family_name,
+            )
+        if self.mailer is None:
+            raise RuntimeError("no mailer")
+        render = await self.templates.renderer(campaign)
+        link = unsubscribe_url(
+            self.settings.unsubscribe_base_url,
+            self.tokens.sign(sample.contact_id, campaign["purpose"]),
+        )
+        rendered = render(sample, link)
+        sent, failed = [], []
+        for address in dict.fromkeys(emails):
+            try:
+                message = build_campaign_email(
+                    message_id=uuid.uuid4().hex,
+                    mail_from=self.settings.mail_from,
+                    recipient=replace(sample, email=address),
+                    subject=f"{self.settings.campaign_test_subject_prefix}{rendered.subject}",
+                    text=rendered.text,
+                    html=rendered.html,
+                    unsubscribe_link=link,
+                    date=utcnow(),
+                    campaign_id=campaign["_id"],
+                )
+                await self.mailer.send(message)
+                sent.append(address)
+            except (DeliveryError, InvalidRecipientAddress) as exc:
+                failed.append({"email": address, "reason": getattr(exc, "reason", str(exc))})
+        log.info("campaign.test_sent", campaign_id=campaign_id, sent=len(sent), failed=len(failed))
+        return {"sent": sent, "failed": failed}
 
     async def create(
         self,
@@ -64,6 +157,8 @@ class CampaignService:
         template_id: str,
         template_version: int | None,
         segment_id: str | None,
+        ab_test: AbTest | None = None,
+        standings: frozenset[Standing] | None = None,
     ) -> dict[str, Any]:
         """A draft in the caller's federation; its audience is the segment (or the whole
         subtree) within that federation's subtree, checked by contacts at launch."""
@@ -72,6 +167,24 @@ class CampaignService:
         version = await self.templates.usable_version(
             identity, template_id, template_version, channel
         )
+        ab: dict[str, Any] | None = None
+        if ab_test is not None:
+            if channel is not Channel.email:
+                raise InvalidField("an A/B subject test is for email", field="ab_test")
+            await self.templates.usable_version(identity, template_id, ab_test.version_b, channel)
+            check_ab_versions(
+                await self.templates.version(template_id, version),
+                await self.templates.version(template_id, ab_test.version_b),
+            )
+            ab = {
+                "template_version_b": ab_test.version_b,
+                "share": ab_test.share,
+                "decide_after_seconds": ab_test.decide_after.total_seconds(),
+                "metric": ab_test.metric.value,
+                "winner": None,
+                "decided_at": None,
+                "reason": None,
+            }
         now = utcnow()
         doc: dict[str, Any] = {
             "_id": sortable_id(),
@@ -83,6 +196,8 @@ class CampaignService:
             "template_id": template_id,
             "template_version": version,
             "segment_id": segment_id,
+            "standings": sorted(s.value for s in standings) if standings else None,
+            "ab_test": ab,
             "status": CampaignStatus.draft.value,
             "status_reason": None,
             "scheduled_at": None,
@@ -128,8 +243,9 @@ class CampaignService:
             fields["scheduled_at"] = at
         if action is Action.launch:
             return await self.launch(campaign, by=identity.user_id)
-        fields[f"{action.value}d_by"] = identity.user_id
-        fields[f"{action.value}d_at"] = utcnow()
+        # who last did what, apart from the state's own fields (scheduled_at is the
+        # launch time, not when it was scheduled)
+        fields[f"audit.{action.value}"] = {"by": identity.user_id, "at": utcnow()}
 
         async def write(session: AsyncClientSession) -> dict[str, Any]:
             changed = await self.campaigns.update(
@@ -139,10 +255,10 @@ class CampaignService:
                 raise Conflict("the campaign changed meanwhile: read it again")
             if action is Action.cancel:
                 cancelled = await self.campaigns.cancel_queued(campaign_id, utcnow(), session)
-                if cancelled:
-                    await self.campaigns.count_stats(
-                        {campaign_id: {"queued": -cancelled, "cancelled": cancelled}}, session
-                    )
+                counts = {status: -n for status, n in cancelled.items()}
+                await self.campaigns.count_stats(
+                    {campaign_id: {**counts, "cancelled": sum(cancelled.values())}}, session
+                )
             return changed
 
         changed = await self.store.run_transaction(write, what=f"campaign {action.value}")
@@ -157,6 +273,8 @@ class CampaignService:
         if current in LAUNCHED:
             raise Conflict(f"the campaign is already {current.value}", status=current.value)
         await self.templates.freeze(campaign["template_id"], campaign["template_version"])
+        if ab := campaign.get("ab_test"):
+            await self.templates.freeze(campaign["template_id"], ab["template_version_b"])
         now = utcnow()
         event = CampaignLaunchedV1(
             campaign_id=campaign["_id"],

@@ -184,22 +184,44 @@ class CampaignStore:
                 session=session,
             )
 
-    async def cancel_queued(
-        self, campaign_id: str, at: datetime, session: AsyncClientSession
+    async def release_held(
+        self, campaign_id: str, variant: str, session: AsyncClientSession
     ) -> int:
+        """An A/B test is decided: the rest of the audience gets the winning variant."""
         result = await self.messages.update_many(
-            {"campaign_id": campaign_id, "status": MessageStatus.queued.value},
-            {"$set": {"status": MessageStatus.cancelled.value, "cancelled_at": at}},
+            {"campaign_id": campaign_id, "status": MessageStatus.held.value},
+            {"$set": {"status": MessageStatus.queued.value, "variant": variant}},
             session=session,
         )
         return result.modified_count
+
+    async def cancel_queued(
+        self, campaign_id: str, at: datetime, session: AsyncClientSession
+    ) -> dict[str, int]:
+        """Cancel what was not sent yet (queued, or held for an A/B winner): how many of
+        each."""
+        cancelled = {}
+        for status in (MessageStatus.queued, MessageStatus.held):
+            result = await self.messages.update_many(
+                {"campaign_id": campaign_id, "status": status.value},
+                {"$set": {"status": MessageStatus.cancelled.value, "cancelled_at": at}},
+                session=session,
+            )
+            cancelled[status.value] = result.modified_count
+        return cancelled
 
     async def unfinished(self, campaign_id: str) -> int:
         """Messages of the campaign still queued or being sent."""
         return await self.messages.count_documents(
             {
                 "campaign_id": campaign_id,
-                "status": {"$in": [MessageStatus.queued.value, MessageStatus.sending.value]},
+                "status": {
+                    "$in": [
+                        MessageStatus.queued.value,
+                        MessageStatus.sending.value,
+                        MessageStatus.held.value,
+                    ]
+                },
             }
         )
 

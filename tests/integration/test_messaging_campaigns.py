@@ -1,0 +1,628 @@
+"""The campaign dispatcher on the real store, into a real SMTP server (and the real fake SMS
+provider, served in-process): intents queued by messaging's own handlers from
+campaign-recipient-selected envelopes, a template created through TemplateService, a real
+Dispatcher with its pooled SMTP sessions. No Kafka: the events are delivered to the
+handlers as the consumer would (support.deliver)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from messaging.campaigns.content import TemplateContent
+from messaging.campaigns.dispatcher import Dispatcher
+from messaging.campaigns.domain import Action, CampaignStatus
+from messaging.campaigns.handlers import campaign_handlers
+from messaging.campaigns.rules import CONSENT_REQUEST_PURPOSE
+from messaging.campaigns.service import CampaignService
+from messaging.campaigns.store import CampaignStore
+from messaging.handlers import consent_handlers, contact_handlers, suppression_handlers
+from messaging.mailer import FailoverMailer
+from messaging.privacy import erasure_handlers
+from messaging.settings import MessagingSettings
+from messaging.sms.providers import build_sms_sender, sms_http_client
+from messaging.store import MESSAGES, MessagingStore
+from messaging.templates.service import TemplateService
+from support import deliver, make_identity, wait_for
+from tribune_devstack import fake_sms
+from tribune_devstack.stack import find_free_ports
+from tribune_shared.auth import Role
+from tribune_shared.events import Envelope, new_envelope, utcnow
+from tribune_shared.events.contracts import (
+    CampaignAudienceResolvedV1,
+    CampaignRecipientSelectedV1,
+    Channel,
+    ConsentGrantedV1,
+    ConsentRevokedV1,
+    ContactCreatedV1,
+    ContactState,
+    DataOrigin,
+    ErasureRequestedV1,
+    EventContract,
+    OriginKind,
+    SuppressionAddedV1,
+)
+from tribune_shared.store import Store
+from tribune_shared.subscriptions import Subscriptions
+from tribune_shared.suppression import email_hash
+
+pytestmark = pytest.mark.integration
+
+PARIS = "/root/paris/"
+PURPOSE = "news"
+LINK = '<a href="{{ unsubscribe_url }}">Se désinscrire</a>'
+HTML = (
+    "<p>Bonjour {{ contact.given_name | default('ami') }},</p>"
+    "<p>{{ origin }}</p><p>{{ sender }}</p>" + LINK
+)
+SUBJECT = "{{ campaign.name }} : bonjour {{ contact.given_name | default('ami') }}"
+SMS_TEXT = "Réunion jeudi 19h. {{ origin }} {{ sender }} STOP"
+SMS_CREDENTIAL = "fake-sms-credential-0123456789abcdef0123"
+
+
+@dataclass
+class Kit:
+    """One campaign world: the messaging service's settings and store, its services, and
+    helpers feeding events to its real handlers."""
+
+    settings: MessagingSettings
+    store: Store
+    sms_url: str | None = None
+
+    def __post_init__(self) -> None:
+        self.templates = TemplateService(self.settings, self.store)
+        self.content = TemplateContent(self.templates)
+        self.service = CampaignService(self.settings, self.store, self.content)
+        self.campaigns = CampaignStore(self.store)
+        messages = MessagingStore(self.store)
+        self.handlers = (
+            Subscriptions("messaging")
+            .add(contact_handlers(messages))
+            .add(consent_handlers(messages))
+            .add(suppression_handlers(messages))
+            .add(erasure_handlers(self.store))
+            .add(campaign_handlers(self.store))
+        )
+        self.manager = make_identity(PARIS, Role.campaign_manager)
+
+    # ------------------------------------------------------------ events
+
+    async def feed(self, event: EventContract, producer: str) -> None:
+        await deliver(self.store, self.handlers, self.envelope(event, producer))
+
+    @staticmethod
+    def envelope(event: EventContract, producer: str) -> Envelope:
+        return new_envelope(event, producer=producer, federation_id="paris", federation_path=PARIS)
+
+    async def person(
+        self,
+        *,
+        consent: bool = True,
+        phone: str | None = None,
+        origin: OriginKind = OriginKind.web_form,
+        channel: Channel = Channel.email,
+        purpose: str = PURPOSE,
+    ) -> str:
+        """A contact projected by messaging (contact-created), granted ``purpose`` on
+        ``channel`` unless ``consent`` is False."""
+        cid = uuid.uuid4().hex
+        state = ContactState(
+            given_name="Ana",
+            family_name="Martin",
+            email=f"{cid}@example.org",
+            phone=phone,
+            origin=DataOrigin(kind=origin, detail="test"),
+        )
+        await self.feed(
+            ContactCreatedV1(contact_id=cid, contact_version=1, contact=state), "contacts"
+        )
+        if consent:
+            await self.grant(cid, channel, purpose)
+        return cid
+
+    async def grant(self, cid: str, channel: Channel = Channel.email, purpose: str = PURPOSE):
+        event = ConsentGrantedV1(
+            contact_id=cid, channel=channel, purpose=purpose, source="test", granted_at=utcnow()
+        )
+        await self.feed(event, "consent")
+
+    def revocation(self, cid: str, channel: Channel = Channel.email) -> Envelope:
+        event = ConsentRevokedV1(
+            contact_id=cid, channel=channel, purpose=PURPOSE, source="test", revoked_at=utcnow()
+        )
+        return self.envelope(event, "consent")
+
+    async def suppress(self, cid: str) -> None:
+        address = email_hash(f"{cid}@example.org", self.settings.suppression_salt)
+        assert address is not None
+        event = SuppressionAddedV1(
+            address_hash=address, kind="email", reason="objection", suppressed_at=utcnow()
+        )
+        await self.feed(event, "consent")
+
+    async def erase(self, cid: str) -> None:
+        event = ErasureRequestedV1(
+            request_id=uuid.uuid4().hex, contact_id=cid, requested_at=utcnow()
+        )
+        await self.feed(event, "consent")
+
+    # ------------------------------------------------------------ campaigns
+
+    async def launched(
+        self, channel: Channel = Channel.email, purpose: str = PURPOSE, name: str = "Réunion"
+    ) -> str:
+        if channel is Channel.email:
+            template, _ = await self.templates.create(
+                self.manager, name=name, channel=channel, subject=SUBJECT, html=HTML, text=None
+            )
+        else:
+            template, _ = await self.templates.create(
+                self.manager, name=name, channel=channel, subject=None, html=None, text=SMS_TEXT
+            )
+        campaign = await self.service.create(
+            self.manager,
+            name=name,
+            channel=channel,
+            purpose=purpose,
+            template_id=template["_id"],
+            template_version=None,
+            segment_id=None,
+        )
+        launched = await self.service.act(self.manager, campaign["_id"], Action.launch)
+        assert launched["status"] == CampaignStatus.sending.value
+        return str(campaign["_id"])
+
+    async def select(self, campaign_id: str, contact_ids: list[str]) -> None:
+        """The audience as contacts streams it: one recipient event per contact, then
+        the resolved count."""
+        for position, cid in enumerate(contact_ids):
+            event = CampaignRecipientSelectedV1(
+                campaign_id=campaign_id, contact_id=cid, position=position
+            )
+            await self.feed(event, "contacts")
+        resolved = CampaignAudienceResolvedV1(
+            campaign_id=campaign_id, recipients=len(contact_ids), resolved_at=utcnow()
+        )
+        await self.feed(resolved, "contacts")
+
+    async def act(self, campaign_id: str, action: Action) -> dict[str, Any]:
+        return await self.service.act(self.manager, campaign_id, action)
+
+    async def campaign(self, campaign_id: str) -> dict[str, Any]:
+        return await self.service.get(self.manager, campaign_id)
+
+    async def messages(self, campaign_id: str) -> list[dict[str, Any]]:
+        return await self.store[MESSAGES].find({"campaign_id": campaign_id}).to_list()
+
+    async def statuses(self, campaign_id: str) -> Counter[str]:
+        return Counter(m["status"] for m in await self.messages(campaign_id))
+
+    # ------------------------------------------------------------ dispatchers
+
+    @contextlib.asynccontextmanager
+    async def dispatcher(
+        self, email: Any | None = None, settings: MessagingSettings | None = None
+    ) -> AsyncIterator[Dispatcher]:
+        """A real dispatcher on pooled SMTP sessions (``email`` wraps the pool if given),
+        and the SMS sender of the fake provider when the kit has one."""
+        settings = settings or self.settings
+        pool = FailoverMailer.from_settings(settings)
+        client = sms_http_client(settings)
+        sms = build_sms_sender(settings, client) if self.sms_url else None
+        try:
+            yield Dispatcher(
+                settings,
+                self.store,
+                content=self.content,
+                email=email(pool) if email else pool,
+                sms=sms,
+            )
+        finally:
+            await pool.close()
+            await client.aclose()
+
+
+async def drain(dispatcher: Dispatcher) -> None:
+    """Tick until the dispatcher finds nothing more to claim."""
+    for _ in range(1000):
+        if not await dispatcher.tick():
+            return
+    raise AssertionError("the dispatcher never ran out of work")
+
+
+class Tap:
+    """The pool, seen from the dispatcher: ``before_first`` runs when the first message of
+    the first hand-off is about to go (the rest of that hand-off is already decided);
+    ``hang`` makes every send wait forever once its message reached the server (a worker
+    frozen between the hand-over and the record of its outcomes)."""
+
+    def __init__(
+        self,
+        pool: FailoverMailer,
+        before_first: Callable[[], Awaitable[None]] | None = None,
+        hang: bool = False,
+    ) -> None:
+        self.pool, self.before_first, self.hang = pool, before_first, hang
+        self.sent = 0
+
+    async def send(self, message: EmailMessage) -> None:
+        if self.before_first is not None:
+            first, self.before_first = self.before_first, None
+            await first()
+        await self.pool.send(message)
+        self.sent += 1
+        if self.hang:
+            await asyncio.Event().wait()
+
+
+def message_ids(sink) -> Counter[str]:
+    """How many times each Message-ID reached the SMTP server (and forget them)."""
+    return Counter(str(message["Message-ID"]) for _, message in sink.take())
+
+
+def campaign_settings(port: int, **overrides: Any) -> MessagingSettings:
+    values: dict[str, Any] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_pool_size": 4,
+        "campaign_claim_size": 20,
+        "campaign_handoff_size": 5,
+        "campaign_poll_interval_seconds": 0.05,
+        "campaign_claim_timeout_seconds": 5,
+        "sms_holiday_country": "",
+        **overrides,
+    }
+    return MessagingSettings(**values)
+
+
+@pytest.fixture
+async def kit(isolated_env, smtp_server) -> AsyncIterator[Kit]:
+    sink, port = smtp_server
+    sink.take()
+    settings = campaign_settings(port)
+    store = Store(settings)
+    try:
+        yield Kit(settings, store)
+    finally:
+        await store.client.drop_database(settings.database_name)
+        await store.close()
+
+
+# ---------------------------------------------------------------- at most once
+
+
+async def test_two_dispatchers_on_one_queue_send_each_message_exactly_once(kit, smtp_server):
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(60)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    stop = asyncio.Event()
+    async with kit.dispatcher() as first, kit.dispatcher() as second:
+        runs = [asyncio.create_task(d.run(stop)) for d in (first, second)]
+
+        async def done() -> bool:
+            return (await kit.campaign(campaign_id))["status"] == CampaignStatus.completed.value
+
+        try:
+            await wait_for(done, timeout=60)
+        finally:
+            stop.set()
+            await asyncio.gather(*runs)
+
+    received = message_ids(sink)
+    assert len(received) == 60 and set(received.values()) == {1}
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["stats"]["sent"] == 60 and campaign["stats"]["queued"] == 0
+    assert await kit.statuses(campaign_id) == {"sent": 60}
+
+
+async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_one_handoff(
+    kit, smtp_server
+):
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(30)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    # the first worker claims 20, hands the first 5 over, and freezes before recording:
+    # then it is killed (its task cancelled, nothing more written)
+    taps: list[Tap] = []
+
+    def frozen(pool: FailoverMailer) -> Tap:
+        taps.append(Tap(pool, hang=True))
+        return taps[0]
+
+    async with kit.dispatcher(email=frozen) as doomed:
+        tick = asyncio.create_task(doomed.tick())
+        await wait_for(lambda: _true(taps[0].sent == 5), timeout=20)
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick
+    handed_over = message_ids(sink)
+    assert len(handed_over) == 5
+    assert (await kit.statuses(campaign_id)) == {"sending": 20, "queued": 10}
+
+    # another worker, once the claim timeout has passed, takes the claimed ones back
+    await asyncio.sleep(kit.settings.campaign_claim_timeout_seconds + 0.5)
+    async with kit.dispatcher() as survivor:
+        await drain(survivor)
+
+    received = message_ids(sink)
+    assert len(received) == 30  # nothing lost
+    duplicates = [mid for mid in handed_over if mid in received]
+    assert 0 < len(duplicates) <= kit.settings.campaign_handoff_size
+    messages = await kit.messages(campaign_id)
+    assert Counter(m["status"] for m in messages) == {"sent": 30}
+    assert sum(1 for m in messages if m.get("resent")) == 20  # the dead worker's claim
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["status"] == CampaignStatus.completed.value
+    assert campaign["stats"]["sent"] == 30
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# ---------------------------------------------------------------- refusals
+
+
+async def test_each_rule_refuses_its_recipients_and_is_counted_in_the_stats(kit, smtp_server):
+    sink, _ = smtp_server
+    ok = [await kit.person() for _ in range(3)]
+    no_consent = await kit.person(consent=False)
+    revoked = await kit.person()
+    await deliver(kit.store, kit.handlers, kit.revocation(revoked))
+    suppressed = await kit.person()
+    await kit.suppress(suppressed)
+    erased_before = await kit.person()
+    await kit.erase(erased_before)
+    erased_after = await kit.person()
+    capped = await kit.person()
+    first_id = await kit.launched(name="Première")
+    await kit.select(first_id, [capped])
+    async with kit.dispatcher(settings=kit.settings.model_copy(update={"cap_enabled": False})) as d:
+        await drain(d)
+    assert len(message_ids(sink)) == 1
+
+    campaign_id = await kit.launched(name="Seconde")
+    everyone = [*ok, no_consent, revoked, suppressed, erased_before, erased_after, capped]
+    await kit.select(campaign_id, everyone)
+    await kit.erase(erased_after)  # between its intent and its hand-off
+    capping = kit.settings.model_copy(update={"cap_messages": 1})
+    async with kit.dispatcher(settings=capping) as d:
+        await drain(d)
+
+    received = message_ids(sink)
+    assert len(received) == 3
+    messages = {m["contact_id"]: m for m in await kit.messages(campaign_id)}
+    assert {cid for cid, m in messages.items() if m["status"] == "sent"} == set(ok)
+    rules = {cid: m.get("refused_rule") for cid, m in messages.items() if m["status"] == "refused"}
+    assert rules == {
+        no_consent: "no_consent",
+        revoked: "consent_revoked",
+        suppressed: "suppressed",
+        capped: "frequency_cap",
+    }
+    # nothing of an erased person stays, not even the intent
+    assert erased_before not in messages and erased_after not in messages
+    campaign = await kit.campaign(campaign_id)
+    stats = campaign["stats"]
+    assert stats["sent"] == 3 and stats["selected"] == 9
+    assert stats["refused_by"] == {
+        "no_consent": 1,
+        "consent_revoked": 1,
+        "suppressed": 1,
+        "frequency_cap": 1,
+    }
+    assert campaign["status"] == CampaignStatus.completed.value
+
+
+async def test_a_rented_file_contact_gets_the_consent_request_once_and_nothing_else(
+    kit, smtp_server
+):
+    sink, _ = smtp_server
+    rented = await kit.person(consent=False, origin=OriginKind.rented_file)
+    request = await kit.launched(purpose=CONSENT_REQUEST_PURPOSE, name="Votre accord")
+    await kit.select(request, [rented])
+    news = await kit.launched(name="Actualités")
+    await kit.select(news, [rented])
+    again = await kit.launched(purpose=CONSENT_REQUEST_PURPOSE, name="Votre accord, bis")
+    async with kit.dispatcher() as d:
+        await drain(d)
+        await kit.select(again, [rented])
+        await drain(d)
+
+    assert len(message_ids(sink)) == 1
+    (first,) = await kit.messages(request)
+    assert first["status"] == "sent"
+    (other,) = await kit.messages(news)  # not consented: refused (the first rule that objects)
+    assert other["status"] == "refused" and other["refused_rule"] == "no_consent"
+    (second,) = await kit.messages(again)
+    assert second["status"] == "refused" and second["refused_rule"] == "rented_file"
+    assert (await kit.campaign(again))["stats"]["refused_by"] == {"rented_file": 1}
+
+
+async def test_a_revocation_applied_between_two_handoffs_stops_the_later_ones(kit, smtp_server):
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(20)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    async def revoke_everyone() -> None:
+        await deliver(kit.store, kit.handlers, *(kit.revocation(cid) for cid in people))
+
+    async with kit.dispatcher(email=lambda pool: Tap(pool, revoke_everyone)) as d:
+        await drain(d)
+
+    # the hand-off in flight when the revocations were applied went; no later one did
+    assert len(message_ids(sink)) == kit.settings.campaign_handoff_size
+    stats = (await kit.campaign(campaign_id))["stats"]
+    assert stats["sent"] == 5 and stats["refused_by"] == {"consent_revoked": 15}
+
+
+# ---------------------------------------------------------------- pause, cancel, breaker
+
+
+async def test_pause_mid_way_puts_the_claimed_messages_back_and_resume_sends_them(kit, smtp_server):
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(30)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    async def pause() -> None:
+        await kit.act(campaign_id, Action.pause)
+
+    async with kit.dispatcher(email=lambda pool: Tap(pool, pause)) as d:
+        await drain(d)
+    first = message_ids(sink)
+    assert len(first) == 5
+    assert await kit.statuses(campaign_id) == {"sent": 5, "queued": 25}
+    assert (await kit.campaign(campaign_id))["status"] == CampaignStatus.paused.value
+
+    await kit.act(campaign_id, Action.resume)
+    async with kit.dispatcher() as d:
+        await drain(d)
+    rest = message_ids(sink)
+    assert len(rest) == 25 and not set(rest) & set(first)
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["status"] == CampaignStatus.completed.value
+    assert campaign["stats"]["sent"] == 30 and campaign["stats"]["queued"] == 0
+
+
+async def test_cancel_mid_way_cancels_the_claimed_and_the_queued_messages(kit, smtp_server):
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(30)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    async def cancel() -> None:
+        await kit.act(campaign_id, Action.cancel)
+
+    async with kit.dispatcher(email=lambda pool: Tap(pool, cancel)) as d:
+        await drain(d)
+        await drain(d)
+
+    assert len(message_ids(sink)) == 5
+    assert await kit.statuses(campaign_id) == {"sent": 5, "cancelled": 25}
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["status"] == CampaignStatus.cancelled.value
+    assert campaign["stats"]["cancelled"] == 25 and campaign["stats"]["queued"] == 0
+
+
+async def test_the_circuit_breaker_pauses_a_bouncing_campaign_with_the_reason(kit, smtp_server):
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(30)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    async def bounces() -> None:
+        # what the bounce feed will count through the store: 2 of the first 5 bounced
+        async with kit.store.transaction() as session:
+            await kit.campaigns.count_stats({campaign_id: {"bounced": 2}}, session)
+
+    strict = kit.settings.model_copy(update={"campaign_breaker_min_sent": 5})
+    async with kit.dispatcher(email=lambda pool: Tap(pool, bounces), settings=strict) as d:
+        await drain(d)
+
+    assert len(message_ids(sink)) == 5
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["status"] == CampaignStatus.paused.value
+    assert "bounce rate 40.0% above the 5.0% threshold" in campaign["status_reason"]
+    assert await kit.statuses(campaign_id) == {"sent": 5, "queued": 25}
+
+
+# ---------------------------------------------------------------- SMS quiet hours
+
+
+@pytest.fixture
+async def sms_kit(isolated_env, smtp_server) -> AsyncIterator[Kit]:
+    """A kit with the fake SMS provider (served in this loop) and allowed hours set so
+    that it is daytime now in Paris and night in Tahiti."""
+    (port,) = find_free_ports(1)
+    stop = asyncio.Event()
+    started: asyncio.Future[fake_sms.FakeSms] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(
+        fake_sms.serve(fake_sms.Config(), port=port, stop=stop, started=started)
+    )
+    await started
+    url = f"http://127.0.0.1:{port}"
+    paris = datetime.now(ZoneInfo("Europe/Paris"))
+    start = max(timedelta(0), timedelta(hours=paris.hour, minutes=paris.minute - 30))
+    end = min(timedelta(hours=24), timedelta(hours=paris.hour, minutes=paris.minute + 120))
+    window = f"mon-sun {_hhmm(start)}-{_hhmm(end)}"
+    settings = campaign_settings(
+        smtp_server[1],
+        sms_allowed_hours=window,
+        sms_provider_order=["ovh"],
+        sms_ovh_base_url=f"{url}/1.0",
+        sms_ovh_application_secret=SMS_CREDENTIAL,
+        sms_ovh_consumer_key=SMS_CREDENTIAL,
+    )
+    store = Store(settings)
+    try:
+        yield Kit(settings, store, sms_url=url)
+    finally:
+        stop.set()
+        await server
+        await store.client.drop_database(settings.database_name)
+        await store.close()
+
+
+def _hhmm(offset: timedelta) -> str:
+    minutes = int(offset.total_seconds()) // 60
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+async def test_sms_in_quiet_hours_is_deferred_to_the_recipients_morning_then_sent(
+    sms_kit, monkeypatch
+):
+    kit = sms_kit
+    paris = await kit.person(phone="+33611223344", channel=Channel.sms)
+    tahiti = await kit.person(phone="+68987123456", channel=Channel.sms)
+    campaign_id = await kit.launched(channel=Channel.sms, name="SMS")
+    await kit.select(campaign_id, [paris, tahiti])
+    async with kit.dispatcher() as d:
+        await drain(d)
+
+    messages = {m["contact_id"]: m for m in await kit.messages(campaign_id)}
+    assert messages[paris]["status"] == "sent"
+    deferred = messages[tahiti]
+    assert deferred["status"] == "queued"
+    not_before = deferred["not_before"].replace(tzinfo=deferred["not_before"].tzinfo or UTC)
+    assert not_before.utcoffset() == timedelta(0)
+    allowed = kit.settings.sms_allowed_hours.split()[1].split("-")[0]
+    local = not_before.astimezone(ZoneInfo("Pacific/Tahiti"))
+    assert local.strftime("%H:%M") == allowed and not_before > utcnow()
+    assert (await kit.campaign(campaign_id))["stats"]["deferred"] == 1
+    sent = await _sms_to(kit, "+68987123456")
+    assert sent == []
+
+    # the clock reaches the recipient's allowed time: the message goes
+    later = not_before + timedelta(minutes=1)
+    monkeypatch.setattr("messaging.campaigns.dispatcher.utcnow", lambda: later)
+    async with kit.dispatcher() as d:
+        await drain(d)
+    assert len(await _sms_to(kit, "+68987123456")) == 1
+    assert len(await _sms_to(kit, "+33611223344")) == 1
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["stats"]["sent"] == 2
+    assert campaign["status"] == CampaignStatus.completed.value
+
+
+async def _sms_to(kit: Kit, number: str) -> list[dict[str, Any]]:
+    import httpx
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+        r = await client.get(f"{kit.sms_url}/messages", params={"to": number})
+    r.raise_for_status()
+    return list(r.json())
