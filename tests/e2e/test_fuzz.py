@@ -22,6 +22,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -37,6 +38,18 @@ _SEED = os.environ.get("TRIBUNE_FUZZ_SEED", "20260901")
 SEED = None if _SEED == "random" else int(_SEED)
 SERVICES = ("contacts", "consent", "memberships", "messaging")
 CHECKS = [not_a_server_error, response_schema_conformance]
+
+# The DSN webhook takes a raw report message (message/rfc822): fuzz it with arbitrary bytes
+# and with report-shaped messages, which Schemathesis cannot derive from a schema.
+_REPORT = (
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; "
+    b'boundary="b"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n'
+    b"Reporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; a@example.org\r\n"
+    b"Action: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+)
+schemathesis.openapi.media_type(
+    "message/rfc822", st.one_of(st.binary(max_size=4096), st.just(_REPORT))
+)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import pytest
 from messaging.campaigns.content import TemplateContent
 from messaging.campaigns.dispatcher import Dispatcher
 from messaging.campaigns.domain import Action, CampaignStatus
+from messaging.campaigns.guard import Guard
 from messaging.campaigns.handlers import campaign_handlers
 from messaging.campaigns.rules import CONSENT_REQUEST_PURPOSE
 from messaging.campaigns.service import CampaignService
@@ -210,7 +211,10 @@ class Kit:
 
     @contextlib.asynccontextmanager
     async def dispatcher(
-        self, email: Any | None = None, settings: MessagingSettings | None = None
+        self,
+        email: Any | None = None,
+        settings: MessagingSettings | None = None,
+        guard: Guard | None = None,
     ) -> AsyncIterator[Dispatcher]:
         """A real dispatcher on pooled SMTP sessions (``email`` wraps the pool if given),
         and the SMS sender of the fake provider when the kit has one."""
@@ -225,6 +229,7 @@ class Kit:
                 content=self.content,
                 email=email(pool) if email else pool,
                 sms=sms,
+                guard=guard,
             )
         finally:
             await pool.close()
@@ -334,8 +339,9 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
     campaign_id = await kit.launched()
     await kit.select(campaign_id, people)
 
-    # the first worker claims 20, hands the first 5 over, and freezes before recording:
-    # then it is killed (its task cancelled, nothing more written)
+    # the first worker claims 20, hands the first messages over (as many as it has
+    # sessions), and freezes before recording: then it is killed (its task cancelled,
+    # nothing more written)
     taps: list[Tap] = []
 
     def frozen(pool: FailoverMailer) -> Tap:
@@ -344,12 +350,13 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
 
     async with kit.dispatcher(email=frozen) as doomed:
         tick = asyncio.create_task(doomed.tick())
-        await wait_for(lambda: _true(taps[0].sent == 5), timeout=20)
+        handing = kit.settings.smtp_pool_size
+        await wait_for(lambda: _true(taps[0].sent == handing), timeout=20)
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick
     handed_over = message_ids(sink)
-    assert len(handed_over) == 5
+    assert len(handed_over) == handing
     assert (await kit.statuses(campaign_id)) == {"sending": 20, "queued": 10}
 
     # another worker, once the claim timeout has passed, takes the claimed ones back
@@ -468,6 +475,43 @@ async def test_a_revocation_applied_between_two_handoffs_stops_the_later_ones(ki
     assert len(message_ids(sink)) == kit.settings.campaign_handoff_size
     stats = (await kit.campaign(campaign_id))["stats"]
     assert stats["sent"] == 5 and stats["refused_by"] == {"consent_revoked": 15}
+
+
+async def test_a_revocation_during_a_handoff_stops_its_messages_not_yet_handed_over(
+    kit, smtp_server
+):
+    """The guard follows messaging's consents through a change stream: a revocation that
+    lands while a hand-off is being sent stops that hand-off's messages that had not
+    reached a free session yet, not only the later hand-offs'."""
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(20)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    async def revoke_everyone() -> None:
+        await deliver(kit.store, kit.handlers, *(kit.revocation(cid) for cid in people))
+        await asyncio.sleep(0.5)  # the change stream's delivery, with room to spare
+
+    # one session: each message is checked against the guard once the previous one went
+    one_session = kit.settings.model_copy(update={"smtp_pool_size": 1})
+    guard = Guard(kit.store, memory_seconds=60)
+    stop = asyncio.Event()
+    watching = asyncio.create_task(guard.run(stop))
+    try:
+        assert await guard.wait_started(timeout=20)
+        async with kit.dispatcher(
+            email=lambda pool: Tap(pool, revoke_everyone), settings=one_session, guard=guard
+        ) as d:
+            await drain(d)
+    finally:
+        stop.set()
+        await watching
+    # the message in the session when the revocations landed went; the 4 others of its
+    # hand-off (stopped by the guard) and every later hand-off (refused from the views)
+    # did not
+    assert len(message_ids(sink)) == 1
+    stats = (await kit.campaign(campaign_id))["stats"]
+    assert stats["sent"] == 1 and stats["refused_by"] == {"consent_revoked": 19}
 
 
 # ---------------------------------------------------------------- pause, cancel, breaker

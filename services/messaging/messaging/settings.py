@@ -263,11 +263,18 @@ class MessagingSettings(ServiceSettings):
         default=200, ge=1, le=10_000, description="queued messages a dispatcher takes at once"
     )
     campaign_handoff_size: int = Field(
-        default=25,
+        default=50,
         ge=1,
         le=1_000,
         description="messages handed over between two re-checks of consent and state: a "
         "crash re-sends at most this many; a revocation stops all but those in flight",
+    )
+    campaign_guard_memory_seconds: float = Field(
+        default=600,
+        ge=10,
+        le=86_400,
+        description="how long the guard remembers a revocation it saw (any later hand-off "
+        "reads it from the views anyway)",
     )
     campaign_claim_timeout_seconds: float = Field(
         default=120,

@@ -15,6 +15,7 @@ from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
 from messaging.campaigns.content import TemplateContent
 from messaging.campaigns.dispatcher import Dispatcher
+from messaging.campaigns.guard import Guard
 from messaging.campaigns.handlers import campaign_handlers
 from messaging.campaigns.service import CampaignService
 from messaging.campaigns.store import INDEXES as CAMPAIGN_INDEXES
@@ -67,6 +68,7 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
             email=pool,
             sms=sms if sms.providers else None,
             launch=campaigns.launch_due,
+            guard=Guard(store, memory_seconds=settings.campaign_guard_memory_seconds),
         )
         try:
             await dispatcher.run(stop)

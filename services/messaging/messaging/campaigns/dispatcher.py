@@ -45,6 +45,7 @@ from messaging.campaigns.domain import (
     ab_winner,
     breaker_reason,
 )
+from messaging.campaigns.guard import Guard
 from messaging.campaigns.rules import (
     CONSENT_REQUEST_PURPOSE,
     RULE_ERASED,
@@ -96,6 +97,15 @@ def _standings(campaign: Mapping[str, Any]) -> frozenset[Standing] | None:
     return frozenset(Standing(s) for s in wanted) if wanted else None
 
 
+class _Blocked(Exception):
+    """A "no" came in while the hand-off was being sent: this message does not go."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(rule)
+        self.rule = rule
+        self.reason = f"{rule.replace('_', ' ')} while the campaign was being sent"
+
+
 ERASED_REASON = "the person was erased, or merged into another contact"
 
 
@@ -134,6 +144,7 @@ class Dispatcher:
         email: EmailSender,
         sms: SmsSender | None = None,
         launch: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -153,6 +164,10 @@ class Dispatcher:
             max_complaint_rate=settings.campaign_breaker_complaint_rate,
             max_unsubscribe_rate=settings.campaign_breaker_unsubscribe_rate,
         )
+        self.guard = guard
+        # messages handed over at once: each is checked against the guard right before
+        # it goes, not when the hand-off started
+        self._inflight = asyncio.Semaphore(settings.smtp_pool_size)
         self._renderers: dict[tuple[str, int], Render] = {}
         self._next_sweep = 0.0
         self._next_breaker_check = 0.0
@@ -160,6 +175,17 @@ class Dispatcher:
     # ------------------------------------------------------------ loop
 
     async def run(self, stop: asyncio.Event) -> None:
+        watching = None
+        if self.guard is not None:
+            watching = asyncio.create_task(self.guard.run(stop))
+            await self.guard.wait_started(timeout=30)
+        try:
+            await self._loop(stop)
+        finally:
+            if watching is not None:
+                await watching
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 worked = await self.tick()
@@ -183,6 +209,9 @@ class Dispatcher:
             stale = now - timedelta(seconds=self.settings.campaign_claim_timeout_seconds)
             if released := await self.campaigns.release_stale(stale):
                 log.warning("campaigns.stale_claims_released", messages=released)
+        if self.guard is not None and not self.guard.healthy:
+            log.warning("campaigns.guard_not_watching")  # nothing goes out unguarded
+            return False
         active = {c["_id"]: c for c in await self.campaigns.in_status([CampaignStatus.sending])}
         if not active:
             return False
@@ -332,11 +361,15 @@ class Dispatcher:
             view.history.append(PastSend(now, channel))  # the cap counts this one at once
             message["address_hash"] = view.address_hash
             message["per_person_tracking"] = view.tracking
-            sends.append((message, handoff))
+            sends.append((message, self._guarded(message, handoff)))
         results = await asyncio.gather(*(s for _, s in sends), return_exceptions=True)
         for (message, _), result in zip(sends, results, strict=True):
             at = utcnow()
-            if isinstance(result, DeliveryError):
+            if isinstance(result, _Blocked):
+                outcomes.append(
+                    Outcome(message, MessageStatus.refused, at, result.rule, result.reason)
+                )
+            elif isinstance(result, DeliveryError):
                 outcomes.append(Outcome(message, MessageStatus.failed, at, None, result.reason))
             elif isinstance(result, BaseException):
                 outcomes.append(Outcome(message, MessageStatus.failed, at, None, repr(result)))
@@ -344,6 +377,29 @@ class Dispatcher:
                 sms = result if isinstance(result, SentSms) else None
                 outcomes.append(Outcome(message, MessageStatus.sent, at, sms=sms))
         return outcomes
+
+    async def _guarded(
+        self, message: Mapping[str, Any], handoff: Awaitable[SentSms | None]
+    ) -> SentSms | None:
+        """Hand one message over unless a "no" about it came in since the views were read
+        (the guard is asked once a session is free for it, right before it goes)."""
+        started = False
+        try:
+            async with self._inflight:
+                if self.guard is not None:
+                    rule = self.guard.blocks(
+                        message["contact_id"],
+                        message["channel"],
+                        message["purpose"],
+                        message.get("address_hash"),
+                    )
+                    if rule is not None:
+                        raise _Blocked(rule)
+                started = True
+                return await handoff
+        finally:
+            if not started and asyncio.iscoroutine(handoff):
+                handoff.close()  # never started (blocked, or shut down): nothing went out
 
     async def _views(
         self, claimed: list[dict[str, Any]], *, standings: bool = False
