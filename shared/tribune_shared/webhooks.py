@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import re
 import time
+from datetime import UTC, datetime
 
 from tribune_shared.errors import Unauthorized
 
@@ -95,3 +96,29 @@ def verify_signature(
             f"timestamp is outside the {tolerance_seconds}s tolerance (stale or replayed webhook)"
         )
     return timestamp
+
+
+def signed_at(
+    secret: str | None,
+    timestamp_header: str | None,
+    signature_header: str | None,
+    body: bytes,
+    *,
+    now: float,
+    tolerance_seconds: int,
+    what: str,
+) -> datetime:
+    """When a webhook was signed, once its signature over the raw body is proven
+    (``InvalidSignature`` otherwise); with no secret set, ``what`` is not accepted at all
+    (an optional feed a deployment did not configure)."""
+    if not secret:
+        raise InvalidSignature(f"{what} are not accepted: no secret is set")
+    at = verify_signature(
+        secret,
+        timestamp_header,
+        signature_header,
+        body,
+        now=now,
+        tolerance_seconds=tolerance_seconds,
+    )
+    return datetime.fromtimestamp(at, UTC)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from tribune_shared.errors import InvalidField, InvalidFields
-from tribune_shared.webhooks import InvalidSignature, verify_signature
+from tribune_shared.webhooks import signed_at
 
 from messaging.domain import MessageStatus
 from messaging.sms.receipts import DeliveryReceipt, ReceiptStatus
@@ -88,29 +88,8 @@ class Feedback:
 # ---------------------------------------------------------------- signatures
 
 
-def check_signature(
-    secret: str | None,
-    timestamp_header: str | None,
-    signature_header: str | None,
-    body: bytes,
-    *,
-    now: float,
-    tolerance_seconds: int,
-    what: str,
-) -> datetime:
-    """When the webhook was signed, once its signature over the raw body is proven
-    (``InvalidSignature``, 401, otherwise; with no secret set nothing is accepted)."""
-    if not secret:
-        raise InvalidSignature(f"{what} are not accepted: no secret is set")
-    signed_at = verify_signature(
-        secret,
-        timestamp_header,
-        signature_header,
-        body,
-        now=now,
-        tolerance_seconds=tolerance_seconds,
-    )
-    return datetime.fromtimestamp(signed_at, UTC)
+#: the one check of a signed webhook (tribune_shared.webhooks.signed_at)
+check_signature = signed_at
 
 
 # ---------------------------------------------------------------- SMS receipts

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tribune_shared.errors import InvalidField
-from tribune_shared.webhooks import InvalidSignature, verify_signature
+from tribune_shared.webhooks import signed_at
 
 from messaging.settings import MessagingSettings, SmsProviderName
 
@@ -73,17 +73,15 @@ def parse_receipt(
     """The verified receipt, None if it is not final yet; InvalidSignature (401) or
     InvalidField (422, with the field and reason) otherwise. Nothing is read before the
     signature is proven."""
-    if not secret:
-        raise InvalidSignature(f"receipts from {provider} are not accepted: no secret is set")
-    signed_at = verify_signature(
+    received = signed_at(
         secret,
         timestamp_header,
         signature_header,
         body,
         now=now,
         tolerance_seconds=tolerance_seconds,
+        what=f"receipts from {provider}",
     )
-    received = datetime.fromtimestamp(signed_at, UTC)
     if provider == "ovh":
         return _ovh(body, received)
     return _twilio(body, received)
