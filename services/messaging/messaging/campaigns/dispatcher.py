@@ -432,8 +432,13 @@ class Dispatcher:
             if rented
             else set()
         )
-        tracking = await self.messages.consents_of(
-            contact_ids, Channel.email, self.settings.tracking_purpose
+        # per-person tracking only concerns emails: an SMS hand-off does not read it
+        tracking = (
+            await self.messages.consents_of(
+                contact_ids, Channel.email, self.settings.tracking_purpose
+            )
+            if any(m["channel"] == Channel.email.value for m in claimed)
+            else {}
         )
         consents: dict[str, dict[tuple[str, str], ConsentState]] = {}
         for channel, purpose in {(m["channel"], m["purpose"]) for m in claimed}:
