@@ -112,6 +112,8 @@ acl --allow-principal User:consent --operation Describe --operation Create --ope
   --topic "${P}message-sent-dlq" \
   --topic "${P}payment-received" \
   --topic "${P}payment-received-dlq" \
+  --topic "${P}payment-refunded" \
+  --topic "${P}payment-refunded-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -193,6 +195,8 @@ acl --allow-principal User:contacts --operation Describe --operation Create --op
   --topic "${P}message-sent-dlq" \
   --topic "${P}payment-received" \
   --topic "${P}payment-received-dlq" \
+  --topic "${P}payment-refunded" \
+  --topic "${P}payment-refunded-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -256,6 +260,8 @@ acl --allow-principal User:gateway --operation Describe --operation Create --ope
   --topic "${P}message-sent-dlq" \
   --topic "${P}payment-received" \
   --topic "${P}payment-received-dlq" \
+  --topic "${P}payment-refunded" \
+  --topic "${P}payment-refunded-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -269,6 +275,7 @@ acl --allow-principal User:memberships --operation Write \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-lapsed" \
   --topic "${P}payment-received" \
+  --topic "${P}payment-refunded" \
   --topic "${P}receipt-issued" \
   --topic "${P}contact-created-dlq" \
   --topic "${P}contact-merged-dlq" \
@@ -339,6 +346,8 @@ acl --allow-principal User:memberships --operation Describe --operation Create -
   --topic "${P}message-sent-dlq" \
   --topic "${P}payment-received" \
   --topic "${P}payment-received-dlq" \
+  --topic "${P}payment-refunded" \
+  --topic "${P}payment-refunded-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -442,6 +451,8 @@ acl --allow-principal User:messaging --operation Describe --operation Create --o
   --topic "${P}message-sent-dlq" \
   --topic "${P}payment-received" \
   --topic "${P}payment-received-dlq" \
+  --topic "${P}payment-refunded" \
+  --topic "${P}payment-refunded-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \

@@ -16,7 +16,8 @@ from tribune_shared.events.contracts import PaymentMethod
 from tribune_shared.webhooks import SIGNATURE_HEADER, SIGNATURE_PARAMETERS, TIMESTAMP_HEADER
 
 from memberships.domain import MembershipStatus
-from memberships.service import MembershipsService, PaymentNotice
+from memberships.payments.notice import DonorDeclaration, PaymentNotice
+from memberships.service import MembershipsService
 
 router = APIRouter(prefix="/api/v1", tags=["memberships"])
 
@@ -31,6 +32,23 @@ Service = Annotated[MembershipsService, Depends(service)]
 
 
 # ---------------------------------------------------------------- payment webhook
+
+
+class DonorDeclarationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    natural_person: bool = Field(description="a person, not a company or an association")
+    nationality: str | None = Field(
+        default=None, pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2, e.g. FR"
+    )
+    resides_in_france: bool = False
+
+    def declaration(self) -> DonorDeclaration:
+        return DonorDeclaration(
+            natural_person=self.natural_person,
+            nationality=self.nationality.upper() if self.nationality else None,
+            resides_in_france=self.resides_in_france,
+        )
 
 
 class PaymentNoticeIn(BaseModel):
@@ -49,6 +67,18 @@ class PaymentNoticeIn(BaseModel):
     plan: str | None = Field(
         default=None, min_length=1, max_length=64, description="dues only; default plan if absent"
     )
+    rate: str | None = Field(
+        default=None, min_length=1, max_length=64, description="a reduced rate of the plan"
+    )
+    donor: DonorDeclarationIn | None = Field(
+        default=None, description="the donor's declaration (gifts: natural person, residence)"
+    )
+    elected_official: bool = Field(
+        default=False, description="dues of an elected official (outside the yearly ceiling)"
+    )
+    election_id: str | None = Field(
+        default=None, max_length=64, pattern=ID_PATTERN, description="a campaign account's gift"
+    )
 
     @field_validator("currency")
     @classmethod
@@ -58,10 +88,20 @@ class PaymentNoticeIn(BaseModel):
             raise ValueError("must be a 3-letter ISO 4217 code such as EUR")
         return value
 
+    def notice(self) -> PaymentNotice:
+        """The generic webhook's notice: the provider captured the money."""
+        return PaymentNotice(
+            **self.model_dump(exclude={"donor"}),
+            donor=self.donor.declaration() if self.donor else None,
+        )
+
 
 class WebhookResult(BaseModel):
-    status: Literal["recorded", "duplicate"]
+    status: Literal["recorded", "duplicate", "flagged_for_refund"]
     payment_id: str
+    refusal: str | None = Field(
+        default=None, description="flagged_for_refund: the legal rule the captured money breaks"
+    )
     membership_id: str | None = None
     membership_status: MembershipStatus | None = None
     starts_on: date | None = None
@@ -116,13 +156,14 @@ async def payment_webhook(request: Request, response: Response, svc: Service) ->
         request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), body
     )
     notice = _parse_notice(body)
-    outcome = await svc.record_payment(PaymentNotice(**notice.model_dump()))
+    outcome = await svc.record_payment(notice.notice())
     if outcome.status == "duplicate":
         response.status_code = status.HTTP_200_OK
     m = outcome.membership
     return WebhookResult(
         status=outcome.status,
         payment_id=outcome.payment_id,
+        refusal=outcome.refusal,
         membership_id=outcome.membership_id,
         membership_status=m.status if m else None,
         starts_on=m.starts_on if m else None,

@@ -212,3 +212,22 @@ def check_paid_at(paid_at: datetime, now: datetime, tolerance: timedelta) -> Non
     """A payment cannot have been made in the future (beyond clock skew)."""
     if paid_at > now + tolerance:
         raise InvalidField("paid_at is in the future", field="paid_at")
+
+
+def amount_check(expected_cents: int | None, paid_cents: int) -> dict[str, int | bool | None]:
+    """What the plan expected against what was paid. A difference is recorded and flagged
+    for the treasurer, never refused: a member may round up, or pay a rate not declared."""
+    if expected_cents is None:
+        return {
+            "expected_cents": None,
+            "paid_cents": paid_cents,
+            "difference_cents": None,
+            "flagged": False,
+        }
+    difference = paid_cents - expected_cents
+    return {
+        "expected_cents": expected_cents,
+        "paid_cents": paid_cents,
+        "difference_cents": difference,
+        "flagged": difference != 0,
+    }

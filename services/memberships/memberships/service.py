@@ -5,23 +5,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client import Counter
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ContactDirectory
-from tribune_shared.errors import DomainError, InvalidField, NotFound
+from tribune_shared.errors import DomainError, NotFound
 from tribune_shared.events import Envelope, new_envelope, utcnow
 from tribune_shared.events.contracts import (
     DonationReceivedV1,
     EventContract,
     MembershipActivatedV1,
     MembershipLapsedV1,
-    PaymentMethod,
     PaymentReceivedV1,
 )
 from tribune_shared.logging import get_logger
@@ -34,13 +33,16 @@ from memberships.domain import (
     Membership,
     MembershipStatus,
     Plan,
+    amount_check,
     check_paid_at,
-    check_payment,
     lapsed_on,
     new_membership,
     pay_dues,
     settle,
 )
+from memberships.donations.service import GiftRefused, GiftRules
+from memberships.payments.notice import DonorDeclaration, PaymentNotice, PaymentOutcome
+from memberships.plans.service import PlanCatalog, PlanChoice
 from memberships.settings import MembershipsSettings
 from memberships.store import MembershipsStore, membership_from_doc
 
@@ -50,29 +52,6 @@ PRODUCER = "memberships"
 WEBHOOKS = Counter(
     "tribune_payment_webhooks_total", "Payment webhooks by outcome", ["service", "outcome"]
 )
-
-
-@dataclass(frozen=True)
-class PaymentNotice:
-    """A payment as the provider reports it (validated at the HTTP boundary)."""
-
-    provider: str
-    provider_payment_id: str
-    contact_id: str
-    amount_cents: int
-    currency: str
-    method: PaymentMethod
-    purpose: Literal["dues", "donation"]
-    paid_at: datetime
-    plan: str | None = None
-
-
-@dataclass(frozen=True)
-class PaymentOutcome:
-    status: Literal["recorded", "duplicate"]
-    payment_id: str
-    membership: Membership | None = None
-    membership_id: str | None = None
 
 
 class MembershipsService:
@@ -88,6 +67,8 @@ class MembershipsService:
         self.repo = MembershipsStore(store)
         self.contacts = ContactDirectory(store)
         self.outbox = Outbox(store)
+        self.plans = PlanCatalog(settings, store)
+        self.gifts = GiftRules(settings, store)
         self.clock = clock
 
     def today(self) -> date:
@@ -113,17 +94,6 @@ class MembershipsService:
             log.warning("webhook.refused", reason=exc.message)
             raise
 
-    def _plan_for(self, notice: PaymentNotice) -> Plan | None:
-        if notice.purpose != "dues":
-            return None  # a donation pays for no plan
-        name = notice.plan or self.settings.default_plan
-        if name not in self.settings.plans:
-            raise InvalidField(
-                f"unknown plan; expected one of {', '.join(sorted(self.settings.plans))}",
-                field="plan",
-            )
-        return self.settings.plan(name)
-
     async def record_payment(self, notice: PaymentNotice) -> PaymentOutcome:
         """Record a provider's payment once; dues activate or renew the membership.
         Everything (payment, membership, events) commits in one transaction."""
@@ -141,20 +111,13 @@ class MembershipsService:
         )
         if existing is not None:  # the provider retried: answer as before, change nothing
             return _duplicate(existing)
-        check_payment(
-            notice.amount_cents,
-            notice.method,
-            cash_limit_cents=self.settings.cash_limit_cents,
-            max_amount_cents=self.settings.max_amount_cents,
-        )
         now = datetime.fromtimestamp(self.clock(), UTC)
         check_paid_at(
             notice.paid_at, now, timedelta(seconds=self.settings.webhook_tolerance_seconds)
         )
-        plan = self._plan_for(notice)
         try:
             return await self.store.run_transaction(
-                lambda session: self._record_in(session, notice, plan), what="memberships.payment"
+                lambda session: self._record_in(session, notice), what="memberships.payment"
             )
         except DuplicateKeyError:
             # A concurrent delivery of the same payment committed first.
@@ -166,7 +129,7 @@ class MembershipsService:
             return _duplicate(existing)
 
     async def _record_in(
-        self, session: AsyncClientSession, notice: PaymentNotice, plan: Plan | None
+        self, session: AsyncClientSession, notice: PaymentNotice
     ) -> PaymentOutcome:
         existing = await self.repo.payment_by_provider_id(
             notice.provider, notice.provider_payment_id, session
@@ -176,6 +139,17 @@ class MembershipsService:
         contact = await self.contacts.get(notice.contact_id, session)
         if contact is None:
             raise NotFound("contact not found", field="contact_id")
+        choice: PlanChoice | None = None
+        if notice.purpose == "dues":
+            choice = await self.plans.for_dues(contact, notice.plan, notice.rate, session)
+        try:
+            # Counts the payment towards every legal limit, in this transaction.
+            await self.gifts.admit(notice, contact, session)
+        except GiftRefused as refusal:
+            if not notice.captured:
+                raise  # a treasurer's entry: refused, nothing written
+            return await self._flag_for_refund(session, notice, contact, choice, refusal)
+        plan = choice.plan if choice else None
 
         def envelope(event: EventContract, causation: Envelope | None = None) -> Envelope:
             return new_envelope(
@@ -223,22 +197,14 @@ class MembershipsService:
                 )
             )
         await self.repo.insert_payment(
-            {
-                "_id": payment_id,
-                "provider": notice.provider,
-                "provider_payment_id": notice.provider_payment_id,
-                "contact_id": notice.contact_id,
-                "amount_cents": notice.amount_cents,
-                "currency": notice.currency,
-                "method": notice.method,
-                "purpose": notice.purpose,
-                "plan": plan.name if plan else None,
-                "paid_at": notice.paid_at,
-                "recorded_at": utcnow(),
-                "membership_id": membership.membership_id if membership else None,
-                "federation_id": contact["federation_id"],
-                "federation_path": contact["federation_path"],
-            },
+            _payment_doc(
+                payment_id,
+                notice,
+                contact,
+                choice,
+                status="accepted",
+                membership_id=membership.membership_id if membership else None,
+            ),
             session,
         )
         await self.outbox.add(session, *events)
@@ -307,6 +273,24 @@ class MembershipsService:
         )
         return paid, events
 
+    async def _flag_for_refund(
+        self,
+        session: AsyncClientSession,
+        notice: PaymentNotice,
+        contact: dict[str, Any],
+        choice: PlanChoice | None,
+        refusal: GiftRefused,
+    ) -> PaymentOutcome:
+        """Money a provider captured but the law refuses: kept on record (the provider
+        will not send it again) so a treasurer refunds it; it buys no standing, no receipt
+        and counts in no total, so no event announces it."""
+        payment_id = uuid.uuid4().hex
+        doc = _payment_doc(payment_id, notice, contact, choice, status="flagged_for_refund")
+        doc["refusal"] = {"reason": refusal.message, **refusal.extra}
+        await self.repo.insert_payment(doc, session)
+        log.warning("payment.flagged_for_refund", payment_id=payment_id, reason=refusal.message)
+        return PaymentOutcome("flagged_for_refund", payment_id, refusal=refusal.message)
+
     # ------------------------------------------------------------ reads
 
     async def _visible_contact(self, identity: Identity, contact_id: str) -> dict[str, Any]:
@@ -348,6 +332,46 @@ class MembershipsService:
 
 def _duplicate(existing: dict[str, Any]) -> PaymentOutcome:
     return PaymentOutcome("duplicate", existing["_id"], membership_id=existing.get("membership_id"))
+
+
+def _payment_doc(
+    payment_id: str,
+    notice: PaymentNotice,
+    contact: dict[str, Any],
+    choice: PlanChoice | None,
+    *,
+    status: str,
+    membership_id: str | None = None,
+) -> dict[str, Any]:
+    donor: DonorDeclaration | None = notice.donor
+    return {
+        "_id": payment_id,
+        "provider": notice.provider,
+        "provider_payment_id": notice.provider_payment_id,
+        "contact_id": notice.contact_id,
+        "amount_cents": notice.amount_cents,
+        "currency": notice.currency,
+        "method": notice.method,
+        "purpose": notice.purpose,
+        "status": status,
+        "plan": choice.plan.name if choice else None,
+        "rate": notice.rate,
+        # what the plan expected against what was paid; a difference is flagged
+        "amount_check": amount_check(
+            choice.expected_amount_cents if choice else None, notice.amount_cents
+        ),
+        "donor": asdict(donor) if donor else None,
+        "elected_official": notice.elected_official,
+        "election_id": notice.election_id,
+        "entered_by": notice.entered_by,
+        "details": dict(notice.details),
+        "schedule_id": notice.schedule_id,
+        "paid_at": notice.paid_at,
+        "recorded_at": utcnow(),
+        "membership_id": membership_id,
+        "federation_id": contact["federation_id"],
+        "federation_path": contact["federation_path"],
+    }
 
 
 def _entry(status: MembershipStatus, at: datetime, **extra: Any) -> dict[str, Any]:

@@ -516,7 +516,13 @@ class MembershipCancelledV1(EventContract):
 PaymentMethod = Literal["card", "transfer", "debit", "cheque", "cash"]
 
 
-@contract("payment-received", 1, key="payment_id", owner="memberships", consumers=("consent",))
+@contract(
+    "payment-received",
+    1,
+    key="payment_id",
+    owner="memberships",
+    consumers=("consent",),
+)
 class PaymentReceivedV1(EventContract):
     """A payment provider confirmed a payment (recorded once, whatever the retries)."""
 
@@ -529,6 +535,27 @@ class PaymentReceivedV1(EventContract):
     method: PaymentMethod
     purpose: Literal["dues", "donation"]
     received_at: datetime
+
+
+@contract(
+    "payment-refunded",
+    1,
+    key="payment_id",
+    owner="memberships",
+)
+class PaymentRefundedV1(EventContract):
+    """A recorded payment was refunded or charged back: the standing it bought, the totals
+    it counted in and its receipt are reversed."""
+
+    payment_id: str
+    refund_id: str
+    contact_id: str
+    amount_cents: int = Field(gt=0)
+    currency: str = Field(min_length=3, max_length=3)
+    kind: Literal["refund", "chargeback"]
+    purpose: Literal["dues", "donation"]
+    reason: str = ""
+    refunded_at: datetime
 
 
 @contract("donation-received", 1, key="donation_id", owner="memberships")

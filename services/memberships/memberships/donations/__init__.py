@@ -1,0 +1,1 @@
+"""French political-finance rules on gifts and dues: checked before money is accepted."""
