@@ -94,8 +94,12 @@ acl --allow-principal User:consent --operation Describe --operation Create --ope
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-cancelled-dlq" \
+  --topic "${P}membership-grace-started" \
+  --topic "${P}membership-grace-started-dlq" \
   --topic "${P}membership-lapsed" \
   --topic "${P}membership-lapsed-dlq" \
+  --topic "${P}membership-renewal-requested" \
+  --topic "${P}membership-renewal-requested-dlq" \
   --topic "${P}message-bounced" \
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
@@ -177,8 +181,12 @@ acl --allow-principal User:contacts --operation Describe --operation Create --op
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-cancelled-dlq" \
+  --topic "${P}membership-grace-started" \
+  --topic "${P}membership-grace-started-dlq" \
   --topic "${P}membership-lapsed" \
   --topic "${P}membership-lapsed-dlq" \
+  --topic "${P}membership-renewal-requested" \
+  --topic "${P}membership-renewal-requested-dlq" \
   --topic "${P}message-bounced" \
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
@@ -242,8 +250,12 @@ acl --allow-principal User:gateway --operation Describe --operation Create --ope
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-cancelled-dlq" \
+  --topic "${P}membership-grace-started" \
+  --topic "${P}membership-grace-started-dlq" \
   --topic "${P}membership-lapsed" \
   --topic "${P}membership-lapsed-dlq" \
+  --topic "${P}membership-renewal-requested" \
+  --topic "${P}membership-renewal-requested-dlq" \
   --topic "${P}message-bounced" \
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
@@ -273,7 +285,9 @@ acl --allow-principal User:memberships --operation Write \
   --topic "${P}erasure-completed" \
   --topic "${P}membership-activated" \
   --topic "${P}membership-cancelled" \
+  --topic "${P}membership-grace-started" \
   --topic "${P}membership-lapsed" \
+  --topic "${P}membership-renewal-requested" \
   --topic "${P}payment-received" \
   --topic "${P}payment-refunded" \
   --topic "${P}receipt-issued" \
@@ -328,8 +342,12 @@ acl --allow-principal User:memberships --operation Describe --operation Create -
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-cancelled-dlq" \
+  --topic "${P}membership-grace-started" \
+  --topic "${P}membership-grace-started-dlq" \
   --topic "${P}membership-lapsed" \
   --topic "${P}membership-lapsed-dlq" \
+  --topic "${P}membership-renewal-requested" \
+  --topic "${P}membership-renewal-requested-dlq" \
   --topic "${P}message-bounced" \
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \
@@ -433,8 +451,12 @@ acl --allow-principal User:messaging --operation Describe --operation Create --o
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-cancelled-dlq" \
+  --topic "${P}membership-grace-started" \
+  --topic "${P}membership-grace-started-dlq" \
   --topic "${P}membership-lapsed" \
   --topic "${P}membership-lapsed-dlq" \
+  --topic "${P}membership-renewal-requested" \
+  --topic "${P}membership-renewal-requested-dlq" \
   --topic "${P}message-bounced" \
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked" \

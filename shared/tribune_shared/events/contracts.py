@@ -513,6 +513,29 @@ class MembershipCancelledV1(EventContract):
     reason: str = ""
 
 
+@contract("membership-grace-started", 1, key="membership_id", owner="memberships")
+class MembershipGraceStartedV1(EventContract):
+    """A membership's paid period ended without renewal: it is in its grace days (still in
+    good standing until ``grace_ends_on``)."""
+
+    membership_id: str
+    contact_id: str
+    ends_on: date
+    grace_ends_on: date
+
+
+@contract("membership-renewal-requested", 1, key="membership_id", owner="memberships")
+class MembershipRenewalRequestedV1(EventContract):
+    """A membership's paid period ends soon: the member is asked to renew (a reminder is
+    sent only with their consent for the membership purpose)."""
+
+    membership_id: str
+    contact_id: str
+    plan: str
+    ends_on: date
+    days_left: int = Field(ge=0)
+
+
 PaymentMethod = Literal["card", "transfer", "debit", "cheque", "cash"]
 
 
