@@ -4,16 +4,24 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV       ?= uv
-DEVSTACK := $(UV) run --frozen python -m tribune_devstack
+# uv: the one on PATH, else a pinned copy the Makefile installs itself from PyPI into
+# .tools/uv (needs only python3), so a bare machine with python3, a JDK and Maven suffices.
+UV_VERSION := 0.13.9
+UV_HOME    := $(CURDIR)/.tools/uv
+UV         ?= $(or $(shell command -v uv 2>/dev/null),$(UV_HOME)/bin/uv)
+DEVSTACK   := $(UV) run --frozen python -m tribune_devstack
 
 .PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test asyncapi kafka-acls bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-check-uv:
-	@command -v $(UV) >/dev/null 2>&1 || { echo "uv not found: install it with 'pip install uv'" >&2; exit 1; }
+check-uv: ## install uv (pinned, from PyPI) into .tools/uv if there is none
+	@command -v $(UV) >/dev/null 2>&1 || { \
+	  echo "uv not found: installing uv==$(UV_VERSION) into $(UV_HOME) (from PyPI)"; \
+	  command -v python3 >/dev/null 2>&1 || { echo "python3 not found: install Python 3.11+" >&2; exit 1; }; \
+	  python3 -m venv "$(UV_HOME)" && "$(UV_HOME)/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" \
+	    || { echo "could not install uv==$(UV_VERSION) into $(UV_HOME)" >&2; exit 1; }; }
 
 # --- environment -----------------------------------------------------------------------------
 
