@@ -703,21 +703,6 @@ def test_kubernetes_gateway_routes_to_services(monkeypatch: pytest.MonkeyPatch) 
         assert url.port in {p["port"] for p in service["spec"]["ports"]}, field
 
 
-def test_kubernetes_messaging_workers_autoscale() -> None:
-    hpa = k8s_object("HorizontalPodAutoscaler", "messaging-worker")
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    target = hpa["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", "messaging-worker")
-    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
-    assert any(
-        m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"]
-    )
-    assert "replicas" not in k8s_object("Deployment", "messaging-worker")["spec"], (
-        "the HPA owns the replica count"
-    )
-    assert "lag" in (K8S_DIR / "messaging.yaml").read_text().lower()
-
-
 # ------------------------------------------------------------------ Prometheus
 
 
@@ -876,3 +861,226 @@ def test_grafana_dashboard(path: Path) -> None:
         "tribune_messages_total",
     ):
         assert needed in used, f"{path.name} has no panel on {needed}"
+
+
+# ------------------------------------------------------------------ schemas (offline)
+
+SCHEMAS = DEPLOY / "schemas"
+#: the Kubernetes versions the manifests must be valid for (kubernetes-validate ships the
+#: schemas: nothing is fetched): the oldest still supported upstream, and the newest
+K8S_VERSIONS = ("1.33", "1.37")
+#: custom resources and the CRD (kept in deploy/schemas, from the KEDA Go module) they obey
+CRDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh_triggerauthentications.yaml",
+}
+
+
+@cache
+def crd_schema(file: str, version: str) -> dict[str, Any]:
+    crd = yaml.safe_load((SCHEMAS / file).read_text())
+    (found,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return dict(found["schema"]["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_kubernetes_manifests_match_the_kubernetes_schemas(version: str) -> None:
+    import kubernetes_validate
+
+    for obj in k8s_objects():
+        if (obj["apiVersion"], obj["kind"]) in CRDS:
+            continue
+        # strict: a misspelt or misplaced field fails instead of being dropped by the API
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_keda_objects_match_the_keda_crds() -> None:
+    import jsonschema
+
+    found = 0
+    for obj in k8s_objects():
+        key = (obj["apiVersion"], obj["kind"])
+        if key not in CRDS:
+            continue
+        found += 1
+        schema = crd_schema(CRDS[key], obj["apiVersion"].split("/")[1])
+        jsonschema.validate(obj, schema, cls=jsonschema.Draft4Validator)
+    assert found == len(CRDS)
+
+
+def test_a_misplaced_field_fails_the_crd_validation() -> None:
+    """The CRD schemas are strict enough to catch a typo (the check above can fail)."""
+    import jsonschema
+
+    scaled = dict(k8s_object("ScaledObject", "messaging-worker"))
+    scaled["spec"] = {**scaled["spec"], "maxReplicaCount": "six"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            scaled, crd_schema(CRDS[("keda.sh/v1alpha1", "ScaledObject")], "v1alpha1")
+        )
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / "compose-spec.json").read_text())
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    jsonschema.validate(raw, schema, cls=jsonschema.Draft202012Validator)
+
+
+# ------------------------------------------------------------------ Kubernetes operations
+
+
+def deployments() -> list[dict[str, Any]]:
+    return [o for o in k8s_objects() if o["kind"] == "Deployment"]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and In/NotIn/Exists matchExpressions) against labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value, op = labels.get(expr["key"]), expr["operator"]
+        if op == "In" and value not in expr["values"]:
+            return False
+        if op == "NotIn" and value in expr["values"]:
+            return False
+        if op == "Exists" and value is None:
+            return False
+        if op == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
+def test_every_deployment_has_a_disruption_budget() -> None:
+    budgets = [o for o in k8s_objects() if o["kind"] == "PodDisruptionBudget"]
+    for deployment in deployments():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        matching = [b for b in budgets if selects(b["spec"]["selector"], labels)]
+        assert len(matching) == 1, deployment["metadata"]["name"]
+        spec = matching[0]["spec"]
+        # never a budget that blocks every drain (0 disruptions allowed)
+        assert spec.get("maxUnavailable", 1) >= 1
+        if "minAvailable" in spec:
+            hpa = k8s_object("HorizontalPodAutoscaler", deployment["metadata"]["name"])
+            assert spec["minAvailable"] < hpa["spec"]["minReplicas"]
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_apis_scale_on_cpu(svc: str) -> None:
+    hpa = k8s_object("HorizontalPodAutoscaler", f"{svc}-api")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", f"{svc}-api")
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert "replicas" not in k8s_object("Deployment", f"{svc}-api")["spec"], (
+        "the HPA owns the replica count"
+    )
+
+
+def test_messaging_workers_scale_on_consumer_lag_up_to_the_partition_count() -> None:
+    from tribune_shared.events.contracts import TOPICS, Lane
+
+    scaled = k8s_object("ScaledObject", "messaging-worker")
+    target = scaled["spec"]["scaleTargetRef"]
+    assert (target.get("kind", "Deployment"), target["name"]) == ("Deployment", "messaging-worker")
+    assert "replicas" not in k8s_object("Deployment", "messaging-worker")["spec"]
+    assert not [
+        o
+        for o in k8s_objects()
+        if o["kind"] == "HorizontalPodAutoscaler"
+        and o["spec"]["scaleTargetRef"]["name"] == "messaging-worker"
+    ], "KEDA makes the HPA itself"
+    consumed = [spec for spec in TOPICS.values() if "messaging" in spec.consumers]
+    # more replicas than partitions would leave consumers idle
+    assert scaled["spec"]["maxReplicaCount"] <= max(s.partitions for s in consumed)
+    assert scaled["spec"]["minReplicaCount"] >= 1
+    groups = {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]}
+    # the group names the kernel's consumers use: one per lane (tribune_shared.bus)
+    lanes = {s.lane for s in consumed}
+    assert groups == {
+        "messaging" if lane is Lane.bulk else f"messaging.{lane.value}" for lane in lanes
+    }
+    configmap = k8s_object("ConfigMap", "tribune-config")["data"]
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "kafka"
+        assert (
+            trigger["metadata"]["bootstrapServers"] == configmap["TRIBUNE_KAFKA_BOOTSTRAP_SERVERS"]
+        )
+        assert int(trigger["metadata"]["lagThreshold"]) >= 1
+        auth = k8s_object("TriggerAuthentication", trigger["authenticationRef"]["name"])
+        for ref in auth["spec"]["secretTargetRef"]:
+            if ref["name"] == "tribune-secrets":
+                assert ref["key"] in k8s_secret_example(), ref
+
+
+def network_policies() -> list[dict[str, Any]]:
+    return [o for o in k8s_objects() if o["kind"] == "NetworkPolicy"]
+
+
+def allowed_ingress_sources(labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        source
+        for policy in network_policies()
+        if "Ingress" in policy["spec"]["policyTypes"]
+        and selects(policy["spec"]["podSelector"], labels)
+        for rule in policy["spec"].get("ingress", [])
+        for source in rule.get("from", [])
+    ]
+
+
+def test_network_policies_deny_by_default_and_expose_only_the_gateway() -> None:
+    (deny,) = [p for p in network_policies() if p["metadata"]["name"] == "default-deny"]
+    assert deny["spec"]["podSelector"] == {} and set(deny["spec"]["policyTypes"]) == {
+        "Ingress",
+        "Egress",
+    }
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+    for deployment in deployments():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        name = deployment["metadata"]["name"]
+        outside = [
+            s
+            for s in allowed_ingress_sources(labels)
+            if "namespaceSelector" in s and s["namespaceSelector"].get("matchLabels") != monitoring
+        ]
+        if name == "gateway-api":
+            assert outside, "the gateway must be reachable from the ingress controller"
+        else:
+            assert not outside, f"{name} is reachable from outside the namespace"
+        inside = [s for s in allowed_ingress_sources(labels) if "podSelector" in s]
+        for source in inside:
+            assert source["podSelector"]["matchLabels"] == {
+                "app.kubernetes.io/name": "gateway",
+                "app.kubernetes.io/component": "api",
+            }, f"{name}: only the gateway may call a service API"
+    ingress = k8s_object("Ingress", "tribune")
+    backends = {
+        p["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    assert backends == {"gateway-api"}
+
+
+def test_only_workers_reach_kafka() -> None:
+    kafka_port = int(
+        urlsplit(
+            "//"
+            + k8s_object("ConfigMap", "tribune-config")["data"]["TRIBUNE_KAFKA_BOOTSTRAP_SERVERS"]
+        ).port
+        or 0
+    )
+    for deployment in deployments():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        ports = {
+            port["port"]
+            for policy in network_policies()
+            if "Egress" in policy["spec"]["policyTypes"]
+            and selects(policy["spec"]["podSelector"], labels)
+            for rule in policy["spec"].get("egress", [])
+            for port in rule.get("ports", [])
+        }
+        is_worker = labels["app.kubernetes.io/component"] == "worker"
+        assert (kafka_port in ports) is is_worker, deployment["metadata"]["name"]
+        assert 27017 in ports, deployment["metadata"]["name"]
