@@ -11,7 +11,7 @@ UV_HOME    := $(CURDIR)/.tools/uv
 UV         ?= $(or $(shell command -v uv 2>/dev/null),$(UV_HOME)/bin/uv)
 DEVSTACK   := $(UV) run --frozen python -m tribune_devstack
 
-.PHONY: help check-uv sync fetch-kafka infra-up infra-down up down status logs lint test asyncapi kafka-acls bench
+.PHONY: help check-uv sync fetch-kafka fetch-promtool infra-up infra-down up down status logs lint test asyncapi kafka-acls bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,18 @@ sync: | check-uv ## install the locked dependencies into .venv
 
 fetch-kafka: | check-uv ## fetch the Kafka broker jars with mvn (cached after the first time)
 	$(DEVSTACK) fetch
+
+# promtool runs the alert rules' unit tests (deploy/prometheus/alerts_test.yml). It is
+# built from the Go module proxy when Go is installed (about 7 min on 2 CPUs, once; cached);
+# without Go those tests say so and skip, except in CI (.ci/run), where they must run.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL_DIR     := $(HOME)/.cache/tribune/promtool-$(PROMTOOL_VERSION)
+fetch-promtool: ## build promtool (alert rule tests) with Go if Go is installed (cached)
+	@if [ -x "$(PROMTOOL_DIR)/promtool" ]; then :; \
+	elif command -v go >/dev/null 2>&1; then \
+	  echo "building promtool $(PROMTOOL_VERSION) into $(PROMTOOL_DIR) (once)"; \
+	  GOBIN="$(PROMTOOL_DIR)" GOFLAGS=-modcacherw go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION); \
+	else echo "go not found: the alert rule unit tests (promtool) will be skipped"; fi
 
 # --- local stack -----------------------------------------------------------------------------
 
@@ -57,8 +69,8 @@ lint: | check-uv ## ruff, then mypy (what it checks: [tool.mypy] in pyproject.to
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen mypy
 
-test: sync fetch-kafka ## run the test suite
-	$(UV) run --frozen pytest
+test: sync fetch-kafka fetch-promtool ## run the test suite
+	TRIBUNE_PROMTOOL="$(PROMTOOL_DIR)/promtool" $(UV) run --frozen pytest
 
 asyncapi: | check-uv ## regenerate docs/asyncapi.json from the event contracts
 	$(UV) run --frozen python -m tribune_shared.events.asyncapi > docs/asyncapi.json
