@@ -1081,6 +1081,7 @@ def test_only_workers_reach_kafka() -> None:
             for rule in policy["spec"].get("egress", [])
             for port in rule.get("ports", [])
         }
-        is_worker = labels["app.kubernetes.io/component"] == "worker"
+        # the workers, and memberships' live figures (faust consumes Kafka too)
+        is_worker = labels["app.kubernetes.io/component"] in ("worker", "live")
         assert (kafka_port in ports) is is_worker, deployment["metadata"]["name"]
         assert 27017 in ports, deployment["metadata"]["name"]

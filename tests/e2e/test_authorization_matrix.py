@@ -43,7 +43,8 @@ from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("contacts", "consent", "memberships", "messaging")
+#: the processes whose routes the matrix reads ("live": memberships' live figures, faust)
+SERVICES = ("contacts", "consent", "memberships", "messaging", "live")
 TARGETS = ("own", "child", "parent", "sibling")
 NATIONAL = "national_admin"
 #: the callers: every role in "own", and the national administrator
@@ -124,6 +125,10 @@ SENDERS = ("campaign_manager", "secretary", *ADMINS)
 MESSAGE_READERS = ("campaign_manager", "secretary", "dpo", *ADMINS)
 PAYMENT_READERS = ("treasurer", "secretary", "dpo", *ADMINS)
 MERGE_READERS = ("secretary", "dpo", *ADMINS)
+#: memberships' live figures (counts and totals, no person): the dashboards' readers
+LIVE_READERS = ("treasurer", "secretary", "viewer", *ADMINS)
+TREASURERS = ("treasurer", *ADMINS)
+RECEIPT_READERS = ("treasurer", "dpo", *ADMINS)
 
 
 def _fresh() -> str:
@@ -136,6 +141,161 @@ def _get(path: str, **params: Any) -> Build:
 
 def _contact_param(path: str, **params: Any) -> Build:
     return lambda w, t: Call("GET", path, params={"contact_id": w.contact[t], **params})
+
+
+def _treasury(w: World, t: str, report: str) -> Call:
+    from datetime import UTC, datetime
+
+    params = {"year": datetime.now(UTC).year, "federation_id": w.fed[t][0]}
+    return Call("GET", f"/api/v1/treasury/{report}", params=params)
+
+
+#: a plan's terms in the matrix (memberships.plans)
+PLAN_TERMS = {"kind": "calendar", "amount_cents": 3000, "rates": {"students": 1000}}
+
+
+def _plans(path: str) -> Build:
+    return lambda w, t: Call("GET", path, params={"federation_id": w.fed[t][0]})
+
+
+def _money(w: World) -> dict[Any, str]:
+    """Objects of memberships.payments the matrix made, once per (kind, target)."""
+    return w.__dict__.setdefault("payments_made", {})
+
+
+def _cheque(w: World, t: str, use: str = "read") -> str:
+    """An accepted cheque (a donation) of federation ``t``'s contact, entered once per use."""
+    made = _money(w)
+    if ("cheque", t, use) not in made:
+        body = {
+            "contact_id": w.contact[t],
+            "amount_cents": 1000,
+            "method": "cheque",
+            "purpose": "donation",
+            "donor": {"natural_person": True, "nationality": "FR", "resides_in_france": True},
+            "cheque": {"number": _fresh(), "bank": "Banque Matrice"},
+        }
+        # the key makes the seed's retries one payment
+        headers = {"Idempotency-Key": f"matrix-{_fresh()}"}
+        paid = w.seed("memberships", "POST", "/api/v1/payments/manual", json=body, headers=headers)
+        made["cheque", t, use] = paid["payment_id"]
+    return made["cheque", t, use]
+
+
+def _slip(w: World, t: str) -> str:
+    made = _money(w)
+    if ("slip", t) not in made:
+        body = {"bank": "Banque Matrice", "payment_ids": [_cheque(w, t, "slip")]}
+        body["federation_id"] = w.fed[t][0]
+        made["slip", t] = w.seed("memberships", "POST", "/api/v1/payments/slips", json=body)[
+            "slip_id"
+        ]
+    return made["slip", t]
+
+
+def _schedule(w: World, t: str) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    made = _money(w)
+    if ("schedule", t) not in made:
+        body = {
+            "contact_id": w.contact[t],
+            "amount_cents": 1000,
+            "purpose": "dues",
+            "interval": "monthly",
+            "next_due_on": (datetime.now(UTC).date() + timedelta(days=1)).isoformat(),
+            "method": "debit",
+        }
+        made["schedule", t] = w.seed(
+            "memberships", "POST", "/api/v1/payments/schedules", json=body
+        )["schedule_id"]
+    return made["schedule", t]
+
+
+def _manual(w: World, t: str) -> Call:
+    body = {
+        "contact_id": w.contact[t],
+        "amount_cents": 1000,
+        "method": "cheque",
+        "purpose": "donation",
+        "donor": {"natural_person": True, "nationality": "FR", "resides_in_france": True},
+        "cheque": {"number": _fresh(), "bank": "Banque Matrice"},
+    }
+    return Call(
+        "POST",
+        "/api/v1/payments/manual",
+        json=body,
+        headers={"Idempotency-Key": f"matrix-{_fresh()}"},
+    )
+
+
+#: who keeps the members' file: cancels memberships, reads the roll and the counts
+MEMBER_KEEPERS = ("secretary", "treasurer", *ADMINS)
+
+
+def _in_federation(path: str) -> Build:
+    return lambda w, t: Call("GET", path, params={"federation_id": w.fed[t][0]})
+
+
+def _membership(w: World, t: str) -> str:
+    """A membership of federation ``t``'s contact (dues through the signed webhook), made
+    once: the first caller allowed cancels it, the next ones get 409."""
+    import json
+    from datetime import UTC, datetime
+
+    from tribune_shared.webhooks import signature_headers
+
+    made = w.__dict__.setdefault("memberships_made", {})
+    if t not in made:
+        body = json.dumps(
+            {
+                "provider": "matrix",
+                "provider_payment_id": f"pay-{_fresh()}",
+                "contact_id": w.contact[t],
+                "amount_cents": 3000,
+                "currency": "EUR",
+                "method": "card",
+                "purpose": "dues",
+                "paid_at": datetime.now(UTC).isoformat(),
+            }
+        ).encode()
+        secret = w.stack.env["MEMBERSHIPS_WEBHOOK_SECRET"]
+        headers = {"Content-Type": "application/json", **signature_headers(secret, body)}
+        r = eventually(
+            lambda: w.clients["memberships"].post(
+                "/api/v1/webhooks/payments", content=body, headers=headers
+            ),
+            lambda r: r.status_code in (200, 201),
+            timeout=60,
+        )
+        made[t] = r.json()["membership_id"]
+    return made[t]
+
+
+def _election_body(w: World, t: str) -> dict[str, Any]:
+    """An election of federation ``t`` (memberships.donations), its period around today."""
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    return {
+        "name": f"Matrice {_fresh()}",
+        "federation_id": w.fed[t][0],
+        "starts_on": (today - timedelta(days=30)).isoformat(),
+        "ends_on": (today + timedelta(days=30)).isoformat(),
+        "candidate": {"name": "Candidate Matrice"},
+        "financial_agent": {"kind": "individual", "name": "Mandataire Matrice"},
+    }
+
+
+def _election(w: World, t: str, use: str = "read") -> str:
+    """An election of federation ``t``, made once per use ("delete": one per call)."""
+    made = w.__dict__.setdefault("elections_made", {})
+    if use == "delete" or (t, use) not in made:
+        body = _election_body(w, t)
+        made[t, use] = w.seed("memberships", "POST", "/api/v1/donations/elections", json=body)[
+            "election_id"
+        ]
+    return made[t, use]
 
 
 def _csv(w: World, t: str) -> Call:
@@ -363,6 +523,22 @@ RULES: dict[tuple[str, str, str], Rule] = {
             json={"services": ["contacts"]},
         ),
     ),
+    # ------------------------------------------------------------ live figures (faust)
+    # the stream ends after MEMBERSHIPS_LIVE_STREAM_MAX_SECONDS (short in the test stack)
+    ("live", "GET", "/api/v1/live/memberships"): rule(
+        LIVE_READERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", "/api/v1/live/memberships", params={"federation_id": w.fed[t][0]}),
+    ),
+    ("live", "GET", "/api/v1/live/memberships/stream"): rule(
+        LIVE_READERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "GET", "/api/v1/live/memberships/stream", params={"federation_id": w.fed[t][0]}
+        ),
+    ),
     # ------------------------------------------------------------ memberships
     ("memberships", "GET", "/api/v1/memberships/privacy/{contact_id}"): rule(
         DPO, Scope.SUBTREE, 200, _get("/api/v1/memberships/privacy/{contact}")
@@ -370,8 +546,230 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("memberships", "GET", "/api/v1/memberships"): rule(
         ALL, Scope.SUBTREE, 200, _contact_param("/api/v1/memberships")
     ),
+    # ------------------------------------------------------------ lifecycle (memberships)
+    ("memberships", "POST", "/api/v1/memberships/{membership_id}/cancel"): rule(
+        MEMBER_KEEPERS,
+        Scope.SUBTREE,
+        (200, 409),  # 409: cancelled by an earlier caller
+        lambda w, t: Call(
+            "POST", f"/api/v1/memberships/{_membership(w, t)}/cancel", json={"reason": "matrice"}
+        ),
+    ),
+    ("memberships", "GET", "/api/v1/memberships/roll"): rule(
+        MEMBER_KEEPERS, Scope.SUBTREE, 200, _in_federation("/api/v1/memberships/roll")
+    ),
+    ("memberships", "GET", "/api/v1/memberships/roll.csv"): rule(
+        MEMBER_KEEPERS, Scope.SUBTREE, 200, _in_federation("/api/v1/memberships/roll.csv")
+    ),
+    ("memberships", "GET", "/api/v1/memberships/counts"): rule(
+        MEMBER_KEEPERS, Scope.SUBTREE, 200, _in_federation("/api/v1/memberships/counts")
+    ),
     ("memberships", "GET", "/api/v1/payments"): rule(
         PAYMENT_READERS, Scope.SUBTREE, 200, _contact_param("/api/v1/payments")
+    ),
+    # ------------------------------------------------------------ payments (memberships)
+    ("memberships", "GET", "/api/v1/payments/{payment_id}"): rule(
+        PAYMENT_READERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", f"/api/v1/payments/{_cheque(w, t)}"),
+    ),
+    ("memberships", "POST", "/api/v1/payments/manual"): rule(
+        TREASURERS, Scope.SUBTREE, 201, _manual
+    ),
+    ("memberships", "POST", "/api/v1/payments/{payment_id}/refund"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        (200, 409),  # 409: refunded by an earlier caller
+        lambda w, t: Call(
+            "POST",
+            f"/api/v1/payments/{_cheque(w, t, 'refund')}/refund",
+            json={"kind": "refund", "reason": "matrice"},
+        ),
+    ),
+    ("memberships", "POST", "/api/v1/payments/slips"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        (201, 409),  # 409: no cheque left to remit
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/payments/slips",
+            json={"bank": "Banque Matrice", "federation_id": w.fed[t][0]},
+        ),
+    ),
+    ("memberships", "GET", "/api/v1/payments/slips"): rule(
+        TREASURERS, Scope.NONE, 200, _get("/api/v1/payments/slips")
+    ),
+    ("memberships", "GET", "/api/v1/payments/slips/{slip_id}"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", f"/api/v1/payments/slips/{_slip(w, t)}"),
+    ),
+    ("memberships", "GET", "/api/v1/payments/slips/{slip_id}/csv"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", f"/api/v1/payments/slips/{_slip(w, t)}/csv"),
+    ),
+    ("memberships", "GET", "/api/v1/payments/slips/{slip_id}/pdf"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", f"/api/v1/payments/slips/{_slip(w, t)}/pdf"),
+    ),
+    ("memberships", "POST", "/api/v1/payments/schedules"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        (201, 409),  # 409: the person's open donation schedule exists
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/payments/schedules",
+            json={
+                "contact_id": w.contact[t],
+                "amount_cents": 500,
+                "purpose": "donation",
+                "interval": "monthly",
+                "next_due_on": "2099-01-01",
+                "method": "debit",
+            },
+        ),
+    ),
+    ("memberships", "GET", "/api/v1/payments/schedules"): rule(
+        TREASURERS, Scope.NONE, 200, _get("/api/v1/payments/schedules")
+    ),
+    ("memberships", "GET", "/api/v1/payments/schedules/{schedule_id}"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", f"/api/v1/payments/schedules/{_schedule(w, t)}"),
+    ),
+    ("memberships", "POST", "/api/v1/payments/schedules/{schedule_id}/{action}"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        (200, 409),  # 409: paused by an earlier caller
+        lambda w, t: Call("POST", f"/api/v1/payments/schedules/{_schedule(w, t)}/pause"),
+    ),
+    ("memberships", "GET", "/api/v1/receipts"): rule(
+        RECEIPT_READERS, Scope.SUBTREE, 200, _contact_param("/api/v1/receipts")
+    ),
+    ("memberships", "GET", "/api/v1/receipts/{receipt_id}"): rule(
+        RECEIPT_READERS, Scope.SUBTREE, 200, _get("/api/v1/receipts/{receipt}")
+    ),
+    ("memberships", "GET", "/api/v1/receipts/{receipt_id}/pdf"): rule(
+        RECEIPT_READERS, Scope.SUBTREE, 200, _get("/api/v1/receipts/{receipt}/pdf")
+    ),
+    # the seeded receipt is cancelled (or reissued) by the first caller allowed: the next
+    # ones are refused (409), which still proves they passed the role and scope checks
+    ("memberships", "POST", "/api/v1/receipts/{receipt_id}/cancel"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        (200, 409),
+        lambda w, t: Call(
+            "POST", f"/api/v1/receipts/{w.receipt[t]}/cancel", json={"reason": "matrice"}
+        ),
+    ),
+    ("memberships", "POST", "/api/v1/receipts/{receipt_id}/reissue"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        (201, 409),
+        lambda w, t: Call(
+            "POST", f"/api/v1/receipts/{w.receipt[t]}/reissue", json={"reason": "matrice"}
+        ),
+    ),
+    ("memberships", "GET", "/api/v1/treasury/cnccfp"): rule(
+        TREASURERS, Scope.SUBTREE, 200, lambda w, t: _treasury(w, t, "cnccfp")
+    ),
+    # ------------------------------------------------------------ donations (memberships)
+    ("memberships", "POST", "/api/v1/donations/check"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,  # accepted or not, with the reasons
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/donations/check",
+            json={"contact_id": w.contact[t], "amount_cents": 1000, "method": "card"},
+        ),
+    ),
+    ("memberships", "POST", "/api/v1/donations/elections"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/donations/elections", json=_election_body(w, t)),
+    ),
+    ("memberships", "GET", "/api/v1/donations/elections"): rule(
+        TREASURERS, Scope.NONE, 200, _get("/api/v1/donations/elections")
+    ),
+    ("memberships", "GET", "/api/v1/donations/elections/{election_id}"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", f"/api/v1/donations/elections/{_election(w, t)}"),
+    ),
+    ("memberships", "PATCH", "/api/v1/donations/elections/{election_id}"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "PATCH", f"/api/v1/donations/elections/{_election(w, t)}", json={"name": _fresh()}
+        ),
+    ),
+    ("memberships", "DELETE", "/api/v1/donations/elections/{election_id}"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        204,
+        lambda w, t: Call("DELETE", f"/api/v1/donations/elections/{_election(w, t, 'delete')}"),
+    ),
+    ("memberships", "GET", "/api/v1/treasury/ledger"): rule(
+        TREASURERS, Scope.SUBTREE, 200, lambda w, t: _treasury(w, t, "ledger")
+    ),
+    ("memberships", "GET", "/api/v1/treasury/ledger.csv"): rule(
+        TREASURERS, Scope.SUBTREE, 200, lambda w, t: _treasury(w, t, "ledger.csv")
+    ),
+    # ------------------------------------------------------------ memberships: plans
+    ("memberships", "GET", "/api/v1/memberships/plans"): rule(
+        ALL, Scope.LINEAGE, 200, _plans("/api/v1/memberships/plans")
+    ),
+    ("memberships", "PUT", "/api/v1/memberships/plans/{code}"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        (200, 201),
+        lambda w, t: Call(
+            "PUT",
+            f"/api/v1/memberships/plans/{w.plan(t)}",
+            json={**PLAN_TERMS, "federation_id": w.fed[t][0]},
+        ),
+    ),
+    # the first caller allowed withdraws the target's plan; the next ones find it withdrawn
+    # (200, nothing changes)
+    ("memberships", "POST", "/api/v1/memberships/plans/{code}/withdraw"): rule(
+        TREASURERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "POST",
+            f"/api/v1/memberships/plans/{w.plan(t, 'withdrawn')}/withdraw",
+            json={"federation_id": w.fed[t][0]},
+        ),
+    ),
+    ("memberships", "GET", "/api/v1/memberships/plans/{code}/versions"): rule(
+        ALL,
+        Scope.LINEAGE,
+        200,
+        lambda w, t: Call(
+            "GET",
+            f"/api/v1/memberships/plans/{w.plan(t)}/versions",
+            params={"federation_id": w.fed[t][0]},
+        ),
+    ),
+    ("memberships", "GET", "/api/v1/memberships/plans/reports/differences"): rule(
+        TREASURERS, Scope.SUBTREE, 200, _plans("/api/v1/memberships/plans/reports/differences")
+    ),
+    ("memberships", "GET", "/api/v1/memberships/plans/reports/split"): rule(
+        TREASURERS, Scope.SUBTREE, 200, _plans("/api/v1/memberships/plans/reports/split")
+    ),
+    ("memberships", "GET", "/api/v1/memberships/plans/reports/split.csv"): rule(
+        TREASURERS, Scope.SUBTREE, 200, _plans("/api/v1/memberships/plans/reports/split.csv")
     ),
     # ------------------------------------------------------------ messaging
     ("messaging", "GET", "/api/v1/messages/privacy/{contact_id}"): rule(
@@ -560,6 +958,8 @@ PUBLIC = {
     ("messaging", "GET", "/api/v1/public/t/c/{token}"),
     ("messaging", "GET", "/api/v1/public/t/o/{token}.gif"),
     ("memberships", "POST", "/api/v1/webhooks/payments"),
+    ("memberships", "POST", "/api/v1/webhooks/stripe"),
+    ("memberships", "POST", "/api/v1/webhooks/helloasso"),
     ("messaging", "POST", "/api/v1/webhooks/sms-receipts/{provider}"),
     ("messaging", "POST", "/api/v1/webhooks/email-events"),
     ("messaging", "POST", "/api/v1/webhooks/email-dsn"),
@@ -608,6 +1008,8 @@ class World:
         self.request: dict[str, str] = {}
         self.template: dict[str, str] = {}
         self.campaign: dict[str, str] = {}
+        self.receipt: dict[str, str] = {}
+        self.plans: dict[tuple[str, str], str] = {}  # (target, use) -> plan code
         self.user: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
         self.passwords: dict[str, str] = {}
@@ -656,6 +1058,7 @@ class World:
             "request": self.request[t],
             "template": self.template[t],
             "campaign": self.campaign[t],
+            "receipt": self.receipt[t],
         }
 
     # ------------------------------------------------------------ seeding through the APIs
@@ -761,6 +1164,52 @@ class World:
         body = {"name": f"f{_fresh()}", "type": "text", "federation_id": self.fed[t][0]}
         return self.seed("contacts", "POST", "/api/v1/contacts/custom-fields", json=body)["id"]
 
+    def fresh_receipt(self, contact_id: str) -> str:
+        """A gift through the signed payment webhook; its receipt, once the worker issued
+        it."""
+        import json
+        from datetime import UTC, datetime
+
+        from tribune_shared.webhooks import signature_headers
+
+        body = json.dumps(
+            {
+                "provider": "matrix",
+                "provider_payment_id": f"pay-{_fresh()}",
+                "contact_id": contact_id,
+                "amount_cents": 1000,
+                "currency": "EUR",
+                "method": "card",
+                "purpose": "donation",
+                "paid_at": datetime.now(UTC).isoformat(),
+                "donor": {"natural_person": True, "nationality": "FR", "resides_in_france": True},
+            }
+        ).encode()
+        signed = signature_headers(self.stack.env["MEMBERSHIPS_WEBHOOK_SECRET"], body)
+        r = self.clients["memberships"].post(
+            "/api/v1/webhooks/payments",
+            content=body,
+            headers={"Content-Type": "application/json", **signed},
+        )
+        assert r.status_code == 201 and r.json()["status"] == "recorded", r.text
+        listed = eventually(
+            lambda: self.clients["memberships"].get(
+                "/api/v1/receipts", params={"contact_id": contact_id}, headers=self.signed(NATIONAL)
+            ),
+            lambda r: r.status_code == 200 and r.json()["items"],
+            timeout=60,
+        )
+        return listed.json()["items"][0]["receipt_id"]
+
+    def plan(self, t: str, use: str = "read") -> str:
+        """A plan code federation ``t`` defines itself, made once per ``use``."""
+        if (t, use) not in self.plans:
+            code = f"m{_fresh()}"
+            body = {**PLAN_TERMS, "federation_id": self.fed[t][0]}
+            self.seed("memberships", "PUT", f"/api/v1/memberships/plans/{code}", json=body)
+            self.plans[t, use] = code
+        return self.plans[t, use]
+
     def merge_pair(self, t: str) -> Call:
         survivor, merged = self.fresh_contact(t), self.fresh_contact(t)
         return Call("POST", f"/api/v1/contacts/{survivor}/merge", json={"merged_id": merged})
@@ -817,6 +1266,7 @@ class World:
                 json={"channel": "email", "purpose": PURPOSE, "source": "matrice"},
             )
             self.seed("memberships", "GET", "/api/v1/memberships", params={"contact_id": c})
+            self.receipt[t] = self.fresh_receipt(c)
             eventually(
                 lambda c=c: self.clients["messaging"].get(
                     f"/api/v1/messages/reachability/{c}",

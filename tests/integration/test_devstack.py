@@ -132,6 +132,7 @@ def test_port_base_derives_every_service_port() -> None:
         "consent": 9002,
         "memberships": 9003,
         "messaging": 9004,
+        "live": 9005,  # memberships' live figures (memberships.live)
     }
     assert c.worker_ports["gateway"] == 9100 and c.worker_ports["messaging"] == 9104
     assert c.state_dir == Path("/tmp/x")

@@ -118,6 +118,8 @@ acl --allow-principal User:consent --operation Describe --operation Create --ope
   --topic "${P}payment-received-dlq" \
   --topic "${P}payment-refunded" \
   --topic "${P}payment-refunded-dlq" \
+  --topic "${P}receipt-cancelled" \
+  --topic "${P}receipt-cancelled-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -205,6 +207,8 @@ acl --allow-principal User:contacts --operation Describe --operation Create --op
   --topic "${P}payment-received-dlq" \
   --topic "${P}payment-refunded" \
   --topic "${P}payment-refunded-dlq" \
+  --topic "${P}receipt-cancelled" \
+  --topic "${P}receipt-cancelled-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -274,6 +278,8 @@ acl --allow-principal User:gateway --operation Describe --operation Create --ope
   --topic "${P}payment-received-dlq" \
   --topic "${P}payment-refunded" \
   --topic "${P}payment-refunded-dlq" \
+  --topic "${P}receipt-cancelled" \
+  --topic "${P}receipt-cancelled-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -290,20 +296,25 @@ acl --allow-principal User:memberships --operation Write \
   --topic "${P}membership-renewal-requested" \
   --topic "${P}payment-received" \
   --topic "${P}payment-refunded" \
+  --topic "${P}receipt-cancelled" \
   --topic "${P}receipt-issued" \
   --topic "${P}contact-created-dlq" \
   --topic "${P}contact-merged-dlq" \
   --topic "${P}contact-updated-dlq" \
   --topic "${P}erasure-requested-dlq" \
   --topic "${P}federation-created-dlq" \
-  --topic "${P}federation-updated-dlq"
+  --topic "${P}federation-updated-dlq" \
+  --topic "${P}payment-received-dlq" \
+  --topic "${P}payment-refunded-dlq"
 acl --allow-principal User:memberships --operation Read \
   --topic "${P}contact-created" \
   --topic "${P}contact-merged" \
   --topic "${P}contact-updated" \
   --topic "${P}erasure-requested" \
   --topic "${P}federation-created" \
-  --topic "${P}federation-updated"
+  --topic "${P}federation-updated" \
+  --topic "${P}payment-received" \
+  --topic "${P}payment-refunded"
 acl --allow-principal User:memberships --operation Read \
   --group "${P}memberships" \
   --group "${P}memberships.urgent"
@@ -366,6 +377,8 @@ acl --allow-principal User:memberships --operation Describe --operation Create -
   --topic "${P}payment-received-dlq" \
   --topic "${P}payment-refunded" \
   --topic "${P}payment-refunded-dlq" \
+  --topic "${P}receipt-cancelled" \
+  --topic "${P}receipt-cancelled-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
@@ -396,6 +409,7 @@ acl --allow-principal User:messaging --operation Write \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled-dlq" \
   --topic "${P}membership-lapsed-dlq" \
+  --topic "${P}membership-renewal-requested-dlq" \
   --topic "${P}suppression-added-dlq"
 acl --allow-principal User:messaging --operation Read \
   --topic "${P}campaign-audience-resolved" \
@@ -412,6 +426,7 @@ acl --allow-principal User:messaging --operation Read \
   --topic "${P}membership-activated" \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-lapsed" \
+  --topic "${P}membership-renewal-requested" \
   --topic "${P}suppression-added"
 acl --allow-principal User:messaging --operation Read \
   --group "${P}messaging" \
@@ -475,6 +490,8 @@ acl --allow-principal User:messaging --operation Describe --operation Create --o
   --topic "${P}payment-received-dlq" \
   --topic "${P}payment-refunded" \
   --topic "${P}payment-refunded-dlq" \
+  --topic "${P}receipt-cancelled" \
+  --topic "${P}receipt-cancelled-dlq" \
   --topic "${P}receipt-issued" \
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \

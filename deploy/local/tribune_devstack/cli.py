@@ -76,6 +76,7 @@ def cmd_up(cfg: StackConfig) -> None:
     _say(f"  API docs        {cfg.gateway_url}/docs")
     _say(f"  SMTP sink       {cfg.smtp_http_url}/messages  (SMTP on {cfg.host}:{cfg.smtp_port})")
     _say(f"  fake SMS        {cfg.sms_url}/messages")
+    _say(f"  fake payments   {cfg.payments_url}/notifications")
     _say(f"  admin           {cfg.admin_email}")
     if cfg.admin_password:
         _say("  admin password  the one in TRIBUNE_ADMIN_PASSWORD")
@@ -176,12 +177,12 @@ def cmd_logs(cfg: StackConfig, lines: int, follow: bool) -> None:
 
 COMMANDS = {
     "fetch": "fetch Kafka jars with mvn (idempotent; quick when cached)",
-    "infra-up": "start (or reuse) Kafka, the store, the SMTP sink and the fake SMS provider",
+    "infra-up": "start (or reuse) Kafka, the store, the SMTP sink, the fake SMS and payments",
     "up": "fetch + infra-up + start every service API and worker",
     "down": "stop services, then infra",
     "status": "table of processes, pids, ports, readiness",
     "logs": "follow all logs, prefixed by process name",
-    "infra-down": "stop Kafka, the store, the SMTP sink and the fake SMS provider",
+    "infra-down": "stop Kafka, the store, the SMTP sink, the fake SMS and payments",
     "env": "print the services' environment as export lines",
     "admin-password": "print this stack's administrator password (as first generated)",
 }

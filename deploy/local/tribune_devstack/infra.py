@@ -1,4 +1,5 @@
-"""Infra lifecycle: Kafka, the store (SecantusDB), the SMTP sink and the fake SMS provider.
+"""Infra lifecycle: Kafka, the store (SecantusDB), the SMTP sink and the fake SMS and
+payment providers.
 
 Each is reused when its port already answers, else started detached with a pid file
 under <infra dir>/pids and its output in <infra dir>/logs/<name>.log.
@@ -45,17 +46,21 @@ __all__ = [
     "infra_status",
     "kafka_ready",
     "kafka_version",
+    "payments_ready",
     "sms_ready",
     "smtp_ready",
     "stop_infra",
     "store_ready",
 ]
 
-INFRA: tuple[str, ...] = ("kafka", "store", "smtp", "sms")
+INFRA: tuple[str, ...] = ("kafka", "store", "smtp", "sms", "payments")
 #: where the fake SMS provider calls the stack back, through the gateway: inbound SMS (the
 #: consent STOP webhook) and delivery receipts (messaging's, one path per provider style)
 SMS_INBOUND_PATH = "/api/v1/webhooks/sms"
 SMS_RECEIPT_PATH = "/api/v1/webhooks/sms-receipts/{provider}"
+#: where the fake payment providers notify the stack, through the gateway (memberships)
+STRIPE_WEBHOOK_PATH = "/api/v1/webhooks/stripe"
+HELLOASSO_WEBHOOK_PATH = "/api/v1/webhooks/helloasso"
 T = TypeVar("T")
 
 
@@ -125,11 +130,20 @@ def sms_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
         return False
 
 
+def payments_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(f"{cfg.payments_url}/health", timeout=timeout)
+        return r.status_code == 200 and r.json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 _PROBES: dict[str, Callable[[StackConfig], bool]] = {
     "kafka": kafka_ready,
     "store": store_ready,
     "smtp": smtp_ready,
     "sms": sms_ready,
+    "payments": payments_ready,
 }
 
 
@@ -139,6 +153,7 @@ def _port(cfg: StackConfig, name: str) -> int:
         "store": cfg.store_port,
         "smtp": cfg.smtp_port,
         "sms": cfg.sms_port,
+        "payments": cfg.payments_port,
     }[name]
 
 
@@ -195,6 +210,20 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
             "--inbound-url",
             cfg.gateway_url + SMS_INBOUND_PATH,
         ]
+    if name == "payments":
+        return [
+            sys.executable,
+            "-m",
+            "tribune_devstack.fake_payments",
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.payments_port),
+            "--stripe-webhook-url",
+            cfg.gateway_url + STRIPE_WEBHOOK_PATH,
+            "--helloasso-webhook-url",
+            cfg.gateway_url + HELLOASSO_WEBHOOK_PATH,
+        ]
     return [
         sys.executable,
         "-m",
@@ -229,6 +258,16 @@ def _env(cfg: StackConfig, name: str) -> dict[str, str] | None:
             "FAKE_SMS_RECEIPT_SECRET": sec["sms_receipt_secret"],
             "FAKE_SMS_INBOUND_SECRET": sec["sms_webhook_secret"],
         }
+    if name == "payments":
+        # signed with the secrets memberships checks (platform.stack_env), from the env
+        from tribune_devstack.platform import stack_secrets
+
+        sec = stack_secrets(cfg)
+        return {
+            **os.environ,
+            "FAKE_PAYMENTS_STRIPE_SECRET": sec["stripe_webhook_secret"],
+            "FAKE_PAYMENTS_HELLOASSO_KEY": sec["helloasso_signature_key"],
+        }
     return None
 
 
@@ -259,7 +298,7 @@ class InfraHandle:
 
 
 def ensure_infra(cfg: StackConfig, only: Iterable[str] = INFRA) -> InfraHandle:
-    """Make Kafka, store, SMTP sink and fake SMS provider answer on cfg's ports; start
+    """Make Kafka, store, SMTP sink and fake SMS and payment providers answer on cfg's ports; start
     what is missing."""
     # Concurrent starts of one stack's infra (two `make up`): the second waits, then reuses.
     with file_lock(cfg.infra_dir / "infra.lock"):

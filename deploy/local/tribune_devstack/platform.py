@@ -34,9 +34,9 @@ from tribune_devstack.procs import (
     spawn,
     stop_records,
 )
-from tribune_devstack.stack import SERVICES, StackConfig
+from tribune_devstack.stack import LIVE, SERVICES, StackConfig
 
-Kind = Literal["api", "worker"]
+Kind = Literal["api", "worker", "live"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ProcessSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.service} {'API' if self.kind == 'api' else 'worker'}"
+        return f"{self.service} {'API' if self.kind == 'api' else self.kind}"
 
 
 def process_specs(cfg: StackConfig) -> list[ProcessSpec]:
@@ -59,6 +59,12 @@ def process_specs(cfg: StackConfig) -> list[ProcessSpec]:
         specs.append(
             ProcessSpec(f"{svc}-worker", svc, "worker", f"{svc}.worker", cfg.worker_ports[svc])
         )
+    # memberships' live figures (faust): a process of its own, behind the gateway
+    specs.append(
+        ProcessSpec(
+            "memberships-live", "memberships", "live", "memberships.live", cfg.http_ports[LIVE]
+        )
+    )
     return specs
 
 
@@ -82,6 +88,9 @@ _SECRET_KEYS = (
     # the fake SMS provider's receipt signatures, and the credentials messaging sends it
     "sms_receipt_secret",
     "sms_provider_secret",
+    # the fake payment providers' signatures (memberships checks them)
+    "stripe_webhook_secret",
+    "helloasso_signature_key",
     "admin_password",
 )
 
@@ -131,6 +140,9 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         "MESSAGING_SMTP_HOST": cfg.host,
         "MESSAGING_SMTP_PORT": str(cfg.smtp_port),
         "MEMBERSHIPS_WEBHOOK_SECRET": sec["webhook_secret"],
+        # provider webhooks, signed by the stack's fake providers (tribune_devstack.fake_payments)
+        "MEMBERSHIPS_STRIPE_WEBHOOK_SECRET": sec["stripe_webhook_secret"],
+        "MEMBERSHIPS_HELLOASSO_SIGNATURE_KEY": sec["helloasso_signature_key"],
         "GATEWAY_JWT_SECRET": sec["jwt_secret"],
         "MESSAGING_UNSUBSCRIBE_SECRET": sec["unsubscribe_secret"],
         # consent verifies the unsubscribe links messaging signs: the same secret
@@ -157,6 +169,12 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         # holidays are the send rules' own tests' business (tests/unit, tests/integration)
         env["MESSAGING_SMS_ALLOWED_HOURS"] = "mon-sun 00:00-24:00"
         env["MESSAGING_SMS_HOLIDAY_COUNTRY"] = ""
+        # a figures stream ends soon (the authorization matrix reads whole answers)
+        env["MEMBERSHIPS_LIVE_STREAM_MAX_SECONDS"] = "3"
+        # the membership sweep (grace, lapse) runs every second, not every 5 minutes
+        env["MEMBERSHIPS_SWEEP_INTERVAL_SECONDS"] = "1"
+    env["MEMBERSHIPS_LIVE_PORT"] = str(cfg.http_ports[LIVE])
+    env["GATEWAY_LIVE_URL"] = cfg.service_url(LIVE)
     for svc in SERVICES:
         up = svc.upper()
         env[f"{up}_HTTP_PORT"] = str(cfg.http_ports[svc])

@@ -19,6 +19,7 @@ _PORT_OFFSETS: dict[str, int] = {
     "consent": 2,
     "memberships": 3,
     "messaging": 4,
+    "live": 5,
 }
 _DEFAULT_HTTP_PORTS: dict[str, int] = {
     "gateway": 8000,
@@ -26,6 +27,7 @@ _DEFAULT_HTTP_PORTS: dict[str, int] = {
     "consent": 8102,
     "memberships": 8103,
     "messaging": 8104,
+    "live": 8105,
 }
 _WORKER_OFFSET = 100  # worker ops port = its API port base + 100 (gateway 8200 ...)
 _DEFAULT_WORKER_PORTS: dict[str, int] = {
@@ -35,6 +37,9 @@ _DEFAULT_WORKER_PORTS: dict[str, int] = {
     "memberships": 8203,
     "messaging": 8204,
 }
+#: memberships' live figures process (`python -m memberships.live`, faust): one HTTP port
+#: (figures, /health, /ready, /metrics), `http_ports["live"]`, TRIBUNE_LIVE_PORT
+LIVE = "live"
 
 
 def repo_root() -> Path:
@@ -96,6 +101,7 @@ class StackConfig:
     smtp_port: int = 1025
     smtp_http_port: int = 8025
     sms_port: int = 8026  # the fake SMS provider (HTTP)
+    payments_port: int = 8027  # the fake payment providers (HTTP: Stripe and HelloAsso styles)
     http_ports: Mapping[str, int] = field(default_factory=lambda: dict(_DEFAULT_HTTP_PORTS))
     worker_ports: Mapping[str, int] = field(default_factory=lambda: dict(_DEFAULT_WORKER_PORTS))
     topic_prefix: str = ""
@@ -146,6 +152,10 @@ class StackConfig:
     def sms_url(self) -> str:
         return f"http://{self.host}:{self.sms_port}"
 
+    @property
+    def payments_url(self) -> str:
+        return f"http://{self.host}:{self.payments_port}"
+
     def service_url(self, service: str) -> str:
         return f"http://{self.host}:{self.http_ports[service]}"
 
@@ -192,6 +202,7 @@ class StackConfig:
             up = svc.upper()
             http_ports[svc] = _env_int(env, f"TRIBUNE_{up}_PORT", http_ports[svc])
             worker_ports[svc] = _env_int(env, f"TRIBUNE_{up}_WORKER_PORT", worker_ports[svc])
+        http_ports[LIVE] = _env_int(env, "TRIBUNE_LIVE_PORT", http_ports[LIVE])
 
         raw_jars = env.get("TRIBUNE_KAFKA_JARS_DIR", "").strip()
         defaults = cls.__dataclass_fields__
@@ -206,6 +217,7 @@ class StackConfig:
             smtp_port=_env_int(env, "TRIBUNE_SMTP_PORT", 1025),
             smtp_http_port=_env_int(env, "TRIBUNE_SMTP_HTTP_PORT", 8025),
             sms_port=_env_int(env, "TRIBUNE_SMS_PORT", 8026),
+            payments_port=_env_int(env, "TRIBUNE_PAYMENTS_PORT", 8027),
             http_ports=http_ports,
             worker_ports=worker_ports,
             topic_prefix=env.get("TRIBUNE_TOPIC_PREFIX", ""),
@@ -239,7 +251,7 @@ class StackConfig:
         dev stack: free ports for Kafka (broker and controller), the store, the SMTP sink
         and every service; unique topic/db prefixes; infra data, logs and pids in one
         ephemeral folder, `.local/tests/<name>` (or `<state_root>/<name>`). The fake SMS
-        provider gets a free port too.
+        and payment providers get free ports too.
 
         The rest (JDK, Kafka heap and jars, timeouts, store cache, TRIBUNE_KEEP_INFRA) is
         read from env as for any stack.
@@ -248,10 +260,11 @@ class StackConfig:
         tag = uuid.uuid4().hex[:8]
         name = name or f"test-{tag}"
         state_dir = (state_root or repo_root() / ".local" / "tests") / name
-        kafka, controller, store, smtp, smtp_http, sms, *ports = find_free_ports(
-            6 + 2 * len(SERVICES), base.host
+        kafka, controller, store, smtp, smtp_http, sms, payments, *ports = find_free_ports(
+            7 + 2 * len(SERVICES) + 1, base.host
         )
         http_ports = {svc: ports[i] for i, svc in enumerate(SERVICES)}
+        http_ports[LIVE] = ports[2 * len(SERVICES)]
         worker_ports = {svc: ports[len(SERVICES) + i] for i, svc in enumerate(SERVICES)}
         return replace(
             base,
@@ -264,6 +277,7 @@ class StackConfig:
             smtp_port=smtp,
             smtp_http_port=smtp_http,
             sms_port=sms,
+            payments_port=payments,
             http_ports=http_ports,
             worker_ports=worker_ports,
             topic_prefix=f"t{tag}.",

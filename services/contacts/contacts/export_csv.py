@@ -4,17 +4,16 @@ read as a formula by Excel, LibreOffice or Google Sheets)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+# the kernel's spreadsheet-safe CSV (memberships' exports write theirs the same way)
+from tribune_shared.spreadsheet import BOM, FORMULA_STARTS, encode_rows, neutralise
 
 from contacts.domain import Contact
 
-#: UTF-8 byte order mark: Excel reads the file as UTF-8 only with it
-BOM = "\ufeff"
-#: characters that make a spreadsheet read a cell as a formula (or split it)
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+__all__ = ["BOM", "FORMULA_STARTS", "encode_rows", "header", "neutralise", "row"]
+
 #: several values in one cell (emails, phones, tags, address lines)
 JOIN = " | "
 
@@ -44,14 +43,6 @@ TAIL_COLUMNS = (
     "created_at",
     "updated_at",
 )
-
-
-def neutralise(value: str) -> str:
-    """A cell a spreadsheet shows as text: a leading formula character is escaped with a
-    single quote (OWASP's advice), so ``=HYPERLINK(...)`` stays a string."""
-    if value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def header(custom_names: Sequence[str]) -> list[str]:
@@ -94,12 +85,3 @@ def row(contact: Contact, custom_names: Sequence[str]) -> list[str]:
         contact.updated_at.isoformat(),
     ]
     return [neutralise(_text(v)) for v in values]
-
-
-def encode_rows(rows: Iterable[Sequence[str]], delimiter: str = ",") -> str:
-    """CSV text (RFC 4180: CRLF line ends, quotes doubled, fields with the delimiter,
-    quotes or line breaks quoted)."""
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
-    writer.writerows(rows)
-    return out.getvalue()

@@ -46,9 +46,10 @@ log = get_logger(__name__)
 
 #: a public route forwards these from the client untouched (the webhook signature)
 WEBHOOK_HEADERS = ("X-Tribune-Timestamp", "X-Tribune-Signature")
-#: request headers every forwarded call passes on: content negotiation and conditional
+#: request headers every forwarded call passes on: content negotiation, conditional
 #: requests (a PATCH with If-Match is refused upstream when the contact changed meanwhile)
-REQUEST_HEADERS = ("accept", "if-match", "if-none-match")
+#: and Idempotency-Key (a treasurer's double click records one payment)
+REQUEST_HEADERS = ("accept", "if-match", "if-none-match", "idempotency-key")
 #: response headers passed back to the client
 RESPONSE_HEADERS = (
     "content-type",
@@ -246,7 +247,7 @@ class Proxy:
             if (value := request.headers.get(name)) is not None:
                 headers[name] = value
         if route.public:
-            for name in WEBHOOK_HEADERS:
+            for name in (*WEBHOOK_HEADERS, *route.signature_headers):
                 if (value := request.headers.get(name)) is not None:
                     headers[name] = value
         # Where the request came from (set here, never taken from the client): services

@@ -31,12 +31,15 @@ class LargeBody:
 @dataclass(frozen=True)
 class Route:
     prefix: str
-    service: str  # contacts | consent | memberships | messaging
+    service: str  # contacts | consent | memberships | messaging | live
     public: bool = False  # no client token; the request is forwarded untouched (webhooks)
     #: methods forwarded; default: POST for a public route, every method otherwise
     methods: tuple[str, ...] | None = None
     #: the requests that may carry more than ``max_body_bytes``; every other one may not
     large_bodies: tuple[LargeBody, ...] = ()
+    #: a public route's own signature headers, passed on untouched besides the Tribune ones
+    #: (a provider signs its own way: Stripe-Signature, x-ha-signature)
+    signature_headers: tuple[str, ...] = ()
 
     @property
     def tag(self) -> str:
@@ -53,6 +56,19 @@ class Route:
 #: Longest prefixes first, so /api/v1/webhooks/payments is not taken for a shorter one.
 ROUTES: tuple[Route, ...] = (
     Route("/api/v1/webhooks/payments", "memberships", public=True),
+    # payment providers' own webhooks (memberships.providers), signed their way
+    Route(
+        "/api/v1/webhooks/stripe",
+        "memberships",
+        public=True,
+        signature_headers=("Stripe-Signature",),
+    ),
+    Route(
+        "/api/v1/webhooks/helloasso",
+        "memberships",
+        public=True,
+        signature_headers=("x-ha-signature",),
+    ),
     Route("/api/v1/webhooks/sms", "consent", public=True),  # inbound SMS (STOP), signed
     # delivery feedback (messaging.feedback), signed: SMS receipts, email events, DSN/ARF
     Route("/api/v1/webhooks/sms-receipts", "messaging", public=True),
@@ -88,6 +104,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("/api/v1/memberships", "memberships"),
     Route("/api/v1/payments", "memberships"),
+    # legal gift rules: the pre-capture check, elections and their campaign accounts
+    Route("/api/v1/donations", "memberships"),
+    # live figures (faust, memberships.live): JSON and a Server-Sent Events stream; an
+    # answer without Content-Length is streamed back as it comes (gateway.proxy)
+    Route("/api/v1/live", "live"),
+    Route("/api/v1/receipts", "memberships"),  # tax receipts (and their PDFs)
+    Route("/api/v1/treasury", "memberships"),  # CNCCFP file, ledger
     Route(
         "/api/v1/messages",
         "messaging",

@@ -61,6 +61,8 @@ class GatewaySettings(ServiceSettings):
     consent_url: str = "http://127.0.0.1:8102"
     memberships_url: str = "http://127.0.0.1:8103"
     messaging_url: str = "http://127.0.0.1:8104"
+    #: the live figures process of memberships (python -m memberships.live)
+    live_url: str = "http://127.0.0.1:8105"
     upstream_connect_timeout_seconds: float = Field(default=2, gt=0, le=60)
     upstream_timeout_seconds: float = Field(default=30, gt=0, le=600)
     upstream_max_connections: int = Field(default=200, ge=1, le=10_000)

@@ -9,6 +9,7 @@ from tribune_shared.events.contracts import ContactMergedV1
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Batch, Handler
 
+from memberships.people import People
 from memberships.privacy import MembershipsPrivacyStore, new_pseudonym
 from memberships.store import MembershipsStore
 
@@ -21,6 +22,7 @@ def contact_merge_handlers(store: Store) -> dict[str, Handler]:
     data = MembershipsStore(store)
     privacy = MembershipsPrivacyStore(store)
     directory = ContactDirectory(store)
+    people = People(store)
 
     async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
         event = decode_as(envelope, ContactMergedV1)
@@ -28,6 +30,9 @@ def contact_merge_handlers(store: Store) -> dict[str, Handler]:
         survivor = (await directory.survivors([event.surviving_contact_id], session))[
             event.surviving_contact_id
         ]
+        # The merged id is no person any more: its identity (names, address) goes; the
+        # survivor's is the one receipts print from now on.
+        await people.forget(merged_id, session)
         if await directory.is_erased(survivor, session):  # erased, not merged on
             await privacy.erase(merged_id, new_pseudonym(), session)
             await directory.forget(merged_id, session)

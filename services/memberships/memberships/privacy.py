@@ -27,12 +27,14 @@ from tribune_shared.privacy import dpo_router, erasure_completed, erasure_reques
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Handler
 
-from memberships.store import MEMBERSHIPS, PAYMENTS
+from memberships.people import People
+from memberships.receipts.store import RECEIPTS
+from memberships.store import MEMBERSHIPS, PAYMENTS, SCHEDULES
 
 SERVICE = "memberships"
 
 #: collections whose documents about the person are deleted
-DELETED: list[tuple[str, str]] = [(MEMBERSHIPS, "contact_id")]
+DELETED: list[tuple[str, str]] = [(MEMBERSHIPS, "contact_id"), (SCHEDULES, "contact_id")]
 #: collections kept by law, pseudonymised (the person's field gets the pseudonym)
 PSEUDONYMISED: list[tuple[str, str, str]] = [
     (
@@ -40,6 +42,12 @@ PSEUDONYMISED: list[tuple[str, str, str]] = [
         "contact_id",
         "payment records (dues and donations) kept pseudonymised: political-finance law "
         "(donor and receipt records)",
+    ),
+    (
+        RECEIPTS,
+        "contact_id",
+        "tax receipts kept pseudonymised, with the donor's name and tax address until six "
+        "years after their issue (livre des procédures fiscales, art. L102 E)",
     ),
 ]
 
@@ -78,6 +86,13 @@ class MembershipsPrivacyStore:
         """Delete what may go; pseudonymise what the law keeps. Counts kept per collection."""
         for collection, field in DELETED:
             await self.store[collection].delete_many({field: contact_id}, session=session)
+        # A cheque's drawer name (memberships.payments) is the person's, not what the law
+        # keeps with the payment: it goes (the slip's bank copy has it).
+        await self.store[PAYMENTS].update_many(
+            {"contact_id": contact_id, "details.drawer": {"$exists": True}},
+            {"$unset": {"details.drawer": ""}},
+            session=session,
+        )
         kept: dict[str, int] = {}
         now = utcnow()
         for collection, field, _ in PSEUDONYMISED:
@@ -93,12 +108,14 @@ class MembershipsPrivacyStore:
 def erasure_handlers(store: Store) -> dict[str, Handler]:
     data = MembershipsPrivacyStore(store)
     directory = ContactDirectory(store)
+    people = People(store)
     outbox = Outbox(store)
 
     async def on_erasure_requested(envelope: Envelope, session: AsyncClientSession) -> None:
         event = erasure_request(envelope)
         kept = await data.erase(event.contact_id, new_pseudonym(), session)
         await directory.forget(event.contact_id, session)
+        await people.forget(event.contact_id, session)
         await outbox.forget_published(event.contact_id, session)
         await outbox.add(session, erasure_completed(envelope, SERVICE, legal_reasons(kept)))
 

@@ -42,6 +42,7 @@ from memberships.domain import (
 )
 from memberships.donations.service import GiftRefused, GiftRules
 from memberships.payments.notice import DonorDeclaration, PaymentNotice, PaymentOutcome
+from memberships.payments.schedules import Schedules
 from memberships.plans.service import PlanCatalog, PlanChoice
 from memberships.settings import MembershipsSettings
 from memberships.store import MembershipsStore, membership_from_doc
@@ -69,10 +70,11 @@ class MembershipsService:
         self.outbox = Outbox(store)
         self.plans = PlanCatalog(settings, store)
         self.gifts = GiftRules(settings, store)
+        self.schedules = Schedules(settings, store, clock=clock)
         self.clock = clock
 
     def today(self) -> date:
-        return datetime.fromtimestamp(self.clock(), self.settings.zone).date()
+        return self.settings.day_at(self.clock())
 
     def local_day(self, moment: datetime) -> date:
         return moment.astimezone(self.settings.zone).date()
@@ -207,6 +209,8 @@ class MembershipsService:
             ),
             session,
         )
+        if notice.schedule_id is not None:  # a recurring payment moves its schedule on
+            await self.schedules.advance(notice, payment_id, session)
         await self.outbox.add(session, *events)
         log.info(
             "payment.recorded",
@@ -360,6 +364,8 @@ def _payment_doc(
         "amount_check": amount_check(
             choice.expected_amount_cents if choice else None, notice.amount_cents
         ),
+        # the plan version's split between levels, for the treasurers' split report
+        "split": choice.split_record(notice.amount_cents) if choice else None,
         "donor": asdict(donor) if donor else None,
         "elected_official": notice.elected_official,
         "election_id": notice.election_id,

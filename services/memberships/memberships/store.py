@@ -17,8 +17,12 @@ from memberships.domain import Membership, MembershipStatus
 CONTACTS = CONTACT_DIRECTORY  # the kernel ContactDirectory, plus current_membership_id
 PAYMENTS = "payments"  # one document per provider payment, never twice
 MEMBERSHIPS = "memberships"
+#: recurring dues and donations (memberships.payments.schedules)
+SCHEDULES = "payment_schedules"
+#: tax receipts (memberships.receipts); a merged or moved donor's receipts follow them
+RECEIPTS = "receipts"
 #: a person's history, placed in the federation the person is in (moves follow them)
-HISTORY = (PAYMENTS, MEMBERSHIPS)
+HISTORY = (PAYMENTS, MEMBERSHIPS, SCHEDULES, RECEIPTS)
 
 INDEXES = [
     *ContactDirectory.indexes,
@@ -153,6 +157,8 @@ class MembershipsStore:
                 "starts_on": _day(membership.starts_on),
                 "ends_on": _day(membership.ends_on),
                 "grace_days": membership.grace_days,
+                # stored for the lifecycle sweep's and the roll's indexed queries
+                "grace_ends_on": _day(membership.grace_ends_on),
                 "federation_id": contact["federation_id"],
                 "federation_path": contact["federation_path"],
             }

@@ -8,8 +8,20 @@ from tribune_shared.store import Store
 from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.worker import Worker, configure_worker_logging, run_worker
 
+from memberships.donations.store import INDEXES as DONATION_INDEXES
 from memberships.handlers import contact_merge_handlers, contact_move_handlers
+from memberships.lifecycle.service import LifecycleService, sweep_task
+from memberships.lifecycle.store import INDEXES as LIFECYCLE_INDEXES
+from memberships.payments.schedules import Schedules, schedule_check_task
+from memberships.payments.store import INDEXES as PAYMENT_INDEXES
+from memberships.people.handlers import people_handlers
+from memberships.people.store import INDEXES as PEOPLE_INDEXES
+from memberships.plans.store import INDEXES as PLAN_INDEXES
 from memberships.privacy import erasure_handlers
+from memberships.receipts.handlers import receipt_handlers, retention_sweep
+from memberships.receipts.store import INDEXES as RECEIPT_INDEXES
+from memberships.reports.handlers import ledger_handlers
+from memberships.reports.store import INDEXES as REPORT_INDEXES
 from memberships.settings import MembershipsSettings
 from memberships.store import INDEXES
 
@@ -23,11 +35,38 @@ def build_worker(settings: MembershipsSettings | None = None) -> Worker:
         .add(ContactDirectory(store).handlers())
         # after the directory's projection: a moved contact's history follows them
         .add(contact_move_handlers(store), also=True)
+        # donor names and tax addresses (receipts, legal lists)
+        .add(people_handlers(store), also=True)
         .add(FederationDirectory(store).handlers())
         .add(contact_merge_handlers(store))
         .add(erasure_handlers(store))
+        # tax receipts: issued on payment-received, cancelled on payment-refunded
+        .add(receipt_handlers(settings, store))
+        .add(ledger_handlers(settings, store), also=True)
     )
-    return Worker(settings, store, subscriptions=subscriptions, indexes=INDEXES)
+    return Worker(
+        settings,
+        store,
+        subscriptions=subscriptions,
+        indexes=[
+            *INDEXES,
+            *DONATION_INDEXES,
+            *PLAN_INDEXES,
+            *LIFECYCLE_INDEXES,
+            *PEOPLE_INDEXES,
+            *RECEIPT_INDEXES,
+            *REPORT_INDEXES,
+            *PAYMENT_INDEXES,
+        ],
+        # grace, lapse and renewal reminders over time (memberships.lifecycle)
+        tasks=[
+            sweep_task(LifecycleService(settings, store)),
+            # erased donors' receipts past their legal retention lose the identity
+            retention_sweep(settings, store),
+            # missed recurring dues start the grace period (memberships.payments)
+            schedule_check_task(Schedules(settings, store)),
+        ],
+    )
 
 
 if __name__ == "__main__":

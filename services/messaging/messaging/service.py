@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from email.message import EmailMessage
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -293,6 +294,24 @@ class MessagingService:
             "per_person_tracking": False,
             "cause_event_id": envelope.event_id,
         }
+        await self.send_for_event(
+            envelope, session, recipient=recipient, message=message, email=email
+        )
+        log.info("confirmation.sent", message_id=message_id, contact_id=event.contact_id)
+
+    async def send_for_event(
+        self,
+        envelope: Envelope,
+        session: AsyncClientSession,
+        *,
+        recipient: Recipient,
+        message: dict[str, Any],
+        email: EmailMessage,
+    ) -> None:
+        """Hand over one email an event asked for (``message["_id"]`` derives from the
+        event id), and log it sent with its message-sent event in the handler's
+        transaction: once that commits, a redelivered event finds it sent. A failure is
+        logged as failed and raised, so the consumer retries."""
         try:
             await self.mailer.send(email)
         except DeliveryError as exc:
@@ -317,8 +336,8 @@ class MessagingService:
             session,
             new_envelope(
                 MessageSentV1(
-                    message_id=message_id,
-                    contact_id=event.contact_id,
+                    message_id=message["_id"],
+                    contact_id=message["contact_id"],
                     channel=Channel.email,
                     sent_at=sent_at,
                 ),
@@ -329,4 +348,3 @@ class MessagingService:
             ),
         )
         MESSAGES.labels(Channel.email.value, MessageStatus.sent.value).inc()
-        log.info("confirmation.sent", message_id=message_id, contact_id=event.contact_id)

@@ -130,6 +130,30 @@ class MessagingSettings(ServiceSettings):
         max_length=5000,
     )
 
+    # The renewal reminder (membership-renewal-requested, messaging.renewals): sent only
+    # with the person's email consent for this purpose
+    renewal_purpose: str = Field(
+        default="membership",
+        min_length=1,
+        max_length=64,
+        description="the consent purpose (channel email) a renewal reminder needs",
+    )
+    renewal_subject: str = Field(
+        default="Your membership ends on {ends_on}",
+        min_length=1,
+        max_length=SUBJECT_MAX_CHARS,
+        description="subject of the reminder ({ends_on}, {days_left}, {plan} are filled in)",
+    )
+    renewal_text: str = Field(
+        default="Hello,\n\nYour membership ({plan}) ends on {ends_on}, in {days_left} days. "
+        "Renew your dues before then to stay a member in good standing (and keep your vote "
+        "in the party's internal elections).",
+        min_length=1,
+        max_length=5000,
+        description="text of the reminder ({ends_on}, {days_left}, {plan} are filled in); "
+        "the unsubscribe footer is added",
+    )
+
     # SMS (messaging.sms): providers over HTTP, tried in order, the next when one fails
     sms_provider_order: list[SmsProviderName] = Field(
         default_factory=lambda: list(_SMS_PROVIDER_ORDER),
@@ -397,7 +421,7 @@ class MessagingSettings(ServiceSettings):
             raise ValueError("must contain {url}, where the confirmation link goes")
         return value
 
-    @field_validator("confirmation_subject")
+    @field_validator("confirmation_subject", "renewal_subject")
     @classmethod
     def _one_line(cls, value: str) -> str:
         if problem := single_line_problem(value):

@@ -30,6 +30,7 @@ from messaging.handlers import (
 )
 from messaging.mailer import FailoverMailer, SmtpMailer
 from messaging.privacy import erasure_handlers
+from messaging.renewals.handlers import renewal_handlers
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.sms.providers import build_sms_sender, sms_http_client
@@ -50,6 +51,7 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         .add(suppression_handlers(messages))
         .add(membership_handlers(messages))
         .add(confirmation_handlers(service))
+        .add(renewal_handlers(service))
         .add(FederationDirectory(store).handlers())
         .add(erasure_handlers(store))
         .add(campaign_handlers(store))

@@ -524,7 +524,13 @@ class MembershipGraceStartedV1(EventContract):
     grace_ends_on: date
 
 
-@contract("membership-renewal-requested", 1, key="membership_id", owner="memberships")
+@contract(
+    "membership-renewal-requested",
+    1,
+    key="membership_id",
+    owner="memberships",
+    consumers=("messaging",),
+)
 class MembershipRenewalRequestedV1(EventContract):
     """A membership's paid period ends soon: the member is asked to renew (a reminder is
     sent only with their consent for the membership purpose)."""
@@ -544,7 +550,7 @@ PaymentMethod = Literal["card", "transfer", "debit", "cheque", "cash"]
     1,
     key="payment_id",
     owner="memberships",
-    consumers=("consent",),
+    consumers=("consent", "memberships"),
 )
 class PaymentReceivedV1(EventContract):
     """A payment provider confirmed a payment (recorded once, whatever the retries)."""
@@ -565,6 +571,7 @@ class PaymentReceivedV1(EventContract):
     1,
     key="payment_id",
     owner="memberships",
+    consumers=("memberships",),
 )
 class PaymentRefundedV1(EventContract):
     """A recorded payment was refunded or charged back: the standing it bought, the totals
@@ -602,6 +609,21 @@ class ReceiptIssuedV1(EventContract):
     contact_id: str
     amount_cents: int = Field(gt=0)
     issued_at: datetime
+
+
+@contract("receipt-cancelled", 1, key="receipt_id", owner="memberships")
+class ReceiptCancelledV1(EventContract):
+    """A tax receipt was cancelled (by a treasurer, replaced by a reissue, or because its
+    payment was refunded or charged back); its number is never given again."""
+
+    receipt_id: str
+    number: str
+    contact_id: str
+    payment_id: str
+    kind: Literal["cancelled", "reissued", "refund", "chargeback"]
+    reason: str = ""
+    replaced_by: str | None = None
+    cancelled_at: datetime
 
 
 # ---------------------------------------------------------------- messaging

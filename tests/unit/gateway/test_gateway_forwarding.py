@@ -250,6 +250,16 @@ def test_forwarding_keeps_the_request_and_the_answer_and_audits_it(client):
     assert client.put("/api/v1/webhooks/payments").status_code == 405
 
 
+def test_an_idempotency_key_is_passed_on(client):
+    """A treasurer's manual payment is idempotent on it (memberships.payments)."""
+    client.post(
+        "/api/v1/payments/manual",
+        content=b"{}",
+        headers=as_user("alice", **{"Idempotency-Key": "k-123456789"}),
+    )
+    assert SEEN[-1]["idempotency-key"] == "k-123456789"
+
+
 # ---------------------------------------------------------------- the path, read one way
 
 

@@ -54,9 +54,11 @@ def test_only_the_webhooks_and_the_consent_pages_are_public():
         "/api/v1/public/t",
         "/api/v1/webhooks/email-dsn",
         "/api/v1/webhooks/email-events",
+        "/api/v1/webhooks/helloasso",
         "/api/v1/webhooks/payments",
         "/api/v1/webhooks/sms",
         "/api/v1/webhooks/sms-receipts",
+        "/api/v1/webhooks/stripe",
     ]
     # the webhooks take POST only; the consent pages are opened (GET) and answered (POST)
     assert {r.prefix: r.methods for r in ROUTES if r.public}["/api/v1/public/consents"] == (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from memberships.api import PaymentNoticeIn
+from memberships.payments.api import PaymentNoticeIn
 from pydantic import ValidationError
 
 VALID = {

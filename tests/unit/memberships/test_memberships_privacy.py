@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from memberships.privacy import DELETED, PSEUDONYMISED, legal_reasons, new_pseudonym
+from memberships.receipts.store import RECEIPTS
 from memberships.store import MEMBERSHIPS, PAYMENTS
 
 
@@ -14,7 +15,16 @@ def test_each_erased_person_gets_a_fresh_pseudonym_leading_back_to_no_one():
 
 def test_payments_are_kept_pseudonymised_and_memberships_deleted():
     assert (MEMBERSHIPS, "contact_id") in DELETED
-    assert [(c, f) for c, f, _ in PSEUDONYMISED] == [(PAYMENTS, "contact_id")]
+    assert [(c, f) for c, f, _ in PSEUDONYMISED] == [
+        (PAYMENTS, "contact_id"),
+        (RECEIPTS, "contact_id"),
+    ]
+
+
+def test_receipts_are_kept_for_the_tax_law_retention_period():
+    [reason] = legal_reasons({RECEIPTS: 2})
+    assert reason.startswith("receipts: 2 ")
+    assert "L102 E" in reason and "six years" in reason
 
 
 def test_the_answer_names_what_was_kept_and_the_law_that_requires_it():

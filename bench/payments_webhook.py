@@ -1,0 +1,254 @@
+"""Benchmark: payments through the signed webhook until the member's standing is updated,
+against the store's floor for the same writes.
+
+    uv run python bench/payments_webhook.py [--payments 2000] [--concurrency 16]
+
+On a store (and Kafka) of its own (free ports, a folder under .local/tests, stopped and
+deleted at the end), with memberships' real API app in this process (its lifespan, called
+over ASGI: no socket in the measure), in one run:
+
+1. webhook: ``--payments`` dues payments, each a signed POST /api/v1/webhooks/payments of
+   its own contact, ``--concurrency`` at a time; a 201 means the payment, the membership
+   it activates, the contact's current membership and the events are committed;
+2. floor: the same documents (payments, memberships, outbox entries, the contacts'
+   current membership) written raw, with ``insert_many`` / one ``bulk_write`` per
+   collection in batches of 500: the fastest the store takes those writes.
+
+It prints payments/s for both and the ratio webhook / floor (goal >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from tribune_devstack.platform import RunningStack
+from tribune_devstack.stack import StackConfig
+
+SECRET = secrets.token_urlsafe(32)
+PATH = "/root/bench/"
+BATCH = 500
+
+
+def configure(cfg: StackConfig) -> None:
+    unique = uuid.uuid4().hex[:8]
+    os.environ.update(
+        {
+            "TRIBUNE_ENVIRONMENT": "test",
+            "TRIBUNE_KAFKA_BOOTSTRAP_SERVERS": cfg.kafka_bootstrap,
+            "TRIBUNE_MONGO_URL": cfg.mongo_url,
+            "TRIBUNE_TOPIC_PREFIX": f"bench{unique}.",
+            "TRIBUNE_DATABASE_PREFIX": f"bench{unique}_",
+            "TRIBUNE_IDENTITY_SECRET": secrets.token_urlsafe(32),
+            "MEMBERSHIPS_WEBHOOK_SECRET": SECRET,
+            "TRIBUNE_LOG_LEVEL": "WARNING",
+        }
+    )
+
+
+async def seed(settings, count: int) -> list[str]:
+    """Contacts memberships knows (its contact directory), one per payment, and the
+    federation tree."""
+    from tribune_shared.contact_directory import ContactDirectory
+    from tribune_shared.events import new_envelope
+    from tribune_shared.events.contracts import (
+        ContactCreatedV1,
+        ContactState,
+        FederationCreatedV1,
+    )
+    from tribune_shared.federations import FederationDirectory
+    from tribune_shared.store import Store
+    from tribune_shared.subscriptions import apply_steps
+
+    store = Store(settings)
+    ids = [f"c{i:06d}" for i in range(count)]
+    try:
+        for path in ("/root/", PATH):
+            fid = path.strip("/").rsplit("/", 1)[-1]
+            parent = "root" if path != "/root/" else None
+            event = new_envelope(
+                FederationCreatedV1(federation_id=fid, parent_id=parent, name=fid, path=path),
+                producer="gateway",
+                federation_id=fid,
+                federation_path=path,
+            )
+            async with store.transaction() as session:
+                await FederationDirectory(store).on_federation_event(event, session)
+        steps = ContactDirectory(store).handlers()["contact-created"]
+        envs = [
+            new_envelope(
+                ContactCreatedV1(contact_id=c, contact_version=1, contact=ContactState()),
+                producer="contacts",
+                federation_id="bench",
+                federation_path=PATH,
+            )
+            for c in ids
+        ]
+        for start in range(0, count, BATCH):
+            async with store.transaction() as session:
+                await apply_steps((steps,), envs[start : start + BATCH], session)
+    finally:
+        await store.close()
+    return ids
+
+
+def notice(contact_id: str) -> bytes:
+    return json.dumps(
+        {
+            "provider": "bench",
+            "provider_payment_id": f"pi_{contact_id}",
+            "contact_id": contact_id,
+            "amount_cents": 3000,
+            "currency": "EUR",
+            "method": "card",
+            "purpose": "dues",
+            "paid_at": datetime.now(UTC).isoformat(),
+            "donor": {"natural_person": True, "nationality": "FR", "resides_in_france": True},
+        }
+    ).encode()
+
+
+async def webhook_rate(settings, ids: list[str], concurrency: int) -> tuple[float, int]:
+    import httpx
+    from memberships.main import create_app
+    from tribune_shared.webhooks import signature_headers
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            queue: asyncio.Queue[str] = asyncio.Queue()
+            for c in ids:
+                queue.put_nowait(c)
+            failures = 0
+
+            async def pay() -> None:
+                nonlocal failures
+                while not queue.empty():
+                    raw = notice(queue.get_nowait())
+                    headers = {"Content-Type": "application/json", **signature_headers(SECRET, raw)}
+                    r = await client.post("/api/v1/webhooks/payments", content=raw, headers=headers)
+                    if r.status_code != 201:
+                        failures += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(pay() for _ in range(concurrency)))
+            return len(ids) / (time.perf_counter() - started), failures
+
+
+async def floor_rate(settings, ids: list[str]) -> float:
+    """The webhook's writes for the same payments, raw and batched: payments/s."""
+    from pymongo import UpdateOne
+    from tribune_shared.store import Store
+
+    store = Store(settings.model_copy(update={"database_prefix": settings.database_prefix + "f"}))
+    now = datetime.now(UTC)
+
+    def docs(contact_id: str) -> dict[str, Any]:
+        pid, mid = uuid.uuid4().hex, uuid.uuid4().hex
+        common = {"federation_id": "bench", "federation_path": PATH}
+        return {
+            "payment": {
+                "_id": pid,
+                "provider": "bench",
+                "provider_payment_id": f"pi_{contact_id}",
+                "contact_id": contact_id,
+                "amount_cents": 3000,
+                "currency": "EUR",
+                "method": "card",
+                "purpose": "dues",
+                "status": "accepted",
+                "paid_at": now,
+                "recorded_at": now,
+                "membership_id": mid,
+                **common,
+            },
+            "membership": {
+                "_id": mid,
+                "contact_id": contact_id,
+                "plan": "annual",
+                "status": "active",
+                "starts_on": now.date().isoformat(),
+                "ends_on": f"{now.year}-12-31",
+                "grace_days": 90,
+                "history": [{"status": "active", "at": now, "payment_id": pid}],
+                **common,
+            },
+            "outbox": [
+                {"_id": uuid.uuid4().hex, "envelope": {"type": t, "key": k}, "created_at": now}
+                for t, k in (("payment-received", pid), ("membership-activated", mid))
+            ],
+        }
+
+    try:
+        await store["contacts_floor"].insert_many([{"_id": c} for c in ids])
+        prepared = [docs(c) for c in ids]
+        started = time.perf_counter()
+        for start in range(0, len(ids), BATCH):
+            chunk = prepared[start : start + BATCH]
+
+            async def work(session, chunk=chunk) -> None:
+                await store["payments"].insert_many([d["payment"] for d in chunk], session=session)
+                await store["memberships"].insert_many(
+                    [d["membership"] for d in chunk], session=session
+                )
+                await store["outbox"].insert_many(
+                    [e for d in chunk for e in d["outbox"]], session=session
+                )
+                await store["contacts_floor"].bulk_write(
+                    [
+                        UpdateOne(
+                            {"_id": d["payment"]["contact_id"]},
+                            {"$set": {"current_membership_id": d["membership"]["_id"]}},
+                        )
+                        for d in chunk
+                    ],
+                    ordered=False,
+                    session=session,
+                )
+
+            await store.run_transaction(work)
+        return len(ids) / (time.perf_counter() - started)
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+
+
+async def run(count: int, concurrency: int) -> dict[str, float]:
+    from memberships.settings import MembershipsSettings
+
+    settings = MembershipsSettings()
+    ids = await seed(settings, count)
+    webhook, failures = await webhook_rate(settings, ids, concurrency)
+    floor = await floor_rate(settings, ids)
+    return {"webhook": webhook, "floor": floor, "failures": failures}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--payments", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    with RunningStack(StackConfig.for_tests(), platform=False) as stack:
+        configure(stack.cfg)
+        out = asyncio.run(run(args.payments, args.concurrency))
+    ratio = out["webhook"] / out["floor"]
+    print(f"payments through the webhook to standing updated ({args.payments:,} payments)")
+    print(f"  webhook (x{args.concurrency})      {out['webhook']:>10,.0f} payments/s")
+    print(f"  store floor (batched) {out['floor']:>10,.0f} payments/s")
+    print(f"  ratio webhook/floor   {ratio:>10.2f}   (goal >= 0.5)")
+    if out["failures"]:
+        print(f"  {out['failures']:.0f} webhook calls did not answer 201")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

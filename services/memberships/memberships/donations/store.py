@@ -1,0 +1,150 @@
+"""All database access of donations: the legal totals, their guards, and elections."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from tribune_shared.auth import Identity
+from tribune_shared.events import utcnow
+from tribune_shared.store import IndexSpec, Store, ancestor_paths
+
+from memberships.store import PAYMENTS
+
+#: one document per (person, calendar year) and per (person, election): every payment
+#: that counts towards a ceiling writes it first, so two transactions for one person
+#: conflict there and the loser, run again, sees the winner's payment
+GUARDS = "donation_guards"
+ELECTIONS = "elections"
+
+#: what a total needs of a payment
+_TOTAL_FIELDS = {
+    "amount_cents": 1,
+    "purpose": 1,
+    "status": 1,
+    "elected_official": 1,
+    "election_id": 1,
+}
+
+INDEXES = [
+    # The person's payments of a year are read through the service's own
+    # (contact_id, paid_at) index of payments (memberships.store.INDEXES); a campaign's
+    # gifts by this one.
+    IndexSpec(PAYMENTS, [("contact_id", ASCENDING), ("election_id", ASCENDING)]),
+    # May an election be deleted: has it any gift?
+    IndexSpec(PAYMENTS, [("election_id", ASCENDING)]),
+    IndexSpec(ELECTIONS, [("federation_path", ASCENDING), ("starts_on", DESCENDING)]),
+]
+
+
+def party_guard_id(contact_id: str, year: int) -> str:
+    return f"{contact_id}:year:{year}"
+
+
+def campaign_guard_id(contact_id: str, election_id: str) -> str:
+    return f"{contact_id}:election:{election_id}"
+
+
+class DonationsStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------ totals
+
+    async def guard(self, guard_id: str, session: AsyncClientSession) -> None:
+        """Write the guard document in the recording transaction (see ``GUARDS``)."""
+        await self.store[GUARDS].update_one(
+            {"_id": guard_id},
+            {"$inc": {"payments": 1}, "$set": {"at": utcnow()}},
+            upsert=True,
+            session=session,
+        )
+
+    async def payments_between(
+        self,
+        contact_id: str,
+        start: datetime,
+        end: datetime,
+        session: AsyncClientSession | None = None,
+    ) -> list[dict[str, Any]]:
+        """The person's payments paid in [start, end), every status (the rules choose)."""
+        return (
+            await self.store[PAYMENTS]
+            .find(
+                {"contact_id": contact_id, "paid_at": {"$gte": start, "$lt": end}},
+                _TOTAL_FIELDS,
+                session=session,
+            )
+            .to_list()
+        )
+
+    async def campaign_payments(
+        self, contact_id: str, election_id: str, session: AsyncClientSession | None = None
+    ) -> list[dict[str, Any]]:
+        return (
+            await self.store[PAYMENTS]
+            .find(
+                {"contact_id": contact_id, "election_id": election_id},
+                _TOTAL_FIELDS,
+                session=session,
+            )
+            .to_list()
+        )
+
+    async def election_has_gifts(self, election_id: str) -> bool:
+        return (
+            await self.store[PAYMENTS].find_one({"election_id": election_id}, {"_id": 1})
+            is not None
+        )
+
+    # ------------------------------------------------------------ elections
+
+    async def election(
+        self, election_id: str, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        """Any election (a provider's webhook names one without a caller)."""
+        return await self.store[ELECTIONS].find_one({"_id": election_id}, session=session)
+
+    async def visible_election(
+        self, identity: Identity, election_id: str, *, with_ancestors: bool = False
+    ) -> dict[str, Any] | None:
+        """The election if it is in the caller's subtree (or, ``with_ancestors``, defined
+        by a federation above the caller's: a national election a local treasurer takes
+        gifts for)."""
+        query: dict[str, Any] = {"_id": election_id, **identity.scope()}
+        if with_ancestors:
+            query = {
+                "_id": election_id,
+                "$or": [
+                    identity.scope(),
+                    {"federation_path": {"$in": ancestor_paths(identity.federation_path)}},
+                ],
+            }
+        return await self.store[ELECTIONS].find_one(query)
+
+    async def elections(self, identity: Identity, limit: int) -> list[dict[str, Any]]:
+        return (
+            await self.store[ELECTIONS]
+            .find(identity.scope())
+            .sort([("starts_on", DESCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+            .to_list()
+        )
+
+    async def insert_election(self, doc: dict[str, Any]) -> None:
+        await self.store[ELECTIONS].insert_one(doc)
+
+    async def update_election(
+        self, identity: Identity, election_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        return await self.store[ELECTIONS].find_one_and_update(
+            {"_id": election_id, **identity.scope()},
+            {"$set": changes},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def delete_election(self, identity: Identity, election_id: str) -> bool:
+        result = await self.store[ELECTIONS].delete_one({"_id": election_id, **identity.scope()})
+        return result.deleted_count == 1

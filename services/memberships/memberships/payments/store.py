@@ -1,0 +1,302 @@
+"""All database access of payments: the treasurer's lists, reversals, remittance slips and
+recurring schedules (payments themselves are written by the one recording use case)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from tribune_shared.store import IndexSpec, Store
+
+from memberships.domain import Membership
+from memberships.store import CONTACTS, MEMBERSHIPS, PAYMENTS, SCHEDULES
+
+REFUNDS = "payment_refunds"  # one document per reversal (refund or chargeback)
+SLIPS = "remittance_slips"
+SLIP_COUNTERS = "remittance_slip_counters"  # the next slip number, per federation
+
+INDEXES = [
+    # A provider's refund or dispute is applied once, whatever its retries.
+    IndexSpec(
+        REFUNDS,
+        [("provider", ASCENDING), ("reference", ASCENDING)],
+        {"unique": True, "name": "refund_reference_unique"},
+    ),
+    IndexSpec(REFUNDS, [("payment_id", ASCENDING)]),
+    # the treasurer's lists: a subtree, newest first
+    IndexSpec(PAYMENTS, [("federation_path", ASCENDING), ("paid_at", DESCENDING)]),
+    # the cheques of a federation not yet on a slip
+    IndexSpec(PAYMENTS, [("federation_id", ASCENDING), ("method", ASCENDING), ("slip_id", 1)]),
+    IndexSpec(SLIPS, [("federation_id", ASCENDING), ("number", ASCENDING)], {"unique": True}),
+    IndexSpec(SLIPS, [("federation_path", ASCENDING), ("_id", DESCENDING)]),
+    IndexSpec(SCHEDULES, [("status", ASCENDING), ("next_due_on", ASCENDING)]),
+    IndexSpec(SCHEDULES, [("contact_id", ASCENDING)]),
+    IndexSpec(SCHEDULES, [("federation_path", ASCENDING), ("_id", DESCENDING)]),
+]
+
+
+def iso(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class PaymentsStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.payments = store[PAYMENTS]
+        self.refunds = store[REFUNDS]
+        self.slips = store[SLIPS]
+        self.schedules = store[SCHEDULES]
+        self.memberships = store[MEMBERSHIPS]
+
+    # ------------------------------------------------------------ payments
+
+    async def payment(
+        self, query: Mapping[str, Any], session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self.payments.find_one(dict(query), session=session)
+
+    async def page(
+        self,
+        query: Mapping[str, Any],
+        *,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first (paid_at, then id); ``after`` is the last item of the previous page."""
+        q: dict[str, Any] = dict(query)
+        if after is not None:
+            paid_at, payment_id = after
+            q["$or"] = [
+                {"paid_at": {"$lt": paid_at}},
+                {"paid_at": paid_at, "_id": {"$gt": payment_id}},
+            ]
+        docs = (
+            await self.payments.find(q)
+            .sort([("paid_at", DESCENDING), ("_id", ASCENDING)])
+            .limit(limit + 1)
+            .to_list()
+        )
+        return docs[:limit], len(docs) > limit
+
+    async def same_cheque(
+        self, federation_id: str, bank: str, number: str, exclude_provider_payment_id: str
+    ) -> dict[str, Any] | None:
+        """An accepted cheque of the federation with this bank and number, entered before."""
+        return await self.payments.find_one(
+            {
+                "federation_id": federation_id,
+                "method": "cheque",
+                "status": "accepted",
+                "details.bank": bank,
+                "details.cheque_number": number,
+                "provider_payment_id": {"$ne": exclude_provider_payment_id},
+            }
+        )
+
+    async def mark_reversed(
+        self,
+        payment_id: str,
+        expected_statuses: Sequence[str],
+        status: str,
+        reversal: Mapping[str, Any],
+        session: AsyncClientSession,
+    ) -> bool:
+        """Only from an expected status: two concurrent reversals conflict here, one wins."""
+        result = await self.payments.update_one(
+            {"_id": payment_id, "status": {"$in": list(expected_statuses)}},
+            {
+                "$set": {"status": status, "reversal": dict(reversal)},
+                "$push": {"status_history": dict(reversal, status=status)},
+            },
+            session=session,
+        )
+        return result.modified_count == 1
+
+    # ------------------------------------------------------------ refunds
+
+    async def refund_by_reference(
+        self, provider: str, reference: str, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self.refunds.find_one(
+            {"provider": provider, "reference": reference}, session=session
+        )
+
+    async def insert_refund(self, doc: Mapping[str, Any], session: AsyncClientSession) -> None:
+        """Raises DuplicateKeyError if the provider's refund is already applied."""
+        await self.refunds.insert_one(dict(doc), session=session)
+
+    # ------------------------------------------------------------ memberships
+
+    async def membership_doc(
+        self, membership_id: str, session: AsyncClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self.memberships.find_one({"_id": membership_id}, session=session)
+
+    async def current_memberships(
+        self, contact_ids: Sequence[str], session: AsyncClientSession
+    ) -> dict[str, dict[str, Any]]:
+        """contact id -> its current membership document (one read each collection)."""
+        contacts = self.store[CONTACTS].find(
+            {"_id": {"$in": list(contact_ids)}, "current_membership_id": {"$ne": None}},
+            {"current_membership_id": 1},
+            session=session,
+        )
+        current = {d["current_membership_id"]: d["_id"] async for d in contacts}
+        if not current:
+            return {}
+        docs = self.memberships.find({"_id": {"$in": list(current)}}, session=session)
+        return {current[d["_id"]]: d async for d in docs}
+
+    async def change_memberships(
+        self,
+        changes: Sequence[tuple[Membership, Mapping[str, Any]]],
+        session: AsyncClientSession,
+    ) -> None:
+        """Write each membership's new status and period with its history entry, in one
+        bulk write (the same stored fields as ``MembershipsStore.save_membership``)."""
+        if not changes:
+            return
+        ops = [
+            UpdateOne(
+                {"_id": m.membership_id},
+                {
+                    "$set": {
+                        "status": m.status.value,
+                        "ends_on": iso(m.ends_on),
+                        "grace_ends_on": iso(m.grace_ends_on),
+                    },
+                    "$push": {"history": dict(entry)},
+                },
+            )
+            for m, entry in changes
+        ]
+        await self.memberships.bulk_write(ops, ordered=True, session=session)
+
+    # ------------------------------------------------------------ remittance slips
+
+    async def unremitted_cheques(
+        self,
+        federation_id: str,
+        currency: str,
+        payment_ids: Sequence[str] | None,
+        limit: int,
+        session: AsyncClientSession,
+    ) -> list[dict[str, Any]]:
+        """Accepted cheques of the federation on no slip yet, oldest first."""
+        query: dict[str, Any] = {
+            "federation_id": federation_id,
+            "method": "cheque",
+            "status": "accepted",
+            "currency": currency,
+            "slip_id": None,
+        }
+        if payment_ids is not None:
+            query["_id"] = {"$in": list(payment_ids)}
+        return (
+            await self.payments.find(query, session=session)
+            .sort([("paid_at", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+            .to_list()
+        )
+
+    async def next_slip_number(self, federation_id: str, session: AsyncClientSession) -> int:
+        """Sequential per federation; concurrent slips conflict on the counter and one runs
+        again, so numbers have no gap and no double."""
+        doc = await self.store[SLIP_COUNTERS].find_one_and_update(
+            {"_id": federation_id},
+            {"$inc": {"last": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        return int(doc["last"])
+
+    async def put_on_slip(
+        self, payment_ids: Sequence[str], slip_id: str, session: AsyncClientSession
+    ) -> int:
+        result = await self.payments.update_many(
+            {"_id": {"$in": list(payment_ids)}, "slip_id": None},
+            {"$set": {"slip_id": slip_id}},
+            session=session,
+        )
+        return result.modified_count
+
+    async def insert_slip(self, doc: Mapping[str, Any], session: AsyncClientSession) -> None:
+        await self.slips.insert_one(dict(doc), session=session)
+
+    async def slip(self, scope: Mapping[str, Any], slip_id: str) -> dict[str, Any] | None:
+        return await self.slips.find_one({"_id": slip_id, **scope})
+
+    async def slips_page(
+        self, query: Mapping[str, Any], *, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        q: dict[str, Any] = dict(query)
+        if before is not None:
+            q["_id"] = {"$lt": before}
+        docs = await self.slips.find(q).sort("_id", DESCENDING).limit(limit + 1).to_list()
+        return docs[:limit], len(docs) > limit
+
+    async def drawers(self, payment_ids: Sequence[str]) -> dict[str, str]:
+        """The drawer names of a slip's cheques, read from the payments (not copied)."""
+        docs = self.payments.find({"_id": {"$in": list(payment_ids)}}, {"details.drawer": 1})
+        return {d["_id"]: (d.get("details") or {}).get("drawer") or "" async for d in docs}
+
+    # ------------------------------------------------------------ schedules
+
+    async def insert_schedule(self, doc: Mapping[str, Any]) -> None:
+        await self.schedules.insert_one(dict(doc))
+
+    async def schedule(
+        self,
+        query: Mapping[str, Any],
+        session: AsyncClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        return await self.schedules.find_one(dict(query), session=session)
+
+    async def schedules_page(
+        self, query: Mapping[str, Any], *, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        q: dict[str, Any] = dict(query)
+        if before is not None:
+            q["_id"] = {"$lt": before}
+        docs = await self.schedules.find(q).sort("_id", DESCENDING).limit(limit + 1).to_list()
+        return docs[:limit], len(docs) > limit
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        expected: Mapping[str, Any],
+        update: Mapping[str, Any],
+        session: AsyncClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        """Change a schedule still as ``expected`` (a concurrent change wins otherwise)."""
+        return await self.schedules.find_one_and_update(
+            {"_id": schedule_id, **expected},
+            dict(update),
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+
+    async def due_schedules(
+        self, before: date, limit: int, session: AsyncClientSession
+    ) -> list[dict[str, Any]]:
+        """Active schedules due before ``before`` (ISO dates sort as strings)."""
+        return (
+            await self.schedules.find(
+                {"status": "active", "next_due_on": {"$lt": before.isoformat()}}, session=session
+            )
+            .sort([("next_due_on", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+            .to_list()
+        )
+
+    async def apply_schedule_updates(
+        self, updates: Sequence[UpdateOne], session: AsyncClientSession
+    ) -> int:
+        if not updates:
+            return 0
+        result = await self.schedules.bulk_write(list(updates), ordered=False, session=session)
+        return result.modified_count
