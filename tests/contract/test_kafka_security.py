@@ -39,6 +39,7 @@ from tribune_shared.events.acls import (
     render_strimzi,
     services,
 )
+from tribune_shared.events.contracts import STREAMS
 from tribune_shared.settings import Environment
 from tribune_shared.subscriptions import consumed_by
 
@@ -76,16 +77,19 @@ def test_only_the_owner_writes_a_topic_and_only_its_consumers_read_it(topic: str
     writers = {s for s in services() if topic in allowed(s, "Write")}
     readers = {s for s in services() if topic in allowed(s, "Read")}
     assert writers == (set(services()) if spec.owner == "*" else {spec.owner})
-    assert readers == set(spec.consumers)
+    # its consumers, and the services whose stream processors (faust apps) read it
+    streams = {s.service for s in STREAMS.values() if topic in s.reads}
+    assert readers == set(spec.consumers) | streams
     # a consumer parks what it cannot handle on the topic's DLQ; nobody reads a DLQ
-    assert {s for s in services() if dlq_topic(topic) in allowed(s, "Write")} == readers
+    assert {s for s in services() if dlq_topic(topic) in allowed(s, "Write")} == set(spec.consumers)
     assert not any(dlq_topic(topic) in allowed(s, "Read") for s in services())
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_joins_only_its_own_groups(service: str) -> None:
     # the groups its EventConsumers use: <service> for the bulk lane, <service>.<lane>
-    assert set(groups(service)) == allowed(service, "Read", "group")
+    streams = {s.app_id for s in STREAMS.values() if s.service == service}
+    assert set(groups(service)) | streams == allowed(service, "Read", "group")
     for group in groups(service):
         assert group == service or group.startswith(f"{service}.")
     if consumed_by(service):
@@ -190,3 +194,17 @@ def test_kubernetes_workers_sign_in_as_their_service_and_apis_hold_no_kafka_secr
 
 def test_kinds_are_api_and_worker() -> None:
     assert KINDS == ("api", "worker")  # the API/worker split the checks above rely on
+
+
+def test_a_stream_processor_gets_its_input_its_group_and_only_its_own_topics() -> None:
+    for spec in STREAMS.values():
+        rules = acls(spec.service)
+        assert set(spec.reads) <= allowed(spec.service, "Read")
+        assert spec.app_id in allowed(spec.service, "Read", "group")
+        prefixed = [r for r in rules if r.pattern == "prefixed"]
+        assert [name for r in prefixed for name in r.names] == [f"{spec.app_id}-"]
+        # the prefix ends with "-": another app "<app_id>x" gets nothing of it
+        assert all(r.resource == "topic" for r in prefixed)
+    script = render_script()
+    assert "--resource-pattern-type prefixed" in script
+    assert "patternType: prefix" in render_strimzi()

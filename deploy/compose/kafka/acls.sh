@@ -383,6 +383,15 @@ acl --allow-principal User:memberships --operation Describe --operation Create -
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
   --topic "${P}suppression-added-dlq"
+acl --allow-principal User:memberships --operation Read \
+  --topic "${P}membership-activated" \
+  --topic "${P}membership-cancelled" \
+  --topic "${P}membership-grace-started" \
+  --topic "${P}membership-lapsed"
+acl --allow-principal User:memberships --operation Read \
+  --group "${P}memberships-live"
+acl --allow-principal User:memberships --operation Create --operation Describe --operation Read --operation Write --resource-pattern-type prefixed \
+  --topic "${P}memberships-live-"
 
 # --- messaging
 acl --allow-principal User:messaging --operation Write \

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from tribune_shared.events.contracts import TOPICS, Lane, dlq_topic
+from tribune_shared.events.contracts import STREAMS, TOPICS, Lane, dlq_topic
 
 #: the owner that lets every service publish a topic (erasure-completed)
 ANY_SERVICE = "*"
@@ -35,7 +35,9 @@ class Acl:
     principal: str
     resource: str  # "topic" or "group"
     operations: tuple[str, ...]
-    names: tuple[str, ...]  # literal resource names, without the deployment's prefix
+    names: tuple[str, ...]  # resource names, without the deployment's prefix
+    #: "literal" names, or "prefixed": every resource whose name starts with the name
+    pattern: str = "literal"
 
 
 def services() -> list[str]:
@@ -63,9 +65,19 @@ def groups(service: str) -> list[str]:
     ]
 
 
+def stream_reads(service: str) -> list[str]:
+    """What the service's stream processors (``STREAMS``) read besides its consumers."""
+    return sorted({t for s in STREAMS.values() if s.service == service for t in s.reads})
+
+
+def stream_groups(service: str) -> list[str]:
+    return sorted(s.app_id for s in STREAMS.values() if s.service == service)
+
+
 def acls(service: str) -> list[Acl]:
     user = f"User:{service}"
     consumed = reads(service)
+    streams = stream_groups(service)
     rules = [
         Acl(user, "topic", ("Write",), (*writes(service), *(dlq_topic(t) for t in consumed))),
         Acl(user, "topic", ("Read",), tuple(consumed)),
@@ -75,6 +87,16 @@ def acls(service: str) -> list[Acl]:
             "topic",
             ("Describe", "Create", "Alter"),
             tuple(n for t in sorted(TOPICS) for n in (t, dlq_topic(t))),
+        ),
+        # its stream processors: their input, their group, their own changelog topics
+        Acl(user, "topic", ("Read",), tuple(t for t in stream_reads(service) if t not in consumed)),
+        Acl(user, "group", ("Read",), tuple(streams)),
+        Acl(
+            user,
+            "topic",
+            ("Create", "Describe", "Read", "Write"),
+            tuple(f"{app}-" for app in streams),
+            pattern="prefixed",
         ),
     ]
     return [rule for rule in rules if rule.names]
@@ -106,6 +128,8 @@ def render_script() -> str:
         lines += ["", f"# --- {service}"]
         for rule in acls(service):
             ops = " ".join(f"--operation {op}" for op in rule.operations)
+            if rule.pattern != "literal":
+                ops += f" --resource-pattern-type {rule.pattern}"
             lines.append(f"acl --allow-principal {rule.principal} {ops} \\")
             targets = [f'--{rule.resource} "${{P}}{name}"' for name in rule.names]
             for i, target in enumerate(targets):
@@ -145,7 +169,18 @@ def render_markdown() -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    for spec in sorted(STREAMS.values(), key=lambda s: s.app_id):
+        lines += [
+            f"Stream processor `{spec.app_id}` (run by {spec.service}, as `User:{spec.service}`): "
+            f"reads {', '.join(f'`{t}`' for t in spec.reads)} with the group `{spec.app_id}`, "
+            f"and creates, reads and writes its own topics `{spec.app_id}-*` (changelogs).",
+            "",
+        ]
     return "\n".join(lines)
+
+
+#: Strimzi's names of the resource pattern types
+STRIMZI_PATTERN = {"literal": "literal", "prefixed": "prefix"}
 
 
 def render_strimzi(cluster: str = "tribune", namespace: str = "kafka") -> str:
@@ -185,7 +220,7 @@ def render_strimzi(cluster: str = "tribune", namespace: str = "kafka") -> str:
                     "      - resource:",
                     f"          type: {rule.resource}",
                     f"          name: {name}",
-                    "          patternType: literal",
+                    f"          patternType: {STRIMZI_PATTERN[rule.pattern]}",
                     f"        operations: [{', '.join(rule.operations)}]",
                 ]
     return "\n".join(lines) + "\n"

@@ -764,6 +764,49 @@ class MessageFailedV1(_MessageEvent):
     failed_at: datetime
 
 
+# ---------------------------------------------------------------- stream processors
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream processor (a faust-streaming app) a service runs under its own Kafka user:
+    it reads ``reads`` with the consumer group ``app_id`` and keeps its tables in topics
+    named ``<app_id>-...`` (changelogs), which it creates itself. The Kafka ACLs give the
+    service exactly that (tribune_shared.events.acls)."""
+
+    app_id: str
+    service: str
+    reads: tuple[str, ...]
+
+
+STREAMS: dict[str, StreamSpec] = {}
+
+
+def stream(app_id: str, *, service: str, reads: tuple[str, ...]) -> StreamSpec:
+    if app_id in STREAMS:
+        raise ValueError(f"duplicate stream processor {app_id}")
+    unknown = sorted(set(reads) - set(TOPICS))
+    if unknown:
+        raise ValueError(f"stream {app_id} reads unregistered topics {unknown}")
+    STREAMS[app_id] = spec = StreamSpec(app_id, service, tuple(sorted(reads)))
+    return spec
+
+
+#: memberships' live figures (memberships.live; its app id is MEMBERSHIPS_LIVE_APP_ID)
+MEMBERSHIPS_LIVE = stream(
+    "memberships-live",
+    service="memberships",
+    reads=(
+        "membership-activated",
+        "membership-grace-started",
+        "membership-lapsed",
+        "membership-cancelled",
+        "payment-received",
+        "payment-refunded",
+    ),
+)
+
+
 def contract_for(event_type: str, version: int) -> type[EventContract]:
     try:
         return CONTRACTS[(event_type, version)]

@@ -190,3 +190,15 @@ def test_rebuilding_from_the_states_gives_the_figures_the_differences_gave():
         again = figures.get(fid).view(2026)  # type: ignore[union-attr]
         assert again.pop("version") > versions[fid]  # streams see a change
         assert again == view
+
+
+def test_the_live_app_reads_what_the_registry_grants_it():
+    """Its Kafka ACLs come from the registry's stream declaration: the two must agree, or
+    the live process is refused its input where ACLs are enforced (compose, Kubernetes)."""
+    from memberships.live.app import LIVE_TOPICS
+    from memberships.settings import MembershipsSettings
+    from tribune_shared.events.contracts import STREAMS
+
+    spec = STREAMS[MembershipsSettings().live_app_id]
+    assert spec.service == "memberships"
+    assert set(LIVE_TOPICS) == set(spec.reads)
