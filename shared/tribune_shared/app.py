@@ -27,11 +27,12 @@ from tribune_shared.logging import (
     get_logger,
     new_correlation_id,
 )
-from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, WEBHOOK_REFUSALS
 from tribune_shared.outbox import Outbox, kernel_indexes
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 from tribune_shared.subscriptions import awaited_by, in_lane
+from tribune_shared.webhooks import InvalidSignature
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -83,7 +84,10 @@ def install_common(app: FastAPI, service: str) -> None:
         )
 
     @app.exception_handler(DomainError)
-    async def on_domain_error(_: Request, exc: DomainError) -> JSONResponse:
+    async def on_domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        if isinstance(exc, InvalidSignature):  # a provider's secret changed, or a forgery
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            WEBHOOK_REFUSALS.labels(service, route).inc()
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     app.include_router(ops_router())

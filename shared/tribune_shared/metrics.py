@@ -42,6 +42,11 @@ OUTBOX_BACKLOG = Gauge("tribune_outbox_backlog", "Outbox events not yet publishe
 MESSAGES = Counter(
     "tribune_messages_total", "Messages by channel and status", ["channel", "status"]
 )
+WEBHOOK_REFUSALS = Counter(
+    "tribune_webhook_refusals_total",
+    "Signed webhooks refused (missing, wrong or stale signature; nothing recorded)",
+    ["service", "route"],
+)
 
 
 def render_latest() -> tuple[bytes, str]:

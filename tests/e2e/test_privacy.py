@@ -121,6 +121,11 @@ def test_the_access_export_holds_everything_every_service_has_on_the_person(
     consent_and_mail(stack, paris.user, contact["id"])
     pay(stack, http, contact["id"], "dues", 3000)
     pay(stack, http, contact["id"], "donation", 2500)
+    # both get a tax receipt (issued by memberships' worker from payment-received)
+    eventually(
+        lambda: dpos["Paris"]("GET", "/api/v1/receipts", params={"contact_id": contact["id"]}),
+        lambda r: r.status_code == 200 and len(r.json()["items"]) == 2,
+    )
 
     req = request(dpos["Paris"], "access", contact["id"])
     assert req["status"] == "open" and req["overdue"] is False and req["deadline"]
@@ -142,6 +147,10 @@ def test_the_access_export_holds_everything_every_service_has_on_the_person(
     assert [p["amount_cents"] for p in export["payments"]] == [3000]
     assert [d["amount_cents"] for d in export["donations"]] == [2500]
     assert [m["status"] for m in export["memberships"]] == ["active"]
+    # what memberships keeps for the tax receipts: the receipts, and the name they carry
+    assert sorted(r["amount_cents"] for r in export["tax_receipts"]) == [2500, 3000]
+    assert export["identity_for_receipts"]["family_name"] == contact["family_name"]
+    assert export["payment_schedules"] == []
     assert [m["subject"] for m in export["messages"]] == ["Assemblée générale"]
     assert export["request"]["status"] == "completed"
     assert export["privacy_requests"][0]["request_id"] == req["request_id"]

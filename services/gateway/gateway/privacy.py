@@ -144,6 +144,9 @@ class PrivacyExporter:
             "memberships": part["memberships"].get("memberships", []),
             "payments": part["memberships"].get("payments", []),
             "donations": part["memberships"].get("donations", []),
+            "tax_receipts": part["memberships"].get("receipts", []),
+            "payment_schedules": part["memberships"].get("schedules", []),
+            "identity_for_receipts": part["memberships"].get("identity"),
             "messages": part["messaging"].get("messages", []),
             "messaging_view": {
                 "contact": part["messaging"].get("contact"),

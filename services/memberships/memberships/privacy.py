@@ -28,6 +28,7 @@ from tribune_shared.store import Store
 from tribune_shared.subscriptions import Handler
 
 from memberships.people import People
+from memberships.people.store import PEOPLE
 from memberships.receipts.store import RECEIPTS
 from memberships.store import MEMBERSHIPS, PAYMENTS, SCHEDULES
 
@@ -78,7 +79,22 @@ class MembershipsPrivacyStore:
             .sort([("paid_at", DESCENDING), ("_id", ASCENDING)])
             .to_list()
         )
-        return {"memberships": memberships, "payments": payments}
+        receipts = (
+            await self.store[RECEIPTS]
+            .find(query)
+            .sort([("issued_at", DESCENDING), ("_id", ASCENDING)])
+            .to_list()
+        )
+        schedules = await self.store[SCHEDULES].find(query).sort("_id", ASCENDING).to_list()
+        # the name and postal address kept for receipts (people projection)
+        identity = await self.store[PEOPLE].find_one({"_id": contact_id, "erased": {"$ne": True}})
+        return {
+            "memberships": memberships,
+            "payments": payments,
+            "receipts": receipts,
+            "schedules": schedules,
+            "identity": identity,
+        }
 
     async def erase(
         self, contact_id: str, pseudonym: str, session: AsyncClientSession
@@ -136,15 +152,20 @@ async def person_data(
     contact_id: IdPath,
 ) -> dict:
     """Everything memberships holds on the person: memberships (with their history),
-    payments of dues, donations (the access export's part; DPO)."""
+    payments of dues, donations, tax receipts, recurring schedules and the name and
+    address kept for receipts (the access export's part; DPO)."""
     store: Store = request.app.state.store
     if await ContactDirectory(store).visible(identity, contact_id) is None:
         raise NotFound("contact not found")
     found = await MembershipsPrivacyStore(store).person(identity.scope(), contact_id)
     payments = [_out(d, "payment_id") for d in found["payments"]]
+    identity_doc = found["identity"]
     return {
         "contact_id": contact_id,
         "memberships": [_out(d, "membership_id") for d in found["memberships"]],
         "payments": [p for p in payments if p.get("purpose") == "dues"],
         "donations": [p for p in payments if p.get("purpose") == "donation"],
+        "receipts": [_out(d, "receipt_id") for d in found["receipts"]],
+        "schedules": [_out(d, "schedule_id") for d in found["schedules"]],
+        "identity": _out(identity_doc, "contact_id") if identity_doc else None,
     }

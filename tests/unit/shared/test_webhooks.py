@@ -100,3 +100,35 @@ def test_malformed_headers_are_refused_with_a_reason(headers, reason):
     with pytest.raises(InvalidSignature) as exc:
         verify(headers)
     assert reason in exc.value.message
+
+
+def test_a_refused_signature_is_counted_per_service_and_route():
+    """Refused signed webhooks feed the TribuneWebhookSignatureFailures alert."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from prometheus_client import REGISTRY
+    from tribune_shared.app import install_common
+    from tribune_shared.webhooks import InvalidSignature
+
+    app = FastAPI()
+    install_common(app, "unit-webhooks")
+
+    @app.post("/hooks/{provider}")
+    async def hook(provider: str) -> dict:
+        if provider == "forged":
+            raise InvalidSignature("signature does not match the body")
+        return {}
+
+    def count() -> float:
+        value = REGISTRY.get_sample_value(
+            "tribune_webhook_refusals_total",
+            {"service": "unit-webhooks", "route": "/hooks/{provider}"},
+        )
+        return value or 0.0
+
+    before = count()
+    with TestClient(app) as client:
+        assert client.post("/hooks/forged").status_code == 401
+        assert client.post("/hooks/genuine").status_code == 200
+        assert client.post("/hooks/forged").status_code == 401
+    assert count() == before + 2
