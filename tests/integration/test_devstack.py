@@ -25,6 +25,7 @@ from tribune_devstack import (
     RunningStack,
     StackConfig,
     kafka_ready,
+    payments_ready,
     sms_ready,
     smtp_ready,
     stack_env,
@@ -47,6 +48,7 @@ def _infra_ports(cfg: StackConfig) -> set[int]:
         cfg.smtp_port,
         cfg.smtp_http_port,
         cfg.sms_port,
+        cfg.payments_port,
     }
 
 
@@ -55,7 +57,8 @@ def test_for_tests_owns_its_infra_and_isolates_the_rest(infra: StackConfig) -> N
     other = StackConfig.for_tests()
     dev_ports = _infra_ports(dev) | {*dev.http_ports.values(), *dev.worker_ports.values()}
     ports = [*_infra_ports(infra), *infra.http_ports.values(), *infra.worker_ports.values()]
-    assert len(set(ports)) == 16 and not set(ports) & dev_ports
+    # 7 infra ports, 6 HTTP (5 APIs + the live figures), 5 workers
+    assert len(set(ports)) == 18 and not set(ports) & dev_ports
     # the session's infra holds its ports: a second test stack cannot be given them
     assert not _infra_ports(other) & _infra_ports(infra)
     assert infra.infra_dir == infra.state_dir == repo_root() / ".local" / "tests" / infra.name
@@ -72,6 +75,7 @@ def test_the_session_runs_its_own_infra(infra: StackConfig) -> None:
     records = {name: live_pid(infra.infra_pids_dir, name) for name in INFRA}
     assert all(records.values()), records  # started by this session, not reused
     assert kafka_ready(infra) and store_ready(infra) and smtp_ready(infra) and sms_ready(infra)
+    assert payments_ready(infra)
     sms = records["sms"]
     assert sms is not None and f"{infra.gateway_url}/api/v1/webhooks/sms" in sms.cmd
     store = records["store"]
@@ -100,7 +104,10 @@ def test_a_test_stack_stops_what_it_started_and_deletes_its_folder(
     cfg = _own_store_and_sink(infra, tmp_path, keep=False)
     with RunningStack(cfg, platform=False) as own:
         assert own.infra is not None
-        assert (own.infra.reused, own.infra.started) == (["kafka"], ["store", "smtp", "sms"])
+        assert (own.infra.reused, own.infra.started) == (
+            ["kafka"],
+            ["store", "smtp", "sms", "payments"],
+        )
         store = live_pid(cfg.infra_pids_dir, "store")
         sink = live_pid(cfg.infra_pids_dir, "smtp")
         assert store is not None and sink is not None and store_ready(cfg) and smtp_ready(cfg)
@@ -121,7 +128,12 @@ def test_keep_infra_leaves_a_test_stacks_infra_and_folder(
         assert store is not None and record_alive(store) and store_ready(cfg)
         assert (cfg.infra_logs_dir / "store.log").is_file()
     finally:
-        assert stop_infra(cfg) == {"store": "stopped", "smtp": "stopped", "sms": "stopped"}
+        assert stop_infra(cfg) == {
+            "store": "stopped",
+            "smtp": "stopped",
+            "sms": "stopped",
+            "payments": "stopped",
+        }
 
 
 def test_port_base_derives_every_service_port() -> None:

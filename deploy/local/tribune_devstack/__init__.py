@@ -1,5 +1,5 @@
 """Local (no-docker) runners for the Tribune platform: Kafka from Maven jars, SecantusDB,
-an SMTP sink, a fake SMS provider, and the five services' API and worker processes. See
+an SMTP sink, fake SMS and payment providers, and the five services' API and worker processes. See
 deploy/local/README.md."""
 
 from tribune_devstack.infra import (
@@ -9,6 +9,7 @@ from tribune_devstack.infra import (
     fetch_kafka,
     kafka_ready,
     kafka_version,
+    payments_ready,
     sms_ready,
     smtp_ready,
     stop_infra,
@@ -43,6 +44,7 @@ __all__ = [
     "find_free_ports",
     "kafka_ready",
     "kafka_version",
+    "payments_ready",
     "process_specs",
     "sms_ready",
     "smtp_ready",
