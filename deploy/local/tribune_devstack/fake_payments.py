@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import itertools
@@ -55,30 +54,17 @@ import json
 import logging
 import os
 import random
-import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tribune_devstack import fake_http
+from tribune_devstack.fake_http import Request, Response
 
 log = logging.getLogger("tribune.fake_payments")
-
-_MAX_BODY = 64 * 1024
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Payload Too Large",
-    500: "Internal Server Error",
-}
 
 
 def stripe_signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
@@ -528,19 +514,9 @@ class FakePayments:
             headers["Stripe-Signature"] = stripe_signature(self.config.stripe_secret, body)
         if record.provider == "helloasso" and self.config.helloasso_key:
             headers["x-ha-signature"] = helloasso_signature(self.config.helloasso_key, body)
-        url = record.url
-
-        def call() -> tuple[int | str, Any]:
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.config.callback_timeout) as r:
-                    return r.status, _decode(r.read())
-            except urllib.error.HTTPError as exc:
-                return exc.code, _decode(exc.read())
-            except (urllib.error.URLError, OSError) as exc:
-                return f"unreachable: {exc}", None
-
-        status, answer = await asyncio.to_thread(call)
+        status, answer = await fake_http.post(
+            record.url, body, headers, self.config.callback_timeout
+        )
         record.attempts.append({"at": datetime.now(UTC).isoformat(), "status": status})
         record.answer = answer
         log.info("%s %s %s -> %s", record.provider, record.type, record.id, status)
@@ -553,49 +529,9 @@ class FakePayments:
 
     # ------------------------------------------------------------ HTTP
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split()
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in lines[1:] if line)
-            }
-            length = int(headers.get("content-length") or 0)
-            if len(parts) != 3:
-                status, payload = 400, {"error": "bad request line"}
-            elif length > _MAX_BODY:
-                status, payload = 413, {"error": f"body larger than {_MAX_BODY} bytes"}
-            else:
-                raw = await asyncio.wait_for(reader.readexactly(length), timeout=10)
-                target = urlsplit(parts[1])
-                path = target.path.rstrip("/") or "/"
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    status, payload = 400, {"error": "body is not valid JSON"}
-                else:
-                    status, payload = await self.route(
-                        parts[0].upper(), path, parse_qs(target.query), body
-                    )
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            writer.close()
-            return
-        except Exception as exc:  # a bug here must not kill the fake
-            log.exception("http handler failed")
-            status, payload = 500, {"error": str(exc)}
-        data = json.dumps(payload).encode()
-        writer.write(
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n"
-            "Connection: close\r\n\r\n".encode("latin-1")
-            + data
-        )
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
+    async def on_request(self, req: Request) -> Response:
+        status, payload = await self.route(req.method, req.path, req.query, req.json())
+        return status, payload, {}
 
 
 def _contact(charge: dict[str, Any]) -> str | None:
@@ -610,13 +546,6 @@ def _wanted(n: Notification, query: dict[str, list[str]]) -> bool:
     return True
 
 
-def _decode(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace")[:2000]
-
-
 async def serve(
     config: Config,
     host: str = "127.0.0.1",
@@ -626,18 +555,15 @@ async def serve(
 ) -> None:
     """Run until ``stop`` is set (SIGTERM/SIGINT when run as a program)."""
     fake = FakePayments(config)
-    server = await asyncio.start_server(fake.handle, host, port)
     log.info("fake payment providers on http://%s:%s", host, port)
-    if started is not None:
-        started.set_result(fake)
-    stop = stop or asyncio.Event()
-    try:
-        await stop.wait()
-    finally:
-        server.close()
-        await server.wait_closed()
-        for task in list(fake._tasks):
-            task.cancel()
+    await fake_http.serve_until(
+        fake.on_request,
+        fake._tasks,
+        host,
+        port,
+        stop or asyncio.Event(),
+        listening=(lambda: started.set_result(fake)) if started is not None else None,
+    )
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -670,14 +596,7 @@ def main(argv: list[str] | None = None) -> None:
         retry_max_ms=args.retry_max_ms,
     )
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(config, args.host, args.port, stop)
-
-    asyncio.run(run())
+    fake_http.run_until_signalled(lambda stop: serve(config, args.host, args.port, stop))
 
 
 if __name__ == "__main__":

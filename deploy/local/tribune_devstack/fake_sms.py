@@ -41,38 +41,23 @@ import logging
 import os
 import random
 import re
-import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
+
+from tribune_devstack import fake_http
+from tribune_devstack.fake_http import Request, Response
 
 log = logging.getLogger("tribune.fake_sms")
 
 _OVH_JOBS = re.compile(r"^/1\.0/sms/([^/]+)/jobs$")
 _TWILIO_MESSAGES = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages\.json$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_MAX_BODY = 64 * 1024
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
@@ -141,22 +126,6 @@ class Config:
     inbound_secret: str | None = None
     max_messages: int = 10_000
     callback_timeout: float = 5.0
-
-
-class Request:
-    def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
-        url = urlsplit(target)
-        self.method = method
-        self.path = url.path.rstrip("/") or "/"
-        self.query = parse_qs(url.query)
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
-
-
-Response = tuple[int, Any, dict[str, str]]
 
 
 class FakeSms:
@@ -367,18 +336,7 @@ class FakeSms:
     ) -> tuple[int | str, Any]:
         """POST, signed when a secret is set: (HTTP status, JSON or text), or (error, None)."""
         headers = {"Content-Type": content_type, **(sign(secret, body) if secret else {})}
-
-        def call() -> tuple[int | str, Any]:
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.config.callback_timeout) as r:
-                    return r.status, _decode(r.read())
-            except urllib.error.HTTPError as exc:
-                return exc.code, _decode(exc.read())
-            except (urllib.error.URLError, OSError) as exc:
-                return f"unreachable: {exc}", None
-
-        status, answer = await asyncio.to_thread(call)
+        status, answer = await fake_http.post(url, body, headers, self.config.callback_timeout)
         log.info("callback %s -> %s", url, status)
         return status, answer
 
@@ -386,56 +344,6 @@ class FakeSms:
         """Wait for the receipts still to be sent (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    # ------------------------------------------------------------ HTTP
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        headers_out: dict[str, str] = {}
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split()
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in lines[1:] if line)
-            }
-            length = int(headers.get("content-length") or 0)
-            if len(parts) != 3:
-                status, payload = 400, {"error": "bad request line"}
-            elif length > _MAX_BODY:
-                status, payload = 413, {"error": f"body larger than {_MAX_BODY} bytes"}
-            else:
-                body = await asyncio.wait_for(reader.readexactly(length), timeout=10)
-                request = Request(parts[0].upper(), parts[1], headers, body)
-                try:
-                    status, payload, headers_out = await self.route(request)
-                except ValueError:
-                    status, payload = 400, {"error": "body is not valid JSON"}
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            writer.close()
-            return
-        except Exception as exc:  # a bug here must not kill the fake
-            log.exception("http handler failed")
-            status, payload = 500, {"error": str(exc)}
-        data = json.dumps(payload).encode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers_out.items())
-        writer.write(
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n{extra}"
-            "Connection: close\r\n\r\n".encode("latin-1")
-            + data
-        )
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
-
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace")[:2000]
 
 
 async def serve(
@@ -447,18 +355,15 @@ async def serve(
 ) -> None:
     """Run until ``stop`` is set (SIGTERM/SIGINT when run as a program)."""
     fake = FakeSms(config)
-    server = await asyncio.start_server(fake.handle, host, port)
     log.info("fake SMS provider on http://%s:%s", host, port)
-    if started is not None:
-        started.set_result(fake)
-    stop = stop or asyncio.Event()
-    try:
-        await stop.wait()
-    finally:
-        server.close()
-        await server.wait_closed()
-        for task in list(fake._tasks):
-            task.cancel()
+    await fake_http.serve_until(
+        fake.route,
+        fake._tasks,
+        host,
+        port,
+        stop or asyncio.Event(),
+        listening=(lambda: started.set_result(fake)) if started is not None else None,
+    )
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -490,14 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         max_messages=args.max_messages,
     )
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(config, args.host, args.port, stop)
-
-    asyncio.run(run())
+    fake_http.run_until_signalled(lambda stop: serve(config, args.host, args.port, stop))
 
 
 if __name__ == "__main__":

@@ -191,23 +191,6 @@ def cancel(membership: Membership) -> Membership:
 # ---------------------------------------------------------------- payments
 
 
-def check_payment(
-    amount_cents: int, method: str, *, cash_limit_cents: int, max_amount_cents: int
-) -> None:
-    """Amount and method rules (France: no cash above 150 EUR for gifts and dues)."""
-    if amount_cents > max_amount_cents:
-        raise InvalidField(
-            f"amount above the maximum of {max_amount_cents} cents for one payment",
-            field="amount_cents",
-        )
-    if method == "cash" and amount_cents > cash_limit_cents:
-        raise InvalidField(
-            f"payments above {cash_limit_cents} cents may not be made in cash; "
-            "use cheque, transfer, debit or card",
-            field="method",
-        )
-
-
 def check_paid_at(paid_at: datetime, now: datetime, tolerance: timedelta) -> None:
     """A payment cannot have been made in the future (beyond clock skew)."""
     if paid_at > now + tolerance:

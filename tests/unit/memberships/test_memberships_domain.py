@@ -17,7 +17,6 @@ from memberships.domain import (
     PlanKind,
     cancel,
     check_paid_at,
-    check_payment,
     check_transition,
     lapsed_on,
     new_membership,
@@ -190,31 +189,6 @@ def test_a_lapsed_membership_cannot_be_cancelled():
 
 
 # ---------------------------------------------------------------- payment rules
-
-
-LIMITS = {"cash_limit_cents": 15_000, "max_amount_cents": 750_000}
-
-
-def test_cash_up_to_150_eur_is_accepted():
-    check_payment(15_000, "cash", **LIMITS)
-
-
-def test_cash_above_150_eur_is_refused_on_the_method_field():
-    with pytest.raises(InvalidField) as exc:
-        check_payment(15_001, "cash", **LIMITS)
-    assert exc.value.field == "method"
-    assert "cash" in exc.value.message
-
-
-@pytest.mark.parametrize("method", ["card", "transfer", "debit", "cheque"])
-def test_other_methods_may_exceed_the_cash_limit(method):
-    check_payment(500_000, method, **LIMITS)
-
-
-def test_amount_above_the_configured_maximum_is_refused():
-    with pytest.raises(InvalidField) as exc:
-        check_payment(750_001, "card", **LIMITS)
-    assert exc.value.field == "amount_cents"
 
 
 def test_a_payment_cannot_be_dated_in_the_future():
