@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import uvicorn
@@ -24,6 +24,26 @@ log = get_logger(__name__)
 
 #: a periodic job of a worker: runs until the event is set (SIGTERM), then returns
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def periodic(
+    name: str, interval_seconds: float, work: Callable[[], Awaitable[object]]
+) -> BackgroundTask:
+    """A worker background task running ``work`` every ``interval_seconds`` until SIGTERM.
+    A failing round (the store is down) is logged as ``<name>.failed`` and the next round
+    tries again: a periodic job never stops the worker."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await work()
+            except Exception as exc:
+                log.warning(f"{name}.failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+
+    run.__name__ = name.replace(".", "_")
+    return run
 
 
 class _OpsServer(uvicorn.Server):

@@ -8,7 +8,6 @@ sent starts the prospect's clock.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -24,7 +23,7 @@ from tribune_shared.events.contracts import (
 )
 from tribune_shared.logging import get_logger
 from tribune_shared.subscriptions import Batch, Handler
-from tribune_shared.worker import BackgroundTask
+from tribune_shared.worker import BackgroundTask, periodic
 
 from consent.privacy_service import PrivacyService
 from consent.privacy_store import ClockTouch, PrivacyStore
@@ -113,16 +112,4 @@ def privacy_handlers(privacy: PrivacyService) -> dict[str, Handler]:
 
 def retention_sweeper(privacy: PrivacyService, interval_seconds: float) -> BackgroundTask:
     """The consent worker's periodic retention sweep (a worker background task)."""
-
-    async def retention_sweep(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await privacy.sweep()
-            except Exception as exc:  # the store may be down: try again next time
-                log.warning("retention.sweep_failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
-            except TimeoutError:
-                pass
-
-    return retention_sweep
+    return periodic("retention.sweep", interval_seconds, privacy.sweep)

@@ -3,8 +3,6 @@ a membership, and the roll and counts of a subtree at a day."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +26,7 @@ from tribune_shared.federations import FederationDirectory
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
-from tribune_shared.worker import BackgroundTask
+from tribune_shared.worker import BackgroundTask, periodic
 
 from memberships.domain import Membership, MembershipStatus, cancel, lapsed_on, settle
 from memberships.lifecycle.domain import (
@@ -445,15 +443,4 @@ class LifecycleService:
 def sweep_task(service: LifecycleService) -> BackgroundTask:
     """The worker's periodic sweep (``MEMBERSHIPS_SWEEP_INTERVAL_SECONDS``); every worker
     runs it, the conditional updates keep them from doing anything twice."""
-    interval = service.settings.sweep_interval_seconds
-
-    async def sweep_memberships(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await service.sweep()
-            except Exception as exc:  # the store is down: try again at the next round
-                log.warning("lifecycle.sweep_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-
-    return sweep_memberships
+    return periodic("lifecycle.sweep", service.settings.sweep_interval_seconds, service.sweep)

@@ -11,8 +11,6 @@ grace days), stored as grace with ``membership-grace-started``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -30,7 +28,7 @@ from tribune_shared.ids import sortable_id
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
-from tribune_shared.worker import BackgroundTask
+from tribune_shared.worker import BackgroundTask, periodic
 
 from memberships.domain import Membership
 from memberships.payments.domain import (
@@ -317,15 +315,8 @@ class Schedules:
 
 def schedule_check_task(schedules: Schedules) -> BackgroundTask:
     """The worker's loop looking for missed dues every ``schedule_check_interval_seconds``."""
-    interval = schedules.settings.schedule_check_interval_seconds
-
-    async def check_schedules(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await schedules.check_missed()
-            except Exception as exc:  # the store is down: try again at the next round
-                log.warning("schedules.check_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-
-    return check_schedules
+    return periodic(
+        "schedules.check",
+        schedules.settings.schedule_check_interval_seconds,
+        schedules.check_missed,
+    )

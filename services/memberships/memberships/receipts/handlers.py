@@ -3,13 +3,12 @@ consumer's transaction: the numbers of a batch are taken and used, or not taken 
 
 from __future__ import annotations
 
-import asyncio
-
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.events import Envelope
 from tribune_shared.logging import get_logger
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Batch
+from tribune_shared.worker import BackgroundTask, periodic
 
 from memberships.receipts.service import ReceiptsService
 from memberships.settings import MembershipsSettings
@@ -29,22 +28,15 @@ def receipt_handlers(settings: MembershipsSettings, store: Store) -> dict[str, B
     return {"payment-received": Batch(on_received), "payment-refunded": Batch(on_refunded)}
 
 
-def retention_sweep(settings: MembershipsSettings, store: Store):
+def retention_sweep(settings: MembershipsSettings, store: Store) -> BackgroundTask:
     """A worker background task: once in a while, receipts of erased donors past their
-    retention period lose the donor's identity."""
+    retention period lose the donor's identity (in batches, until none is left)."""
     receipts = ReceiptsService(settings, store)
-    interval = settings.receipts.retention_sweep_seconds
 
-    async def receipts_retention(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                while await receipts.purge_expired() > 0 and not stop.is_set():
-                    pass
-            except Exception as exc:  # a store outage: try again next round
-                log.warning("receipts.retention_sweep_failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
+    async def purge_all() -> None:
+        while await receipts.purge_expired() > 0:
+            pass
 
-    return receipts_retention
+    return periodic(
+        "receipts.retention_sweep", settings.receipts.retention_sweep_seconds, purge_all
+    )

@@ -3,7 +3,7 @@ JSON object: every key optional)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,26 +31,8 @@ CnccfpColumn = Literal[
     "receipt_number",
 ]
 
-DEFAULT_CNCCFP_COLUMNS: tuple[CnccfpColumn, ...] = (
-    "record_id",
-    "nature",
-    "payment_date",
-    "donor_id",
-    "civility",
-    "given_name",
-    "family_name",
-    "elected_mandate",
-    "tax_address",
-    "tax_commune",
-    "tax_postcode",
-    "tax_country",
-    "currency",
-    "amount",
-    "bank_statement",
-    "remittance_slip",
-    "payment_method",
-    "receipt_number",
-)
+#: every column, in that order (the default file)
+DEFAULT_CNCCFP_COLUMNS: tuple[CnccfpColumn, ...] = get_args(CnccfpColumn)
 
 
 class ReceiptsSettings(BaseModel):

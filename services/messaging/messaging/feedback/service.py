@@ -9,8 +9,6 @@ move only with a change.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
 from tribune_shared.suppression import email_hash
-from tribune_shared.worker import BackgroundTask
+from tribune_shared.worker import BackgroundTask, periodic
 
 from messaging.campaigns.store import CampaignStore
 from messaging.composer import sender_domain
@@ -303,15 +301,8 @@ def _email_hash_of(message: Mapping[str, Any]) -> str | None:
 
 def early_receipts_task(service: FeedbackService) -> BackgroundTask:
     """The worker's loop matching SMS receipts that came before their message's outcome."""
-    interval = service.settings.feedback_early_receipt_poll_seconds
-
-    async def match_early_receipts(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await service.match_early_receipts()
-            except Exception as exc:  # the store is down: try again at the next round
-                log.warning("feedback.early_receipts_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-
-    return match_early_receipts
+    return periodic(
+        "feedback.early_receipts",
+        service.settings.feedback_early_receipt_poll_seconds,
+        service.match_early_receipts,
+    )
