@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
@@ -223,3 +224,40 @@ def mails_to(smtp_http_url: str, address: str) -> list[dict]:
 def mail_header(mail: dict, name: str) -> str:
     """One header of a mail the SMTP sink received (case-insensitive name)."""
     return next(v for k, v in mail["headers"] if k.lower() == name.lower())
+
+
+# ---------------------------------------------------------------- e2e: objects through the API
+
+
+@dataclass(frozen=True)
+class NewFederation:
+    """A federation a test created through the gateway (what ``new_user`` needs of one)."""
+
+    id: str
+    path: str
+
+
+def create_federation(admin, name: str, parent_id: str | None = None) -> NewFederation:
+    """A federation with a unique name (the session's stack is shared between tests)."""
+    body = {
+        "name": f"{name} {uuid.uuid4().hex[:6]}",
+        **({"parent_id": parent_id} if parent_id else {}),
+    }
+    r = admin("POST", "/api/v1/federations", json=body)
+    assert r.status_code == 201, r.text
+    return NewFederation(r.json()["id"], r.json()["path"])
+
+
+def create_member(admin, federation: NewFederation, given_name: str = "Jeanne") -> str:
+    """A contact who joined at a stand (origin membership), in ``federation``: its id."""
+    tag = uuid.uuid4().hex[:8]
+    body = {
+        "given_name": given_name,
+        "family_name": f"Adhérente-{tag}",
+        "email": f"{given_name.lower()}.{tag}@example.org",
+        "origin": {"kind": "membership", "detail": "adhésion"},
+        "federation_id": federation.id,
+    }
+    r = admin("POST", "/api/v1/contacts", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]

@@ -6,41 +6,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 
 import pytest
-from support import eventually
+from support import NewFederation, create_federation, create_member, eventually
 
 pytestmark = pytest.mark.e2e
 
 DONOR = {"natural_person": True, "nationality": "FR", "resides_in_france": True}
 
 
-@dataclass(frozen=True)
-class Fed:
-    id: str
-    path: str
-
-
-def federation(admin, name: str, parent: str | None = None) -> Fed:
-    body = {"name": f"{name} {uuid.uuid4().hex[:6]}", **({"parent_id": parent} if parent else {})}
-    r = admin("POST", "/api/v1/federations", json=body)
-    assert r.status_code == 201, r.text
-    return Fed(r.json()["id"], r.json()["path"])
+Fed = NewFederation
+federation = create_federation
 
 
 def member(admin, fed: Fed) -> str:
-    tag = uuid.uuid4().hex[:8]
-    body = {
-        "given_name": "Louise",
-        "family_name": f"Live-{tag}",
-        "email": f"louise.{tag}@example.org",
-        "origin": {"kind": "membership", "detail": "adhésion"},
-        "federation_id": fed.id,
-    }
-    r = admin("POST", "/api/v1/contacts", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return create_member(admin, fed, given_name="Louise")
 
 
 def figures(user, fed: Fed) -> dict | None:

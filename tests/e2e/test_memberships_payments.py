@@ -6,43 +6,22 @@ from __future__ import annotations
 
 import io
 import uuid
-from dataclasses import dataclass
 
 import pytest
 from pypdf import PdfReader
-from support import eventually
+from support import NewFederation, create_federation, create_member, eventually
 
 pytestmark = pytest.mark.e2e
 
 DONOR = {"natural_person": True, "nationality": "FR", "resides_in_france": True}
 
 
-@dataclass(frozen=True)
-class Fed:
-    """A federation made for the test (what the new_user fixture needs of one)."""
-
-    id: str
-    path: str
-
-
-def federation(admin, name: str) -> Fed:
-    r = admin("POST", "/api/v1/federations", json={"name": f"{name} {uuid.uuid4().hex[:6]}"})
-    assert r.status_code == 201, r.text
-    return Fed(r.json()["id"], r.json()["path"])
+Fed = NewFederation
+federation = create_federation
 
 
 def member(admin, fed: Fed) -> str:
-    tag = uuid.uuid4().hex[:8]
-    body = {
-        "given_name": "Jeanne",
-        "family_name": f"Adhérente-{tag}",
-        "email": f"jeanne.{tag}@example.org",
-        "origin": {"kind": "membership", "detail": "adhésion au stand"},
-        "federation_id": fed.id,
-    }
-    r = admin("POST", "/api/v1/contacts", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return create_member(admin, fed, given_name="Jeanne")
 
 
 def standing(user, contact_id: str) -> list[bool]:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from support import eventually
+from support import NewFederation, create_federation, create_member, eventually
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e
@@ -27,35 +26,12 @@ PLAN = {
 }
 
 
-@dataclass(frozen=True)
-class Fed:
-    """A federation made for the test (what the new_user fixture needs of one)."""
-
-    id: str
-    path: str
-
-
-def federation(admin, name: str, parent_id: str | None = None) -> Fed:
-    body = {"name": f"{name} {uuid.uuid4().hex[:6]}"}
-    if parent_id:
-        body["parent_id"] = parent_id
-    r = admin("POST", "/api/v1/federations", json=body)
-    assert r.status_code == 201, r.text
-    return Fed(r.json()["id"], r.json()["path"])
+Fed = NewFederation
+federation = create_federation
 
 
 def member(admin, fed: Fed) -> str:
-    tag = uuid.uuid4().hex[:8]
-    body = {
-        "given_name": "Camille",
-        "family_name": f"Étudiante-{tag}",
-        "email": f"camille.{tag}@example.org",
-        "origin": {"kind": "membership", "detail": "adhésion en ligne"},
-        "federation_id": fed.id,
-    }
-    r = admin("POST", "/api/v1/contacts", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return create_member(admin, fed, given_name="Camille")
 
 
 def pay(http, stack, contact_id: str, amount_cents: int, rate: str | None):
