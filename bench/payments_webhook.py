@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import sys
 import time
@@ -30,6 +29,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from bench_env import isolate
 from tribune_devstack.platform import RunningStack
 from tribune_devstack.stack import StackConfig
 
@@ -39,19 +39,7 @@ BATCH = 500
 
 
 def configure(cfg: StackConfig) -> None:
-    unique = uuid.uuid4().hex[:8]
-    os.environ.update(
-        {
-            "TRIBUNE_ENVIRONMENT": "test",
-            "TRIBUNE_KAFKA_BOOTSTRAP_SERVERS": cfg.kafka_bootstrap,
-            "TRIBUNE_MONGO_URL": cfg.mongo_url,
-            "TRIBUNE_TOPIC_PREFIX": f"bench{unique}.",
-            "TRIBUNE_DATABASE_PREFIX": f"bench{unique}_",
-            "TRIBUNE_IDENTITY_SECRET": secrets.token_urlsafe(32),
-            "MEMBERSHIPS_WEBHOOK_SECRET": SECRET,
-            "TRIBUNE_LOG_LEVEL": "WARNING",
-        }
-    )
+    isolate(cfg, MEMBERSHIPS_WEBHOOK_SECRET=SECRET)
 
 
 async def seed(settings, count: int) -> list[str]:

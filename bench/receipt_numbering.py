@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import secrets
 import sys
@@ -30,26 +29,13 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from bench_env import isolate
 from tribune_devstack.platform import RunningStack
 from tribune_devstack.stack import StackConfig
 
 
 def configure(cfg: StackConfig) -> None:
-    unique = uuid.uuid4().hex[:8]
-    os.environ.update(
-        {
-            "TRIBUNE_ENVIRONMENT": "test",
-            "TRIBUNE_KAFKA_BOOTSTRAP_SERVERS": cfg.kafka_bootstrap,
-            "TRIBUNE_MONGO_URL": cfg.mongo_url,
-            "TRIBUNE_TOPIC_PREFIX": f"bench{unique}.",
-            "TRIBUNE_DATABASE_PREFIX": f"bench{unique}_",
-            "TRIBUNE_IDENTITY_SECRET": secrets.token_urlsafe(32),
-            "TRIBUNE_SUPPRESSION_SALT": secrets.token_urlsafe(32),
-            "TRIBUNE_UNSUBSCRIBE_SECRET": secrets.token_urlsafe(32),
-            "MEMBERSHIPS_WEBHOOK_SECRET": secrets.token_urlsafe(32),
-            "TRIBUNE_LOG_LEVEL": "WARNING",
-        }
-    )
+    isolate(cfg, MEMBERSHIPS_WEBHOOK_SECRET=secrets.token_urlsafe(32))
 
 
 def payments(count: int, tag: str):
