@@ -174,20 +174,32 @@ class ReceiptsService:
         """payment-refunded: the payment's receipt is cancelled (refund or chargeback), its
         number kept and never reused. A refund seen again finds nothing left to cancel."""
         now = self.now()
+        refunds = [(envelope, decode_as(envelope, PaymentRefundedV1)) for envelope in envelopes]
+        issued = await self.repo.issued_for_payments([r.payment_id for _, r in refunds], session)
+        by_payment: dict[str, list[dict[str, Any]]] = {}
+        for doc in issued:
+            by_payment.setdefault(doc["payment_id"], []).append(doc)
         events: list[Envelope] = []
-        for envelope in envelopes:
-            refund = decode_as(envelope, PaymentRefundedV1)
-            for doc in await self.repo.issued_for_payment(refund.payment_id, session):
+        cancels: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        for envelope, refund in refunds:
+            # pop: a second refund of the same payment in the batch finds nothing left
+            for doc in by_payment.pop(refund.payment_id, []):
                 fields, entry = cancellation(
                     at=now, by=None, reason=refund.reason or refund.kind, kind=refund.kind
                 )
-                if await self.repo.cancel(doc["_id"], fields, entry, session):
-                    events.append(_envelope(doc, cancelled_event(doc, entry), envelope))
-                    await self.repo.link_payments(
-                        {doc["payment_id"]: {"receipt_id": None, "receipt_number": None}},
-                        session,
-                    )
-                    RECEIPTS_CANCELLED.labels(PRODUCER, refund.kind).inc()
+                cancels.append((doc["_id"], fields, entry))
+                events.append(_envelope(doc, cancelled_event(doc, entry), envelope))
+                RECEIPTS_CANCELLED.labels(PRODUCER, refund.kind).inc()
+        await self.repo.cancel_many(cancels, session)
+        cancelled = {receipt_id for receipt_id, _, _ in cancels}
+        await self.repo.link_payments(
+            {
+                doc["payment_id"]: {"receipt_id": None, "receipt_number": None}
+                for doc in issued
+                if doc["_id"] in cancelled
+            },
+            session,
+        )
         await self.outbox.add(session, *events)
         return len(events)
 

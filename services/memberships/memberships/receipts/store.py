@@ -104,12 +104,34 @@ class ReceiptsStore:
     ) -> dict[str, Any] | None:
         return await self.receipts.find_one({"_id": receipt_id, **scope}, session=session)
 
-    async def issued_for_payment(
-        self, payment_id: str, session: AsyncClientSession
+    async def issued_for_payments(
+        self, payment_ids: Sequence[str], session: AsyncClientSession
     ) -> list[dict[str, Any]]:
+        """The receipts still issued for these payments, in one read."""
         return await self.receipts.find(
-            {"payment_id": payment_id, "status": "issued"}, session=session
+            {"payment_id": {"$in": list(payment_ids)}, "status": "issued"}, session=session
         ).to_list()
+
+    async def cancel_many(
+        self,
+        cancels: Sequence[tuple[str, dict[str, Any], dict[str, Any]]],
+        session: AsyncClientSession,
+    ) -> None:
+        """Cancel receipts read as issued in this ``session`` (receipt id, fields, history
+        entry), in one write: a concurrent change to one of them makes the transaction
+        conflict and run again."""
+        if cancels:
+            await self.receipts.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": receipt_id, "status": "issued"},
+                        {"$set": fields, "$push": {"history": entry}},
+                    )
+                    for receipt_id, fields, entry in cancels
+                ],
+                ordered=False,
+                session=session,
+            )
 
     async def cancel(
         self,
