@@ -72,3 +72,14 @@ async def test_a_change_elsewhere_wakes_no_stream(service):
     join(service, 3)  # p11's figures: lyon's stream only sees its heartbeat
     assert await asyncio.wait_for(anext(stream), timeout=1) == b": keep-alive\n\n"
     await stream.aclose()
+
+
+def test_a_crashed_agent_makes_the_process_not_ready(monkeypatch):
+    """/ready fails when an agent stopped counting (the orchestrator replaces the process)."""
+    monkeypatch.setenv("TRIBUNE_ENVIRONMENT", "development")
+    live = LiveFigures(MembershipsSettings())
+    live.recovered = True
+    assert live.ready
+    agent = next(iter(live.app.agents.values()))
+    agent._crash(RuntimeError("a bug in the agent"))
+    assert not live.ready

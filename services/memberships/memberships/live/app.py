@@ -178,7 +178,10 @@ class LiveFigures:
 
     @property
     def ready(self) -> bool:
-        return self.recovered and not self.app.rebalancing
+        """Figures are served once recovered, outside a rebalance, and while both agents
+        run: a crashed agent stops counting, so /ready fails and the process is replaced."""
+        agents_alive = all(not agent.crashed for agent in self.app.agents.values())
+        return self.recovered and not self.app.rebalancing and agents_alive
 
     async def _rebuild(self) -> None:
         memberships = [MembershipState.from_json(v) for v in self.membership_states.values() if v]
