@@ -260,6 +260,34 @@ def test_merged_contacts_add_up(settings):
     assert "7,500.00 EUR already given" in refused.message
 
 
+def test_a_merge_guards_the_survivors_years_so_a_concurrent_gift_conflicts_with_it(settings):
+    seed_contact(settings, "c-heir")
+    seed_contact(settings, "c-giver")
+    record(settings, notice("c-giver", 250_000, 1))
+    assert not any(d["_id"].startswith("c-heir:") for d in find(settings, GUARDS))
+
+    async def merge(store: Store) -> None:
+        envelope = new_envelope(
+            ContactMergedV1(
+                merged_contact_id="c-giver",
+                surviving_contact_id="c-heir",
+                contact_version=2,
+                merged_by="u1",
+            ),
+            producer="contacts",
+            federation_id="paris",
+            federation_path=PARIS,
+        )
+        await deliver(store, contact_merge_handlers(store), envelope)
+
+    run_with_store(settings, merge)
+    # the merge wrote the guard of the year the moved gift counts in (a gift for the heir
+    # recorded at that moment conflicts with the merge and, run again, sees the gift)
+    [paid] = find(settings, PAYMENTS, {"contact_id": "c-heir"})
+    heir_guards = {d["_id"] for d in find(settings, GUARDS) if d["_id"].startswith("c-heir:")}
+    assert f"c-heir:year:{paid['paid_at'].year}" in heir_guards
+
+
 # ---------------------------------------------------------------- the webhook: flagged
 
 

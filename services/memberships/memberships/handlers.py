@@ -9,6 +9,7 @@ from tribune_shared.events.contracts import ContactMergedV1
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Batch, Handler
 
+from memberships.donations.store import DonationsStore
 from memberships.people import People
 from memberships.privacy import MembershipsPrivacyStore, new_pseudonym
 from memberships.store import MembershipsStore
@@ -23,6 +24,7 @@ def contact_merge_handlers(store: Store) -> dict[str, Handler]:
     privacy = MembershipsPrivacyStore(store)
     directory = ContactDirectory(store)
     people = People(store)
+    donations = DonationsStore(store)
 
     async def on_merged(envelope: Envelope, session: AsyncClientSession) -> None:
         event = decode_as(envelope, ContactMergedV1)
@@ -37,6 +39,7 @@ def contact_merge_handlers(store: Store) -> dict[str, Handler]:
             await privacy.erase(merged_id, new_pseudonym(), session)
             await directory.forget(merged_id, session)
         else:
+            await donations.guard_merge(merged_id, survivor, session)
             await data.merge_contact(merged_id, survivor, session)
             await directory.forget_merged(merged_id, event.surviving_contact_id, session)
 

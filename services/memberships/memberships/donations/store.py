@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.events import utcnow
@@ -61,6 +61,44 @@ class DonationsStore:
             upsert=True,
             session=session,
         )
+
+    async def guard_merge(
+        self, merged_id: str, survivor_id: str, session: AsyncClientSession
+    ) -> None:
+        """contact-merged, before the merged contact's payments move: write the survivor's
+        guards of every year and election those payments count in, so a gift recorded for
+        the survivor at the same time conflicts with the merge and, run again, sees them.
+        A payment's year is its local day's: the years a day either side cover any zone."""
+        moved = (
+            await self.store[PAYMENTS]
+            .find(
+                {"contact_id": merged_id, "status": "accepted"},
+                {"paid_at": 1, "election_id": 1},
+                session=session,
+            )
+            .to_list()
+        )
+        guards = {
+            party_guard_id(survivor_id, (p["paid_at"] + timedelta(days=shift)).year)
+            for p in moved
+            for shift in (-1, 1)
+        } | {
+            campaign_guard_id(survivor_id, p["election_id"]) for p in moved if p.get("election_id")
+        }
+        if guards:
+            now = utcnow()
+            await self.store[GUARDS].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": guard_id},
+                        {"$inc": {"payments": 0}, "$set": {"at": now}},
+                        upsert=True,
+                    )
+                    for guard_id in sorted(guards)
+                ],
+                ordered=False,
+                session=session,
+            )
 
     async def payments_between(
         self,
