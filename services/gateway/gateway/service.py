@@ -24,7 +24,7 @@ from gateway import domain
 from gateway.audit import AccessAction, AccessEntry, access_document, from_document
 from gateway.caches import TtlCache
 from gateway.errors import TooManyAttempts
-from gateway.group_commit import GroupCommit
+from tribune_shared.group_commit import GroupCommit
 from gateway.security import (
     AccessToken,
     InvalidToken,

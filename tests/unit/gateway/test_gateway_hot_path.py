@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 from gateway.caches import SignedIdentities, TtlCache
-from gateway.group_commit import GroupCommit
+from tribune_shared.group_commit import GroupCommit
 from gateway.security import issue_token
 from gateway.service import AccessAudit, GatewayService
 from gateway.settings import GatewaySettings

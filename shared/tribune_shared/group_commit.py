@@ -1,9 +1,10 @@
 """Group commit: many concurrent writers share one batch write, and each learns whether
 the batch holding its document was written.
 
-The access audit uses it so that recording a read costs one share of an ``insert_many``
-instead of one ``insert_one`` per request, while a request still waits until its entry is
-stored (and is refused if it could not be).
+Used where many small requests each need one durable write: the gateway's access audit
+(recording a read costs one share of an ``insert_many`` instead of one ``insert_one`` per
+request) and the public forms' intake (a viral petition's submissions share transactions).
+A request still waits until its entry is stored, and is refused if it could not be.
 """
 
 from __future__ import annotations
