@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_support import PHONE, chromium
+from playwright.sync_api import Browser, Page
 from tribune_devstack.platform import RunningStack
 from tribune_devstack.stack import StackConfig
 
@@ -125,3 +127,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         for name in _LOGS_ON_FAILURE:
             report.sections.append((f"log tail {name}", stack.log_tail(name, 60)))
     return report
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless (tests/browser_support.py)."""
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture
+def phone(browser: Browser) -> Iterator[Page]:
+    """A fresh page the size of a phone, French first."""
+    context = browser.new_context(viewport=PHONE, locale="fr-FR", is_mobile=True, has_touch=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
