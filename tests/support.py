@@ -1,5 +1,6 @@
 """What tests share: identities and the signed header the gateway would send, reading
-topics, waiting for eventually consistent state, seeding a service's federations.
+topics and collections, waiting for eventually consistent state, seeding a service's
+federations, serving an app on a free port, the gateway's administrator and its users.
 
 Test code, so it lives with the tests rather than in the kernel every service ships. It is
 importable as ``support`` because the root pyproject.toml puts tests/ on pytest's
@@ -9,15 +10,19 @@ importable as ``support`` because the root pyproject.toml puts tests/ on pytest'
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
 from tribune_shared.events import Envelope
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Step, Subscriptions, apply_steps
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 T = TypeVar("T")
 
@@ -144,6 +149,40 @@ async def read_all_topics(bootstrap_servers: str, prefix: str = "") -> dict[str,
     return out
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app: Any, name: str = "server") -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free port, until the block ends: its
+    base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, f"{name} did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 def run_with_store(settings: ServiceSettings, work: Callable[[Store], Awaitable[T]]) -> T:
     """Run ``work(store)`` on a fresh Store of the service's database (from sync tests)."""
     import asyncio
@@ -156,6 +195,17 @@ def run_with_store(settings: ServiceSettings, work: Callable[[Store], Awaitable[
             await store.close()
 
     return asyncio.run(go())
+
+
+def read_collection(
+    settings: ServiceSettings, collection: str, query: dict | None = None
+) -> list[dict]:
+    """The documents of ``collection`` in the service's database matching ``query``."""
+
+    async def work(store: Store) -> list[dict]:
+        return await store[collection].find(query or {}).to_list()
+
+    return run_with_store(settings, work)
 
 
 async def deliver(
@@ -261,3 +311,58 @@ def create_member(admin, federation: NewFederation, given_name: str = "Jeanne") 
     r = admin("POST", "/api/v1/contacts", json=body)
     assert r.status_code == 201, r.text
     return r.json()["id"]
+
+
+# ---------------------------------------------------------------- the gateway's accounts
+
+#: the administrator the gateway makes at its first start (GatewaySettings.admin_email),
+#: with the password the integration tests give it (the ``gateway_env`` fixture)
+ADMIN_EMAIL = "admin@tribune.local"
+ADMIN_PASSWORD = "admin-password-for-tests-1"
+#: the password of the users the tests create (``add_user``)
+PASSWORD = "a-good-long-password"
+
+
+def gateway_tokens(
+    client: TestClient, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD
+) -> dict[str, Any]:
+    """The tokens of a login that must succeed (access and refresh)."""
+    r = client.post("/api/v1/auth/token", data={"username": email, "password": password})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def bearer(
+    client: TestClient, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD
+) -> dict[str, str]:
+    """The Authorization header of a login that must succeed (the administrator's by
+    default)."""
+    return {"Authorization": f"Bearer {gateway_tokens(client, email, password)['access_token']}"}
+
+
+def add_federation(
+    client: TestClient, admin: dict[str, str], name: str, parent_id: str | None = None
+) -> dict[str, Any]:
+    """A federation ``admin`` creates (under ``parent_id``, else under their own): its JSON."""
+    body = {"name": name, **({"parent_id": parent_id} if parent_id else {})}
+    r = client.post("/api/v1/federations", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def add_user(
+    client: TestClient,
+    admin: dict[str, str],
+    email: str,
+    role: str = "secretary",
+    federation_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A user with PASSWORD that ``admin`` creates (in ``federation_id``, else in their own
+    federation; ``extra``: more fields of the request): its JSON."""
+    body = {"email": email, "password": PASSWORD, "role": role, **extra}
+    if federation_id:
+        body["federation_id"] = federation_id
+    r = client.post("/api/v1/users", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    return r.json()

@@ -41,6 +41,7 @@ from pymongo.errors import ConnectionFailure
 
 from tribune_shared.events import TOPICS, Envelope, dlq_topic, utcnow
 from tribune_shared.events.contracts import Lane
+from tribune_shared.federations import current_paths
 from tribune_shared.logging import get_logger
 from tribune_shared.metrics import (
     BATCH_SIZE,
@@ -706,6 +707,8 @@ class EventConsumer:
         async def work(session: AsyncClientSession) -> int:
             fresh = await self.processed.claim([i.envelope for i in items], session)
             if fresh:
+                # an event made before its federation moved must not write the old path
+                fresh = await current_paths(self.store, fresh, session)
                 await apply_steps(steps, fresh, session)
             return len(fresh)
 

@@ -241,3 +241,22 @@ class HeaderCheck:
             await self.app(scope, receive, send)
             return
         await JSONResponse(problem.body(), status_code=problem.status_code)(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    """A body beyond the limit a handler reads it with (a public page answers it with a
+    page of its own rather than the JSON 413)."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (BodyTooLarge) as soon as it is known to exceed
+    ``limit``: from its declared length, else while it streams in."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return body

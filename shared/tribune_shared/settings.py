@@ -175,6 +175,21 @@ class ServiceSettings(BaseSettings):
     #: earlier KEKs, still unwrapping keys until ``rewrap`` moved them (rotation)
     vault_previous_keks: list[SecretStr] = Field(default_factory=list, max_length=16)
     vault_rewrap_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # A federation moved in the tree: the worker re-paths what the service holds
+    # (tribune_shared.federations.FederationDirectory.run_moves)
+    federation_repath_batch_size: int = Field(
+        default=1000, ge=1, le=10_000, description="documents re-pathed per bulk write"
+    )
+    federation_repath_interval_seconds: float = Field(
+        default=1, gt=0, le=3600, description="how often the worker looks for re-path work"
+    )
+    federation_repath_settle_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="how long a finished re-path keeps sweeping the old path for late "
+        "writes (work that read the old path before the move: a request, a running import)",
+    )
 
     @property
     def database_name(self) -> str:

@@ -129,9 +129,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless (tests/browser_support.py)."""
+    """Debian's Chromium, headless (tests/browser_support.py). One per module, not per
+    session: Playwright's sync API keeps an event loop running in this thread while it is
+    started, and later modules call asyncio.run."""
     with chromium() as running:
         yield running
 

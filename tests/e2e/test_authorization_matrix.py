@@ -125,6 +125,8 @@ SENDERS = ("campaign_manager", "secretary", *ADMINS)
 MESSAGE_READERS = ("campaign_manager", "secretary", "dpo", *ADMINS)
 PAYMENT_READERS = ("treasurer", "secretary", "dpo", *ADMINS)
 MERGE_READERS = ("secretary", "dpo", *ADMINS)
+#: a form's submissions (who signed, with which boxes): contacts.submissions
+SUBMISSION_READERS = ("secretary", "campaign_manager", "dpo", *ADMINS)
 #: memberships' live figures (counts and totals, no person): the dashboards' readers
 LIVE_READERS = ("treasurer", "secretary", "viewer", *ADMINS)
 TREASURERS = ("treasurer", *ADMINS)
@@ -231,6 +233,40 @@ def _manual(w: World, t: str) -> Call:
 
 #: who keeps the members' file: cancels memberships, reads the roll and the counts
 MEMBER_KEEPERS = ("secretary", "treasurer", *ADMINS)
+#: who organises meetings and checks people in (contacts.meetings)
+MEETING_EDITORS = ("secretary", "campaign_manager", *ADMINS)
+
+
+def _meeting_body(w: World, t: str) -> dict:
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(days=30)
+    return {
+        "title": f"Réunion {_fresh()}",
+        "starts_at": start.isoformat(),
+        "ends_at": (start + timedelta(hours=2)).isoformat(),
+        "federation_id": w.fed[t][0],
+    }
+
+
+def _meeting(w: World, t: str, use: str = "read") -> str:
+    """A meeting of federation ``t``, made once per use (cancelling one is for good)."""
+    made = w.__dict__.setdefault("meetings_made", {})
+    if (t, use) not in made:
+        made[t, use] = w.seed("contacts", "POST", "/api/v1/meetings", json=_meeting_body(w, t))[
+            "id"
+        ]
+    return made[t, use]
+
+
+def _meeting_call(method: str, suffix: str = "", body: bool = False) -> Build:
+    """A call on federation ``t``'s meeting about federation ``t``'s contact."""
+
+    def build(w: World, t: str) -> Call:
+        path = f"/api/v1/meetings/{_meeting(w, t)}{suffix}".format(contact=w.contact[t])
+        return Call(method, path, json={"contact_id": w.contact[t]} if body else None)
+
+    return build
 
 
 def _in_federation(path: str) -> Build:
@@ -452,6 +488,86 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ),
     ("contacts", "GET", "/api/v1/segments/{segment_id}/export"): rule(
         EXPORTERS, Scope.SUBTREE, 200, _get("/api/v1/segments/{segment}/export")
+    ),
+    # ------------------------------------------------------------ meetings (contacts)
+    ("contacts", "POST", "/api/v1/meetings"): rule(
+        MEETING_EDITORS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/meetings", json=_meeting_body(w, t)),
+    ),
+    ("contacts", "GET", "/api/v1/meetings"): rule(ALL, Scope.NONE, 200, _get("/api/v1/meetings")),
+    ("contacts", "GET", "/api/v1/meetings/attendance"): rule(
+        ALL, Scope.SUBTREE, 200, _contact_param("/api/v1/meetings/attendance")
+    ),
+    ("contacts", "GET", "/api/v1/meetings/{meeting_id}"): rule(
+        ALL, Scope.SUBTREE, 200, _meeting_call("GET")
+    ),
+    ("contacts", "PATCH", "/api/v1/meetings/{meeting_id}"): rule(
+        MEETING_EDITORS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "PATCH", f"/api/v1/meetings/{_meeting(w, t)}", json={"title": f"R {_fresh()}"}
+        ),
+    ),
+    ("contacts", "POST", "/api/v1/meetings/{meeting_id}/cancel"): rule(
+        MEETING_EDITORS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/meetings/{_meeting(w, t, 'cancel')}/cancel"),
+    ),
+    ("contacts", "GET", "/api/v1/meetings/{meeting_id}/registrations"): rule(
+        ALL, Scope.SUBTREE, 200, _meeting_call("GET", "/registrations")
+    ),
+    ("contacts", "POST", "/api/v1/meetings/{meeting_id}/registrations"): rule(
+        MEETING_EDITORS, Scope.SUBTREE, (200, 201), _meeting_call("POST", "/registrations", True)
+    ),
+    ("contacts", "DELETE", "/api/v1/meetings/{meeting_id}/registrations/{contact_id}"): rule(
+        MEETING_EDITORS, Scope.SUBTREE, 204, _meeting_call("DELETE", "/registrations/{contact}")
+    ),
+    ("contacts", "POST", "/api/v1/meetings/{meeting_id}/check-ins"): rule(
+        MEETING_EDITORS, Scope.SUBTREE, 200, _meeting_call("POST", "/check-ins", True)
+    ),
+    ("contacts", "DELETE", "/api/v1/meetings/{meeting_id}/check-ins/{contact_id}"): rule(
+        MEETING_EDITORS, Scope.SUBTREE, 204, _meeting_call("DELETE", "/check-ins/{contact}")
+    ),
+    # ------------------------------------------------------------ form definitions (contacts)
+    ("contacts", "POST", "/api/v1/forms"): rule(
+        SEGMENT_EDITORS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call("POST", "/api/v1/forms", json=w.form_body(t)),
+    ),
+    ("contacts", "GET", "/api/v1/forms"): rule(ALL, Scope.NONE, 200, _get("/api/v1/forms")),
+    ("contacts", "GET", "/api/v1/forms/{form_id}"): rule(
+        ALL, Scope.SUBTREE, 200, lambda w, t: Call("GET", f"/api/v1/forms/{w.form[t]}")
+    ),
+    ("contacts", "PATCH", "/api/v1/forms/{form_id}"): rule(
+        SEGMENT_EDITORS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("PATCH", f"/api/v1/forms/{w.form[t]}", json={"intro": _fresh()}),
+    ),
+    ("contacts", "POST", "/api/v1/forms/{form_id}/close"): rule(
+        SEGMENT_EDITORS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/forms/{w.fresh_form(t)}/close"),
+    ),
+    ("contacts", "POST", "/api/v1/forms/{form_id}/archive"): rule(
+        SEGMENT_EDITORS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/forms/{w.fresh_form(t)}/archive"),
+    ),
+    # ------------------------------------------------------------ form submissions (contacts)
+    # (World.form: one form per target, seeded with the form definitions' rules)
+    ("contacts", "GET", "/api/v1/forms/{form_id}/submissions"): rule(
+        SUBMISSION_READERS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", f"/api/v1/forms/{w.form[t]}/submissions"),
     ),
     # ------------------------------------------------------------ consent
     ("consent", "GET", "/api/v1/consents/privacy/{contact_id}"): rule(
@@ -915,6 +1031,18 @@ RULES: dict[tuple[str, str, str], Rule] = {
             "POST", "/api/v1/federations", json={"name": f"F {_fresh()}", "parent_id": w.fed[t][0]}
         ),
     ),
+    ("gateway", "GET", "/api/v1/federations/{federation_id}"): rule(
+        ALL, Scope.SUBTREE, 200, lambda w, t: Call("GET", f"/api/v1/federations/{w.fed[t][0]}")
+    ),
+    # a rename (a move would reshape the matrix's world: tests/e2e/test_federation_move.py)
+    ("gateway", "PATCH", "/api/v1/federations/{federation_id}"): rule(
+        ADMINS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call(
+            "PATCH", f"/api/v1/federations/{w.fed[t][0]}", json={"name": f"F {_fresh()}"}
+        ),
+    ),
     ("gateway", "POST", "/api/v1/users"): rule(
         ADMINS,
         Scope.SUBTREE,
@@ -937,6 +1065,36 @@ RULES: dict[tuple[str, str, str], Rule] = {
         ),
         limited=DPO,  # a DPO sets only DPOs' passwords
     ),
+    # user administration reads (gateway.users): a DPO finds the users to make DPO
+    ("gateway", "GET", "/api/v1/users"): rule(
+        (*ADMINS, "dpo"), Scope.NONE, 200, _get("/api/v1/users")
+    ),
+    ("gateway", "GET", "/api/v1/users/{user_id}"): rule(
+        (*ADMINS, "dpo"), Scope.SUBTREE, 200, lambda w, t: Call("GET", f"/api/v1/users/{w.user[t]}")
+    ),
+    # sessions (gateway.sessions): a second session of the caller is ended, so the
+    # caller's own token stays good for the next rules
+    ("gateway", "POST", "/api/v1/auth/logout"): rule(
+        ALL, Scope.NONE, 200, lambda w, t: w.spare_session_logout()
+    ),
+    # API keys for integrations (gateway.api_keys)
+    ("gateway", "POST", "/api/v1/api-keys"): rule(
+        ADMINS,
+        Scope.SUBTREE,
+        201,
+        lambda w, t: Call(
+            "POST",
+            "/api/v1/api-keys",
+            json={"name": f"K {_fresh()}", "role": "viewer", "federation_id": w.fed[t][0]},
+        ),
+    ),
+    ("gateway", "GET", "/api/v1/api-keys"): rule(ADMINS, Scope.NONE, 200, _get("/api/v1/api-keys")),
+    ("gateway", "POST", "/api/v1/api-keys/{key_id}/revoke"): rule(
+        ADMINS,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("POST", f"/api/v1/api-keys/{w.fresh_api_key(t)}/revoke"),
+    ),
     ("gateway", "GET", "/api/v1/people/{contact_id}"): rule(
         ALL, Scope.SUBTREE, 200, _get("/api/v1/people/{contact}")
     ),
@@ -955,6 +1113,12 @@ PUBLIC = {
     ("consent", "GET", "/api/v1/public/consents/unsubscribe"),
     ("consent", "POST", "/api/v1/public/consents/unsubscribe"),
     ("consent", "POST", "/api/v1/webhooks/sms"),
+    # public forms (contacts.forms): the page, its JSON, submissions, counter, CSS/JS
+    ("contacts", "GET", "/api/v1/public/forms/{form_id}"),
+    ("contacts", "POST", "/api/v1/public/forms/{form_id}"),
+    ("contacts", "GET", "/api/v1/public/forms/{form_id}.json"),
+    ("contacts", "GET", "/api/v1/public/forms/{form_id}/counter"),
+    ("contacts", "GET", "/api/v1/public/forms/static/{name}"),
     ("messaging", "GET", "/api/v1/public/t/c/{token}"),
     ("messaging", "GET", "/api/v1/public/t/o/{token}.gif"),
     ("memberships", "POST", "/api/v1/webhooks/payments"),
@@ -1003,6 +1167,7 @@ class World:
         self.fed: dict[str, tuple[str, str]] = {}  # target -> (id, path)
         self.contact: dict[str, str] = {}
         self.segment: dict[str, str] = {}
+        self.form: dict[str, str] = {}
         self.text: dict[str, str] = {}
         self.job: dict[str, str] = {}
         self.request: dict[str, str] = {}
@@ -1154,6 +1319,17 @@ class World:
     def fresh_contact(self, t: str) -> str:
         return self.seed("contacts", "POST", "/api/v1/contacts", json=self.contact_body(t))["id"]
 
+    def form_body(self, t: str) -> dict:
+        return {
+            "kind": "signup",
+            "title": f"F {_fresh()}",
+            "fields": [{"name": "email", "required": True}],
+            "federation_id": self.fed[t][0],
+        }
+
+    def fresh_form(self, t: str) -> str:
+        return self.seed("contacts", "POST", "/api/v1/forms", json=self.form_body(t))["id"]
+
     def fresh_segment(self, t: str) -> str:
         return self.seed("contacts", "POST", "/api/v1/segments", json=self.segment_body(t))["id"]
 
@@ -1214,6 +1390,27 @@ class World:
         survivor, merged = self.fresh_contact(t), self.fresh_contact(t)
         return Call("POST", f"/api/v1/contacts/{survivor}/merge", json={"merged_id": merged})
 
+    def spare_session_logout(self) -> Call:
+        """The caller logs in a second time and ends that session by its refresh token."""
+        mine = {"Authorization": f"Bearer {self.tokens[self.caller]}"}
+        email = self.http.get("/api/v1/me", headers=mine).json()["email"]
+        r = self.http.post(
+            "/api/v1/auth/token", data={"username": email, "password": self.passwords[self.caller]}
+        )
+        assert r.status_code == 200, r.text
+        return Call(
+            "POST", "/api/v1/auth/logout", json={"refresh_token": r.json()["refresh_token"]}
+        )
+
+    def fresh_api_key(self, t: str) -> str:
+        r = self.admin(
+            "POST",
+            "/api/v1/api-keys",
+            json={"name": f"K {_fresh()}", "role": "viewer", "federation_id": self.fed[t][0]},
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
     def password_change(self) -> Call:
         """The caller changes their own password (to the same value: the next call of the
         matrix logs in again with it); national: the stack's administrator's."""
@@ -1244,6 +1441,7 @@ class World:
         for t in TARGETS:
             self.contact[t] = self.fresh_contact(t)
             self.segment[t] = self.fresh_segment(t)
+            self.form[t] = self.fresh_form(t)
             self.text[t] = self.fresh_text(t)
             self.template[t] = self.fresh_template(t)
             self.campaign[t] = self.fresh_campaign(t)

@@ -4,7 +4,6 @@ tests/conftest.py)."""
 from __future__ import annotations
 
 import email
-import socket
 import threading
 from collections.abc import Iterator
 from email import policy
@@ -14,9 +13,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from contacts.main import create_app
 from contacts.settings import ContactsSettings
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from gateway.main import create_app as create_gateway_app
+from gateway.settings import GatewaySettings
 from pydantic_settings import SettingsConfigDict
-from support import seed_federations
+from support import ADMIN_PASSWORD, free_port, seed_federations, serving
+from tribune_shared.auth import IDENTITY_HEADER
 from tribune_shared.bus import EventPublisher, ensure_topics
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store
@@ -66,9 +70,7 @@ class SmtpSink:
 @pytest.fixture(scope="module")
 def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
     """A real SMTP server on a free port (the messaging service sends to it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sink = SmtpSink()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
@@ -97,3 +99,57 @@ async def bus_kit(isolated_env):
     await publisher.stop()
     await store.client.drop_database(settings.database_name)
     await store.close()
+
+
+# ---------------------------------------------------------------- the gateway
+
+gateway_echo = FastAPI()
+
+
+@gateway_echo.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def echo(request: Request, path: str) -> JSONResponse:
+    """A service behind the gateway telling what it received (the identity, Authorization
+    and X-API-Key headers apart too); ``?status=`` picks the answer's status; contact
+    "missing" is unknown; the messages listing is broken."""
+    if path.endswith("/missing"):
+        return JSONResponse({"error": "not_found", "detail": "contact not found"}, 404)
+    if path.startswith("api/v1/messages"):
+        return JSONResponse({"error": "internal"}, 500)
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": dict(request.headers),
+            "body": (await request.body()).decode(),
+            "identity": request.headers.get(IDENTITY_HEADER),
+            "authorization": request.headers.get("authorization"),
+            "api_key": request.headers.get("x-api-key"),
+        },
+        status_code=int(request.query_params.get("status", 200)),
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway_upstream() -> Iterator[str]:
+    """A real upstream service (``gateway_echo``) on a free port: its base URL, for the
+    GATEWAY_*_URL settings."""
+    with serving(gateway_echo, "echo server") as url:
+        yield url
+
+
+@pytest.fixture
+def gateway_env(isolated_env, monkeypatch):
+    """isolated_env with the gateway's administrator password (support.ADMIN_PASSWORD). A
+    module needing more GATEWAY_* settings overrides this fixture, asking for this one."""
+    monkeypatch.setenv("GATEWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    return isolated_env
+
+
+@pytest.fixture
+def gateway_api(gateway_env) -> Iterator[tuple[TestClient, GatewaySettings]]:
+    """The gateway on the real store, started (its federation root and administrator made),
+    and its settings."""
+    settings = GatewaySettings()
+    with TestClient(create_gateway_app(settings)) as client:
+        yield client, settings

@@ -6,23 +6,26 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import gateway.service as gateway_service_module
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from gateway.main import create_app
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
 from gateway.store import FEDERATIONS, LOGIN_ATTEMPTS, USERS
 from pymongo.errors import PyMongoError
+from support import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    PASSWORD,
+    add_user,
+    bearer,
+    free_port,
+    read_collection,
+)
 from tribune_shared.auth import IDENTITY_HEADER, Role, verify_identity
 from tribune_shared.consistency import HEADER as CONSISTENCY_HEADER
 from tribune_shared.outbox import OUTBOX
@@ -30,99 +33,24 @@ from tribune_shared.store import Store
 
 pytestmark = pytest.mark.integration
 
-ADMIN_EMAIL = "admin@tribune.local"
-ADMIN_PASSWORD = "admin-password-for-tests-1"
-PASSWORD = "a-good-long-password"
 
-
-# ---------------------------------------------------------------- a real upstream service
-
-echo_app = FastAPI()
-
-
-@echo_app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-async def echo(request: Request, path: str) -> JSONResponse:
-    """Tells what it received; ``?status=`` picks the answer's status; contact "missing" is
-    unknown; the messages listing is broken."""
-    if path.endswith("/missing"):
-        return JSONResponse({"error": "not_found", "detail": "contact not found"}, 404)
-    if path.startswith("api/v1/messages"):
-        return JSONResponse({"error": "internal"}, 500)
-    return JSONResponse(
-        {
-            "method": request.method,
-            "path": request.url.path,
-            "query": request.url.query,
-            "headers": dict(request.headers),
-            "body": (await request.body()).decode(),
-        },
-        status_code=int(request.query_params.get("status", 200)),
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            echo_app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "echo server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+# ---------------------------------------------------------------- the gateway, its upstream
 
 
 @pytest.fixture
-def env(isolated_env, monkeypatch, upstream):
+def gateway_env(gateway_env, monkeypatch, gateway_upstream):
+    """Contacts, consent and memberships are the echo server; messaging is down."""
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    monkeypatch.setenv("GATEWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
-    monkeypatch.setenv("GATEWAY_CONTACTS_URL", upstream)
-    monkeypatch.setenv("GATEWAY_CONSENT_URL", upstream)
-    monkeypatch.setenv("GATEWAY_MEMBERSHIPS_URL", upstream)
+    monkeypatch.setenv("GATEWAY_CONTACTS_URL", gateway_upstream)
+    monkeypatch.setenv("GATEWAY_CONSENT_URL", gateway_upstream)
+    monkeypatch.setenv("GATEWAY_MEMBERSHIPS_URL", gateway_upstream)
     monkeypatch.setenv("GATEWAY_MESSAGING_URL", dead)
     monkeypatch.setenv("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "2")
-    return isolated_env
-
-
-@pytest.fixture
-def api(env) -> Iterator[tuple[TestClient, GatewaySettings]]:
-    settings = GatewaySettings()
-    with TestClient(create_app(settings)) as client:
-        yield client, settings
-
-
-def read(settings: GatewaySettings, collection: str, query: dict | None = None) -> list[dict]:
-    async def run():
-        store = Store(settings)
-        try:
-            return await store[collection].find(query or {}).to_list()
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return gateway_env
 
 
 def login(client: TestClient, email: str, password: str):
     return client.post("/api/v1/auth/token", data={"username": email, "password": password})
-
-
-def bearer(client: TestClient, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD):
-    r = login(client, email, password)
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def root_of(client: TestClient, headers) -> dict:
@@ -133,24 +61,24 @@ def root_of(client: TestClient, headers) -> dict:
 # ---------------------------------------------------------------- bootstrap
 
 
-def test_bootstrap_creates_root_and_admin_once_across_two_starts(env):
+def test_bootstrap_creates_root_and_admin_once_across_two_starts(gateway_env):
     for _ in range(2):
         with TestClient(create_app(GatewaySettings())) as client:
             assert client.get("/health").status_code == 200
     settings = GatewaySettings()
-    federations = read(settings, FEDERATIONS)
+    federations = read_collection(settings, FEDERATIONS)
     assert len(federations) == 1
     root = federations[0]
     assert root["name"] == "National"
     assert root["parent_id"] is None
     assert root["path"] == f"/{root['_id']}/"
     assert len(root["_id"]) == 32
-    users = read(settings, USERS)
+    users = read_collection(settings, USERS)
     assert [(u["email"], u["role"], u["federation_path"]) for u in users] == [
         (ADMIN_EMAIL, "admin", root["path"])
     ]
     assert users[0]["password_hash"].startswith("$argon2id$")
-    events = read(settings, OUTBOX)
+    events = read_collection(settings, OUTBOX)
     assert [e["topic"] for e in events] == ["federation-created"]
     envelope = events[0]["envelope"]
     assert envelope["producer"] == "gateway"
@@ -160,10 +88,11 @@ def test_bootstrap_creates_root_and_admin_once_across_two_starts(env):
         "parent_id": None,
         "name": "National",
         "path": root["path"],
+        "version": 1,  # a move bumps it; services apply only newer versions
     }
 
 
-def test_two_processes_bootstrapping_at_once_create_one_root(env):
+def test_two_processes_bootstrapping_at_once_create_one_root(gateway_env):
     settings = GatewaySettings()
 
     async def run():
@@ -178,9 +107,9 @@ def test_two_processes_bootstrapping_at_once_create_one_root(env):
                 await s.close()
 
     assert sorted(asyncio.run(run())) == [False, True]
-    assert len(read(settings, FEDERATIONS)) == 1
-    assert len(read(settings, USERS)) == 1
-    assert len(read(settings, OUTBOX)) == 1
+    assert len(read_collection(settings, FEDERATIONS)) == 1
+    assert len(read_collection(settings, USERS)) == 1
+    assert len(read_collection(settings, OUTBOX)) == 1
 
 
 class RecordingLog:
@@ -210,7 +139,7 @@ def test_a_generated_admin_password_is_shown_once_on_the_terminal_never_logged(
     with pytest.raises(RuntimeError, match="GATEWAY_ADMIN_PASSWORD"):
         with TestClient(create_app(GatewaySettings())):
             pass
-    assert read(GatewaySettings(), USERS) == []
+    assert read_collection(GatewaySettings(), USERS) == []
 
     screen = Terminal()
     monkeypatch.setattr(gateway_service_module, "terminal", lambda: screen)
@@ -229,8 +158,8 @@ def test_a_generated_admin_password_is_shown_once_on_the_terminal_never_logged(
 # ---------------------------------------------------------------- login
 
 
-def test_login_returns_a_bearer_token_that_opens_me(api):
-    client, settings = api
+def test_login_returns_a_bearer_token_that_opens_me(gateway_api):
+    client, settings = gateway_api
     r = login(client, "  ADMIN@tribune.local", ADMIN_PASSWORD)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -244,8 +173,8 @@ def test_login_returns_a_bearer_token_that_opens_me(api):
     assert "password_hash" not in me.json()
 
 
-def test_wrong_password_and_unknown_user_get_the_same_401(api):
-    client, _ = api
+def test_wrong_password_and_unknown_user_get_the_same_401(gateway_api):
+    client, _ = gateway_api
     wrong = login(client, ADMIN_EMAIL, "not-the-password")
     unknown = login(client, "nobody@tribune.local", ADMIN_PASSWORD)
     assert wrong.status_code == unknown.status_code == 401
@@ -260,8 +189,8 @@ def test_wrong_password_and_unknown_user_get_the_same_401(api):
     assert wrong.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_malformed_login_form_is_422_with_the_field(api):
-    client, _ = api
+def test_malformed_login_form_is_422_with_the_field(gateway_api):
+    client, _ = gateway_api
     r = client.post("/api/v1/auth/token", data={"username": ADMIN_EMAIL})
     assert r.status_code == 422
     assert r.json()["detail"][0]["field"] == "password"
@@ -269,7 +198,7 @@ def test_malformed_login_form_is_422_with_the_field(api):
     assert r.status_code == 422
 
 
-def test_repeated_failures_lock_the_email_even_for_the_right_password(env, monkeypatch):
+def test_repeated_failures_lock_the_email_even_for_the_right_password(gateway_env, monkeypatch):
     monkeypatch.setenv("GATEWAY_LOGIN_MAX_ATTEMPTS", "2")
     with TestClient(create_app(GatewaySettings())) as client:
         assert login(client, ADMIN_EMAIL, "wrong-1").status_code == 401
@@ -281,8 +210,8 @@ def test_repeated_failures_lock_the_email_even_for_the_right_password(env, monke
         assert login(client, "other@tribune.local", "x").status_code == 401  # per email
 
 
-def test_missing_or_bad_token_is_401(api):
-    client, settings = api
+def test_missing_or_bad_token_is_401(gateway_api):
+    client, settings = gateway_api
     assert client.get("/api/v1/me").status_code == 401
     r = client.get("/api/v1/me", headers={"Authorization": "Bearer not-a-token"})
     assert r.status_code == 401
@@ -296,8 +225,8 @@ def test_missing_or_bad_token_is_401(api):
 # ---------------------------------------------------------------- federations and users
 
 
-def test_child_federation_and_its_user_who_sees_only_their_subtree(api):
-    client, settings = api
+def test_child_federation_and_its_user_who_sees_only_their_subtree(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     root = root_of(client, admin)
 
@@ -311,7 +240,11 @@ def test_child_federation_and_its_user_who_sees_only_their_subtree(api):
         "/api/v1/federations", json={"name": "Lyon", "parent_id": root["id"]}, headers=admin
     ).json()
 
-    created = [e["envelope"] for e in read(settings, OUTBOX) if e["topic"] == "federation-created"]
+    created = [
+        e["envelope"]
+        for e in read_collection(settings, OUTBOX)
+        if e["topic"] == "federation-created"
+    ]
     assert [e["data"]["path"] for e in created] == [root["path"], paris["path"], lyon["path"]]
     assert created[1]["federation_id"] == paris["id"]
 
@@ -342,8 +275,8 @@ def test_child_federation_and_its_user_who_sees_only_their_subtree(api):
     assert {f["id"] for f in everything} == {root["id"], paris["id"], lyon["id"], ix.json()["id"]}
 
 
-def test_outside_the_subtree_is_404(api):
-    client, _ = api
+def test_outside_the_subtree_is_404(gateway_api):
+    client, _ = gateway_api
     admin = bearer(client)
     root = root_of(client, admin)
     paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
@@ -379,8 +312,8 @@ def test_outside_the_subtree_is_404(api):
         assert r.json()["detail"][0]["field"] == "federation_id"
 
 
-def test_non_admins_may_not_create_federations_or_users(api):
-    client, _ = api
+def test_non_admins_may_not_create_federations_or_users(gateway_api):
+    client, _ = gateway_api
     admin = bearer(client)
     client.post(
         "/api/v1/users",
@@ -402,8 +335,8 @@ def test_non_admins_may_not_create_federations_or_users(api):
     assert client.get("/api/v1/me", headers=secretary).json()["role"] == "secretary"
 
 
-def test_user_refusals_and_validation(api):
-    client, settings = api
+def test_user_refusals_and_validation(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     ok = {"email": "dup@tribune.org", "password": PASSWORD, "role": "viewer"}
     assert client.post("/api/v1/users", json=ok, headers=admin).status_code == 201
@@ -429,11 +362,11 @@ def test_user_refusals_and_validation(api):
     assert (
         field_of({**ok, "email": "new@tribune.org", "federation_id": "../x"})[0] == "federation_id"
     )
-    assert len(read(settings, USERS)) == 2  # the admin and dup@: nothing half written
+    assert len(read_collection(settings, USERS)) == 2  # the admin and dup@: nothing half written
 
 
-def test_federation_refusals_and_validation(api):
-    client, settings = api
+def test_federation_refusals_and_validation(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     first = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
     r = client.post("/api/v1/federations", json={"name": " paris "}, headers=admin)
@@ -443,15 +376,15 @@ def test_federation_refusals_and_validation(api):
         r = client.post("/api/v1/federations", json=body, headers=admin)
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["field"] == field
-    assert len(read(settings, FEDERATIONS)) == 2
-    assert len(read(settings, OUTBOX)) == 2
+    assert len(read_collection(settings, FEDERATIONS)) == 2
+    assert len(read_collection(settings, OUTBOX)) == 2
 
 
 # ---------------------------------------------------------------- forwarding
 
 
-def test_forwarded_request_carries_a_signed_identity_with_the_federation_path(api):
-    client, settings = api
+def test_forwarded_request_carries_a_signed_identity_with_the_federation_path(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
     client.post(
@@ -488,8 +421,8 @@ def test_forwarded_request_carries_a_signed_identity_with_the_federation_path(ap
     assert r.headers["X-Correlation-ID"] == "corr-123"
 
 
-def test_upstream_status_and_json_body_are_passed_through(api):
-    client, _ = api
+def test_upstream_status_and_json_body_are_passed_through(gateway_api):
+    client, _ = gateway_api
     admin = bearer(client)
     r = client.get("/api/v1/contacts?status=409", headers=admin)
     assert r.status_code == 409
@@ -501,15 +434,15 @@ def test_upstream_status_and_json_body_are_passed_through(api):
     assert r.status_code == 200 and r.json()["path"] == "/api/v1/payments/p1"
 
 
-def test_forwarding_needs_a_token(api):
-    client, _ = api
+def test_forwarding_needs_a_token(gateway_api):
+    client, _ = gateway_api
     assert client.get("/api/v1/contacts/abc").status_code == 401
     assert client.delete("/api/v1/memberships/m1").status_code == 401
 
 
-def test_each_route_takes_the_body_it_needs_once_the_caller_is_known(api):
+def test_each_route_takes_the_body_it_needs_once_the_caller_is_known(gateway_api):
     """A viewer could send 64 MiB to any forwarded route, and the services parsed it whole."""
-    client, settings = api
+    client, settings = gateway_api
     admin = bearer(client)
     viewer = user_of(client, admin, root_of(client, admin)["id"], "vera@tribune.org", "viewer")
     big = b'{"filter": {"op": "all", "pad": "' + b"x" * 1_000_000 + b'"}}'
@@ -529,8 +462,8 @@ def test_each_route_takes_the_body_it_needs_once_the_caller_is_known(api):
     assert r.status_code == 400 and r.json()["error"] == "invalid_header"
 
 
-def test_payment_webhook_is_public_and_forwarded_untouched(api):
-    client, _ = api
+def test_payment_webhook_is_public_and_forwarded_untouched(gateway_api):
+    client, _ = gateway_api
     raw = b'{"id":"evt_1", "amount":  1500}'
     r = client.post(
         "/api/v1/webhooks/payments",
@@ -551,8 +484,8 @@ def test_payment_webhook_is_public_and_forwarded_untouched(api):
     assert "authorization" not in seen["headers"]
 
 
-def test_a_down_service_gives_503_with_a_clear_message(api):
-    client, _ = api
+def test_a_down_service_gives_503_with_a_clear_message(gateway_api):
+    client, _ = gateway_api
     admin = bearer(client)
     r = client.get("/api/v1/messages", headers=admin)
     assert r.status_code == 503
@@ -566,8 +499,8 @@ def test_a_down_service_gives_503_with_a_clear_message(api):
 # ---------------------------------------------------------------- person view
 
 
-def test_person_view_degrades_the_parts_whose_service_fails(api, monkeypatch):
-    client, settings = api
+def test_person_view_degrades_the_parts_whose_service_fails(gateway_api, monkeypatch):
+    client, settings = gateway_api
     admin = bearer(client)
     r = client.get("/api/v1/people/c1", headers=admin)
     assert r.status_code == 200, r.text
@@ -587,9 +520,9 @@ def test_person_view_degrades_the_parts_whose_service_fails(api, monkeypatch):
 
 
 def test_person_view_reports_a_failing_service_and_404_for_an_unknown_contact(
-    env, monkeypatch, upstream
+    gateway_env, monkeypatch, gateway_upstream
 ):
-    monkeypatch.setenv("GATEWAY_MESSAGING_URL", upstream)  # answers 500 on /messages
+    monkeypatch.setenv("GATEWAY_MESSAGING_URL", gateway_upstream)  # answers 500 on /messages
     with TestClient(create_app(GatewaySettings())) as client:
         admin = bearer(client)
         view = client.get("/api/v1/people/c1", headers=admin).json()
@@ -601,8 +534,8 @@ def test_person_view_reports_a_failing_service_and_404_for_an_unknown_contact(
         assert client.get("/api/v1/people/c1").status_code == 401
 
 
-def test_openapi_lists_the_gateway_and_forwarded_routes(api):
-    client, _ = api
+def test_openapi_lists_the_gateway_and_forwarded_routes(gateway_api):
+    client, _ = gateway_api
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for path in (
@@ -628,23 +561,12 @@ def test_openapi_lists_the_gateway_and_forwarded_routes(api):
 def user_of(client: TestClient, admin, federation_id: str, email: str, role: str) -> dict[str, str]:
     """A new user of the federation, logged in: their Authorization header (``admin`` is
     the national administrator: a DPO takes their password as confirmation)."""
-    r = client.post(
-        "/api/v1/users",
-        json={
-            "email": email,
-            "password": PASSWORD,
-            "role": role,
-            "federation_id": federation_id,
-            "confirm_password": ADMIN_PASSWORD,
-        },
-        headers=admin,
-    )
-    assert r.status_code == 201, r.text
+    add_user(client, admin, email, role, federation_id, confirm_password=ADMIN_PASSWORD)
     return bearer(client, email, PASSWORD)
 
 
-def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(api):
-    client, settings = api
+def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     root = root_of(client, admin)
     paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=admin).json()
@@ -710,7 +632,7 @@ def test_every_access_to_personal_data_is_audited_for_the_dpo_alone(api):
     assert r.json()["items"] == []
 
     # reading the audit is audited too; nothing in the store can be changed through it
-    docs = read(settings, "access_audit", {"email": "dpo@national.org"})
+    docs = read_collection(settings, "access_audit", {"email": "dpo@national.org"})
     assert {d["path"] for d in docs} == {"/api/v1/audit/access"}
     assert client.delete("/api/v1/audit/access", headers=national_dpo).status_code == 405
 
@@ -722,8 +644,10 @@ class BrokenCollection:
         raise PyMongoError("the store is unreachable")
 
 
-def test_a_read_whose_entry_cannot_be_recorded_is_refused_a_write_is_answered(api, monkeypatch):
-    client, settings = api
+def test_a_read_whose_entry_cannot_be_recorded_is_refused_a_write_is_answered(
+    gateway_api, monkeypatch
+):
+    client, settings = gateway_api
     admin = bearer(client)
     audit = client.app.state.access_audit
     monkeypatch.setattr(audit.entries, "entries", BrokenCollection())
@@ -736,12 +660,12 @@ def test_a_read_whose_entry_cannot_be_recorded_is_refused_a_write_is_answered(ap
     assert r.status_code == 200
     monkeypatch.undo()
     assert client.get("/api/v1/contacts/c42", headers=admin).status_code == 200
-    docs = read(settings, "access_audit", {"email": ADMIN_EMAIL})
+    docs = read_collection(settings, "access_audit", {"email": ADMIN_EMAIL})
     assert [(d["method"], d["path"]) for d in docs] == [("GET", "/api/v1/contacts/c42")]
 
 
-def test_concurrent_reads_share_the_audit_inserts_and_each_is_recorded(api):
-    client, settings = api
+def test_concurrent_reads_share_the_audit_inserts_and_each_is_recorded(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     audit = client.app.state.access_audit
     batches: list[int] = []
@@ -761,12 +685,12 @@ def test_concurrent_reads_share_the_audit_inserts_and_each_is_recorded(api):
         )
     assert codes == [200] * 48
     assert sum(batches) == 48 and len(batches) < 48
-    docs = read(settings, "access_audit", {"email": ADMIN_EMAIL})
+    docs = read_collection(settings, "access_audit", {"email": ADMIN_EMAIL})
     assert sorted(d["contact_id"] for d in docs) == sorted(f"c{n}" for n in range(48))
 
 
 def test_a_deactivated_user_is_refused_at_once_here_and_within_the_cache_ttl_anyway(
-    env, monkeypatch
+    gateway_env, monkeypatch
 ):
     monkeypatch.setenv("GATEWAY_USER_CACHE_SECONDS", "0.5")
     settings = GatewaySettings()
@@ -818,8 +742,8 @@ def test_a_deactivated_user_is_refused_at_once_here_and_within_the_cache_ttl_any
         assert client.patch("/api/v1/users/nobody", json={}, headers=admin).status_code == 404
 
 
-def test_the_gateways_own_write_is_remembered_and_sent_on_for_a_client_that_forgets(api):
-    client, _ = api
+def test_the_gateways_own_write_is_remembered_and_sent_on_for_a_client_that_forgets(gateway_api):
+    client, _ = gateway_api
     admin = bearer(client)
     r = client.post("/api/v1/federations", json={"name": "Marseille"}, headers=admin)
     assert r.status_code == 201
@@ -833,7 +757,9 @@ def test_the_gateways_own_write_is_remembered_and_sent_on_for_a_client_that_forg
 # ---------------------------------------------------------------- the login limiter
 
 
-def test_parallel_wrong_passwords_on_two_replicas_get_at_most_the_limit_of_401s(env, monkeypatch):
+def test_parallel_wrong_passwords_on_two_replicas_get_at_most_the_limit_of_401s(
+    gateway_env, monkeypatch
+):
     monkeypatch.setenv("GATEWAY_LOGIN_MAX_ATTEMPTS", "5")
     settings = GatewaySettings()
     # two gateway replicas over the one store: they share the counters
@@ -856,7 +782,7 @@ def test_parallel_wrong_passwords_on_two_replicas_get_at_most_the_limit_of_401s(
             locked = login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
             assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 1
     # what the counters keep: no email in clear
-    counters = read(settings, LOGIN_ATTEMPTS)
+    counters = read_collection(settings, LOGIN_ATTEMPTS)
     assert counters and all(ADMIN_EMAIL not in str(c) for c in counters)
 
 
@@ -879,7 +805,7 @@ def from_peer(address: str, headers: dict[str, str] | None = None) -> dict[str, 
     return {**(headers or {}), "X-Test-Peer": address}
 
 
-def test_logins_are_limited_per_client_network_too(env, monkeypatch):
+def test_logins_are_limited_per_client_network_too(gateway_env, monkeypatch):
     monkeypatch.setenv("GATEWAY_LOGIN_NETWORK_MAX_ATTEMPTS", "3")
     with TestClient(Peers(create_app(GatewaySettings()))) as client:
 
@@ -901,21 +827,21 @@ def test_logins_are_limited_per_client_network_too(env, monkeypatch):
         assert login_from("198.51.100.7", ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 200
 
 
-def test_an_oversized_username_is_a_422_and_never_counted(api):
-    client, settings = api
+def test_an_oversized_username_is_a_422_and_never_counted(gateway_api):
+    client, settings = gateway_api
     r = login(client, "a" * 250 + "@tribune.local", "whatever")
     assert r.status_code == 422
     assert r.json()["detail"][0]["field"] == "username"
     r = login(client, ADMIN_EMAIL, "x" * 1025)
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "password"
-    assert read(settings, LOGIN_ATTEMPTS) == []
+    assert read_collection(settings, LOGIN_ATTEMPTS) == []
 
 
 # ---------------------------------------------------------------- who may make a DPO
 
 
-def test_only_a_dpo_or_the_national_admin_with_their_password_may_make_a_dpo(api):
-    client, settings = api
+def test_only_a_dpo_or_the_national_admin_with_their_password_may_make_a_dpo(gateway_api):
+    client, settings = gateway_api
     national = bearer(client)
     root = root_of(client, national)
     paris = client.post("/api/v1/federations", json={"name": "Paris"}, headers=national).json()
@@ -948,7 +874,7 @@ def test_only_a_dpo_or_the_national_admin_with_their_password_may_make_a_dpo(api
         "/api/v1/users", json={**new_dpo, "confirm_password": "not-it-at-all"}, headers=national
     )
     assert r.status_code == 403 and r.json()["detail"][0]["field"] == "confirm_password"
-    assert [u for u in read(settings, USERS) if u["role"] == "dpo"] == []
+    assert [u for u in read_collection(settings, USERS) if u["role"] == "dpo"] == []
     r = client.post(
         "/api/v1/users", json={**new_dpo, "confirm_password": ADMIN_PASSWORD}, headers=national
     )
@@ -1024,8 +950,8 @@ def test_only_a_dpo_or_the_national_admin_with_their_password_may_make_a_dpo(api
 # ---------------------------------------------------------------- passwords
 
 
-def test_a_user_changes_their_password_and_an_admin_resets_one(api):
-    client, settings = api
+def test_a_user_changes_their_password_and_an_admin_resets_one(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     secretary = user_of(client, admin, root_of(client, admin)["id"], "sec@t.org", "secretary")
     me = client.get("/api/v1/me", headers=secretary).json()
@@ -1081,7 +1007,7 @@ def test_a_user_changes_their_password_and_an_admin_resets_one(api):
     )
     assert r.status_code == 403
 
-    docs = read(settings, "access_audit", {"target_user_id": me["id"]})
+    docs = read_collection(settings, "access_audit", {"target_user_id": me["id"]})
     assert [(d["method"], d["status"], d["changes"]) for d in docs] == [
         ("POST", 201, {"role": "secretary", "federation_id": me["federation_id"]}),
         ("POST", 403, {"password": "changed"}),
@@ -1094,8 +1020,8 @@ def test_a_user_changes_their_password_and_an_admin_resets_one(api):
 # ---------------------------------------------------------------- the door
 
 
-def test_the_gateway_refuses_dot_segments_before_anything_else(api):
-    client, settings = api
+def test_the_gateway_refuses_dot_segments_before_anything_else(gateway_api):
+    client, settings = gateway_api
     admin = bearer(client)
     for path in (
         "/api/v1/public/consents/%2e%2e/%2e%2e/%2e%2e/%2e%2e/openapi.json",
@@ -1104,11 +1030,11 @@ def test_the_gateway_refuses_dot_segments_before_anything_else(api):
     ):
         r = client.get(path, headers=admin)
         assert r.status_code == 400 and r.json()["error"] == "invalid_path", path
-    assert read(settings, "access_audit", {"path": {"$regex": "segments|openapi"}}) == []
+    assert read_collection(settings, "access_audit", {"path": {"$regex": "segments|openapi"}}) == []
 
 
-def test_a_huge_or_malformed_audit_cursor_is_a_422_naming_it(api):
-    client, _ = api
+def test_a_huge_or_malformed_audit_cursor_is_a_422_naming_it(gateway_api):
+    client, _ = gateway_api
     admin = bearer(client)
     dpo = user_of(client, admin, root_of(client, admin)["id"], "dpo@t.org", "dpo")
     for params in (
@@ -1122,7 +1048,9 @@ def test_a_huge_or_malformed_audit_cursor_is_a_422_naming_it(api):
         assert r.json()["detail"][0]["field"] == next(iter(params))
 
 
-def test_the_audit_keeps_the_forwarded_client_address_from_a_trusted_proxy_only(env, monkeypatch):
+def test_the_audit_keeps_the_forwarded_client_address_from_a_trusted_proxy_only(
+    gateway_env, monkeypatch
+):
     monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8")
     settings = GatewaySettings()
     with TestClient(Peers(create_app(settings))) as client:
@@ -1133,5 +1061,5 @@ def test_the_audit_keeps_the_forwarded_client_address_from_a_trusted_proxy_only(
             assert r.status_code == 200
             seen = r.json()["headers"]["x-tribune-client-ip"]  # consent's proof takes it
             assert seen == ("198.51.100.23" if peer == "10.2.3.4" else "203.0.113.50")
-    docs = read(settings, "access_audit", {"path": "/api/v1/contacts/c1"})
+    docs = read_collection(settings, "access_audit", {"path": "/api/v1/contacts/c1"})
     assert [d["ip"] for d in docs] == ["198.51.100.0/24", "203.0.113.0/24"]

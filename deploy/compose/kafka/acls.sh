@@ -22,6 +22,7 @@ acl --allow-principal User:consent --operation Write \
   --topic "${P}consent-confirmation-requested" \
   --topic "${P}consent-granted" \
   --topic "${P}consent-revoked" \
+  --topic "${P}consent-text-published" \
   --topic "${P}erasure-completed" \
   --topic "${P}erasure-requested" \
   --topic "${P}suppression-added" \
@@ -34,6 +35,7 @@ acl --allow-principal User:consent --operation Write \
   --topic "${P}erasure-requested-dlq" \
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}form-submission-applied-dlq" \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}message-bounced-dlq" \
   --topic "${P}message-clicked-dlq" \
@@ -50,6 +52,7 @@ acl --allow-principal User:consent --operation Read \
   --topic "${P}erasure-requested" \
   --topic "${P}federation-created" \
   --topic "${P}federation-updated" \
+  --topic "${P}form-submission-applied" \
   --topic "${P}membership-activated" \
   --topic "${P}message-bounced" \
   --topic "${P}message-clicked" \
@@ -72,6 +75,8 @@ acl --allow-principal User:consent --operation Describe --operation Create --ope
   --topic "${P}consent-granted-dlq" \
   --topic "${P}consent-revoked" \
   --topic "${P}consent-revoked-dlq" \
+  --topic "${P}consent-text-published" \
+  --topic "${P}consent-text-published-dlq" \
   --topic "${P}contact-created" \
   --topic "${P}contact-created-dlq" \
   --topic "${P}contact-erased" \
@@ -90,6 +95,12 @@ acl --allow-principal User:consent --operation Describe --operation Create --ope
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}form-submission-applied" \
+  --topic "${P}form-submission-applied-dlq" \
+  --topic "${P}form-submitted" \
+  --topic "${P}form-submitted-dlq" \
+  --topic "${P}meeting-reminder-requested" \
+  --topic "${P}meeting-reminder-requested-dlq" \
   --topic "${P}membership-activated" \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
@@ -134,16 +145,23 @@ acl --allow-principal User:contacts --operation Write \
   --topic "${P}contact-merged" \
   --topic "${P}contact-updated" \
   --topic "${P}erasure-completed" \
+  --topic "${P}form-submission-applied" \
+  --topic "${P}form-submitted" \
+  --topic "${P}meeting-reminder-requested" \
   --topic "${P}campaign-launched-dlq" \
+  --topic "${P}consent-text-published-dlq" \
   --topic "${P}erasure-requested-dlq" \
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}form-submitted-dlq" \
   --topic "${P}suppression-added-dlq"
 acl --allow-principal User:contacts --operation Read \
   --topic "${P}campaign-launched" \
+  --topic "${P}consent-text-published" \
   --topic "${P}erasure-requested" \
   --topic "${P}federation-created" \
   --topic "${P}federation-updated" \
+  --topic "${P}form-submitted" \
   --topic "${P}suppression-added"
 acl --allow-principal User:contacts --operation Read \
   --group "${P}contacts" \
@@ -161,6 +179,8 @@ acl --allow-principal User:contacts --operation Describe --operation Create --op
   --topic "${P}consent-granted-dlq" \
   --topic "${P}consent-revoked" \
   --topic "${P}consent-revoked-dlq" \
+  --topic "${P}consent-text-published" \
+  --topic "${P}consent-text-published-dlq" \
   --topic "${P}contact-created" \
   --topic "${P}contact-created-dlq" \
   --topic "${P}contact-erased" \
@@ -179,6 +199,12 @@ acl --allow-principal User:contacts --operation Describe --operation Create --op
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}form-submission-applied" \
+  --topic "${P}form-submission-applied-dlq" \
+  --topic "${P}form-submitted" \
+  --topic "${P}form-submitted-dlq" \
+  --topic "${P}meeting-reminder-requested" \
+  --topic "${P}meeting-reminder-requested-dlq" \
   --topic "${P}membership-activated" \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
@@ -232,6 +258,8 @@ acl --allow-principal User:gateway --operation Describe --operation Create --ope
   --topic "${P}consent-granted-dlq" \
   --topic "${P}consent-revoked" \
   --topic "${P}consent-revoked-dlq" \
+  --topic "${P}consent-text-published" \
+  --topic "${P}consent-text-published-dlq" \
   --topic "${P}contact-created" \
   --topic "${P}contact-created-dlq" \
   --topic "${P}contact-erased" \
@@ -250,6 +278,12 @@ acl --allow-principal User:gateway --operation Describe --operation Create --ope
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}form-submission-applied" \
+  --topic "${P}form-submission-applied-dlq" \
+  --topic "${P}form-submitted" \
+  --topic "${P}form-submitted-dlq" \
+  --topic "${P}meeting-reminder-requested" \
+  --topic "${P}meeting-reminder-requested-dlq" \
   --topic "${P}membership-activated" \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
@@ -331,6 +365,8 @@ acl --allow-principal User:memberships --operation Describe --operation Create -
   --topic "${P}consent-granted-dlq" \
   --topic "${P}consent-revoked" \
   --topic "${P}consent-revoked-dlq" \
+  --topic "${P}consent-text-published" \
+  --topic "${P}consent-text-published-dlq" \
   --topic "${P}contact-created" \
   --topic "${P}contact-created-dlq" \
   --topic "${P}contact-erased" \
@@ -349,6 +385,12 @@ acl --allow-principal User:memberships --operation Describe --operation Create -
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}form-submission-applied" \
+  --topic "${P}form-submission-applied-dlq" \
+  --topic "${P}form-submitted" \
+  --topic "${P}form-submitted-dlq" \
+  --topic "${P}meeting-reminder-requested" \
+  --topic "${P}meeting-reminder-requested-dlq" \
   --topic "${P}membership-activated" \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \
@@ -415,6 +457,7 @@ acl --allow-principal User:messaging --operation Write \
   --topic "${P}erasure-requested-dlq" \
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}meeting-reminder-requested-dlq" \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled-dlq" \
   --topic "${P}membership-lapsed-dlq" \
@@ -432,6 +475,7 @@ acl --allow-principal User:messaging --operation Read \
   --topic "${P}erasure-requested" \
   --topic "${P}federation-created" \
   --topic "${P}federation-updated" \
+  --topic "${P}meeting-reminder-requested" \
   --topic "${P}membership-activated" \
   --topic "${P}membership-cancelled" \
   --topic "${P}membership-lapsed" \
@@ -453,6 +497,8 @@ acl --allow-principal User:messaging --operation Describe --operation Create --o
   --topic "${P}consent-granted-dlq" \
   --topic "${P}consent-revoked" \
   --topic "${P}consent-revoked-dlq" \
+  --topic "${P}consent-text-published" \
+  --topic "${P}consent-text-published-dlq" \
   --topic "${P}contact-created" \
   --topic "${P}contact-created-dlq" \
   --topic "${P}contact-erased" \
@@ -471,6 +517,12 @@ acl --allow-principal User:messaging --operation Describe --operation Create --o
   --topic "${P}federation-created-dlq" \
   --topic "${P}federation-updated" \
   --topic "${P}federation-updated-dlq" \
+  --topic "${P}form-submission-applied" \
+  --topic "${P}form-submission-applied-dlq" \
+  --topic "${P}form-submitted" \
+  --topic "${P}form-submitted-dlq" \
+  --topic "${P}meeting-reminder-requested" \
+  --topic "${P}meeting-reminder-requested-dlq" \
   --topic "${P}membership-activated" \
   --topic "${P}membership-activated-dlq" \
   --topic "${P}membership-cancelled" \

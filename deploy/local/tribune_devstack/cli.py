@@ -73,6 +73,7 @@ def cmd_up(cfg: StackConfig) -> None:
     _say("")
     _say(f"Tribune stack '{cfg.name}' is up in {time.monotonic() - t0:.1f}s")
     _say(f"  gateway         {cfg.gateway_url}")
+    _say(f"  back office     {cfg.gateway_url}/app")
     _say(f"  API docs        {cfg.gateway_url}/docs")
     _say(f"  SMTP sink       {cfg.smtp_http_url}/messages  (SMTP on {cfg.host}:{cfg.smtp_port})")
     _say(f"  fake SMS        {cfg.sms_url}/messages")

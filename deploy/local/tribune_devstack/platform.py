@@ -163,6 +163,9 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         "MESSAGING_TRACKING_BASE_URL": cfg.gateway_url,
         "GATEWAY_ADMIN_EMAIL": cfg.admin_email,
         "GATEWAY_ADMIN_PASSWORD": sec["admin_password"],
+        # the back office's cookies: this stack serves plain http://127.0.0.1, where a
+        # Secure cookie would never come back (gateway.webapp)
+        "GATEWAY_WEBAPP_COOKIE_SECURE": "false" if cfg.gateway_url.startswith("http:") else "true",
     }
     if environment == "test":
         # end-to-end tests send SMS at whatever hour CI runs them: quiet hours and public
@@ -173,6 +176,9 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         env["MEMBERSHIPS_LIVE_STREAM_MAX_SECONDS"] = "3"
         # the membership sweep (grace, lapse) runs every second, not every 5 minutes
         env["MEMBERSHIPS_SWEEP_INTERVAL_SECONDS"] = "1"
+        # the suites share the stack's administrator and poll through the gateway: its
+        # per-user rate limit is the limiter's own tests' business (tests/integration)
+        env["GATEWAY_RATE_LIMIT_USER_REQUESTS"] = "1000000"
     env["MEMBERSHIPS_LIVE_PORT"] = str(cfg.http_ports[LIVE])
     env["GATEWAY_LIVE_URL"] = cfg.service_url(LIVE)
     for svc in SERVICES:

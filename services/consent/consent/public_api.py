@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import FormData
 from tribune_shared.errors import InvalidField, PayloadTooLarge
+from tribune_shared.limits import BodyTooLarge, read_body
 from tribune_shared.tokens import TokenError
 from tribune_shared.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
@@ -32,25 +33,9 @@ Token = Annotated[str | None, Query(max_length=4096, description="the signed tok
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body
 
 
-class FormTooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise FormTooLarge
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise FormTooLarge
-    return body
-
-
 async def _form(request: Request, limit: int) -> FormData:
     """The posted form (urlencoded or multipart, as RFC 8058 allows), size-bounded."""
-    body = await _read_body(request, limit)
+    body = await read_body(request, limit)
     request._body = body  # let Starlette parse what was already read
     content_type = request.headers.get("content-type", "")
     if not body or not content_type.startswith(
@@ -94,7 +79,7 @@ async def confirm(
     time (and minimised IP and user agent) as proof."""
     try:
         form = await _form(request, svc.settings.public_form_max_bytes)
-    except FormTooLarge:
+    except BodyTooLarge:
         return pages.too_large()
     token = _token(token, form)
     if not token:
@@ -135,7 +120,7 @@ async def unsubscribe(
     page's form (``scope=purpose`` or ``scope=all``). No login; ends in consent-revoked."""
     try:
         form = await _form(request, svc.settings.public_form_max_bytes)
-    except FormTooLarge:
+    except BodyTooLarge:
         return pages.too_large()
     token = _token(token, form)
     if not token:
@@ -208,8 +193,8 @@ def _parse_sms(body: bytes) -> InboundSms:
 async def inbound_sms(request: Request, svc: Service, client: Client) -> SmsResult:
     limit = svc.settings.webhook_max_body_bytes
     try:
-        body = await _read_body(request, limit)
-    except FormTooLarge:
+        body = await read_body(request, limit)
+    except BodyTooLarge:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes") from None
     # The signature covers the raw bytes: verify before parsing anything.
     svc.verify_webhook(

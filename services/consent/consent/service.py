@@ -22,6 +22,7 @@ from tribune_shared.events.contracts import (
     ConsentConfirmationRequestedV1,
     ConsentGrantedV1,
     ConsentRevokedV1,
+    ConsentTextPublishedV1,
     EventContract,
     SuppressionAddedV1,
 )
@@ -71,6 +72,9 @@ class AuditAction(StrEnum):
     text_created = "consent_text_created"
     text_updated = "consent_text_updated"
     text_deleted = "consent_text_deleted"
+    #: a box ticked on a public form that could not be recorded (unknown purpose, or a
+    #: text the page showed that is not consent's text of that version: consent.forms)
+    form_consent_refused = "form_consent_refused"
 
 
 class ConfirmOutcome(StrEnum):
@@ -453,8 +457,11 @@ class ConsentService:
         proof: dict[str, str],
         text: dict[str, Any] | None,
         actor: Actor,
+        request_id: str | None = None,
     ) -> tuple[dict[str, Any], tuple[EventContract, ...]]:
-        request_id = uuid.uuid4().hex
+        # A caller applying an event derives the id from it, so a redelivery asks the same
+        # request (consent.forms); a user's request gets a fresh one.
+        request_id = request_id or uuid.uuid4().hex
         token = self.confirm_tokens.sign(
             {
                 "c": contact["_id"],
@@ -1009,9 +1016,23 @@ class ConsentService:
             "created_at": now,
             "created_by": identity.user_id,
             "updated_at": now,
+            "revision": 1,
         }
+
+        async def work(session: AsyncClientSession) -> None:
+            await self.consents.insert_text(doc, session)
+            await self._audit(
+                session,
+                AuditAction.text_created,
+                Actor.of(identity),
+                client,
+                federation_path=fed_path,
+                detail={"text_id": doc["_id"], "version": version, "sha256": doc["sha256"]},
+            )
+            await self.outbox.add(session, self._text_published(doc))
+
         try:
-            await self.consents.insert_text(doc)
+            await self.store.run_transaction(work, what="consent.create_text")
         except DuplicateKeyError:
             existing = await self.consents.texts(
                 {"federation_id": fed_id, "version": version}, limit=1
@@ -1020,15 +1041,24 @@ class ConsentService:
                 "a consent text of this version already exists in this federation",
                 existing_id=existing[0]["_id"] if existing else None,
             ) from None
-        await self._audit(
-            None,
-            AuditAction.text_created,
-            Actor.of(identity),
-            client,
-            federation_path=fed_path,
-            detail={"text_id": doc["_id"], "version": version, "sha256": doc["sha256"]},
-        )
         return doc
+
+    def _text_published(self, doc: dict[str, Any], *, withdrawn: bool = False) -> Envelope:
+        """consent-text-published: contacts keeps a copy so public forms show the exact
+        text; ``revision`` orders the copies (a withdrawal comes after every change)."""
+        return self._envelope(
+            ConsentTextPublishedV1(
+                text_id=doc["_id"],
+                version=doc["version"],
+                title=doc["title"],
+                body=doc["body"],
+                language=doc["language"],
+                sha256=doc["sha256"],
+                withdrawn=withdrawn,
+                revision=doc.get("revision", 0) + (1 if withdrawn else 0),
+            ),
+            doc,
+        )
 
     def _check_text(self, body: str) -> None:
         if not body.strip():
@@ -1072,33 +1102,52 @@ class ConsentService:
             self._check_text(body)
             fields["body"] = body
             fields["sha256"] = text_sha256(body)
-        if doc["used"] or not await self.consents.update_unused_text(text_id, scope, fields):
+        if doc["used"]:
             raise _text_used()
-        await self._audit(
-            None,
-            AuditAction.text_updated,
-            Actor.of(identity),
-            client,
-            federation_path=doc["federation_path"],
-            detail={"text_id": text_id, "version": doc["version"], "changed": sorted(fields)},
-        )
-        return {**doc, **fields}
+
+        async def work(session: AsyncClientSession) -> dict[str, Any]:
+            changed = await self.consents.update_unused_text(text_id, scope, fields, session)
+            if changed is None:
+                raise _text_used()
+            await self._audit(
+                session,
+                AuditAction.text_updated,
+                Actor.of(identity),
+                client,
+                federation_path=doc["federation_path"],
+                detail={"text_id": text_id, "version": doc["version"], "changed": sorted(fields)},
+            )
+            await self.outbox.add(session, self._text_published(changed))
+            return changed
+
+        return await self.store.run_transaction(work, what="consent.update_text")
 
     async def delete_text(self, identity: Identity, text_id: str, client: ClientInfo) -> None:
         scope = identity.scope()
         doc = await self.consents.text(text_id, scope)
         if doc is None:
             raise NotFound("consent text not found")
-        if doc["used"] or not await self.consents.delete_unused_text(text_id, scope):
+        if doc["used"]:
             raise _text_used()
-        await self._audit(
-            None,
-            AuditAction.text_deleted,
-            Actor.of(identity),
-            client,
-            federation_path=doc["federation_path"],
-            detail={"text_id": text_id, "version": doc["version"]},
-        )
+
+        async def work(session: AsyncClientSession) -> None:
+            # re-read in the transaction: the withdrawal's revision follows the last change
+            current = await self.consents.text(text_id, scope, session)
+            if current is None or current["used"]:
+                raise _text_used()
+            if not await self.consents.delete_unused_text(text_id, scope, session):
+                raise _text_used()
+            await self._audit(
+                session,
+                AuditAction.text_deleted,
+                Actor.of(identity),
+                client,
+                federation_path=doc["federation_path"],
+                detail={"text_id": text_id, "version": doc["version"]},
+            )
+            await self.outbox.add(session, self._text_published(current, withdrawn=True))
+
+        await self.store.run_transaction(work, what="consent.delete_text")
 
     # ------------------------------------------------------------ audit log (DPO)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ERASED_VERSION, ContactDirectory
@@ -151,11 +151,18 @@ class ConsentStore:
 
     # ------------------------------------------------------------ consent texts
 
-    async def insert_text(self, doc: dict[str, Any]) -> None:
-        await self.store[TEXTS].insert_one(doc)
+    async def insert_text(
+        self, doc: dict[str, Any], session: AsyncClientSession | None = None
+    ) -> None:
+        await self.store[TEXTS].insert_one(doc, session=session)
 
-    async def text(self, text_id: str, scope: dict[str, Any]) -> dict[str, Any] | None:
-        return await self.store[TEXTS].find_one({"_id": text_id, **scope})
+    async def text(
+        self,
+        text_id: str,
+        scope: dict[str, Any],
+        session: AsyncClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        return await self.store[TEXTS].find_one({"_id": text_id, **scope}, session=session)
 
     async def texts(self, scope: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         return (
@@ -186,16 +193,27 @@ class ConsentStore:
         )
 
     async def update_unused_text(
-        self, text_id: str, scope: dict[str, Any], fields: dict[str, Any]
-    ) -> bool:
-        """Change a text only while no proof refers to it; False if it was used."""
-        result = await self.store[TEXTS].update_one(
-            {"_id": text_id, "used": False, **scope}, {"$set": fields}
+        self,
+        text_id: str,
+        scope: dict[str, Any],
+        fields: dict[str, Any],
+        session: AsyncClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        """Change a text only while no proof refers to it: the text as changed (its
+        ``revision`` counted up: the order of consent-text-published), None if it was used."""
+        return await self.store[TEXTS].find_one_and_update(
+            {"_id": text_id, "used": False, **scope},
+            {"$set": fields, "$inc": {"revision": 1}},
+            return_document=ReturnDocument.AFTER,
+            session=session,
         )
-        return result.matched_count == 1
 
-    async def delete_unused_text(self, text_id: str, scope: dict[str, Any]) -> bool:
-        result = await self.store[TEXTS].delete_one({"_id": text_id, "used": False, **scope})
+    async def delete_unused_text(
+        self, text_id: str, scope: dict[str, Any], session: AsyncClientSession | None = None
+    ) -> bool:
+        result = await self.store[TEXTS].delete_one(
+            {"_id": text_id, "used": False, **scope}, session=session
+        )
         return result.deleted_count == 1
 
     # ------------------------------------------------------------ address hashes

@@ -255,6 +255,49 @@ def changed_fields(before: Contact, after: Contact) -> list[str]:
     return changed
 
 
+def updated_contact(
+    original: Contact,
+    fields: ContactFields,
+    custom: Mapping[str, Any],
+    *,
+    suppressed: bool,
+    now: datetime,
+    updated_by: str | None,
+) -> tuple[Contact, list[str]] | None:
+    """``original`` carrying ``fields`` (already normalised, e.g. a row or a form folded in
+    by ``contacts.imports.fold_into``) as its next version, with the changed field names;
+    None when nothing changed (no new version, no event). Imports and form submissions
+    write updates through this one path."""
+    candidate = Contact.model_validate(
+        {
+            **original.model_dump(),
+            "given_name": fields.given_name,
+            "family_name": fields.family_name,
+            "emails": list(fields.emails or ()),
+            "phones": list(fields.phones or ()),
+            "address": fields.address,
+            "constituency": fields.constituency,
+            "polling_station": fields.polling_station,
+            "birth_year": fields.birth_year,
+            "tags": list(fields.tags),
+            "custom_fields": dict(custom),
+            "suppressed": original.suppressed or suppressed,
+        }
+    )
+    changed = changed_fields(original, candidate)
+    if not changed and candidate.suppressed == original.suppressed:
+        return None
+    updated = Contact.model_validate(
+        {
+            **candidate.model_dump(),
+            "version": original.version + 1,
+            "updated_at": max(now, original.updated_at),
+            "updated_by": updated_by,
+        }
+    )
+    return updated, changed or ["suppressed"]
+
+
 def contact_created(contact: Contact, producer: str, correlation_id: str | None = None) -> Envelope:
     return new_envelope(
         ContactCreatedV1(contact_id=contact.id, contact_version=1, contact=contact.state()),

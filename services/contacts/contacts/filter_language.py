@@ -25,6 +25,8 @@ Nodes::
      "until": <datetime>}                                   since <= t < until (one may be absent)
     {"op": "has_email", "value": true}
     {"op": "has_phone", "value": true}
+    {"op": "attended", "kind": "meeting" | "canvassing" | "any", "at_least": 1,
+     "since": <datetime>}                                   came to at least N (since: optional)
 
 The document shape (what ``compile_filter`` queries and ``evaluate`` reads)::
 
@@ -32,7 +34,14 @@ The document shape (what ``compile_filter`` queries and ``evaluate`` reads)::
      none), "phone": str (absent if none), "address": {"postcode", "commune_insee",
      "department", ...}, "constituency": str, "polling_station": str,
      "custom_fields": {name: str | int | float}, "created_at": datetime or ISO string,
-     "updated_at": datetime or ISO string}
+     "updated_at": datetime or ISO string, "attendance": [{"k": kind or "any", "n": rank,
+     "at": datetime}]}
+
+``attendance`` is the summary contacts.meetings keeps at check-in: for each kind (and
+"any"), the person's attended meetings ranked from the most recent (n = 1) with their
+start. "At least N since D" is then "the N-th most recent one started at or after D": one
+``$elemMatch`` on an indexed array, whatever the count (N is bounded by
+``MAX_ATTENDANCE_RANK``, the ranks the summary keeps).
 
 Both sides follow MongoDB's rules where they could differ: comparisons (``lt``/``gt``)
 only match values of the same kind (numbers with numbers, strings with strings), a
@@ -66,6 +75,7 @@ from tribune_shared.errors import InvalidFields
 
 __all__ = [
     "GEO_FIELDS",
+    "MAX_ATTENDANCE_RANK",
     "Filter",
     "FilterError",
     "FilterLimits",
@@ -85,6 +95,8 @@ __all__ = [
 CUSTOM_FIELD_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 #: federation ids are segments of federation paths ("/root/paris/")
 FEDERATION_ID = r"^[A-Za-z0-9_-]{1,64}$"
+#: the most "attended at least N" a filter may ask: the ranks contacts.meetings keeps
+MAX_ATTENDANCE_RANK = 100
 #: bound on numbers (BSON int64 and exact doubles; nobody counts further in a contact file)
 MAX_NUMBER = 1e15
 
@@ -304,6 +316,20 @@ class HasPhoneNode(_Node):
     value: StrictBool = True
 
 
+class AttendedNode(_Node):
+    """Contacts checked in at ``at_least`` meetings (of ``kind``) starting ``since``."""
+
+    op: Literal["attended"]
+    kind: Literal["meeting", "canvassing", "any"] = "any"
+    at_least: int = Field(default=1, ge=1, le=MAX_ATTENDANCE_RANK)
+    since: datetime | None = Field(default=None, description="inclusive; absent: ever")
+
+    @field_validator("since")
+    @classmethod
+    def _to_ms(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _ms(value)
+
+
 Filter = Annotated[
     AllNode
     | AndNode
@@ -315,7 +341,8 @@ Filter = Annotated[
     | CustomNode
     | DateNode
     | HasEmailNode
-    | HasPhoneNode,
+    | HasPhoneNode
+    | AttendedNode,
     Field(discriminator="op"),
 ]
 
@@ -504,6 +531,11 @@ def compile_filter(flt: Filter) -> dict[str, Any]:
             return _has("email", value)
         case HasPhoneNode(value=value):
             return _has("phone", value)
+        case AttendedNode(kind=kind, at_least=at_least, since=since):
+            mark: dict[str, Any] = {"k": kind, "n": at_least}
+            if since is not None:
+                mark["at"] = {"$gte": since}
+            return {"attendance": {"$elemMatch": mark}}
     raise TypeError(f"not a filter node: {flt!r}")  # pragma: no cover
 
 
@@ -603,4 +635,15 @@ def evaluate(flt: Filter, doc: Mapping[str, Any]) -> bool:
             return isinstance(doc.get("email"), str) is value
         case HasPhoneNode(value=value):
             return isinstance(doc.get("phone"), str) is value
+        case AttendedNode(kind=kind, at_least=at_least, since=since):
+            marks = doc.get("attendance")
+            for mark in marks if isinstance(marks, list) else ():
+                if not isinstance(mark, Mapping) or mark.get("k") != kind:
+                    continue
+                if not _equal(mark.get("n"), at_least):
+                    continue
+                at = _as_datetime(mark.get("at"))
+                if since is None or (at is not None and at >= since):
+                    return True
+            return False
     raise TypeError(f"not a filter node: {flt!r}")  # pragma: no cover

@@ -35,10 +35,10 @@ from contacts.domain import (
     Contact,
     ContactFields,
     build_contact,
-    changed_fields,
     contact_created,
     contact_updated,
     new_contact_id,
+    updated_contact,
 )
 from contacts.imports import (
     DuplicateRule,
@@ -61,6 +61,7 @@ from contacts.store import (
     JobGone,
     StaleContacts,
     from_document,
+    replacement_document,
     to_document,
 )
 
@@ -536,46 +537,27 @@ class ImportRunner:
                     contact_created(contact, self.settings.service_name, ctx.correlation_id)
                 )
                 continue
-            original = item.original
-            candidate = Contact.model_validate(
-                {
-                    **original.model_dump(),
-                    "given_name": item.fields.given_name,
-                    "family_name": item.fields.family_name,
-                    "emails": list(item.fields.emails or ()),
-                    "phones": list(item.fields.phones or ()),
-                    "address": item.fields.address,
-                    "constituency": item.fields.constituency,
-                    "polling_station": item.fields.polling_station,
-                    "birth_year": item.fields.birth_year,
-                    "tags": list(item.fields.tags),
-                    "custom_fields": dict(item.custom),
-                    "suppressed": original.suppressed or flagged,
-                }
+            outcome = updated_contact(
+                item.original,
+                item.fields,
+                item.custom,
+                suppressed=flagged,
+                now=now,
+                updated_by=ctx.user_id,
             )
-            changed = changed_fields(original, candidate)
-            if not changed and candidate.suppressed == original.suppressed:
+            if outcome is None:
                 continue
-            updated = Contact.model_validate(
-                {
-                    **candidate.model_dump(),
-                    "version": original.version + 1,
-                    "updated_at": max(now, original.updated_at),
-                    "updated_by": ctx.user_id,
-                }
-            )
-            managed = set(Contact.model_fields) | {"search", "_id"}
-            doc = {k: v for k, v in (item.original_doc or {}).items() if k not in managed}
-            doc.update(to_document(updated))
+            updated, changed = outcome
+            doc = replacement_document(updated, item.original_doc or {})
             doc["import_ids"] = [
                 *[i for i in (item.original_doc or {}).get("import_ids") or () if i != ctx.job_id],
                 ctx.job_id,
             ]
-            plan.replaces.append((doc, original.version))
+            plan.replaces.append((doc, item.original.version))
             plan.envelopes.append(
                 contact_updated(
                     updated,
-                    changed or ["suppressed"],
+                    changed,
                     self.settings.service_name,
                     ctx.correlation_id,
                 )

@@ -21,7 +21,9 @@ from tribune_shared.store import Store
 from tribune_shared.subscriptions import Handler
 from tribune_shared.vault import vault_for
 
+from contacts.meetings.store import MeetingStore
 from contacts.store import CONTACTS, IMPORT_ROWS, MERGES
+from contacts.submissions.store import SIGNATURES, SUBMISSIONS
 
 SERVICE = "contacts"
 
@@ -33,6 +35,10 @@ PERSON_COLLECTIONS: list[tuple[str, str]] = [
     (IMPORT_ROWS, "contact_id"),
     (MERGES, "surviving_contact_id"),
     (MERGES, "merged_contact_id"),
+    # form submissions applied to the person (their answers and proof) and their
+    # signatures; the forms' counters keep counting them (a number, nobody's data)
+    (SUBMISSIONS, "contact_id"),
+    (SIGNATURES, "contact_id"),
 ]
 
 
@@ -74,6 +80,8 @@ class ContactsPrivacyStore:
         for collection, field in PERSON_COLLECTIONS:
             result = await self.store[collection].delete_many({field: contact_id}, session=session)
             deleted += result.deleted_count
+        # meeting registrations and reminder markers (their meetings' counters follow)
+        deleted += await MeetingStore(self.store).erase_person(contact_id, session)
         return deleted
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import phonenumbers
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from tribune_shared.auth import Role
-from tribune_shared.settings import DEV_SECRET, ServiceSettings
+from tribune_shared.settings import DEV_SECRET, MIN_SECRET_LENGTH, ServiceSettings
 
 from contacts.filter_language import FilterLimits
 
@@ -144,10 +144,85 @@ class ContactsSettings(ServiceSettings):
     )
     audience_poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     audience_lease_seconds: float = Field(default=60, ge=5, le=3600)
+    # Meetings and canvassing sessions (contacts.meetings)
+    meeting_max_title_length: int = Field(default=200, ge=1, le=1_000)
+    meeting_max_place_length: int = Field(
+        default=500, ge=1, le=5_000, description="characters of the place's address"
+    )
+    meeting_max_duration_hours: int = Field(default=7 * 24, ge=1, le=90 * 24)
+    meeting_max_capacity: int = Field(default=100_000, ge=1, le=10_000_000)
+    meeting_page_max_size: int = Field(
+        default=200, ge=1, le=1_000, description="meetings or registrations per page"
+    )
+    meeting_history_max: int = Field(
+        default=500, ge=1, le=10_000, description="a person's meetings listed (most recent)"
+    )
+    meeting_reminder_hours: list[int] = Field(
+        default_factory=lambda: [24],
+        min_length=0,
+        max_length=10,
+        description="hours before the start a registered person is reminded (JSON list)",
+    )
+    meeting_reminder_purpose: str = Field(
+        default="news",
+        min_length=1,
+        max_length=64,
+        description="the consent purpose a meeting reminder needs (messaging checks it)",
+    )
+    meeting_reminder_interval_seconds: float = Field(
+        default=60, gt=0, le=3_600, description="how often the worker looks for due reminders"
+    )
+    meeting_reminder_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="reminders (markers and events) per transaction"
+    )
     duplicate_name_threshold: float = Field(default=88, ge=50, le=100)
     duplicate_max_scanned: int = Field(default=20_000, ge=100, le=1_000_000)
     duplicate_max_block: int = Field(default=1_000, ge=10, le=20_000)
     duplicate_default_limit: int = Field(default=50, ge=1, le=1_000)
+
+    # Public forms (contacts.forms): definitions, the public page and its intake
+    forms_max_fields: int = Field(default=30, ge=1, le=200, description="fields of one form")
+    forms_max_consents: int = Field(default=10, ge=0, le=50, description="consent boxes")
+    forms_max_origins: int = Field(default=20, ge=0, le=200, description="allowed_origins")
+    forms_max_text_chars: int = Field(
+        default=5_000, ge=100, le=50_000, description="intro and thank-you texts"
+    )
+    forms_max_answer_chars: int = Field(
+        default=500, ge=10, le=5_000, description="one text answer of a custom field"
+    )
+    forms_max_choices: int = Field(default=50, ge=1, le=500, description="of a choice field")
+    #: signs the page tokens (issued-at, proof-of-work challenge); derived from
+    #: identity_secret when unset (a distinct key: HMAC with its own label)
+    forms_token_secret: SecretStr | None = None
+    forms_token_ttl_seconds: int = Field(
+        default=86_400, ge=60, le=30 * 86_400, description="a page older than this is reloaded"
+    )
+    forms_min_fill_seconds: float = Field(
+        default=3, ge=0, le=600, description="a form sent sooner after the page is refused"
+    )
+    forms_submission_max_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=64 * 1024, description="body of a submission; 413 beyond"
+    )
+    # Token buckets in each API process (per replica, see the README): refill per second
+    # and burst
+    forms_ip_rate_per_second: float = Field(default=0.2, gt=0, le=1_000)
+    forms_ip_burst: int = Field(default=10, ge=1, le=10_000)
+    forms_form_rate_per_second: float = Field(default=2_000, gt=0, le=1_000_000)
+    forms_form_burst: int = Field(default=4_000, ge=1, le=10_000_000)
+    forms_rate_max_keys: int = Field(
+        default=100_000, ge=100, le=10_000_000, description="buckets kept (least recent dropped)"
+    )
+    # Proof of work (per form, optional): leading zero bits of SHA-256 the browser finds
+    forms_pow_default_bits: int = Field(default=16, ge=1, le=32)
+    forms_pow_min_bits: int = Field(default=8, ge=1, le=32)
+    forms_pow_max_bits: int = Field(default=24, ge=1, le=32)
+    # Intake: concurrent submissions share one transaction (tribune_shared.group_commit)
+    forms_commit_max_batch: int = Field(default=500, ge=1, le=10_000)
+    forms_commit_interval_seconds: float = Field(default=0.0, ge=0, le=1)
+    forms_cache_seconds: float = Field(
+        default=2, ge=0, le=300, description="a form and its texts kept by the public side"
+    )
+    forms_counter_cache_seconds: float = Field(default=2, ge=0, le=300)
 
     @field_validator("default_region")
     @classmethod
@@ -156,6 +231,13 @@ class ContactsSettings(ServiceSettings):
         if value not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {value!r} (ISO 3166-1 alpha-2 expected)")
         return value
+
+    @field_validator("meeting_reminder_hours")
+    @classmethod
+    def _reminder_hours(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= h <= 24 * 60 for h in value):
+            raise ValueError("each reminder offset must be between 1 and 1440 hours")
+        return sorted(set(value))
 
     @model_validator(mode="after")
     def _page_sizes(self) -> ContactsSettings:
@@ -167,6 +249,16 @@ class ContactsSettings(ServiceSettings):
             )
         if self.import_max_cell_chars > self.import_max_row_chars:
             raise ValueError("import_max_cell_chars must not exceed import_max_row_chars")
+        if not self.forms_pow_min_bits <= self.forms_pow_default_bits <= self.forms_pow_max_bits:
+            raise ValueError("forms_pow_default_bits must lie between the min and max bits")
+        secret = self.forms_token_secret
+        if secret is not None and len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
+            # optional (derived from identity_secret when unset), so not in secret_fields
+            raise ValueError(
+                f"{self.env_names('forms_token_secret')}: at least {MIN_SECRET_LENGTH} characters"
+            )
+        if self.forms_submission_max_bytes > self.max_body_bytes:
+            raise ValueError("forms_submission_max_bytes must not exceed max_body_bytes")
         if self.import_sample_bytes > self.import_max_row_chars:
             # The header is read from the sample at upload: it must fit in a row.
             raise ValueError("import_sample_bytes must not exceed import_max_row_chars")

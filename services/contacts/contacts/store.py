@@ -145,6 +145,15 @@ def from_document(doc: dict[str, Any]) -> Contact:
     )
 
 
+def replacement_document(contact: Contact, original_doc: dict[str, Any]) -> dict[str, Any]:
+    """The stored shape of a new version of a contact, keeping the fields of its document
+    that are not the contact's own (e.g. ``import_ids``)."""
+    managed = set(Contact.model_fields) | {"search", "_id"}
+    doc = {k: v for k, v in original_doc.items() if k not in managed}
+    doc.update(to_document(contact))
+    return doc
+
+
 def _prefix(value: str) -> dict[str, str]:
     """Anchored, escaped prefix match (on folded keys, so it is case-insensitive)."""
     return {"$regex": f"^{re.escape(value)}"}
@@ -243,9 +252,17 @@ class ContactStore:
     async def replace(
         self, contact: Contact, expected_version: int, session: AsyncClientSession
     ) -> bool:
-        """Store a new state if the stored one still has ``expected_version``."""
-        result = await self.collection.replace_one(
-            {"_id": contact.id, "version": expected_version}, to_document(contact), session=session
+        """Store a new state if the stored one still has ``expected_version``. Fields the
+        contact model does not hold (annotations such as the attendance summary of
+        contacts.meetings, import ids) stay: an edit of the person does not drop them."""
+        doc = to_document(contact)
+        doc.pop("_id")
+        update: dict[str, Any] = {"$set": doc}
+        # what an absent value was (and the top-level postcode of documents written
+        # before the full contact, which the address now holds) goes, as a replace did
+        update["$unset"] = {name: "" for name in (*_OPTIONAL, "postcode") if name not in doc}
+        result = await self.collection.update_one(
+            {"_id": contact.id, "version": expected_version}, update, session=session
         )
         return result.matched_count == 1
 
@@ -651,7 +668,12 @@ class ImportStore:
             {"federation_path": federation_path, "federation_id": federation_id}
         )
 
-    async def ids_by_keys(self, federation_id: str, keys: Sequence[str]) -> dict[str, str]:
+    async def ids_by_keys(
+        self,
+        federation_id: str,
+        keys: Sequence[str],
+        session: AsyncClientSession | None = None,
+    ) -> dict[str, str]:
         """key -> id of the federation's contacts holding one of these emails/phones."""
         if not keys:
             return {}
@@ -668,7 +690,7 @@ class ImportStore:
         wanted = set(keys)
         out: dict[str, str] = {}
         projection = {"email": 1, "phone": 1, "emails.address": 1, "phones.number": 1}
-        async for doc in self.contacts.find(query, projection):
+        async for doc in self.contacts.find(query, projection, session=session):
             held = {doc.get("email"), doc.get("phone")}
             held |= {e.get("address") for e in doc.get("emails") or ()}
             held |= {p.get("number") for p in doc.get("phones") or ()}
@@ -676,19 +698,24 @@ class ImportStore:
                 out[key] = doc["_id"]
         return out
 
-    async def contacts_by_ids(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def contacts_by_ids(
+        self, ids: Sequence[str], session: AsyncClientSession | None = None
+    ) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
-        docs = await self.contacts.find({"_id": {"$in": list(ids)}}).to_list()
+        docs = await self.contacts.find({"_id": {"$in": list(ids)}}, session=session).to_list()
         return {d["_id"]: d for d in docs}
 
-    async def suppressed(self, hashes: Sequence[str]) -> set[str]:
+    async def suppressed(
+        self, hashes: Sequence[str], session: AsyncClientSession | None = None
+    ) -> set[str]:
         from contacts.suppression import SUPPRESSED
 
         if not hashes:
             return set()
         query = {"_id": {"$in": list(dict.fromkeys(hashes))}}
-        return {d["_id"] async for d in self.store[SUPPRESSED].find(query, {"_id": 1})}
+        found = self.store[SUPPRESSED].find(query, {"_id": 1}, session=session)
+        return {d["_id"] async for d in found}
 
     async def suppressed_count(self) -> int:
         from contacts.suppression import SUPPRESSED
@@ -701,6 +728,26 @@ class ImportStore:
         return {d["_id"] async for d in self.store[SUPPRESSED].find({}, {"_id": 1})}
 
     # ------------------------------------------------------------ one batch, atomically
+    async def write_contacts(
+        self,
+        session: AsyncClientSession,
+        inserts: Sequence[dict[str, Any]],
+        replaces: Sequence[tuple[dict[str, Any], int]],
+    ) -> None:
+        """New contacts (one insert_many) and new versions of contacts (replaced only at
+        the version read, else StaleContacts), in the caller's transaction: the bulk write
+        of imports and of form submissions."""
+        if inserts:
+            await self.contacts.insert_many(list(inserts), ordered=True, session=session)
+        if replaces:
+            result = await self.contacts.bulk_write(
+                [ReplaceOne({"_id": d["_id"], "version": v}, d) for d, v in replaces],
+                ordered=True,
+                session=session,
+            )
+            if result.matched_count != len(replaces):
+                raise StaleContacts()
+
     async def write_batch(
         self,
         session: AsyncClientSession,
@@ -717,16 +764,7 @@ class ImportStore:
         events (one import-outbox document), its rejected/flagged rows and the job's
         progress, in the caller's transaction. Raises StaleContacts, or JobGone when the
         job was cancelled or taken over (nothing of the batch is then committed)."""
-        if inserts:
-            await self.contacts.insert_many(list(inserts), ordered=True, session=session)
-        if replaces:
-            result = await self.contacts.bulk_write(
-                [ReplaceOne({"_id": d["_id"], "version": v}, d) for d, v in replaces],
-                ordered=True,
-                session=session,
-            )
-            if result.matched_count != len(replaces):
-                raise StaleContacts()
+        await self.write_contacts(session, inserts, replaces)
         if events is not None:
             await self.outbox.add_packed(session, events)
         if issues:

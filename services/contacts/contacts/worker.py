@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 
+from tribune_shared.federations import INDEXES as FEDERATION_INDEXES
+from tribune_shared.federations import FederationDirectory, path_fields
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Subscriptions
-from tribune_shared.worker import Worker, configure_worker_logging, run_worker
+from tribune_shared.worker import Worker, configure_worker_logging, periodic, run_worker
 
 from contacts.audiences.handlers import audience_handlers
 from contacts.audiences.jobs import run_audience_jobs
 from contacts.audiences.store import INDEXES as AUDIENCE_INDEXES
-from contacts.handlers import federation_handlers
+from contacts.forms.handlers import text_handlers
+from contacts.forms.store import INDEXES as FORM_INDEXES
 from contacts.import_jobs import run_import_jobs
+from contacts.meetings.service import MeetingReminders
+from contacts.meetings.store import INDEXES as MEETING_INDEXES
 from contacts.privacy import erasure_handlers
 from contacts.settings import ContactsSettings
 from contacts.store import INDEXES
+from contacts.submissions.handlers import submission_handlers
+from contacts.submissions.store import INDEXES as SUBMISSION_INDEXES
 from contacts.suppression import suppression_handlers
 
 
@@ -23,12 +30,23 @@ def build_worker(settings: ContactsSettings | None = None) -> Worker:
     settings = settings or ContactsSettings()
     configure_worker_logging(settings)
     store = Store(settings)
+    indexes = [
+        *INDEXES,
+        *AUDIENCE_INDEXES,
+        *SUBMISSION_INDEXES,
+        *MEETING_INDEXES,
+        *FORM_INDEXES,
+    ]
+    # a moved federation's documents follow it (tribune_shared.federations)
+    federations = FederationDirectory(store, path_fields(indexes), settings)
     subscriptions = (
         Subscriptions(settings.service_name)
-        .add(federation_handlers(store))
+        .add(federations.handlers())
         .add(erasure_handlers(store))
         .add(suppression_handlers(store))
         .add(audience_handlers(store))
+        .add(submission_handlers(settings, store))
+        .add(text_handlers(store))  # copy of consent texts (contacts.forms)
     )
 
     async def import_jobs(stop: asyncio.Event) -> None:  # CSV imports (contacts.import_jobs)
@@ -41,8 +59,18 @@ def build_worker(settings: ContactsSettings | None = None) -> Worker:
         settings,
         store,
         subscriptions=subscriptions,
-        indexes=[*INDEXES, *AUDIENCE_INDEXES],
-        tasks=[import_jobs, audiences],
+        indexes=[*indexes, *FEDERATION_INDEXES],
+        tasks=[
+            import_jobs,
+            audiences,
+            federations.task(),
+            # meeting reminders due (contacts.meetings)
+            periodic(
+                "meetings.reminders",
+                settings.meeting_reminder_interval_seconds,
+                MeetingReminders(settings, store).run,
+            ),
+        ],
     )
 
 

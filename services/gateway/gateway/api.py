@@ -6,19 +6,30 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response, status
+from fastapi.security import OAuth2PasswordBearer
 from pydantic import BaseModel, Field
 from tribune_shared.app import ID_PATTERN, IdPath
 from tribune_shared.auth import Identity, Role
-from tribune_shared.errors import DomainError, Forbidden, ServiceUnavailable, Unauthorized
+from tribune_shared.errors import (
+    DomainError,
+    Forbidden,
+    InvalidField,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from tribune_shared.logging import get_logger
 
+from gateway.api_keys.domain import API_KEY_HEADER, KEY_PREFIX
+from gateway.api_keys.service import ApiKeyService
 from gateway.audit import AccessAction, AccessEntry
 from gateway.consistency import USER_STATE_KEY
 from gateway.proxy import Proxy
 from gateway.routing import ROUTES, Route
-from gateway.service import BEARER_CHALLENGE, AccessAudit, GatewayService
+from gateway.security import AccessToken
+from gateway.service import BEARER_CHALLENGE, AccessAudit, GatewayService, identity_of
+from gateway.sessions.domain import EndReason
+from gateway.sessions.service import RefreshTokenReused
 
 log = get_logger(__name__)
 
@@ -51,10 +62,26 @@ Audit = Annotated[AccessAudit, Depends(access_audit)]
 async def client_identity(
     request: Request, svc: Service, token: Annotated[str | None, Depends(oauth2)]
 ) -> Identity:
-    """The authenticated client (Bearer access token), or 401."""
-    if not token:
+    """The authenticated client, or 401: a user's Bearer access token, or an
+    integration's API key (``X-API-Key``, or ``Authorization: Bearer trk_...``), which
+    acts as the identity it was made for (gateway.api_keys) on the routes it may call."""
+    key = request.headers.get(API_KEY_HEADER)
+    if key is None and token is not None and token.startswith(KEY_PREFIX):
+        key = token
+    settings = request.app.state.settings
+    if key is not None:
+        keys: ApiKeyService = request.app.state.api_keys
+        identity = await keys.identity_for_key(key, request.scope["path"])
+        limit = settings.rate_limit_api_key_requests
+    elif not token:
         raise Unauthorized("not authenticated", headers=BEARER_CHALLENGE)
-    identity = await svc.identity_for_token(token)
+    else:
+        identity = await svc.identity_for_token(token)
+        limit = settings.rate_limit_user_requests
+    # (an app assembled without one, as some unit tests do, has no limits)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and settings.rate_limit_enabled:
+        limiter.check(identity.user_id, limit)
     # for gateway.consistency.RememberTokens: whose token the answer carries
     setattr(request.state, USER_STATE_KEY, identity.user_id)
     return identity
@@ -181,6 +208,23 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="seconds until the token expires")
+    refresh_token: str | None = Field(
+        default=None,
+        description="exchange it (grant_type=refresh_token) for a new access token and a new "
+        "refresh token; each works once: a used one presented again ends the session",
+    )
+    refresh_expires_in: int | None = Field(
+        default=None, description="seconds until the refresh token expires unused"
+    )
+
+    @classmethod
+    def of(cls, issued: AccessToken) -> TokenResponse:
+        return cls(
+            access_token=issued.token,
+            expires_in=issued.expires_in,
+            refresh_token=issued.refresh_token,
+            refresh_expires_in=issued.refresh_expires_in,
+        )
 
 
 class UserOut(BaseModel):
@@ -243,8 +287,13 @@ class NewUser(BaseModel):
 
 
 class UserChange(BaseModel):
-    active: bool | None = Field(default=None, description="false: the user is refused at once")
-    role: Role | None = None
+    active: bool | None = Field(
+        default=None, description="false: the user is refused at once and their sessions end"
+    )
+    role: Role | None = Field(default=None, description="never above the caller's own")
+    federation_id: FederationId | None = Field(
+        default=None, description="move the user to this federation of the caller's subtree"
+    )
     confirm_password: ConfirmPassword = None
 
 
@@ -273,12 +322,54 @@ router = APIRouter(prefix="/api/v1")
 
 @router.post(TOKEN_URL.removeprefix("/api/v1"), tags=["auth"])
 async def token(
-    request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], svc: Service
+    request: Request,
+    svc: Service,
+    audit: Audit,
+    grant_type: Annotated[Literal["password", "refresh_token"], Form()] = "password",
+    username: Annotated[str | None, Form()] = None,
+    password: Annotated[str | None, Form()] = None,
+    refresh_token: Annotated[str | None, Form()] = None,
 ) -> TokenResponse:
-    """OAuth2 password flow: ``username`` is the email (at most 254 characters). Attempts
-    are limited per email and per client network (429 with Retry-After)."""
-    issued = await svc.login(form.username, form.password, client_ip(request))
-    return TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
+    """OAuth2 password flow (``grant_type=password``, the default): ``username`` is the
+    email (at most 254 characters); attempts are limited per email and per client network
+    (429 with Retry-After). Opens a session: the answer holds a refresh token too.
+
+    OAuth2 refresh (``grant_type=refresh_token``): a new access token and a new refresh
+    token of the same session; the one presented is retired. A retired refresh token
+    presented again revokes its whole session (it was copied: whoever holds it now logs
+    in again) and is recorded in the access audit."""
+    if grant_type == "refresh_token":
+        if not refresh_token:
+            raise InvalidField("required for grant_type refresh_token", field="refresh_token")
+        try:
+            return TokenResponse.of(await svc.refresh(refresh_token))
+        except RefreshTokenReused as exc:
+            await _record_reuse(request, svc, audit, exc)
+            raise
+    if username is None:
+        raise InvalidField("required", field="username")
+    if password is None:
+        raise InvalidField("required", field="password")
+    return TokenResponse.of(await svc.login(username, password, client_ip(request)))
+
+
+async def _record_reuse(
+    request: Request, svc: GatewayService, audit: AccessAudit, exc: RefreshTokenReused
+) -> None:
+    """The access audit entry of a replayed refresh token: the account whose session it
+    revoked (the presenter is unknown: it may be the thief)."""
+    user = await svc.data.find_user(exc.user_id)
+    if user is None:
+        return
+    await _record(
+        request,
+        identity_of(user),
+        audit,
+        exc.status_code,
+        refuse=False,
+        target_user_id=exc.user_id,
+        changes={"session": EndReason.reuse.value, "session_id": exc.session_id},
+    )
 
 
 @router.get("/me", tags=["auth"])
@@ -302,7 +393,7 @@ async def change_password(
         ),
         account=lambda _: (identity.user_id, {"password": "changed"}),
     )
-    return TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
+    return TokenResponse.of(issued)
 
 
 @router.post("/federations", status_code=status.HTTP_201_CREATED, tags=["federations"])
@@ -368,7 +459,11 @@ async def update_user(
     a DPO or a national administrator, with ``confirm_password``. Audited."""
     changes = {
         k: str(v).lower() if isinstance(v, bool) else str(v)
-        for k, v in (("role", body.role), ("active", body.active))
+        for k, v in (
+            ("role", body.role),
+            ("active", body.active),
+            ("federation_id", body.federation_id),
+        )
         if v is not None
     }
     doc = await audited(
@@ -380,6 +475,7 @@ async def update_user(
             user_id,
             active=body.active,
             role=body.role,
+            federation_id=body.federation_id,
             confirm_password=body.confirm_password,
             client_ip=client_ip(request),
         ),

@@ -49,7 +49,10 @@ WEBHOOK_HEADERS = ("X-Tribune-Timestamp", "X-Tribune-Signature")
 #: request headers every forwarded call passes on: content negotiation, conditional
 #: requests (a PATCH with If-Match is refused upstream when the contact changed meanwhile)
 #: and Idempotency-Key (a treasurer's double click records one payment)
-REQUEST_HEADERS = ("accept", "if-match", "if-none-match", "idempotency-key")
+REQUEST_HEADERS = ("accept", "if-match", "if-none-match", "idempotency-key", "accept-language")
+#: a public route's CORS request headers: the service answers for its own resources (a
+#: public form allows the sites its definition names)
+PUBLIC_CORS_HEADERS = ("origin", "access-control-request-method", "access-control-request-headers")
 #: response headers passed back to the client
 RESPONSE_HEADERS = (
     "content-type",
@@ -62,6 +65,13 @@ RESPONSE_HEADERS = (
     "referrer-policy",
     "content-security-policy",
     "x-robots-tag",
+    # public forms (contacts.forms): embeddable pages and CORS of the sites posting to them
+    "x-content-type-options",
+    "vary",
+    "access-control-allow-origin",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-max-age",
     # read-your-writes: what the service committed, for the client to send back
     "x-tribune-consistency",
 )
@@ -247,7 +257,7 @@ class Proxy:
             if (value := request.headers.get(name)) is not None:
                 headers[name] = value
         if route.public:
-            for name in (*WEBHOOK_HEADERS, *route.signature_headers):
+            for name in (*WEBHOOK_HEADERS, *route.signature_headers, *PUBLIC_CORS_HEADERS):
                 if (value := request.headers.get(name)) is not None:
                     headers[name] = value
         # Where the request came from (set here, never taken from the client): services

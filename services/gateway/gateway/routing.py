@@ -86,6 +86,9 @@ ROUTES: tuple[Route, ...] = (
     ),
     # pages behind the links in emails (confirm a consent, unsubscribe; RFC 8058 one-click)
     Route("/api/v1/public/consents", "consent", public=True, methods=("GET", "POST")),
+    # public forms (contacts.forms): the page, its JSON definition, submissions, counter;
+    # OPTIONS for the CORS preflight of party websites posting themselves
+    Route("/api/v1/public/forms", "contacts", public=True, methods=("GET", "POST", "OPTIONS")),
     # the tracked links and the open pixel of campaign emails (signed tokens; read only)
     Route("/api/v1/public/t", "messaging", public=True, methods=("GET",)),
     Route(
@@ -94,6 +97,8 @@ ROUTES: tuple[Route, ...] = (
         large_bodies=(LargeBody("POST", "/api/v1/contacts/imports", "max_upload_body_bytes"),),
     ),
     Route("/api/v1/segments", "contacts"),
+    Route("/api/v1/forms", "contacts"),  # form definitions, submissions (contacts.forms)
+    Route("/api/v1/meetings", "contacts"),  # meetings, RSVPs, check-in (contacts.meetings)
     Route(
         "/api/v1/consents",
         "consent",

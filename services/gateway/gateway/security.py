@@ -51,9 +51,17 @@ class InvalidToken(Exception):
 class AccessToken:
     token: str
     expires_in: int
+    #: the session's new refresh token (gateway.sessions), when the call opened or
+    #: refreshed one
+    refresh_token: str | None = None
+    refresh_expires_in: int | None = None
 
 
-def issue_token(user_id: str, secret: str, ttl_seconds: int) -> AccessToken:
+def issue_token(
+    user_id: str, secret: str, ttl_seconds: int, session_id: str | None = None
+) -> AccessToken:
+    """``session_id``: the session (gateway.sessions) the token belongs to; it stops
+    working when that session is revoked (logout)."""
     now = utcnow()
     claims = {
         "sub": user_id,
@@ -63,6 +71,8 @@ def issue_token(user_id: str, secret: str, ttl_seconds: int) -> AccessToken:
         "exp": now + timedelta(seconds=ttl_seconds),
         "jti": uuid.uuid4().hex,
     }
+    if session_id is not None:
+        claims["sid"] = session_id
     return AccessToken(jwt.encode(claims, secret, algorithm=ALGORITHM), ttl_seconds)
 
 
@@ -72,6 +82,7 @@ class VerifiedToken:
     #: epoch seconds
     issued_at: float
     expires_at: float
+    session_id: str | None = None
 
 
 def verify_token(token: str, secret: str) -> str:
@@ -98,7 +109,10 @@ def verify_token_until(token: str, secret: str) -> VerifiedToken:
         raise InvalidToken("invalid subject")
     if not isinstance(claims["iat"], int | float):
         raise InvalidToken("invalid iat")
-    return VerifiedToken(subject, float(claims["iat"]), float(claims["exp"]))
+    session_id = claims.get("sid")
+    if session_id is not None and (not isinstance(session_id, str) or not session_id):
+        raise InvalidToken("invalid sid")
+    return VerifiedToken(subject, float(claims["iat"]), float(claims["exp"]), session_id)
 
 
 # ---------------------------------------------------------------- login limiter

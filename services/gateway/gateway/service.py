@@ -16,6 +16,7 @@ from tribune_shared.auth import Identity, Role
 from tribune_shared.errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
 from tribune_shared.events import new_envelope, utcnow
 from tribune_shared.events.contracts import FederationCreatedV1
+from tribune_shared.group_commit import GroupCommit
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
@@ -24,7 +25,6 @@ from gateway import domain
 from gateway.audit import AccessAction, AccessEntry, access_document, from_document
 from gateway.caches import TtlCache
 from gateway.errors import TooManyAttempts
-from tribune_shared.group_commit import GroupCommit
 from gateway.security import (
     AccessToken,
     InvalidToken,
@@ -36,8 +36,11 @@ from gateway.security import (
     verify_password,
     verify_token_until,
 )
+from gateway.sessions.domain import EndReason, SessionPolicy, started_before
+from gateway.sessions.service import InvalidRefreshToken, SessionService
 from gateway.settings import GatewaySettings
 from gateway.store import AccessAuditStore, GatewayStore
+from gateway.users import domain as user_rules
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -98,6 +101,12 @@ class GatewayService:
         # expires only its expiry is (a client sends the same token on every request).
         self.verified: TtlCache[str, VerifiedToken] = TtlCache(
             TOKEN_CACHE_SECONDS, settings.user_cache_max_entries
+        )
+        self.sessions = SessionService(
+            store,
+            SessionPolicy(settings.refresh_token_ttl_seconds, settings.session_max_seconds),
+            cache_seconds=settings.user_cache_seconds,
+            max_entries=settings.user_cache_max_entries,
         )
 
     # ------------------------------------------------------------ bootstrap
@@ -204,12 +213,68 @@ class GatewayService:
             await self.data.set_password_hash(
                 user["_id"], await asyncio.to_thread(hash_password, password)
             )
-        return self._token_for(user["_id"])
+        return await self._new_session(user)
 
-    def _token_for(self, user_id: str) -> AccessToken:
-        return issue_token(
-            user_id, self.settings.jwt_secret, self.settings.access_token_ttl_seconds
+    async def _new_session(self, user: dict[str, Any]) -> AccessToken:
+        """A new session (gateway.sessions): an access token and its refresh token."""
+        started = await self.sessions.start(user["_id"], user["federation_path"])
+        return self._token_for(
+            user["_id"], started.session_id, started.refresh_token, started.refresh_expires_in
         )
+
+    def _token_for(
+        self,
+        user_id: str,
+        session_id: str | None = None,
+        refresh_token: str | None = None,
+        refresh_expires_in: int | None = None,
+    ) -> AccessToken:
+        issued = issue_token(
+            user_id, self.settings.jwt_secret, self.settings.access_token_ttl_seconds, session_id
+        )
+        return AccessToken(issued.token, issued.expires_in, refresh_token, refresh_expires_in)
+
+    async def refresh(self, refresh_token: str) -> AccessToken:
+        """OAuth2 refresh grant: a new access token and a new refresh token of the same
+        session (the one presented is retired; presented again, it revokes the session:
+        ``RefreshTokenReused``). A deactivated user, or one whose password changed since
+        the login, gets 401 and the session ends."""
+        if len(refresh_token) > MAX_PASSWORD_CHARS:
+            raise InvalidField(
+                f"must have at most {MAX_PASSWORD_CHARS} characters", field="refresh_token"
+            )
+        rotated = await self.sessions.rotate(refresh_token)
+        user = await self.data.find_user(rotated.user_id)
+        if (
+            user is None
+            or not user.get("active", False)
+            or started_before(rotated.started_at, user.get("tokens_after"))
+        ):
+            await self.sessions.revoke(rotated.session_id, EndReason.user_refused)
+            raise InvalidRefreshToken()
+        return self._token_for(
+            rotated.user_id,
+            rotated.session_id,
+            rotated.refresh_token,
+            rotated.refresh_expires_in,
+        )
+
+    async def logout(
+        self, identity: Identity, session_id: str | None, refresh_token: str | None
+    ) -> int:
+        """Ends one session of the caller: the one of ``refresh_token`` when given (one of
+        theirs: a device they log out), else the one of their access token. Its refresh
+        tokens stop working at once, its access tokens at once here and within
+        ``user_cache_seconds`` on other replicas. How many sessions this ended (0 or 1)."""
+        target = session_id
+        if refresh_token:
+            owner = await self.sessions.owner_of(refresh_token)
+            if owner is None or owner[0] != identity.user_id:
+                raise InvalidRefreshToken()
+            target = owner[1]
+        count = int(await self.sessions.revoke(target, EndReason.logout)) if target else 0
+        log.info("gateway.logged_out", user_id=identity.user_id, sessions=count)
+        return count
 
     async def identity_for_token(self, token: str) -> Identity:
         """The caller behind an access token; a deactivated or deleted user is refused, and
@@ -228,7 +293,15 @@ class GatewayService:
         active = await self.users.get_or_load(user_id, lambda: self._active_user(user_id))
         if active is None or verified.issued_at < active[1]:
             raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
+        if verified.session_id is not None and not await self.sessions.is_live(verified.session_id):
+            raise Unauthorized("invalid or expired token", headers=BEARER_CHALLENGE)
         return active[0]
+
+    def session_of(self, token: str) -> str | None:
+        """The session an access token belongs to (a token already accepted: verified
+        and cached by ``identity_for_token``)."""
+        verified = self.verified.get(token)
+        return verified.session_id if verified is not None else None
 
     async def _active_user(self, user_id: str) -> tuple[Identity, float] | None:
         user = await self.data.find_user(user_id)
@@ -263,11 +336,16 @@ class GatewayService:
             "name_key": domain.name_key(name),
             "parent_id": parent["_id"] if parent else None,
             "path": domain.federation_path(parent["path"] if parent else None, federation_id),
+            "version": 1,  # +1 per rename or move (gateway.federations)
             "created_at": utcnow(),
         }
         await self.data.insert_federation(doc, session)
         event = FederationCreatedV1(
-            federation_id=federation_id, parent_id=doc["parent_id"], name=name, path=doc["path"]
+            federation_id=federation_id,
+            parent_id=doc["parent_id"],
+            name=name,
+            path=doc["path"],
+            version=1,
         )
         await self.outbox.add(
             session,
@@ -376,6 +454,7 @@ class GatewayService:
     ) -> dict[str, Any]:
         grants = domain.grants_dpo(None, role=role)
         domain.check_account_change(identity, grants=grants, dpo_only=True)
+        user_rules.check_role_within(identity, role)
         email = domain.normalize_email(email)
         domain.check_password(password, self.settings.password_min_length)
         federation = await self.data.find_federation(
@@ -402,27 +481,48 @@ class GatewayService:
         *,
         active: bool | None = None,
         role: Role | None = None,
+        federation_id: str | None = None,
         confirm_password: str | None = None,
         client_ip: str | None = None,
     ) -> dict[str, Any]:
-        """Deactivate, reactivate or change the role of a user of the caller's subtree.
-        Takes effect at once on this replica (its cached user is dropped) and within
-        ``user_cache_seconds`` on the others."""
+        """Deactivate, reactivate, change the role or the federation of a user of the
+        caller's subtree (the new federation too: else 404; a role never above the
+        caller's: gateway.users.domain). Takes effect at once on this replica (its cached
+        user is dropped) and within ``user_cache_seconds`` on the others; a deactivation
+        ends the user's sessions."""
         target = await self._target(identity, user_id)
-        grants = domain.grants_dpo(target, role=role, active=active)
-        domain.check_account_change(
-            identity, grants=grants, dpo_only=role in (None, Role.dpo) and active in (None, True)
+        federation = None
+        if federation_id is not None and federation_id != target["federation_id"]:
+            federation = await self.data.find_federation(federation_id, identity.federation_path)
+            if federation is None:
+                raise NotFound("federation not found", field="federation_id")
+        new_path = federation["path"] if federation is not None else None
+        grants = domain.grants_dpo(target, role=role, active=active) or user_rules.moves_dpo(
+            target, role, new_path
         )
+        domain.check_account_change(
+            identity,
+            grants=grants,
+            dpo_only=role in (None, Role.dpo) and active in (None, True) and federation is None,
+        )
+        if role is not None:
+            user_rules.check_role_within(identity, role)
         changes: dict[str, Any] = {}
         if active is not None:
             changes["active"] = active
         if role is not None:
             changes["role"] = role.value
+        if federation is not None:
+            changes["federation_id"] = federation["_id"]
+            changes["federation_path"] = federation["path"]
         if not changes:
             return target
         if grants:
             await self._confirm(identity, confirm_password, client_ip)
         doc = await self._apply(identity, target, changes)
+        if active is False:
+            # a later reactivation must not bring the old sessions back
+            await self.sessions.revoke_user(user_id, EndReason.deactivated)
         log.info("gateway.user_updated", user_id=user_id, fields=sorted(changes))
         return doc
 
@@ -445,6 +545,7 @@ class GatewayService:
         if grants:
             await self._confirm(identity, confirm_password, client_ip)
         doc = await self._apply(identity, target, await self._new_password(new_password))
+        await self.sessions.revoke_user(user_id, EndReason.password_reset)
         log.info("gateway.password_reset", user_id=user_id)
         return doc
 
@@ -474,8 +575,10 @@ class GatewayService:
             self.users.invalidate(identity.user_id)
         if doc is None:
             raise NotFound("user not found")
+        # every other session (a stolen one too) ends; the caller goes on in a new one
+        await self.sessions.revoke_user(identity.user_id, EndReason.password_changed)
         log.info("gateway.password_changed", user_id=identity.user_id)
-        return self._token_for(identity.user_id)
+        return await self._new_session(doc)
 
     async def _new_password(self, password: str) -> dict[str, Any]:
         """The fields a new password sets: its hash, and the second from which tokens are

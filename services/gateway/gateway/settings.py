@@ -22,6 +22,21 @@ class GatewaySettings(ServiceSettings):
     #: signs the clients' access tokens (HS256); refused outside development if default/short
     jwt_secret: str = DEV_SECRET
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    #: a refresh token left unused this long stops working (each use hands out a new one)
+    refresh_token_ttl_seconds: int = Field(
+        default=14 * 86_400,
+        ge=300,
+        le=90 * 86_400,
+        description="idle lifetime of a refresh token (gateway.sessions)",
+    )
+    #: a session (a login and its refreshes) ends this long after the login, whatever the
+    #: refreshes: then the user logs in again
+    session_max_seconds: int = Field(
+        default=30 * 86_400,
+        ge=3600,
+        le=365 * 86_400,
+        description="absolute lifetime of a session",
+    )
 
     # ------------------------------------------------------------ bootstrap (first start only)
     root_federation_name: str = Field(default="National", min_length=1, max_length=200)
@@ -48,6 +63,39 @@ class GatewaySettings(ServiceSettings):
     #: within this time (at once on the replica that made it); 0: read on every request
     user_cache_seconds: float = Field(default=5, ge=0, le=300)
     user_cache_max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: an API key's last use is noted in memory and written for every key used meanwhile
+    #: in one bulk write at most this often (and at shutdown): never a write per request
+    api_key_last_used_flush_seconds: float = Field(
+        default=60, ge=0, le=3600, description="how stale an API key's last_used_at may be"
+    )
+
+    # ------------------------------------------------------------ rate limits (gateway.rate_limits)
+    #: requests per user and per API key are counted in fixed windows shared by every
+    #: replica (the store); past the limit: 429 with Retry-After until the window ends
+    rate_limit_enabled: bool = True
+    rate_limit_window_seconds: float = Field(default=60, ge=1, le=3600)
+    rate_limit_user_requests: int = Field(
+        default=3000, ge=1, le=10_000_000, description="requests per user per window"
+    )
+    rate_limit_api_key_requests: int = Field(
+        default=1200, ge=1, le=10_000_000, description="requests per API key per window"
+    )
+    #: a replica tells the store its requests once it gathered this share of the limit...
+    rate_limit_sync_share: float = Field(default=0.05, gt=0, le=1)
+    #: ... or this long after its last sync (how soon a limit reached on one replica is
+    #: seen by the others)
+    rate_limit_sync_seconds: float = Field(default=1, ge=0.01, le=60)
+
+    # ------------------------------------------------------------ answers and browsers
+    #: origins (scheme://host[:port], comma-separated) whose pages may call the API from a
+    #: browser (CORS); empty: none (the back office is served by the gateway itself). Not
+    #: the public forms: contacts answers their CORS per form.
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, max_length=100
+    )
+    #: Strict-Transport-Security max-age on every answer, when the gateway is reached over
+    #: TLS (behind a TLS-terminating proxy); 0: not sent (plain HTTP, local runs)
+    hsts_seconds: int = Field(default=0, ge=0, le=2 * 365 * 86_400)
 
     # ------------------------------------------------------------ clients behind proxies
     #: the proxies (CIDRs, comma-separated) whose X-Forwarded-For / X-Forwarded-Proto the
@@ -77,6 +125,24 @@ class GatewaySettings(ServiceSettings):
     #: false: they go through their FastAPI endpoints (same behaviour, more CPU)
     fast_forward: bool = True
 
+    # ------------------------------------------------------------ back office web app
+    #: the session cookies carry the Secure flag (sent over HTTPS only); false only for a
+    #: stack served over plain http://localhost (the local dev stack and the tests)
+    webapp_cookie_secure: bool = Field(
+        default=True, description="Secure flag on the web app's cookies (gateway.webapp)"
+    )
+    #: a form's anti-CSRF token stops working this long after the page was served
+    webapp_csrf_ttl_seconds: int = Field(
+        default=4 * 3600,
+        ge=60,
+        le=7 * 86_400,
+        description="lifetime of the anti-CSRF token of a web app form",
+    )
+    #: rows on one page of the contact search (the API's own limit applies as well)
+    webapp_page_size: int = Field(
+        default=25, ge=1, le=200, description="contacts per page in the web app's search"
+    )
+
     # ------------------------------------------------------------ access audit
     #: how long the access audit keeps an entry (then it expires)
     audit_retention_days: int = Field(default=365, ge=1, le=3650)
@@ -91,7 +157,7 @@ class GatewaySettings(ServiceSettings):
     #: users whose latest consistency token the gateway remembers (least recent forgotten)
     consistency_max_users: int = Field(default=100_000, ge=100, le=10_000_000)
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "cors_allowed_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -110,6 +176,19 @@ class GatewaySettings(ServiceSettings):
                 raise ValueError(
                     f"GATEWAY_TRUSTED_PROXIES: {item!r} is not an IP address or network"
                 ) from None
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # exact origins only: "*" would let any website read answers with a user's token
+        for origin in value:
+            scheme, _, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not rest or "/" in rest or "*" in rest:
+                raise ValueError(
+                    f"GATEWAY_CORS_ALLOWED_ORIGINS: {origin!r} is not an origin "
+                    "(scheme://host[:port])"
+                )
         return value
 
     @field_validator("admin_password", mode="before")

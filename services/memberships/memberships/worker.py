@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tribune_shared.contact_directory import ContactDirectory
-from tribune_shared.federations import FederationDirectory
+from tribune_shared.federations import INDEXES as FEDERATION_INDEXES
+from tribune_shared.federations import FederationDirectory, path_fields
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.worker import Worker, configure_worker_logging, run_worker
@@ -30,6 +31,20 @@ def build_worker(settings: MembershipsSettings | None = None) -> Worker:
     settings = settings or MembershipsSettings()
     configure_worker_logging(settings)
     store = Store(settings)
+    indexes = [
+        *INDEXES,
+        *DONATION_INDEXES,
+        *PLAN_INDEXES,
+        *LIFECYCLE_INDEXES,
+        *PEOPLE_INDEXES,
+        *RECEIPT_INDEXES,
+        *REPORT_INDEXES,
+        *PAYMENT_INDEXES,
+    ]
+    # a moved federation's documents follow it (tribune_shared.federations)
+    federations = FederationDirectory(
+        store, path_fields(indexes, ContactDirectory.indexes), settings
+    )
     subscriptions = (
         Subscriptions(settings.service_name)
         .add(ContactDirectory(store).handlers())
@@ -37,7 +52,7 @@ def build_worker(settings: MembershipsSettings | None = None) -> Worker:
         .add(contact_move_handlers(store), also=True)
         # donor names and tax addresses (receipts, legal lists)
         .add(people_handlers(store), also=True)
-        .add(FederationDirectory(store).handlers())
+        .add(federations.handlers())
         .add(contact_merge_handlers(store))
         .add(erasure_handlers(store))
         # tax receipts: issued on payment-received, cancelled on payment-refunded
@@ -48,18 +63,10 @@ def build_worker(settings: MembershipsSettings | None = None) -> Worker:
         settings,
         store,
         subscriptions=subscriptions,
-        indexes=[
-            *INDEXES,
-            *DONATION_INDEXES,
-            *PLAN_INDEXES,
-            *LIFECYCLE_INDEXES,
-            *PEOPLE_INDEXES,
-            *RECEIPT_INDEXES,
-            *REPORT_INDEXES,
-            *PAYMENT_INDEXES,
-        ],
+        indexes=[*indexes, *FEDERATION_INDEXES],
         # grace, lapse and renewal reminders over time (memberships.lifecycle)
         tasks=[
+            federations.task(),
             sweep_task(LifecycleService(settings, store)),
             # erased donors' receipts past their legal retention lose the identity
             retention_sweep(settings, store),

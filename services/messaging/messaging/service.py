@@ -42,6 +42,7 @@ from messaging.domain import (
     check_limit,
     check_purpose,
     check_sendable,
+    refusal,
     tracking_allowed,
 )
 from messaging.mailer import DeliveryError, Mailer
@@ -298,6 +299,84 @@ class MessagingService:
             envelope, session, recipient=recipient, message=message, email=email
         )
         log.info("confirmation.sent", message_id=message_id, contact_id=event.contact_id)
+
+    async def send_consented_email(
+        self,
+        envelope: Envelope,
+        session: AsyncClientSession,
+        *,
+        contact_id: str,
+        purpose: str,
+        message_id: str,
+        subject: str,
+        text: str,
+        extra: dict[str, Any],
+    ) -> str:
+        """An email an event asks for (a renewal or meeting reminder): sent only to a
+        person who consented to emails for ``purpose``, never to a suppressed address or
+        an erased person, with the unsubscribe link of that purpose (it is not
+        transactional). Idempotent: ``message_id`` derives from the event, and a message
+        already sent is not sent again. Returns "sent", "already_sent", or why nothing
+        was sent (erased, no_consent, consent_revoked, suppressed, no_address,
+        bad_address); raises Awaiting while the person is not projected yet."""
+        done = await self.messages.message(message_id, session)
+        if done is not None and done.get("status") == MessageStatus.sent.value:
+            return "already_sent"
+        recipient = await self.messages.recipient(contact_id, session)
+        if recipient is None:
+            if await self.messages.is_erased(contact_id, session):
+                return "erased"
+            # Not projected yet (contact-created comes on another topic): waited for.
+            raise Awaiting(f"contact {contact_id} is not known to messaging yet")
+        consent = await self.messages.consent(contact_id, Channel.email, purpose)
+        refused = refusal(
+            recipient,
+            consent,
+            Channel.email,
+            purpose,
+            suppressed=await self._suppressed(recipient),
+        )
+        if refused is not None:  # no consent for the purpose: nothing is sent
+            MESSAGES.labels(Channel.email.value, "refused").inc()
+            return refused.rule
+        now = utcnow()
+        link = unsubscribe_url(
+            self.settings.unsubscribe_base_url, self.tokens.sign(contact_id, purpose)
+        )
+        try:
+            email = build_email(
+                message_id=message_id,
+                mail_from=self.settings.mail_from,
+                recipient=recipient,
+                subject=subject,
+                text=text,
+                unsubscribe_link=link,
+                footer_template=self.settings.unsubscribe_footer,
+                date=now,
+            )
+        except InvalidRecipientAddress:
+            MESSAGES.labels(Channel.email.value, "refused").inc()
+            return "bad_address"
+        message = {
+            "_id": message_id,
+            "contact_id": contact_id,
+            "channel": Channel.email.value,
+            "purpose": purpose,
+            "subject": subject,
+            "campaign_id": None,
+            "federation_id": recipient.federation_id,
+            "federation_path": recipient.federation_path,
+            "created_by": envelope.producer,
+            "created_at": now,
+            "transactional": False,
+            "per_person_tracking": False,
+            "cause_event_id": envelope.event_id,
+            **extra,
+        }
+        await self.send_for_event(
+            envelope, session, recipient=recipient, message=message, email=email
+        )
+        return "sent"
 
     async def send_for_event(
         self,

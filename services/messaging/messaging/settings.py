@@ -154,6 +154,29 @@ class MessagingSettings(ServiceSettings):
         "the unsubscribe footer is added",
     )
 
+    # The meeting reminder (meeting-reminder-requested, messaging.reminders): sent only with
+    # the person's email consent for the purpose the event names (contacts' settings)
+    meeting_reminder_subject: str = Field(
+        default="Reminder: {title}, {date} at {time}",
+        min_length=1,
+        max_length=SUBJECT_MAX_CHARS,
+        description="subject of the reminder ({title}, {date}, {time}, {place} are filled in)",
+    )
+    meeting_reminder_text: str = Field(
+        default="Hello,\n\nYou registered for \u201c{title}\u201d on {date} at {time}.\n"
+        "Place: {place}\n\nSee you there!",
+        min_length=1,
+        max_length=5000,
+        description="text of the reminder ({title}, {date}, {time}, {place} are filled in); "
+        "the unsubscribe footer is added",
+    )
+    meeting_reminder_timezone: str = Field(
+        default="Europe/Paris",
+        min_length=1,
+        max_length=64,
+        description="the IANA time zone the reminder writes the meeting's date and time in",
+    )
+
     # SMS (messaging.sms): providers over HTTP, tried in order, the next when one fails
     sms_provider_order: list[SmsProviderName] = Field(
         default_factory=lambda: list(_SMS_PROVIDER_ORDER),
@@ -270,7 +293,7 @@ class MessagingSettings(ServiceSettings):
             raise ValueError(f"{value!r} is not a country the holidays library knows")
         return value
 
-    @field_validator("sms_default_timezone")
+    @field_validator("sms_default_timezone", "meeting_reminder_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         try:

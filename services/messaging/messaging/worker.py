@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tribune_shared.federations import FederationDirectory
+from tribune_shared.federations import INDEXES as FEDERATION_INDEXES
+from tribune_shared.federations import FederationDirectory, path_fields
 from tribune_shared.store import Store
 from tribune_shared.subscriptions import Subscriptions
 from tribune_shared.worker import Worker, configure_worker_logging, run_worker
@@ -30,12 +31,15 @@ from messaging.handlers import (
 )
 from messaging.mailer import FailoverMailer, SmtpMailer
 from messaging.privacy import erasure_handlers
+from messaging.reminders.handlers import meeting_reminder_handlers
 from messaging.renewals.handlers import renewal_handlers
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.sms.providers import build_sms_sender, sms_http_client
 from messaging.store import INDEXES, MessagingStore
 from messaging.templates.service import TemplateService
+from messaging.templates.store import TEMPLATE_INDEXES
+from messaging.tracking.store import INDEXES as TRACKING_INDEXES
 
 
 def build_worker(settings: MessagingSettings | None = None) -> Worker:
@@ -44,6 +48,12 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
     store = Store(settings)
     messages = MessagingStore(store)
     service = MessagingService(settings, store, SmtpMailer(settings), messages=messages)
+    indexes = [*INDEXES, *CAMPAIGN_INDEXES, *FEEDBACK_INDEXES]
+    # a moved federation's documents follow it (tribune_shared.federations); the API's
+    # collections too
+    federations = FederationDirectory(
+        store, path_fields(indexes, TEMPLATE_INDEXES, TRACKING_INDEXES), settings
+    )
     subscriptions = (
         Subscriptions(settings.service_name)
         .add(contact_handlers(messages))
@@ -52,7 +62,8 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         .add(membership_handlers(messages))
         .add(confirmation_handlers(service))
         .add(renewal_handlers(service))
-        .add(FederationDirectory(store).handlers())
+        .add(meeting_reminder_handlers(service))
+        .add(federations.handlers())
         .add(erasure_handlers(store))
         .add(campaign_handlers(store))
     )
@@ -82,9 +93,13 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         settings,
         store,
         subscriptions=subscriptions,
-        indexes=[*INDEXES, *CAMPAIGN_INDEXES, *FEEDBACK_INDEXES],
+        indexes=[*indexes, *FEDERATION_INDEXES],
         # SMS receipts that came before their message's outcome (messaging.feedback)
-        tasks=[dispatch, early_receipts_task(FeedbackService(settings, store))],
+        tasks=[
+            dispatch,
+            early_receipts_task(FeedbackService(settings, store)),
+            federations.task(),
+        ],
     )
 
 

@@ -264,6 +264,8 @@ class FederationCreatedV1(EventContract):
     parent_id: str | None
     name: str
     path: str
+    #: the federation's version: 1 at creation (absent in events made before versions)
+    version: int | None = None
 
 
 @contract(
@@ -275,12 +277,19 @@ class FederationCreatedV1(EventContract):
     consumers=("contacts", "consent", "memberships", "messaging"),
 )
 class FederationUpdatedV1(EventContract):
-    """A federation was renamed or moved."""
+    """A federation was renamed or moved (a move sends one event for the federation and
+    one for each of its descendants, whose paths change with it). Consumers apply only a
+    newer ``version`` and re-path what they hold (tribune_shared.federations)."""
 
     federation_id: str
     parent_id: str | None
     name: str
     path: str
+    #: the federation's version: +1 per rename or move (a replay or an older event is
+    #: recognised by it)
+    version: int | None = None
+    #: the path before this change (equal to ``path`` for a rename)
+    previous_path: str | None = None
 
 
 # ---------------------------------------------------------------- contacts
@@ -624,6 +633,119 @@ class ReceiptCancelledV1(EventContract):
     reason: str = ""
     replaced_by: str | None = None
     cancelled_at: datetime
+
+
+# ---------------------------------------------------------------- public forms and meetings
+
+
+@contract(
+    "consent-text-published",
+    1,
+    key="text_id",
+    owner="consent",
+    consumers=("contacts",),
+)
+class ConsentTextPublishedV1(EventContract):
+    """A consent text was created, changed (allowed until first used as proof) or
+    withdrawn. Contacts keeps a copy so a public form shows the exact text (and its hash)
+    the person agrees to; consent stays the owner of texts and of the proof."""
+
+    text_id: str
+    version: str
+    title: str = ""
+    body: str = ""
+    language: str = "fr"
+    #: SHA-256 (hex) of ``body``
+    sha256: str = ""
+    #: the text was deleted: forms may no longer offer it
+    withdrawn: bool = False
+    #: counts the text's changes (creation 1, each change +1, withdrawal last): a copy
+    #: keeps the highest, whatever order the events arrive in
+    revision: int = Field(default=0, ge=0)
+
+
+@contract(
+    "form-submitted",
+    1,
+    key="submission_id",
+    owner="contacts",
+    partitions=6,
+    consumers=("contacts",),
+)
+class FormSubmittedV1(EventContract):
+    """Somebody filled in a public form (petition, sign-up, volunteer form, RSVP) and the
+    submission passed the abuse checks. The answers stay in contacts' store (no personal
+    data travels here): contacts' worker applies queued submissions in batches, matching
+    or creating the person (accept first, apply through the backbone)."""
+
+    submission_id: str
+    form_id: str
+    form_kind: Literal["petition", "signup", "volunteer", "event_rsvp"]
+    received_at: datetime
+
+
+class FormConsent(BaseModel):
+    """One consent box the person ticked, with the exact text version they were shown."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: Channel
+    purpose: str
+    text_version: str
+    #: SHA-256 (hex) of the text as the page showed it
+    text_sha256: str
+
+
+@contract(
+    "form-submission-applied",
+    1,
+    key="contact_id",
+    owner="contacts",
+    partitions=6,
+    consumers=("consent",),
+)
+class FormSubmissionAppliedV1(EventContract):
+    """A form submission was matched to a person (created or updated). Consent records
+    the boxes the person ticked with their own proof (email through double opt-in); only
+    contacts' matching knows the person, hence this second fact after form-submitted."""
+
+    personal_fields: ClassVar[tuple[str, ...]] = ("proof",)
+
+    submission_id: str
+    form_id: str
+    form_kind: Literal["petition", "signup", "volunteer", "event_rsvp"]
+    contact_id: str
+    contact_version: int = Field(ge=1)
+    #: the person entered the file with this submission
+    created: bool
+    #: the same person had already submitted this form (counted once)
+    repeat: bool = False
+    consents: list[FormConsent] = Field(default_factory=list)
+    #: the person's own proof: submitted_at, minimised ip, user_agent, form_id, page
+    proof: dict[str, str] = Field(default_factory=dict)
+    submitted_at: datetime
+
+
+@contract(
+    "meeting-reminder-requested",
+    1,
+    key="contact_id",
+    owner="contacts",
+    consumers=("messaging",),
+)
+class MeetingReminderRequestedV1(EventContract):
+    """A meeting or canvassing session a person registered for is near: messaging reminds
+    them (only with their consent for the meeting's purpose, quiet hours for SMS)."""
+
+    meeting_id: str
+    contact_id: str
+    title: str
+    kind: Literal["meeting", "canvassing"]
+    starts_at: datetime
+    place: str = ""
+    #: the consent purpose the reminder needs (contacts' meetings settings)
+    purpose: str
+    hours_before: int = Field(ge=0)
 
 
 # ---------------------------------------------------------------- messaging

@@ -10,13 +10,13 @@ from typing import Any
 import jwt
 import pytest
 from gateway.caches import SignedIdentities, TtlCache
-from tribune_shared.group_commit import GroupCommit
 from gateway.security import issue_token
 from gateway.service import AccessAudit, GatewayService
 from gateway.settings import GatewaySettings
 from support import make_identity
 from tribune_shared.auth import Role, verify_identity
 from tribune_shared.errors import Conflict, Unauthorized
+from tribune_shared.group_commit import GroupCommit
 
 SECRET = "unit-test-jwt-secret-0123456789abcdef"
 
@@ -127,9 +127,21 @@ def user(user_id: str, role: str = "secretary") -> dict[str, Any]:
     }
 
 
+class FakeSessions:
+    """The sessions' store, for a deactivation (it ends the user's sessions)."""
+
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+
+    async def revoke_user(self, user_id, now, reason, keep=None) -> int:
+        self.revoked.append(user_id)
+        return 1
+
+
 def service_with(users: FakeUsers, **settings: Any) -> GatewayService:
     svc = GatewayService(GatewaySettings(jwt_secret=SECRET, **settings), store=None)
     svc.data = users
+    svc.sessions.data = FakeSessions()
     return svc
 
 

@@ -48,9 +48,10 @@ def test_paths_no_service_owns_do_not_resolve(path):
     assert resolve(path) is None
 
 
-def test_only_the_webhooks_and_the_consent_pages_are_public():
+def test_only_the_webhooks_the_consent_pages_and_the_public_forms_are_public():
     assert sorted(r.prefix for r in ROUTES if r.public) == [
         "/api/v1/public/consents",
+        "/api/v1/public/forms",
         "/api/v1/public/t",
         "/api/v1/webhooks/email-dsn",
         "/api/v1/webhooks/email-events",
@@ -67,6 +68,13 @@ def test_only_the_webhooks_and_the_consent_pages_are_public():
     )
     # tracked links and the open pixel are only ever fetched
     assert {r.prefix: r.methods for r in ROUTES if r.public}["/api/v1/public/t"] == ("GET",)
+    # a form's page and definition are read, submissions posted, and a party's site asks
+    # the CORS preflight first
+    assert {r.prefix: r.methods for r in ROUTES if r.public}["/api/v1/public/forms"] == (
+        "GET",
+        "POST",
+        "OPTIONS",
+    )
 
 
 def test_service_urls_come_from_settings(monkeypatch):

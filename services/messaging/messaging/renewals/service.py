@@ -9,14 +9,10 @@ import hashlib
 
 from prometheus_client import Counter
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.events import Envelope, decode_as, utcnow
-from tribune_shared.events.contracts import Channel, MembershipRenewalRequestedV1
+from tribune_shared.events import Envelope, decode_as
+from tribune_shared.events.contracts import MembershipRenewalRequestedV1
 from tribune_shared.logging import get_logger
-from tribune_shared.metrics import MESSAGES
-from tribune_shared.subscriptions import Awaiting
 
-from messaging.composer import InvalidRecipientAddress, build_email, unsubscribe_url
-from messaging.domain import MessageStatus, refusal
 from messaging.service import MessagingService
 
 log = get_logger(__name__)
@@ -57,65 +53,19 @@ class RenewalReminders:
     async def on_renewal_requested(self, envelope: Envelope, session: AsyncClientSession) -> None:
         event = decode_as(envelope, MembershipRenewalRequestedV1)
         message_id = reminder_message_id(envelope.event_id)
-        done = await self.messages.message(message_id, session)
-        if done is not None and done.get("status") == MessageStatus.sent.value:
+        outcome = await self.service.send_consented_email(
+            envelope,
+            session,
+            contact_id=event.contact_id,
+            purpose=self.settings.renewal_purpose,
+            message_id=message_id,
+            subject=fill(self.settings.renewal_subject, event),
+            text=fill(self.settings.renewal_text, event),
+            extra={"membership_id": event.membership_id},
+        )
+        if outcome == "already_sent":
             return
-        recipient = await self.messages.recipient(event.contact_id, session)
-        if recipient is None:
-            if await self.messages.is_erased(event.contact_id, session):
-                return self._skipped(event, "erased")
-            # Not projected yet (contact-created comes on another topic): waited for.
-            raise Awaiting(f"contact {event.contact_id} is not known to messaging yet")
-        purpose = self.settings.renewal_purpose
-        consent = await self.messages.consent(event.contact_id, Channel.email, purpose)
-        refused = refusal(
-            recipient,
-            consent,
-            Channel.email,
-            purpose,
-            suppressed=await self.service._suppressed(recipient),
-        )
-        if refused is not None:  # no consent for the membership purpose: nothing is sent
-            MESSAGES.labels(Channel.email.value, "refused").inc()
-            return self._skipped(event, refused.rule)
-        now = utcnow()
-        subject = fill(self.settings.renewal_subject, event)
-        link = unsubscribe_url(
-            self.settings.unsubscribe_base_url,
-            self.service.tokens.sign(event.contact_id, purpose),
-        )
-        try:
-            email = build_email(
-                message_id=message_id,
-                mail_from=self.settings.mail_from,
-                recipient=recipient,
-                subject=subject,
-                text=fill(self.settings.renewal_text, event),
-                unsubscribe_link=link,
-                footer_template=self.settings.unsubscribe_footer,
-                date=now,
-            )
-        except InvalidRecipientAddress:
-            MESSAGES.labels(Channel.email.value, "refused").inc()
-            return self._skipped(event, "bad_address")
-        message = {
-            "_id": message_id,
-            "contact_id": event.contact_id,
-            "channel": Channel.email.value,
-            "purpose": purpose,
-            "subject": subject,
-            "campaign_id": None,
-            "federation_id": recipient.federation_id,
-            "federation_path": recipient.federation_path,
-            "created_by": envelope.producer,
-            "created_at": now,
-            "transactional": False,
-            "per_person_tracking": False,
-            "cause_event_id": envelope.event_id,
-            "membership_id": event.membership_id,
-        }
-        await self.service.send_for_event(
-            envelope, session, recipient=recipient, message=message, email=email
-        )
+        if outcome != "sent":
+            return self._skipped(event, outcome)
         RENEWAL_REMINDERS.labels("sent").inc()
         log.info("renewal_reminder.sent", message_id=message_id, contact_id=event.contact_id)
