@@ -62,7 +62,11 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("X-Frame-Options", "DENY")
+                # A page that says who may frame it (a public form embedded in a party's
+                # site: CSP frame-ancestors) keeps that word alone; old browsers that only
+                # know X-Frame-Options would otherwise refuse the embedding it allows.
+                if "frame-ancestors" not in headers.get("content-security-policy", ""):
+                    headers.setdefault("X-Frame-Options", "DENY")
                 if "content-security-policy" not in headers and not headers.get(
                     "content-type", ""
                 ).startswith("text/html"):
