@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -146,19 +147,9 @@ class MessagingService:
 
         message_id = uuid.uuid4().hex
         now = utcnow()
-        link = unsubscribe_url(
-            self.settings.unsubscribe_base_url, self.tokens.sign(contact_id, purpose)
-        )
         try:
-            email = build_email(
-                message_id=message_id,
-                mail_from=self.settings.mail_from,
-                recipient=recipient,
-                subject=subject,
-                text=text,
-                unsubscribe_link=link,
-                footer_template=self.settings.unsubscribe_footer,
-                date=now,
+            email = self._email_with_unsubscribe(
+                message_id, recipient, contact_id, purpose, subject, text, now
             )
         except InvalidRecipientAddress as exc:
             MESSAGES.labels(channel.value, "refused").inc()
@@ -300,6 +291,33 @@ class MessagingService:
         )
         log.info("confirmation.sent", message_id=message_id, contact_id=event.contact_id)
 
+    def _email_with_unsubscribe(
+        self,
+        message_id: str,
+        recipient: Recipient,
+        contact_id: str,
+        purpose: str,
+        subject: str,
+        text: str,
+        now: datetime,
+    ) -> EmailMessage:
+        """A non-transactional email: the unsubscribe link of its purpose in the footer
+        and the List-Unsubscribe headers (InvalidRecipientAddress if the address is not
+        usable)."""
+        link = unsubscribe_url(
+            self.settings.unsubscribe_base_url, self.tokens.sign(contact_id, purpose)
+        )
+        return build_email(
+            message_id=message_id,
+            mail_from=self.settings.mail_from,
+            recipient=recipient,
+            subject=subject,
+            text=text,
+            unsubscribe_link=link,
+            footer_template=self.settings.unsubscribe_footer,
+            date=now,
+        )
+
     async def send_consented_email(
         self,
         envelope: Envelope,
@@ -340,19 +358,9 @@ class MessagingService:
             MESSAGES.labels(Channel.email.value, "refused").inc()
             return refused.rule
         now = utcnow()
-        link = unsubscribe_url(
-            self.settings.unsubscribe_base_url, self.tokens.sign(contact_id, purpose)
-        )
         try:
-            email = build_email(
-                message_id=message_id,
-                mail_from=self.settings.mail_from,
-                recipient=recipient,
-                subject=subject,
-                text=text,
-                unsubscribe_link=link,
-                footer_template=self.settings.unsubscribe_footer,
-                date=now,
+            email = self._email_with_unsubscribe(
+                message_id, recipient, contact_id, purpose, subject, text, now
             )
         except InvalidRecipientAddress:
             MESSAGES.labels(Channel.email.value, "refused").inc()
