@@ -4,10 +4,9 @@ transaction) and the worker's reminder job."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -21,7 +20,7 @@ from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import DuplicateKeyError, Store
 
-from contacts.domain import search_terms
+from contacts.domain import aware, decode_time_cursor, encode_time_cursor, search_terms
 from contacts.meetings.domain import (
     MeetingLimits,
     MeetingProblems,
@@ -54,11 +53,6 @@ MEETING_FIELDS = ("title", "kind", "starts_at", "ends_at", "address", "commune_i
 def _now_ms() -> datetime:
     now = utcnow()
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _aware(value: datetime) -> datetime:
-    # the store gives back aware UTC datetimes; documents written by hand may be naive
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _problems(exc: MeetingProblems) -> InvalidFields:
@@ -153,8 +147,8 @@ def meeting_view(doc: dict[str, Any]) -> dict[str, Any]:
         "federation_path": doc["federation_path"],
         "kind": doc["kind"],
         "title": doc["title"],
-        "starts_at": _aware(doc["starts_at"]),
-        "ends_at": _aware(doc["ends_at"]),
+        "starts_at": aware(doc["starts_at"]),
+        "ends_at": aware(doc["ends_at"]),
         "place": {"address": doc.get("address", ""), "commune_insee": doc.get("commune_insee")},
         "capacity": doc.get("capacity"),
         "status": doc["status"],
@@ -162,9 +156,9 @@ def meeting_view(doc: dict[str, Any]) -> dict[str, Any]:
         "waitlisted": doc.get("waitlisted", 0),
         "places_left": places_left(doc.get("capacity"), registered),
         "version": doc["version"],
-        "created_at": _aware(doc["created_at"]),
+        "created_at": aware(doc["created_at"]),
         "created_by": doc["created_by"],
-        "updated_at": _aware(doc["updated_at"]),
+        "updated_at": aware(doc["updated_at"]),
         "updated_by": doc["updated_by"],
     }
 
@@ -177,23 +171,9 @@ def registration_view(doc: dict[str, Any], names: dict[str, Any] | None) -> dict
         "family_name": (names or {}).get("family_name", ""),
         "status": doc["status"],
         "source": doc["source"],
-        "registered_at": _aware(doc["registered_at"]),
-        "checked_in_at": _aware(doc["checked_in_at"]) if doc.get("checked_in_at") else None,
+        "registered_at": aware(doc["registered_at"]),
+        "checked_in_at": aware(doc["checked_in_at"]) if doc.get("checked_in_at") else None,
     }
-
-
-def _encode_cursor(at: datetime, last_id: str) -> str:
-    raw = f"{int(_aware(at).timestamp() * 1000)}.{last_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ms, last_id = raw.split(".", 1)
-        return datetime.fromtimestamp(int(ms) / 1000, UTC), last_id
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidFields([("cursor", "not a cursor this list gave")]) from None
 
 
 class MeetingsService:
@@ -273,13 +253,13 @@ class MeetingsService:
             conditions["kind"] = kind
         if status is not None:
             conditions["status"] = status
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_time_cursor(cursor) if cursor else None
         docs = await self.meetings.page(identity.scope(), conditions, limit=limit, after=after)
         items = [meeting_view(d) for d in docs[:limit]]
         if len(docs) <= limit:
             return items, None
         last = docs[limit - 1]
-        return items, _encode_cursor(last["starts_at"], last["_id"])
+        return items, encode_time_cursor(last["starts_at"], last["_id"])
 
     async def update(
         self,
@@ -553,12 +533,12 @@ class MeetingsService:
                     "meeting_id": meeting["_id"],
                     "title": meeting["title"],
                     "kind": meeting["kind"],
-                    "starts_at": _aware(meeting["starts_at"]),
+                    "starts_at": aware(meeting["starts_at"]),
                     "meeting_status": meeting["status"],
                     "status": reg["status"],
-                    "registered_at": _aware(reg["registered_at"]),
+                    "registered_at": aware(reg["registered_at"]),
                     "attended": reg.get("checked_in_at") is not None,
-                    "checked_in_at": _aware(reg["checked_in_at"])
+                    "checked_in_at": aware(reg["checked_in_at"])
                     if reg.get("checked_in_at")
                     else None,
                 }
@@ -594,7 +574,7 @@ class MeetingReminders:
         return requested
 
     async def _meeting(self, meeting: dict[str, Any], offsets: Sequence[int], now: datetime) -> int:
-        starts_at = _aware(meeting["starts_at"])
+        starts_at = aware(meeting["starts_at"])
         size = self.settings.meeting_reminder_batch_size
         after: str | None = None
         requested = 0
@@ -647,7 +627,7 @@ class MeetingReminders:
                 contact_id=contact_id,
                 title=meeting["title"],
                 kind=meeting["kind"],
-                starts_at=_aware(meeting["starts_at"]),
+                starts_at=aware(meeting["starts_at"]),
                 place=place,
                 purpose=self.settings.meeting_reminder_purpose,
                 hours_before=hours,

@@ -19,12 +19,9 @@ who already signed is a ``repeat``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from tribune_shared.errors import InvalidFields
@@ -41,6 +38,7 @@ from contacts.domain import (
     Contact,
     ContactFields,
     ContactRules,
+    aware,
     build_contact,
     normalise_contact,
     normalise_tag,
@@ -87,7 +85,7 @@ class Submission:
         raw = self.proof.get("submitted_at")
         if raw:
             try:
-                return _aware(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+                return aware(datetime.fromisoformat(raw.replace("Z", "+00:00")))
             except ValueError:
                 pass
         return self.received_at
@@ -100,10 +98,6 @@ class Rejected:
 
     id: str
     reason: str
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _text(value: Any) -> str:
@@ -181,7 +175,7 @@ def read_submission(
         proof={str(k): str(v) for k, v in (doc.get("proof") or {}).items() if v is not None},
         reference=reference,
         meeting_id=form.get("meeting_id") or None,
-        received_at=_aware(doc["received_at"]),
+        received_at=aware(doc["received_at"]),
     )
 
 
@@ -389,28 +383,6 @@ def form_actor(form_id: str) -> str:
 
 # ---------------------------------------------------------------- the submissions list
 
-_CURSOR_PREFIX = "fs1:"
-_ID = re.compile(r"[0-9a-zA-Z_-]{1,64}")
-
-
-def encode_cursor(received_at: datetime, submission_id: str) -> str:
-    """The page after (received_at, id), newest first."""
-    raw = f"{_CURSOR_PREFIX}{_aware(received_at).isoformat()}|{submission_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """422 on ``cursor`` if it was not made by this list."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, submission_id = raw.removeprefix(_CURSOR_PREFIX).split("|", 1)
-        when = _aware(datetime.fromisoformat(at))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidFields([("cursor", "not a cursor returned by this list")]) from None
-    if not raw.startswith(_CURSOR_PREFIX) or not _ID.fullmatch(submission_id):
-        raise InvalidFields([("cursor", "not a cursor returned by this list")])
-    return when, submission_id
-
 
 def check_status(status: str | None) -> str | None:
     if status is not None and status not in STATUSES:
@@ -443,8 +415,8 @@ def submission_view(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _iso(at: datetime | None) -> str | None:
-    return _aware(at).isoformat().replace("+00:00", "Z") if at is not None else None
+    return aware(at).isoformat().replace("+00:00", "Z") if at is not None else None
 
 
 def today_of(at: datetime) -> date:
-    return _aware(at).date()
+    return aware(at).date()

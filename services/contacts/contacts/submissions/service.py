@@ -29,7 +29,13 @@ from tribune_shared.store import Store
 from tribune_shared.suppression import email_hash, phone_hash
 
 from contacts.custom_fields import CustomFieldDefinition
-from contacts.domain import contact_created, contact_updated, new_contact_id
+from contacts.domain import (
+    contact_created,
+    contact_updated,
+    decode_time_cursor,
+    encode_time_cursor,
+    new_contact_id,
+)
 from contacts.import_jobs import now_ms
 from contacts.meetings.domain import Rsvp
 from contacts.meetings.service import record_rsvps
@@ -49,8 +55,6 @@ from contacts.submissions.domain import (
     Submission,
     Written,
     check_status,
-    decode_cursor,
-    encode_cursor,
     materialise,
     plan_batch,
     read_submission,
@@ -247,7 +251,7 @@ class SubmissionsService:
     ) -> dict[str, Any]:
         """A form's submissions, newest first (404 for a form outside the subtree)."""
         check_status(status)
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_time_cursor(cursor) if cursor else None
         size = limit or self.settings.default_page_size
         if not 1 <= size <= self.settings.max_page_size:
             raise InvalidFields([("limit", f"must be between 1 and {self.settings.max_page_size}")])
@@ -258,7 +262,7 @@ class SubmissionsService:
         return {
             "items": [submission_view(d) for d in items],
             "signatures": await self.submissions.signatures(form_id),
-            "next_cursor": encode_cursor(last["received_at"], last["_id"]) if last else None,
+            "next_cursor": encode_time_cursor(last["received_at"], last["_id"]) if last else None,
         }
 
 
