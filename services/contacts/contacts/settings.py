@@ -212,8 +212,8 @@ class ContactsSettings(ServiceSettings):
     forms_rate_max_keys: int = Field(
         default=100_000, ge=100, le=10_000_000, description="buckets kept (least recent dropped)"
     )
-    # Proof of work (per form, optional): leading zero bits of SHA-256 the browser finds
-    forms_pow_default_bits: int = Field(default=16, ge=1, le=32)
+    # Proof of work (per form, optional): leading zero bits of SHA-256 the browser finds;
+    # a form opts in with its own proof_of_work_bits, within these bounds
     forms_pow_min_bits: int = Field(default=8, ge=1, le=32)
     forms_pow_max_bits: int = Field(default=24, ge=1, le=32)
     # Intake: concurrent submissions share one transaction (tribune_shared.group_commit)
@@ -249,8 +249,8 @@ class ContactsSettings(ServiceSettings):
             )
         if self.import_max_cell_chars > self.import_max_row_chars:
             raise ValueError("import_max_cell_chars must not exceed import_max_row_chars")
-        if not self.forms_pow_min_bits <= self.forms_pow_default_bits <= self.forms_pow_max_bits:
-            raise ValueError("forms_pow_default_bits must lie between the min and max bits")
+        if self.forms_pow_min_bits > self.forms_pow_max_bits:
+            raise ValueError("forms_pow_min_bits must not exceed forms_pow_max_bits")
         secret = self.forms_token_secret
         if secret is not None and len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
             # optional (derived from identity_secret when unset), so not in secret_fields
