@@ -206,7 +206,7 @@ class ConsentService:
             causation=causation,
         )
 
-    def _check(self, channel: Channel, purpose: str) -> None:
+    def check_choice(self, channel: Channel, purpose: str) -> None:
         check_purpose(purpose, self.settings.all_purposes)
         check_tracking_channel(channel, purpose, self.settings.tracking_purpose)
 
@@ -235,7 +235,7 @@ class ConsentService:
             "detail": detail or {},
         }
 
-    async def _audit(
+    async def write_audit(
         self,
         session: AsyncClientSession | None,
         action: AuditAction,
@@ -278,7 +278,7 @@ class ConsentService:
             await self.consents.suppressed_among(hashes["email"] + hashes["phone"], session)
         )
 
-    async def _statuses(
+    async def statuses(
         self, contact_id: str, session: AsyncClientSession
     ) -> dict[tuple[Channel, str], ConsentStatus]:
         """The contact's current state of every (channel, purpose), in one read."""
@@ -287,7 +287,7 @@ class ConsentService:
             for d in await self.consents.current_all(contact_id, session)
         }
 
-    async def _record_and_audit(
+    async def record_and_audit(
         self,
         session: AsyncClientSession,
         contact: dict[str, Any],
@@ -298,7 +298,7 @@ class ConsentService:
     ) -> None:
         """Record the changes and the audit entry that says who made them, from where."""
         await self._record(session, contact, changes, actor)
-        await self._audit(
+        await self.write_audit(
             session,
             AuditAction.consent_changed,
             actor,
@@ -383,7 +383,7 @@ class ConsentService:
         """Record a grant (or a pending double opt-in request) or a revocation; returns
         (status, changed)."""
         client = client or ClientInfo()
-        self._check(request.channel, request.purpose)
+        self.check_choice(request.channel, request.purpose)
         if request.double_opt_in:
             if wanted is not ConsentStatus.granted:
                 raise InvalidField("only a grant can ask for confirmation", field="double_opt_in")
@@ -414,7 +414,7 @@ class ConsentService:
             pending = None
             extra: tuple[EventContract, ...] = ()
             if wanted is ConsentStatus.pending:
-                pending, extra = self._confirmation_request(contact, request, proof, text, actor)
+                pending, extra = self.confirmation_request(contact, request, proof, text, actor)
                 proof = {**proof, "request_id": pending["request_id"]}
             change = Change(
                 request.channel,
@@ -426,7 +426,7 @@ class ConsentService:
                 pending=pending,
                 events=extra,
             )
-            await self._record_and_audit(session, contact, [change], actor, client, request.source)
+            await self.record_and_audit(session, contact, [change], actor, client, request.source)
             return wanted, True
 
         return await self.store.run_transaction(work, what="consent.change")
@@ -450,7 +450,7 @@ class ConsentService:
             )
         return text
 
-    def _confirmation_request(
+    def confirmation_request(
         self,
         contact: dict[str, Any],
         request: ChangeRequest,
@@ -496,7 +496,7 @@ class ConsentService:
         self, identity: Identity, contact_id: str, client: ClientInfo | None = None
     ) -> dict[str, Any]:
         contact = await self._contact_visible(identity, contact_id)
-        await self._audit(
+        await self.write_audit(
             None,
             AuditAction.consent_viewed,
             Actor.of(identity),
@@ -596,7 +596,7 @@ class ConsentService:
             }
             source = pending.get("source") or Source.double_opt_in.value
             change = Change(channel, purpose, ConsentStatus.granted, source, proof)
-            await self._record_and_audit(
+            await self.record_and_audit(
                 session, contact, [change], THE_PERSON, client, Source.double_opt_in.value
             )
             return ConfirmOutcome.confirmed
@@ -667,7 +667,7 @@ class ConsentService:
         suppression list, audited as the person's own act. Idempotent."""
         contact_id = contact["_id"]
         result = Unsubscribed(contact_known=True, purpose=purpose)
-        current = await self._statuses(contact_id, session)
+        current = await self.statuses(contact_id, session)
         changes = [
             Change(channel, p, ConsentStatus.revoked, source.value, proof)
             for channel, p in pairs
@@ -805,7 +805,7 @@ class ConsentService:
         contact_id = contact["_id"]
 
         async def work(session: AsyncClientSession) -> int:
-            current = await self._statuses(contact_id, session)
+            current = await self.statuses(contact_id, session)
             proof = {"sms_message_id": message_id} if message_id else {}
             changes = [
                 Change(Channel.sms, purpose, ConsentStatus.revoked, Source.sms_stop.value, proof)
@@ -813,7 +813,7 @@ class ConsentService:
                 if needs_entry(current.get((Channel.sms, purpose)), ConsentStatus.revoked)
             ]
             if changes:
-                await self._record_and_audit(
+                await self.record_and_audit(
                     session, contact, changes, THE_PERSON, client, Source.sms_stop.value
                 )
             return len(changes)
@@ -874,7 +874,7 @@ class ConsentService:
         added, events = await self._suppression_of(session, contact, reason, causation, addresses)
         if events:
             await self.outbox.add(session, *events)
-            await self._audit(
+            await self.write_audit(
                 session,
                 AuditAction.suppression_added,
                 actor,
@@ -1021,7 +1021,7 @@ class ConsentService:
 
         async def work(session: AsyncClientSession) -> None:
             await self.consents.insert_text(doc, session)
-            await self._audit(
+            await self.write_audit(
                 session,
                 AuditAction.text_created,
                 Actor.of(identity),
@@ -1109,7 +1109,7 @@ class ConsentService:
             changed = await self.consents.update_unused_text(text_id, scope, fields, session)
             if changed is None:
                 raise _text_used()
-            await self._audit(
+            await self.write_audit(
                 session,
                 AuditAction.text_updated,
                 Actor.of(identity),
@@ -1137,7 +1137,7 @@ class ConsentService:
                 raise _text_used()
             if not await self.consents.delete_unused_text(text_id, scope, session):
                 raise _text_used()
-            await self._audit(
+            await self.write_audit(
                 session,
                 AuditAction.text_deleted,
                 Actor.of(identity),

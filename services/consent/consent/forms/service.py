@@ -84,7 +84,7 @@ class FormConsents:
         if await self.consent.is_suppressed(contact_id, session):
             return 0
         done = await self.ledger.recorded(contact_id, event.submission_id, session)
-        statuses = await self.consent._statuses(contact_id, session)
+        statuses = await self.consent.statuses(contact_id, session)
         client = ClientInfo(ip=event.proof.get("ip"), user_agent=event.proof.get("user_agent"))
         paths = ancestor_paths(contact["federation_path"])
         changes: list[Change] = []
@@ -93,7 +93,7 @@ class FormConsents:
             if (box.channel.value, box.purpose) in done:
                 continue
             try:
-                self.consent._check(box.channel, box.purpose)
+                self.consent.check_choice(box.channel, box.purpose)
             except InvalidField as exc:
                 refused.append(_refused(box, exc.message))
                 continue
@@ -128,7 +128,7 @@ class FormConsents:
                     reference=event.form_id,
                     double_opt_in=True,
                 )
-                pending, extra = self.consent._confirmation_request(
+                pending, extra = self.consent.confirmation_request(
                     contact,
                     request,
                     proof,
@@ -150,7 +150,7 @@ class FormConsents:
                 )
             )
         if changes:
-            await self.consent._record_and_audit(
+            await self.consent.record_and_audit(
                 session, contact, changes, THE_PERSON, client, SOURCE
             )
         if refused:
@@ -160,7 +160,7 @@ class FormConsents:
                 form_id=event.form_id,
                 boxes=refused,
             )
-            await self.consent._audit(
+            await self.consent.write_audit(
                 session,
                 AuditAction.form_consent_refused,
                 THE_PERSON,
