@@ -11,7 +11,7 @@ UV_HOME    := $(CURDIR)/.tools/uv
 UV         ?= $(or $(shell command -v uv 2>/dev/null),$(UV_HOME)/bin/uv)
 DEVSTACK   := $(UV) run --frozen python -m tribune_devstack
 
-.PHONY: help check-uv sync fetch-kafka fetch-promtool infra-up infra-down up down status logs lint test asyncapi kafka-acls bench
+.PHONY: help check-uv sync fetch-kafka fetch-promtool infra-up infra-down up down status logs lint test chaos asyncapi openapi kafka-acls bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -72,8 +72,16 @@ lint: | check-uv ## ruff, then mypy (what it checks: [tool.mypy] in pyproject.to
 test: sync fetch-kafka fetch-promtool ## run the test suite
 	TRIBUNE_PROMTOOL="$(PROMTOOL_DIR)/promtool" $(UV) run --frozen pytest
 
+# Resilience: broker restarts, workers killed, the store paused, on a platform of its own;
+# prints the recovery times. Not in `make test` (README, Operations > Resilience).
+chaos: sync fetch-kafka ## run the resilience tests (tests/chaos) and print recovery times
+	TRIBUNE_CHAOS=1 $(UV) run --frozen pytest -rA tests/chaos
+
 asyncapi: | check-uv ## regenerate docs/asyncapi.json from the event contracts
 	$(UV) run --frozen python -m tribune_shared.events.asyncapi > docs/asyncapi.json
+
+openapi: | check-uv ## regenerate the services' OpenAPI parts the gateway publishes (gateway/openapi_services.json)
+	$(UV) run --frozen python -m tribune_devstack.openapi --write
 
 kafka-acls: | check-uv ## regenerate the Kafka ACLs of each service from the topic registry
 	$(UV) run --frozen python -m tribune_shared.events.acls > deploy/compose/kafka/acls.sh

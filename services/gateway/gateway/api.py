@@ -565,7 +565,6 @@ async def access_log(
 
 # ---------------------------------------------------------------- forwarded routes
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _ANY_BODY = {
     "requestBody": {
         "required": False,
@@ -613,7 +612,7 @@ def forwarding_router() -> APIRouter:
     """One explicit route per prefix and method, so OpenAPI lists every forwarded part."""
     forwarded = APIRouter()
     for route in ROUTES:
-        methods = route.methods or (("POST",) if route.public else METHODS)
+        methods = route.forwarded_methods
         owner = f"the {route.service} service"
         for suffix in ("", "/{path:path}"):
             endpoint = _forwarder(route, with_path=bool(suffix))

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 from tribune_shared.errors import DomainError
 
-from gateway.api import METHODS, audited, client_identity
+from gateway.api import audited, client_identity
 from gateway.routing import ROUTES, Route
 
 
@@ -36,7 +36,7 @@ class RouteLabel:
 
 
 def _allowed(route: Route) -> frozenset[str]:
-    return frozenset(route.methods or (("POST",) if route.public else METHODS))
+    return frozenset(route.forwarded_methods)
 
 
 class FastForward:

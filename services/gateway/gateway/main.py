@@ -16,6 +16,7 @@ from gateway.dispatch import FastForward
 from gateway.federations.api import router as federations_router
 from gateway.federations.service import FederationService
 from gateway.headers import ApiCors, SecurityHeaders
+from gateway.openapi import install_openapi
 from gateway.paths import NormalisedPath
 from gateway.privacy import router as privacy_router
 from gateway.proxy import Proxy
@@ -91,6 +92,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "service's API under /api/v1 (forwarded with the caller's signed identity).",
     )
 
+    # one document with the services' real schemas in place of the forwarded catch-alls
+    install_openapi(app)
     # the back office pages at /app: they call the API above in-process (gateway.webapp)
     install_webapp(app, settings)
     if settings.fast_forward:

@@ -28,6 +28,10 @@ class LargeBody:
         )
 
 
+#: what a private route forwards when it names no methods
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
@@ -40,6 +44,12 @@ class Route:
     #: a public route's own signature headers, passed on untouched besides the Tribune ones
     #: (a provider signs its own way: Stripe-Signature, x-ha-signature)
     signature_headers: tuple[str, ...] = ()
+
+    @property
+    def forwarded_methods(self) -> tuple[str, ...]:
+        """The methods forwarded: the route's own, else POST for a public route (a webhook),
+        else every method."""
+        return self.methods or (("POST",) if self.public else METHODS)
 
     @property
     def tag(self) -> str:
