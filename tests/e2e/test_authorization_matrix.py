@@ -1034,6 +1034,15 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("gateway", "GET", "/api/v1/federations/{federation_id}"): rule(
         ALL, Scope.SUBTREE, 200, lambda w, t: Call("GET", f"/api/v1/federations/{w.fed[t][0]}")
     ),
+    # the live event stream (gateway.live_events): every role follows its own subtree (the
+    # types each role sees: LIVE_EVENTS); a stream ends after GATEWAY_LIVE_EVENTS_MAX_SECONDS
+    # (1 s in the test stack), so the matrix reads whole answers
+    ("gateway", "GET", "/api/v1/events/stream"): rule(
+        ALL,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", "/api/v1/events/stream", params={"federation_id": w.fed[t][0]}),
+    ),
     # a rename (a move would reshape the matrix's world: tests/e2e/test_federation_move.py)
     ("gateway", "PATCH", "/api/v1/federations/{federation_id}"): rule(
         ADMINS,
@@ -1535,24 +1544,29 @@ def world(stack, admin, http) -> Iterator[World]:
         w.clients[service].close()
 
 
-def _operations(spec: dict) -> set[tuple[str, str]]:
+def _operations(spec: dict, *, own_only: bool = False) -> set[tuple[str, str]]:
+    """(method, path) of every operation; ``own_only``: not those the gateway's document
+    publishes for a service (``x-tribune-service``), which the services' rows cover."""
+    from gateway.openapi import SERVICE_EXTENSION
+
     return {
         (method.upper(), path)
         for path, ops in spec["paths"].items()
-        for method in ops
+        for method, op in ops.items()
         if method in ("get", "post", "put", "patch", "delete")
+        and not (own_only and SERVICE_EXTENSION in op)
     }
 
 
 @pytest.fixture(scope="module")
 def routes(stack, http) -> dict[str, set[tuple[str, str]]]:
     """service -> its (method, path) operations, from its OpenAPI document; the gateway's
-    own, without its forwarded prefixes."""
+    own, without its forwarded prefixes and the services' operations it publishes."""
     from gateway.routing import ROUTES
 
     out = {s: _operations(httpx.get(f"{stack.url(s)}/openapi.json").json()) for s in SERVICES}
     forwarded = {r.prefix for r in ROUTES} | {f"{r.prefix}/{{path}}" for r in ROUTES}
-    gateway = _operations(http.get("/openapi.json").json())
+    gateway = _operations(http.get("/openapi.json").json(), own_only=True)
     out["gateway"] = {(m, p) for m, p in gateway if p not in forwarded}
     return out
 

@@ -318,6 +318,40 @@ acl --allow-principal User:gateway --operation Describe --operation Create --ope
   --topic "${P}receipt-issued-dlq" \
   --topic "${P}suppression-added" \
   --topic "${P}suppression-added-dlq"
+acl --allow-principal User:gateway --operation Read \
+  --topic "${P}campaign-launched" \
+  --topic "${P}consent-granted" \
+  --topic "${P}consent-revoked" \
+  --topic "${P}contact-created" \
+  --topic "${P}contact-erased" \
+  --topic "${P}contact-merged" \
+  --topic "${P}contact-updated" \
+  --topic "${P}donation-received" \
+  --topic "${P}erasure-completed" \
+  --topic "${P}erasure-requested" \
+  --topic "${P}federation-created" \
+  --topic "${P}federation-updated" \
+  --topic "${P}form-submission-applied" \
+  --topic "${P}membership-activated" \
+  --topic "${P}membership-cancelled" \
+  --topic "${P}membership-grace-started" \
+  --topic "${P}membership-lapsed" \
+  --topic "${P}message-bounced" \
+  --topic "${P}message-clicked" \
+  --topic "${P}message-complained" \
+  --topic "${P}message-delivered" \
+  --topic "${P}message-failed" \
+  --topic "${P}message-opened" \
+  --topic "${P}message-sent" \
+  --topic "${P}payment-received" \
+  --topic "${P}payment-refunded" \
+  --topic "${P}receipt-cancelled" \
+  --topic "${P}receipt-issued" \
+  --topic "${P}suppression-added"
+acl --allow-principal User:gateway --operation Read \
+  --group "${P}gateway-live-events"
+acl --allow-principal User:gateway --operation Create --operation Describe --operation Read --operation Write --resource-pattern-type prefixed \
+  --topic "${P}gateway-live-events-"
 
 # --- memberships
 acl --allow-principal User:memberships --operation Write \

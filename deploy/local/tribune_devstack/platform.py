@@ -174,6 +174,7 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         env["MESSAGING_SMS_HOLIDAY_COUNTRY"] = ""
         # a figures stream ends soon (the authorization matrix reads whole answers)
         env["MEMBERSHIPS_LIVE_STREAM_MAX_SECONDS"] = "3"
+        env["GATEWAY_LIVE_EVENTS_MAX_SECONDS"] = "1"
         # the membership sweep (grace, lapse) runs every second, not every 5 minutes
         env["MEMBERSHIPS_SWEEP_INTERVAL_SECONDS"] = "1"
         # the suites share the stack's administrator and poll through the gateway: its

@@ -16,6 +16,10 @@ from gateway.dispatch import FastForward
 from gateway.federations.api import router as federations_router
 from gateway.federations.service import FederationService
 from gateway.headers import ApiCors, SecurityHeaders
+from gateway.live_events.api import router as live_events_router
+from gateway.live_events.service import LiveEventsHub
+from gateway.live_events.store import LiveEventStore
+from gateway.live_events.store import indexes as live_event_indexes
 from gateway.openapi import install_openapi
 from gateway.paths import NormalisedPath
 from gateway.privacy import router as privacy_router
@@ -58,9 +62,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             max_entries=settings.user_cache_max_entries,
             last_used_flush_seconds=settings.api_key_last_used_flush_seconds,
         )
+        app.state.live_events = LiveEventsHub(settings, LiveEventStore(app.state.store))
         await app.state.gateway_service.bootstrap()
 
     async def on_shutdown(app: FastAPI) -> None:
+        await app.state.live_events.close()
         await app.state.api_keys.close()  # the last uses noted
         await app.state.rate_limiter.close()
         await app.state.access_audit.close()  # the entries of the last requests
@@ -76,6 +82,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             users_router,
             api_keys_router,
             privacy_router,
+            live_events_router,
             forwarding_router(),
         ],
         indexes=[
@@ -85,6 +92,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             *USER_INDEXES,
             *API_KEY_INDEXES,
             *RATE_LIMIT_INDEXES,
+            *live_event_indexes(settings.live_events_retention_seconds),
         ],
         on_startup=on_startup,
         on_shutdown=on_shutdown,

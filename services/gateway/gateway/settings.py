@@ -157,6 +157,39 @@ class GatewaySettings(ServiceSettings):
     #: users whose latest consistency token the gateway remembers (least recent forgotten)
     consistency_max_users: int = Field(default=100_000, ge=100, le=10_000_000)
 
+    # ------------------------------------------------------------ live event stream
+    #: (gateway.live_events) the worker records the registry's LIVE_EVENTS; API replicas
+    #: follow them and serve each connection its subtree's
+    live_events_retention_seconds: int = Field(
+        default=3600, ge=60, le=7 * 86_400, description="how long a stream can be resumed"
+    )
+    live_events_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="events recorded per transaction"
+    )
+    live_events_retry_seconds: float = Field(
+        default=2, ge=0.1, le=60, description="pause of the recorder after a failure"
+    )
+    live_events_poll_seconds: float = Field(
+        default=0.25, ge=0.02, le=10, description="how often a replica reads new events"
+    )
+    live_events_heartbeat_seconds: float = Field(
+        default=15, ge=1, le=300, description="idle time before a keep-alive comment"
+    )
+    #: a connection ends after this long and the client reconnects with Last-Event-ID: its
+    #: token is checked again (an expired or deactivated user stops there)
+    live_events_max_seconds: float = Field(default=300, ge=1, le=86_400)
+    live_events_max_connections_per_user: int = Field(
+        default=5, ge=1, le=1000, description="open streams per user (per API key) per replica"
+    )
+    live_events_max_connections: int = Field(
+        default=1000, ge=1, le=100_000, description="open streams per replica"
+    )
+    live_events_replay_max: int = Field(
+        default=1000, ge=0, le=100_000, description="events replayed to a resumed stream"
+    )
+    #: a connection more than this many events behind is ended (it resumes from its id)
+    live_events_queue_size: int = Field(default=1000, ge=10, le=100_000)
+
     @field_validator("trusted_proxies", "cors_allowed_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -929,6 +929,49 @@ MEMBERSHIPS_LIVE = stream(
 )
 
 
+#: The gateway's live event stream (gateway.live_events, ``GET /api/v1/events/stream``):
+#: which topics it shows and to which roles (``tribune_shared.auth.Role`` values), in one
+#: place. Events carry no personal data there (sealed fields stay sealed); a role sees an
+#: event of its subtree only if it is listed. Its recorder reads them with its own group.
+_ALL_ROLES = ("admin", "secretary", "treasurer", "campaign_manager", "dpo", "viewer")
+_PEOPLE = ("admin", "secretary", "campaign_manager", "dpo", "viewer")
+_CONSENT = ("admin", "secretary", "campaign_manager", "dpo")
+_MONEY = ("admin", "treasurer")
+_STANDING = ("admin", "secretary", "treasurer", "viewer")
+_SENDING = ("admin", "campaign_manager")
+LIVE_EVENTS: dict[str, tuple[str, ...]] = {
+    "contact-created": _PEOPLE,
+    "contact-updated": _PEOPLE,
+    "contact-merged": _PEOPLE,
+    "contact-erased": _PEOPLE,
+    "form-submission-applied": ("admin", "secretary", "campaign_manager"),
+    "consent-granted": _CONSENT,
+    "consent-revoked": _CONSENT,
+    "suppression-added": ("admin", "dpo"),
+    "erasure-requested": ("admin", "dpo"),
+    "erasure-completed": ("admin", "dpo"),
+    "membership-activated": _STANDING,
+    "membership-grace-started": _STANDING,
+    "membership-lapsed": _STANDING,
+    "membership-cancelled": _STANDING,
+    "payment-received": _MONEY,
+    "payment-refunded": _MONEY,
+    "donation-received": _MONEY,
+    "receipt-issued": _MONEY,
+    "receipt-cancelled": _MONEY,
+    "campaign-launched": _SENDING,
+    "message-sent": _SENDING,
+    "message-delivered": _SENDING,
+    "message-bounced": _SENDING,
+    "message-failed": _SENDING,
+    "message-opened": _SENDING,
+    "message-clicked": _SENDING,
+    "message-complained": _SENDING,
+    "federation-created": _ALL_ROLES,
+    "federation-updated": _ALL_ROLES,
+}
+GATEWAY_LIVE_EVENTS = stream("gateway-live-events", service="gateway", reads=tuple(LIVE_EVENTS))
+
 def contract_for(event_type: str, version: int) -> type[EventContract]:
     try:
         return CONTRACTS[(event_type, version)]
