@@ -9,7 +9,9 @@ over ASGI: no socket in the measure), in one run:
 
 1. webhook: ``--payments`` dues payments, each a signed POST /api/v1/webhooks/payments of
    its own contact, ``--concurrency`` at a time; a 201 means the payment, the membership
-   it activates, the contact's current membership and the events are committed;
+   it activates, the contact's current membership and the events are committed (payments
+   arriving at once share transactions: ``MEMBERSHIPS_WEBHOOK_BATCH_*``, the defaults
+   unless set in the environment);
 2. floor: the same documents (payments, memberships, outbox entries, the contacts'
    current membership) written raw, with ``insert_many`` / one ``bulk_write`` per
    collection in batches of 500: the fastest the store takes those writes.
@@ -132,6 +134,19 @@ async def webhook_rate(settings, ids: list[str], concurrency: int) -> tuple[floa
             return len(ids) / (time.perf_counter() - started), failures
 
 
+def batches() -> dict[str, float]:
+    """How the webhook's shared transactions ended, from memberships' metric."""
+    from prometheus_client import REGISTRY
+
+    return {
+        outcome: REGISTRY.get_sample_value(
+            "tribune_payment_batches_total", {"service": "memberships", "outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("committed", "one_by_one")
+    }
+
+
 async def floor_rate(settings, ids: list[str]) -> float:
     """The webhook's writes for the same payments, raw and batched: payments/s."""
     from pymongo import UpdateOne
@@ -217,7 +232,7 @@ async def run(count: int, concurrency: int) -> dict[str, float]:
     ids = await seed(settings, count)
     webhook, failures = await webhook_rate(settings, ids, concurrency)
     floor = await floor_rate(settings, ids)
-    return {"webhook": webhook, "floor": floor, "failures": failures}
+    return {"webhook": webhook, "floor": floor, "failures": failures, **batches()}
 
 
 def main() -> int:
@@ -233,6 +248,11 @@ def main() -> int:
     print(f"  webhook (x{args.concurrency})      {out['webhook']:>10,.0f} payments/s")
     print(f"  store floor (batched) {out['floor']:>10,.0f} payments/s")
     print(f"  ratio webhook/floor   {ratio:>10.2f}   (goal >= 0.5)")
+    print(
+        f"  shared transactions   {out['committed']:>10,.0f} committed, "
+        f"{out['one_by_one']:,.0f} recorded one by one "
+        f"(mean {args.payments / max(out['committed'], 1):,.1f} payments each)"
+    )
     if out["failures"]:
         print(f"  {out['failures']:.0f} webhook calls did not answer 201")
     return 0

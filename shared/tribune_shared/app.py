@@ -3,6 +3,7 @@ health, clear validation errors, indexes at start-up."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -12,12 +13,13 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
 from tribune_shared.bus import ProcessedEvents
 from tribune_shared.consistency import ConsistencyMiddleware
-from tribune_shared.errors import ERROR_SCHEMAS, DomainError
+from tribune_shared.errors import ERROR_SCHEMAS, DomainError, ServiceUnavailable
 from tribune_shared.events.contracts import Lane
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.limits import BodyLimit, HeaderCheck, check_route_limits, on_http_error
@@ -29,8 +31,9 @@ from tribune_shared.logging import (
 )
 from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, WEBHOOK_REFUSALS
 from tribune_shared.outbox import Outbox, kernel_indexes
+from tribune_shared.projections import routes_task
 from tribune_shared.settings import ServiceSettings
-from tribune_shared.store import IndexSpec, Store
+from tribune_shared.store import IndexSpec, Store, is_unreachable
 from tribune_shared.subscriptions import awaited_by, in_lane
 from tribune_shared.webhooks import InvalidSignature
 
@@ -55,7 +58,49 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
-def install_common(app: FastAPI, service: str) -> None:
+def store_outage_response(retry_after: int) -> JSONResponse:
+    """503 + Retry-After: the store did not answer (paused, failing over, cut off). Never
+    a 500: nothing about the request is wrong, and the same request will work later."""
+    exc = ServiceUnavailable(
+        "the service's database is unavailable; try again later", retry_after=retry_after
+    )
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+class StoreOutageGuard:
+    """Outermost ASGI guard: a store outage raised outside the routes (a middleware reading
+    the store, such as read-your-writes) is answered 503 + Retry-After too, as long as
+    nothing of the answer was sent yet. The routes' own are answered by the exception
+    handler of ``install_common`` (inside the metrics and the access log)."""
+
+    def __init__(self, app: Any, *, service: str, retry_after: int) -> None:
+        self.app = app
+        self.service = service
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started or not is_unreachable(exc):
+                raise
+            log.warning("store.unreachable", path=scope.get("path"), error=repr(exc))
+            HTTP_REQUESTS.labels(self.service, scope.get("method", ""), "unmatched", 503).inc()
+            await store_outage_response(self.retry_after)(scope, receive, send)
+
+
+def install_common(app: FastAPI, service: str, *, store_retry_after: int = 5) -> None:
     @app.middleware("http")
     async def correlation_and_metrics(request: Request, call_next):
         correlation_id = request.headers.get(CORRELATION_HEADER) or new_correlation_id()
@@ -83,12 +128,26 @@ def install_common(app: FastAPI, service: str) -> None:
             {"error": "validation_error", "detail": validation_details(exc)}, status_code=422
         )
 
+    async def on_store_outage(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unreachable(exc):  # another database error: a bug, not an outage
+            raise exc
+        log.warning("store.unreachable", path=request.url.path, error=repr(exc))
+        return store_outage_response(store_retry_after)
+
+    # ConnectionFailure (unreachable, NetworkTimeout, ServerSelectionTimeoutError) and the
+    # other errors PyMongo marks as timeouts (ExecutionTimeout, WTimeoutError)
+    app.add_exception_handler(PyMongoError, on_store_outage)
+
     @app.exception_handler(DomainError)
     async def on_domain_error(request: Request, exc: DomainError) -> JSONResponse:
         if isinstance(exc, InvalidSignature):  # a provider's secret changed, or a forgery
             route = getattr(request.scope.get("route"), "path", "unmatched")
             WEBHOOK_REFUSALS.labels(service, route).inc()
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 503 and "Retry-After" not in headers:
+            # every 503 says when to come back (a client retries instead of giving up)
+            headers = {**headers, "Retry-After": str(store_retry_after)}
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
     app.include_router(ops_router())
     document_errors(app)
@@ -127,6 +186,10 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or Store(settings)
+        # reads and writes go to each projection's active collection (a rebuild flips it)
+        await app.state.store.load_routes()
+        routes_stop = asyncio.Event()
+        routes = asyncio.create_task(routes_task(app.state.store, settings)(routes_stop))
         await app.state.store.ensure_indexes([*kernel_indexes(settings), *indexes])
         app.state.readiness = {
             "store": app.state.store.ping,
@@ -138,12 +201,14 @@ def create_service_app(
         yield
         if on_shutdown:
             await on_shutdown(app)
+        routes_stop.set()
+        await routes
         await app.state.store.close()
         log.info("service.stopped")
 
     app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
     app.state.settings = settings
-    install_common(app, settings.service_name)
+    install_common(app, settings.service_name, store_retry_after=settings.store_retry_after_seconds)
     # Read-your-writes: wait for the events a client's token names, answer with its own.
     app.add_middleware(
         ConsistencyMiddleware,
@@ -169,6 +234,20 @@ def install_limits(app: FastAPI, settings: ServiceSettings) -> None:
     check_route_limits(app.routes, settings)
     app.user_middleware.append(Middleware(BodyLimit, settings=settings))
     app.add_middleware(HeaderCheck)
+    guard = Middleware(
+        StoreOutageGuard,
+        service=settings.service_name,
+        retry_after=settings.store_retry_after_seconds,
+    )
+    build = app.build_middleware_stack
+
+    def build_guarded() -> Any:
+        # outermost of the user middlewares, whatever a service adds after this call
+        # (the gateway's own): Starlette builds the stack at the first request
+        app.user_middleware[:] = [guard, *(m for m in app.user_middleware if m is not guard)]
+        return build()
+
+    app.build_middleware_stack = build_guarded  # type: ignore[method-assign]
     app.add_exception_handler(StarletteHTTPException, on_http_error)
 
 
@@ -181,6 +260,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.consumer_shutdown_timeout_seconds),
+        timeout_keep_alive=int(settings.http_keepalive_seconds),
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default: any local
         # client could name the address the audit and the consent proof keep. Only the
         # gateway faces clients; it believes its configured proxies alone (gateway.main).

@@ -18,7 +18,6 @@ with the settings' Kafka security (TLS, SASL/SCRAM): ``kafka_options``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -166,7 +165,9 @@ _SCHEME = b"sha256="
 
 def signature(value: bytes, key: bytes) -> bytes:
     """The ``tribune-signature`` of a message value: ``sha256=<hex HMAC-SHA256>``."""
-    return _SCHEME + hmac.new(key, value, hashlib.sha256).hexdigest().encode()
+    # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than hmac.new (every
+    # consumed event is verified: it was a fifth of the live figures' cost per event)
+    return _SCHEME + hmac.digest(key, value, "sha256").hex().encode()
 
 
 def message_headers(

@@ -79,9 +79,15 @@ class ContactDirectory:
         IndexSpec(CONTACT_DIRECTORY, [("merged_into", ASCENDING)], {"sparse": True}),
     )
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, collection: str = CONTACT_DIRECTORY) -> None:
         self.store = store
-        self.collection = store[CONTACT_DIRECTORY]
+        self.name = collection
+
+    @property
+    def collection(self):
+        # resolved at each use, not once: a rebuild's flip (tribune_shared.projections)
+        # moves the directory to another collection while the process runs
+        return self.store[self.name]
 
     async def on_contact_events(
         self, envelopes: list[Envelope], session: AsyncClientSession

@@ -141,10 +141,19 @@ class BadGateway(DomainError):
 
 
 class ServiceUnavailable(DomainError):
-    """503: a dependency could not be reached; nothing was sent to it."""
+    """503: a dependency could not be reached; nothing was sent to it. Always with
+    Retry-After (``retry_after`` seconds, 5 unless named), however it is answered."""
 
     status_code = 503
     code = "service_unavailable"
+    default_retry_after = 5
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kw: Any) -> None:
+        headers = dict(kw.pop("headers", None) or {})
+        seconds = self.default_retry_after if retry_after is None else retry_after
+        headers.setdefault("Retry-After", str(seconds))
+        # said in the body too (a client reading JSON only), as TooManyRequests does
+        super().__init__(message, headers=headers, retry_after=seconds, **kw)
 
 
 class GatewayTimeout(DomainError):

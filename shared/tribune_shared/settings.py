@@ -59,6 +59,12 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    #: an idle keep-alive connection is closed after this long. Longer than every client's
+    #: own idle expiry (the gateway's GATEWAY_UPSTREAM_KEEPALIVE_EXPIRY_SECONDS, 30 s;
+    #: common HTTP clients, 5 s): the client must be the one to drop an idle connection,
+    #: or a request it sends on one the server is closing fails (the gateway's 503s
+    #: "Server disconnected" in the forms burst, with uvicorn's 5 s default)
+    http_keepalive_seconds: float = Field(default=75, ge=1, le=3_600)
     worker_port: int = Field(default=8100, ge=1, le=65535, description="worker /metrics, /health")
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -121,6 +127,31 @@ class ServiceSettings(BaseSettings):
         le=86_400,
         description="how long an event waits for a fact from another topic before the DLQ",
     )
+    # Store timeouts (tribune_shared.store.client_options): a store that stops answering
+    # (paused, failing over, cut off) fails an operation in bounded time instead of holding
+    # it; an API then answers 503 with Retry-After (tribune_shared.app), a worker waits and
+    # retries without parking anything (tribune_shared.bus)
+    store_server_selection_timeout_seconds: float = Field(
+        default=5, gt=0, le=300, description="how long an operation waits for a reachable store"
+    )
+    # 10 s, not less: the same timeout bounds the driver's heartbeats, and a loaded local
+    # store can take seconds to answer one; a missed heartbeat drops every connection
+    store_connect_timeout_seconds: float = Field(
+        default=10, gt=0, le=300, description="how long opening a store connection may take"
+    )
+    # 20 s: below the gateway's upstream timeout (30 s), so a client gets the service's
+    # 503 rather than the gateway's 504; measured, a loaded local store held single
+    # commands of consumer batches past 5 s (tests/chaos), so not much lower
+    store_socket_timeout_seconds: float = Field(
+        default=20,
+        gt=0,
+        le=3600,
+        description="how long one store operation waits for an answer before it fails "
+        "(the longest single command a request or a consumer batch sends must fit in it)",
+    )
+    store_retry_after_seconds: int = Field(
+        default=5, ge=1, le=3600, description="Retry-After of a 503 answered for a store outage"
+    )
     # Store transactions (every command and every consumer batch runs in one)
     transaction_retry_seconds: float = Field(
         default=60,
@@ -147,6 +178,29 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: float = Field(default=72, gt=0, le=24 * 365)
     processed_events_retention_days: float = Field(default=30, gt=0, le=3650)
     outbox_lease_seconds: float = Field(default=10, gt=0, le=600)
+    # Rebuildable projections (tribune_shared.projections)
+    projection_routes_refresh_seconds: float = Field(
+        default=1,
+        gt=0,
+        le=60,
+        description="how often a process reads which collection each projection is in: "
+        "a rebuild's flip reaches every process within this",
+    )
+    projection_flip_grace_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=600,
+        description="how long a rebuild keeps applying events to the new collection after "
+        "the flip (at least twice the refresh is used): what a process wrote to the old one "
+        "before it saw the flip reaches the new one too",
+    )
+    projection_rebuild_lease_seconds: float = Field(
+        default=30,
+        ge=3,
+        le=3600,
+        description="the rebuild lease (one rebuild of a service at a time) expires this "
+        "long after its holder stopped renewing it (a crashed rebuild)",
+    )
     # HTTP limits
     request_timeout_seconds: float = Field(default=10, gt=0, le=300)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)

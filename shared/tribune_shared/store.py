@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pymongo import AsyncMongoClient, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -27,13 +27,27 @@ __all__ = [
     "IndexSpec",
     "Projected",
     "Store",
+    "client_options",
     "is_transient",
+    "is_unreachable",
     "subtree_filter",
     "upsert_if_newer",
     "upsert_many_if_newer",
 ]
 
 T = TypeVar("T")
+
+#: one pointer per rebuilt projection: {_id: logical name, active: physical collection}
+PROJECTIONS = "projections"
+
+
+class Physical(str):
+    """A collection's own name, never resolved through ``Store.routes``: what a rebuild
+    writes is the version it builds, whichever is active (the first version's name is
+    also the projection's logical name)."""
+
+    __slots__ = ()
+
 
 #: MongoDB's WriteConflict: some servers report it without the transient label
 WRITE_CONFLICT = 112
@@ -49,6 +63,27 @@ def is_transient(exc: BaseException) -> bool:
         or exc.has_error_label("UnknownTransactionCommitResult")
         or getattr(exc, "code", None) == WRITE_CONFLICT
     )
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The store could not be reached or did not answer in time (paused, failing over,
+    cut off): nothing about the work is wrong, it can run again once the store is back.
+    Exception groups (a middleware's task group) count when every error in them does."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_unreachable(inner) for inner in exc.exceptions)
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+def client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """Every store client's options: bounded waits (``store_*_timeout_seconds``), so an
+    operation on a store that stopped answering fails instead of hanging."""
+    return {
+        "tz_aware": True,
+        "uuidRepresentation": "standard",
+        "serverSelectionTimeoutMS": int(settings.store_server_selection_timeout_seconds * 1000),
+        "connectTimeoutMS": int(settings.store_connect_timeout_seconds * 1000),
+        "socketTimeoutMS": int(settings.store_socket_timeout_seconds * 1000),
+    }
 
 
 @dataclass(frozen=True)
@@ -76,23 +111,41 @@ def ancestor_paths(federation_path: str) -> list[str]:
 class Store:
     """A service's database, its indexes and its transactions."""
 
-    def __init__(self, settings: ServiceSettings, *, server_timeout_ms: int = 5000) -> None:
+    def __init__(self, settings: ServiceSettings, *, server_timeout_ms: int | None = None) -> None:
         self.settings = settings
-        self.client: AsyncMongoClient = AsyncMongoClient(
-            settings.mongo_url,
-            tz_aware=True,
-            serverSelectionTimeoutMS=server_timeout_ms,
-            uuidRepresentation="standard",
-        )
+        options = client_options(settings)
+        if server_timeout_ms is not None:
+            options["serverSelectionTimeoutMS"] = server_timeout_ms
+        self.client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, **options)
         self.db: AsyncDatabase = self.client[settings.database_name]
+        #: a rebuildable projection's logical name -> the physical collection its reads and
+        #: writes go to (``tribune_shared.projections``); a name not here is its own
+        self.routes: dict[str, str] = {}
 
     def __getitem__(self, name: str):
-        return self.db[name]
+        return self.db[self.physical(name)]
+
+    def physical(self, name: str) -> str:
+        """The collection ``store[name]`` reaches now."""
+        return name if isinstance(name, Physical) else self.routes.get(name, name)
+
+    async def load_routes(self) -> bool:
+        """Read the projections' active collections (``PROJECTIONS`` pointers); True if
+        a route changed. A rebuild's flip is one pointer update: every process follows it
+        at its next load (``tribune_shared.projections.follow_routes``)."""
+        routes = {
+            d["_id"]: d["active"]
+            async for d in self.db[PROJECTIONS].find({}, {"active": 1})
+            if d.get("active") and d["active"] != d["_id"]
+        }
+        changed = routes != self.routes
+        self.routes = routes
+        return changed
 
     async def ensure_indexes(self, specs: Sequence[IndexSpec]) -> None:
         by_collection: dict[str, list[IndexModel]] = {}
         for spec in specs:
-            by_collection.setdefault(spec.collection, []).append(
+            by_collection.setdefault(self.physical(spec.collection), []).append(
                 IndexModel(list(spec.keys), **spec.options)
             )
         for name, models in by_collection.items():

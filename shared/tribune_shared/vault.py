@@ -58,6 +58,7 @@ from tribune_shared.events import Envelope, EventContract, Sealed, utcnow
 from tribune_shared.events.contracts import contract_for
 from tribune_shared.logging import get_logger
 from tribune_shared.settings import ServiceSettings
+from tribune_shared.store import client_options
 
 log = get_logger(__name__)
 
@@ -319,10 +320,7 @@ class KeyVault:
             client
             if client is not None
             else AsyncMongoClient(
-                settings.vault_mongo_url or settings.mongo_url,
-                tz_aware=True,
-                serverSelectionTimeoutMS=5000,
-                uuidRepresentation="standard",
+                settings.vault_mongo_url or settings.mongo_url, **client_options(settings)
             )
         )
         database = self.client[settings.vault_database_name]
@@ -505,10 +503,15 @@ class KeyVault:
         return None
 
     # ------------------------------------------------------------ rotation and restores
-    async def rewrap(self, batch_size: int | None = None) -> RewrapReport:
+    async def rewrap(
+        self,
+        batch_size: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> RewrapReport:
         """Move every live key to the current KEK (and wrap any stored unwrapped), a batch
         at a time; safe while services run: a key is replaced only if it is still live and
-        unchanged, so a concurrent destruction always wins."""
+        unchanged, so a concurrent destruction always wins. ``on_batch`` is told how many
+        keys each batch looked at (a progress bar)."""
         size = batch_size or self.settings.vault_rewrap_batch_size
         current = self.wrapper.current_id
         query: dict[str, Any] = {
@@ -549,6 +552,8 @@ class KeyVault:
             if updates:
                 result = await self.keys.bulk_write(updates, ordered=False)
                 rewrapped += result.modified_count
+            if on_batch is not None:
+                on_batch(len(docs))
             if len(docs) < size:
                 break
         log.info("vault.rewrapped", rewrapped=rewrapped, failed=failed, kek=current)

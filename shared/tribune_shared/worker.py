@@ -16,6 +16,7 @@ from tribune_shared.bus import EventConsumer, EventPublisher, ensure_topics
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.logging import configure_logging, get_logger
 from tribune_shared.outbox import OutboxRelay, kernel_indexes
+from tribune_shared.projections import routes_task
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 from tribune_shared.subscriptions import Subscriptions
@@ -104,6 +105,9 @@ class Worker:
         return app
 
     async def run(self) -> None:
+        # reads and writes go to each projection's active collection (a rebuild flips it)
+        await self.store.load_routes()
+        self.background.append(routes_task(self.store, self.settings))
         await self.store.ensure_indexes([*kernel_indexes(self.settings), *self.indexes])
         await ensure_topics(self.settings)
         await self.publisher.start()

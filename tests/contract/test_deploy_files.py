@@ -787,6 +787,9 @@ def test_alerts_use_only_defined_metrics() -> None:
         "tribune_dlq_messages_total",  # DLQ messages > 0
         "tribune_outbox_backlog",  # outbox backlog growing
         "probe_success",  # service not ready
+        "tribune_campaign_idle_seconds",  # a campaign stalled
+        "tribune_privacy_requests_overdue",  # erasure requests overdue
+        "tribune_privacy_request_deadline_seconds",  # ... or nearly
     ):
         assert needed in used, f"no alert on {needed}"
 
@@ -886,6 +889,9 @@ DASHBOARD_NEEDS = {
         "tribune_renewal_reminders_total",
         "tribune_messages_total",
         "tribune_webhook_refusals_total",
+        "tribune_campaign_idle_seconds",
+        "tribune_privacy_requests_overdue",
+        "tribune_privacy_request_deadline_seconds",
     ),
 }
 

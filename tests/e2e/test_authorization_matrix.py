@@ -615,6 +615,13 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("consent", "GET", "/api/v1/consents/{contact_id}"): rule(
         ALL, Scope.SUBTREE, 200, _get("/api/v1/consents/{contact}")
     ),
+    # aggregate figures of a subtree (no person named): every role's dashboard
+    ("consent", "GET", "/api/v1/consents/rates"): rule(
+        ALL,
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", "/api/v1/consents/rates", params={"federation_id": w.fed[t][0]}),
+    ),
     ("consent", "POST", "/api/v1/privacy/requests"): rule(
         DPO,
         Scope.SUBTREE,
@@ -909,6 +916,12 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ),
     ("messaging", "GET", "/api/v1/messages"): rule(
         MESSAGE_READERS, Scope.SUBTREE, 200, _contact_param("/api/v1/messages")
+    ),
+    ("messaging", "GET", "/api/v1/messages/totals"): rule(
+        (*MESSAGE_READERS, "viewer"),
+        Scope.SUBTREE,
+        200,
+        lambda w, t: Call("GET", "/api/v1/messages/totals", params={"federation_id": w.fed[t][0]}),
     ),
     ("messaging", "GET", "/api/v1/messages/reachability/{contact_id}"): rule(
         MESSAGE_READERS,

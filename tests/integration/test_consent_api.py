@@ -138,3 +138,52 @@ def test_identity_is_required_and_verified(api):
     assert (
         client.post("/api/v1/consents/c-paris/grant", json=GRANT, headers=viewer).status_code == 403
     )
+
+
+def test_consent_rates_count_the_callers_subtree_and_name_nobody(api):
+    client, settings = api
+    seed_contact(settings, "c-paris-11", "/root/paris/11e/")
+    text = {"version": "v3", "title": "Newsletter", "body": "I agree to receive the news."}
+    dpo = headers(settings, "/root/", Role.dpo)
+    assert client.post("/api/v1/consents/texts", json=text, headers=dpo).status_code == 201
+    sms = {**GRANT, "channel": "sms"}
+    for contact, path, body in (
+        ("c-paris", PARIS, GRANT),
+        ("c-paris", PARIS, sms),
+        ("c-paris-11", PARIS, GRANT),
+        ("c-lyon", LYON, GRANT),
+    ):
+        r = client.post(
+            f"/api/v1/consents/{contact}/grant", json=body, headers=headers(settings, path)
+        )
+        assert r.status_code == 200, r.text
+    r = client.post("/api/v1/consents/c-paris-11/revoke", json=GRANT, headers=headers(settings))
+    assert r.status_code == 200, r.text
+
+    r = client.get("/api/v1/consents/rates", headers=headers(settings, PARIS, Role.viewer))
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["people"] == 2  # Paris and its 11e; Lyon's contact is not counted
+    by_channel = {(x["channel"], x["purpose"]): x for x in body["rates"]}
+    assert by_channel[("email", "news")] | {"rate": None} == {
+        "channel": "email",
+        "purpose": "news",
+        "granted": 1,
+        "pending": 0,
+        "revoked": 1,
+        "rate": None,
+    }
+    assert by_channel[("email", "news")]["rate"] == 0.5
+    assert by_channel[("sms", "news")]["granted"] == 1
+    assert "c-paris" not in r.text  # aggregate figures: nobody named
+    everyone = client.get("/api/v1/consents/rates", headers=headers(settings, "/root/", Role.admin))
+    assert everyone.json()["people"] == 3
+    assert (
+        client.get(
+            "/api/v1/consents/rates",
+            params={"federation_id": "lyon"},
+            headers=headers(settings, PARIS, Role.viewer),
+        ).status_code
+        == 404
+    )

@@ -424,6 +424,79 @@ def test_erasure_deletes_the_registrations_and_frees_the_place(contacts_api):
     assert statuses(client, settings, mid) == {b: "registered"}
 
 
+def test_erasure_gives_the_freed_place_to_the_waiting_list(contacts_api):
+    client, settings = contacts_api
+    mid = new_meeting(client, settings, capacity=1)["id"]
+    a, b = person(client, settings, "A"), person(client, settings, "B")
+    rsvp(settings, (mid, a), (mid, b))
+    assert statuses(client, settings, mid) == {a: "registered", b: "waitlisted"}
+
+    run_with_store(
+        settings,
+        lambda store: store.run_transaction(lambda s: ContactsPrivacyStore(store).erase(a, s)),
+    )
+
+    assert statuses(client, settings, mid) == {b: "registered"}
+    meeting = client.get(f"{MEETINGS_URL}/{mid}", headers=headers(settings)).json()
+    assert (meeting["registered"], meeting["waitlisted"]) == (1, 0)
+
+
+# ---------------------------------------------------------------- merges
+
+
+def merge(client, settings, survivor: str, merged: str) -> None:
+    r = client.post(
+        f"{CONTACTS}/{survivor}/merge", json={"merged_id": merged}, headers=headers(settings)
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_a_merge_carries_the_registrations_and_the_attendance_to_the_survivor(contacts_api):
+    client, settings = contacts_api
+    past = new_meeting(client, settings, starts_at=datetime.now(UTC) - timedelta(hours=1))
+    upcoming = new_meeting(client, settings, capacity=3)
+    survivor = person(client, settings, "Dupont")
+    merged = person(client, settings, "Dupond")
+    rsvp(settings, (past["id"], merged), (upcoming["id"], merged))
+    r = client.post(
+        f"{MEETINGS_URL}/{past['id']}/check-ins",
+        json={"contact_id": merged},
+        headers=headers(settings),
+    )
+    assert r.status_code in (200, 201), r.text
+
+    merge(client, settings, survivor, merged)
+
+    assert statuses(client, settings, upcoming["id"]) == {survivor: "registered"}
+    assert statuses(client, settings, past["id"]) == {survivor: "registered"}
+    r = client.get(
+        f"{MEETINGS_URL}/attendance", params={"contact_id": survivor}, headers=headers(settings)
+    )
+    assert r.status_code == 200, r.text
+    assert [m["meeting_id"] for m in r.json()["items"] if m["attended"]] == [past["id"]]
+    assert r.json()["attended"] == 1
+    meeting = client.get(f"{MEETINGS_URL}/{upcoming['id']}", headers=headers(settings)).json()
+    assert meeting["registered"] == 1  # moved, not counted twice
+
+
+def test_a_person_registered_twice_keeps_one_place_and_the_other_goes_to_the_list(
+    contacts_api,
+):
+    client, settings = contacts_api
+    mid = new_meeting(client, settings, capacity=2)["id"]
+    survivor = person(client, settings, "Martin")
+    merged = person(client, settings, "Martin", given_name="Adèle")
+    waiting = person(client, settings, "Petit")
+    rsvp(settings, (mid, survivor), (mid, merged), (mid, waiting))
+    assert statuses(client, settings, mid)[waiting] == "waitlisted"
+
+    merge(client, settings, survivor, merged)
+
+    assert statuses(client, settings, mid) == {survivor: "registered", waiting: "registered"}
+    meeting = client.get(f"{MEETINGS_URL}/{mid}", headers=headers(settings)).json()
+    assert (meeting["registered"], meeting["waitlisted"]) == (2, 0)
+
+
 # ---------------------------------------------------------------- the attended node on the store
 
 

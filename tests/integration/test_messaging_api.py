@@ -479,3 +479,56 @@ def test_a_merge_seen_after_the_survivors_erasure_erases_the_merged_contact_too(
     assert (messages, consents) == (0, 0)
     assert [(c["_id"], c.get("erased")) for c in contacts] == [("ana", True), ("ana-dup", True)]
     assert not any("email" in c for c in contacts)
+
+
+# ---------------------------------------------------------------- totals
+
+
+def test_message_totals_count_the_subtree_by_channel_and_outcome(api):
+    client, settings, _sink = api
+    handle(
+        settings,
+        contact("ana"),
+        grant("ana"),
+        contact("gone", email_address=REJECTED_ADDRESS),
+        grant("gone"),
+        contact("lea", LYON, email_address="lea@example.org"),
+        grant("lea", path=LYON),
+    )
+    assert client.post("/api/v1/messages", json=message(), headers=headers(settings)).is_success
+    client.post("/api/v1/messages", json=message("gone"), headers=headers(settings))  # fails
+    r = client.post("/api/v1/messages", json=message("lea"), headers=headers(settings, LYON))
+    assert r.is_success, r.text
+    ana = history(client, settings, "ana").json()["items"][0]["message_id"]
+
+    async def delivered() -> None:  # what a delivery receipt records (messaging.feedback)
+        store = Store(settings)
+        await store["messages"].update_one({"_id": ana}, {"$set": {"delivered_at": T0}})
+        await store.close()
+
+    asyncio.run(delivered())
+
+    r = client.get("/api/v1/messages/totals", headers=headers(settings, PARIS, Role.viewer))
+
+    assert r.status_code == 200, r.text
+    [email] = r.json()["channels"]
+    assert email["channel"] == "email"
+    assert email["by_status"] == {"sent": 1, "failed": 1}  # Lyon's message is not Paris's
+    assert (email["sent"], email["delivered"], email["bounced"]) == (1, 1, 0)
+    assert "ana" not in r.text
+    everyone = client.get("/api/v1/messages/totals", headers=headers(settings, "/root/"))
+    assert everyone.json()["channels"][0]["sent"] == 2
+    later = client.get(
+        "/api/v1/messages/totals",
+        params={"since": (datetime.now(UTC) + timedelta(days=1)).isoformat()},
+        headers=headers(settings),
+    )
+    assert later.json()["channels"] == []
+    outside = client.get(
+        "/api/v1/messages/totals", params={"federation_id": "lyon"}, headers=headers(settings)
+    )
+    assert outside.status_code == 404
+    treasurer = client.get(
+        "/api/v1/messages/totals", headers=headers(settings, PARIS, Role.treasurer)
+    )
+    assert treasurer.status_code == 403

@@ -25,11 +25,15 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import structlog
 import typer
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tribune_shared.settings import ServiceSettings
 
+from tribune_ops import rebuild as rebuilding
 from tribune_ops import render
+from tribune_ops.backups import commands as backup_commands
 from tribune_ops.dlq import Parked, ReplayLedger, Selection, resolve_topic, summarize
 from tribune_ops.groups import group_matches, worker_groups
 from tribune_ops.kafka import Kafka, KafkaOpsError, Tick
@@ -42,6 +46,7 @@ from tribune_ops.settings import (
     service_settings,
 )
 from tribune_ops.store import OutboxBacklog, outbox_backlog
+from tribune_ops.vault import vault_app
 
 T = TypeVar("T")
 
@@ -57,6 +62,8 @@ dlq_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(vault_app, name="vault")
+backup_commands.register(app)  # `backup` and `restore`
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="print one JSON document on stdout (for scripts)")
@@ -466,6 +473,112 @@ def outbox(
         ui.document(render.outbox_document(rows, now))
     else:
         ui.out.print(render.outbox_table(rows, now))
+
+
+# ---------------------------------------------------------------- projections
+
+
+@app.command()
+def rebuild(
+    service: Annotated[str, typer.Argument(help="the service (messaging, consent...)")],
+    projection: Annotated[
+        str | None,
+        typer.Argument(help="the projection to rebuild (none: list the service's projections)"),
+    ] = None,
+    rollback: Annotated[
+        bool,
+        typer.Option(
+            "--rollback",
+            help="switch back to the version the last rebuild replaced (caught up first)",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="say what would be read and written, change nothing"),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild one of a service's projections from its topics into a fresh collection,
+    then switch to it atomically while the service keeps serving (the old one is kept
+    for `--rollback`). One rebuild per service at a time; an event the rebuild had to park
+    on a DLQ, or a federation moved meanwhile, cancels the switch. Without a projection:
+    the service's projections, which can be rebuilt, and their versions. Run it where
+    the service runs (its package, its settings: `<SERVICE>_*` / `TRIBUNE_*`)."""
+    ui = Ui(as_json)
+    try:
+        registry = rebuilding.registry_of(service)
+        if projection is not None:
+            registry.rebuildable(projection)
+    except (rebuilding.RebuildRefused, LookupError) as exc:
+        ui.fail(str(exc), 2)
+    if projection is None:
+        rows = _run(ui, lambda _: rebuilding.status(registry, _settings_of(registry)))
+        if as_json:
+            ui.document({"service": service, "projections": rows})
+        else:
+            ui.out.print(rebuilding.projections_table(service, rows))
+        return
+    if not (dry_run or yes) and (as_json or not sys.stdin.isatty()):
+        verb = "rollback" if rollback else "rebuild"
+        ui.fail(f"a {verb} without a terminal needs --yes (or --dry-run to look first)", 2)
+
+    async def work(settings: OpsSettings) -> rebuilding.Outcome:
+        job = rebuilding.Rebuild(
+            settings, registry, projection, rollback=rollback, settings=_settings_of(registry)
+        )
+        try:
+            plan = await job.run(dry_run=True)
+            if dry_run:
+                return plan
+            if not yes and not typer.confirm(
+                f"{plan.mode.title()} {service}.{projection}: read {plan.events:,} event(s) "
+                f"of {', '.join(plan.topics)} into {plan.target}, then switch to it?"
+            ):
+                raise Failure("nothing done (not confirmed)")
+            with _rebuild_bar(ui, f"{plan.mode} {service}.{projection}") as bar:
+                return await job.run(progress=bar)
+        except rebuilding.RebuildRefused as exc:
+            raise Failure(str(exc)) from exc
+
+    outcome = _run(ui, work)
+    if as_json:
+        ui.document(outcome.as_json())
+        return
+    ui.note(rebuilding.summary(outcome))
+
+
+def _settings_of(registry: rebuilding.ProjectionRegistry) -> ServiceSettings:
+    """The service's own settings (a rebuild runs as the service)."""
+    try:
+        return registry.settings()
+    except ValidationError as exc:
+        raise SettingsError(f"{registry.service}: {exc}") from exc
+
+
+@contextmanager
+def _rebuild_bar(ui: Ui, description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of (events applied, events to apply) on stderr, at a terminal."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=ui.err,
+        transient=True,
+        disable=ui.as_json or not ui.err.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+# ---------------------------------------------------------------- administration
+# users, federations, the contacts import: through the gateway's API (tribune_ops.admin,
+# which takes this module's Ui: registered once everything above exists)
+from tribune_ops import admin as _admin  # noqa: E402
+
+_admin.register(app)
 
 
 def main() -> None:

@@ -294,3 +294,24 @@ class Kafka:
             )
         finally:
             await committer.stop()
+
+    async def reset_group(self, group: str, offsets: Mapping[Partition, int]) -> None:
+        """Commit ``offsets`` as the group's positions (a restore sends the services' groups
+        back to where the backup was taken). The broker accepts such a commit only while
+        the group has no member, so this fails while its workers run."""
+        if not offsets:
+            return
+        committer = AIOKafkaConsumer(
+            **self._options,
+            group_id=group,
+            enable_auto_commit=False,
+            client_id="tribune-ops-restore",
+            request_timeout_ms=self._timeout_ms,
+        )
+        await committer.start()
+        try:
+            tps = {TopicPartition(t, p): offset for (t, p), offset in offsets.items()}
+            committer.assign(list(tps))
+            await committer.commit(dict(tps))
+        finally:
+            await committer.stop()

@@ -320,6 +320,39 @@ async def revoke(
     return await _change(svc, identity, contact_id, body, ConsentStatus.revoked, client)
 
 
+class ConsentRate(BaseModel):
+    channel: str
+    purpose: str
+    granted: int
+    pending: int = Field(description="asked, waiting for the person's confirmation")
+    revoked: int
+    rate: float = Field(description="granted / people known in the subtree (0 to 1)")
+
+
+class ConsentRates(BaseModel):
+    federation_id: str
+    people: int = Field(description="people consent knows in the subtree (erased ones left out)")
+    rates: list[ConsentRate]
+
+
+# declared before /{contact_id}, which would take "rates" for a contact id
+@router.get("/rates")  # aggregate figures naming nobody: any role's dashboard shows them
+async def consent_rates(
+    svc: Service,
+    identity: CurrentIdentity,
+    federation_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)
+    ] = None,
+) -> ConsentRates:
+    """Consents of a federation's subtree (the caller's by default) by channel and purpose,
+    with the share of people who granted each: aggregate figures naming nobody (the back
+    office's dashboard)."""
+    fed_id, people, rates = await svc.rates(identity, federation_id)
+    return ConsentRates(
+        federation_id=fed_id, people=people, rates=[ConsentRate(**r) for r in rates]
+    )
+
+
 @router.get("/{contact_id}")
 async def view(
     contact_id: ContactId, svc: Service, identity: CurrentIdentity, client: Client

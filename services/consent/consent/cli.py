@@ -1,5 +1,9 @@
 """Operator commands of the key vault (consent owns privacy; the vault is the kernel's).
 
+The ops CLI's ``tribune vault status|rotate|destroyed|redestroy`` (tribune_ops.vault) runs
+the same functions (``tombstones``, ``erasure_receipts``, ``redestroy``, ``subjects_in``)
+with progress bars and ``--json``; this module stays for running them where consent runs.
+
     python -m consent.cli vault-status
     python -m consent.cli vault-rewrap [--batch-size N]
     python -m consent.cli vault-destroyed [--out FILE]
@@ -61,6 +65,28 @@ def read_records(path: Path) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+async def tombstones(vault: KeyVault) -> list[dict[str, str]]:
+    """Every destroyed key as a record ``{"subject", "destroyed_at"}`` (what
+    ``vault-destroyed`` writes and ``subjects_in`` reads back)."""
+    return [
+        {"subject": s, "destroyed_at": at.isoformat()} for s, at in await vault.destroyed_subjects()
+    ]
+
+
+async def erasure_receipts(store: Store) -> list[dict[str, Any]]:
+    """consent's erasure requests as records ``subjects_in`` reads (ids only): the keys
+    each erasure destroyed, merged contacts' included. ``store``: consent's database."""
+    return await PrivacyStore(store).erasure_receipts()
+
+
+async def redestroy(vault: KeyVault, records: Iterable[Any]) -> dict[str, int]:
+    """Destroy again every key the records name (tombstone exports, receipts): how many
+    were listed, and how many were live (brought back by a restore) and are gone now."""
+    subjects = subjects_in(records)
+    revived = await vault.redestroy(subjects)
+    return {"listed": len(subjects), "revived_and_destroyed": revived}
+
+
 async def _run(
     args: argparse.Namespace, settings: ConsentSettings, records: list[Any]
 ) -> tuple[int, str]:
@@ -75,16 +101,11 @@ async def _run(
             out = {"rewrapped": report.rewrapped, "failed": report.failed}
             return (1 if report.failed else 0), json.dumps(out) + "\n"
         if args.command == "vault-destroyed":
-            return 0, "".join(
-                json.dumps({"subject": s, "destroyed_at": at.isoformat()}) + "\n"
-                for s, at in await vault.destroyed_subjects()
-            )
+            return 0, "".join(json.dumps(t) + "\n" for t in await tombstones(vault))
         # vault-redestroy
         if args.from_receipts:
-            records = [*records, *await PrivacyStore(store).erasure_receipts()]
-        subjects = subjects_in(records)
-        revived = await vault.redestroy(subjects)
-        return 0, json.dumps({"listed": len(subjects), "revived_and_destroyed": revived}) + "\n"
+            records = [*records, *await erasure_receipts(store)]
+        return 0, json.dumps(await redestroy(vault, records)) + "\n"
     finally:
         await store.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -183,3 +184,22 @@ def is_stop_message(text: str, keywords: list[str]) -> bool:
     if not words:
         return False
     return words in keywords or words.split(" ")[0] in keywords
+
+
+def consent_rates(people: int, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (channel, purpose): how many consents are granted, pending and revoked, and the
+    share of the people known who granted it (``rate``, 0 with nobody known). ``rows``:
+    ``{channel, purpose, status, n}`` counts. Pending counts as no consent (double opt-in)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (str(row["channel"]), str(row["purpose"]))
+        entry = out.setdefault(
+            key,
+            {"channel": key[0], "purpose": key[1], **{s.value: 0 for s in ConsentStatus}},
+        )
+        status = str(row["status"])
+        if status in entry:
+            entry[status] += int(row["n"])
+    for entry in out.values():
+        entry["rate"] = round(entry[ConsentStatus.granted.value] / people, 4) if people else 0.0
+    return [out[k] for k in sorted(out)]

@@ -46,6 +46,7 @@ from consent.domain import (
     check_double_opt_in,
     check_purpose,
     check_tracking_channel,
+    consent_rates,
     every_consent,
     is_stop_message,
     needs_entry,
@@ -172,6 +173,26 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def ledger_entries(
+    contact: dict[str, Any], changes: Sequence[Change], actor: Actor, now: datetime
+) -> list[LedgerEntry]:
+    """The ledger entries of a person's changes, with their proof and who made them."""
+    return [
+        LedgerEntry(
+            contact_id=contact["_id"],
+            channel=c.channel,
+            purpose=c.purpose,
+            status=c.status,
+            source=c.source,
+            proof=c.proof,
+            actor=actor.id,
+            actor_kind=actor.kind,
+            recorded_at=now,
+        )
+        for c in changes
+    ]
+
+
 class ConsentService:
     def __init__(self, settings: ConsentSettings, store: Store) -> None:
         self.settings = settings
@@ -192,6 +213,17 @@ class ConsentService:
         self.unsubscribe_tokens = UnsubscribeTokens(
             settings.unsubscribe_secret, previous_secrets=previous
         )
+
+    # ------------------------------------------------------------ figures
+
+    async def rates(
+        self, identity: Identity, federation_id: str | None
+    ) -> tuple[str, int, list[dict[str, Any]]]:
+        """(federation id, people known, consents by channel x purpose with their rate) of
+        a federation's subtree (the caller's by default; one outside it is a 404)."""
+        fed_id, path = await self.federations.resolve(identity, federation_id)
+        people, rows = await self.consents.rates(path)
+        return fed_id, people, consent_rates(people, rows)
 
     # ------------------------------------------------------------ plumbing
 
@@ -320,25 +352,87 @@ class ConsentService:
         """Append the entries, make them current and publish their events (plus ``also``)
         in the caller's transaction, in a few batched writes whatever their number."""
         now = utcnow()
-        entries = [
-            LedgerEntry(
-                contact_id=contact["_id"],
-                channel=c.channel,
-                purpose=c.purpose,
-                status=c.status,
-                source=c.source,
-                proof=c.proof,
-                actor=actor.id,
-                actor_kind=actor.kind,
-                recorded_at=now,
-            )
-            for c in changes
-        ]
+        entries = ledger_entries(contact, changes, actor, now)
         await self.consents.append_many(
             entries, contact, session, pending=[c.pending for c in changes]
         )
         for text_id in dict.fromkeys(c.text["_id"] for c in changes if c.text is not None):
             await self.consents.mark_text_used(text_id, now, session)
+        events = self._events_of(contact, changes, actor, now)
+        await self.outbox.add(session, *(self._envelope(e, contact) for e in events), *also)
+        return entries
+
+    async def record_many(
+        self,
+        session: AsyncClientSession,
+        batch: list[tuple[dict[str, Any], list[Change], ClientInfo]],
+        actor: Actor,
+        source: str,
+        *,
+        audits: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """``record_and_audit`` for many people at once ((contact, changes, client) each):
+        the same entries, current states, events and audit entries, in a few writes for the
+        whole batch (a batch handler's many submissions). ``audits``: more audit entries
+        (``audit_doc``) written with them."""
+        now = utcnow()
+        groups = []
+        envelopes: list[Envelope] = []
+        docs = list(audits)
+        texts: dict[str, None] = {}
+        for contact, changes, client in batch:
+            if not changes:
+                continue
+            entries = ledger_entries(contact, changes, actor, now)
+            groups.append((entries, contact, [c.pending for c in changes]))
+            texts.update(dict.fromkeys(c.text["_id"] for c in changes if c.text is not None))
+            envelopes += [
+                self._envelope(e, contact) for e in self._events_of(contact, changes, actor, now)
+            ]
+            docs.append(
+                self.audit_doc(
+                    AuditAction.consent_changed,
+                    actor,
+                    client,
+                    federation_path=contact["federation_path"],
+                    contact_id=contact["_id"],
+                    detail={"changes": changes_detail(changes), "source": source},
+                )
+            )
+        await self.consents.append_batch(groups, session)
+        for text_id in texts:
+            await self.consents.mark_text_used(text_id, now, session)
+        if envelopes:
+            await self.outbox.add(session, *envelopes)
+        if docs:
+            await self.consents.add_audits(docs, session)
+
+    def audit_doc(
+        self,
+        action: AuditAction,
+        actor: Actor,
+        client: ClientInfo,
+        *,
+        federation_path: str,
+        contact_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """An audit entry to write with others (``record_many``)."""
+        return self._audit_doc(
+            action,
+            actor,
+            client,
+            federation_path=federation_path,
+            contact_id=contact_id,
+            detail=detail,
+        )
+
+    @staticmethod
+    def _events_of(
+        contact: dict[str, Any], changes: list[Change], actor: Actor, now: datetime
+    ) -> list[EventContract]:
+        """The events of recorded changes: granted and revoked states, plus each change's
+        own (a double opt-in's confirmation request)."""
         events: list[EventContract] = []
         for c in changes:
             if c.status is ConsentStatus.granted:
@@ -366,9 +460,7 @@ class ConsentService:
                     )
                 )
             events.extend(c.events)
-        envelopes = [self._envelope(e, contact) for e in events]
-        await self.outbox.add(session, *envelopes, *also)
-        return entries
+        return events
 
     # ------------------------------------------------------------ users' changes
 

@@ -97,6 +97,13 @@ class ConsentSettings(ServiceSettings):
     retention_interval_seconds: float = Field(default=3600, ge=0, le=7 * 86_400)
     #: erasures a sweep raises at most per rule (the next sweep takes the rest)
     retention_batch_size: int = Field(default=500, ge=1, le=100_000)
+    privacy_watch_interval_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="how often a worker measures the open privacy requests for the "
+        "overdue-request gauges (consent.monitoring; 0 disables it)",
+    )
 
     @field_validator("public_base_url")
     @classmethod

@@ -9,9 +9,9 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.contact_directory import ERASED_VERSION, ContactDirectory
+from tribune_shared.contact_directory import CONTACT_DIRECTORY, ERASED_VERSION, ContactDirectory
 from tribune_shared.events.contracts import Channel
-from tribune_shared.store import IndexSpec, Projected, Store, upsert_many_if_newer
+from tribune_shared.store import IndexSpec, Projected, Store, subtree_filter, upsert_many_if_newer
 
 from consent.domain import ConsentStatus, LedgerEntry
 
@@ -46,6 +46,32 @@ def current_key(contact_id: str, channel: Channel | str, purpose: str) -> str:
 class ConsentStore:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    # ------------------------------------------------------------ figures
+
+    async def rates(self, federation_path: str) -> tuple[int, list[dict[str, Any]]]:
+        """(people known in a subtree, consents there by channel, purpose and status): two
+        indexed aggregations, whatever the number of people (the dashboard's rates)."""
+        scope = subtree_filter(federation_path)
+        people = await self.store[CONTACT_DIRECTORY].count_documents(scope)
+        rows = await (
+            await self.store[CURRENT].aggregate(
+                [
+                    {"$match": scope},
+                    {
+                        "$group": {
+                            "_id": {
+                                "channel": "$channel",
+                                "purpose": "$purpose",
+                                "status": "$status",
+                            },
+                            "n": {"$sum": 1},
+                        }
+                    },
+                ]
+            )
+        ).to_list()
+        return people, [{**row["_id"], "n": int(row["n"])} for row in rows]
 
     # ------------------------------------------------------------ ledger
 
@@ -93,37 +119,44 @@ class ConsentStore:
         and purpose (same transaction; two writes whatever the number). A pending entry's
         double opt-in request is kept on the current state while it is pending, and
         dropped by any later entry."""
-        if not entries:
-            return
-        pending = pending or [None] * len(entries)
-        await self.store[LEDGER].insert_many(
-            [
-                {
-                    **entry.model_dump(mode="python"),
-                    "federation_id": contact.get("federation_id"),
+        await self.append_batch([(entries, contact, pending or [None] * len(entries))], session)
+
+    async def append_batch(
+        self,
+        groups: Sequence[tuple[list[LedgerEntry], dict[str, Any], list[dict[str, Any] | None]]],
+        session: AsyncClientSession,
+    ) -> None:
+        """``append_many`` for many people at once, (entries, contact, pending) each: still
+        two writes for the whole batch (a batch handler's many submissions)."""
+        ledger: list[dict[str, Any]] = []
+        updates = []
+        for entries, contact, pending in groups:
+            for entry, request in zip(entries, pending, strict=True):
+                ledger.append(
+                    {
+                        **entry.model_dump(mode="python"),
+                        "federation_id": contact.get("federation_id"),
+                        "federation_path": contact["federation_path"],
+                    }
+                )
+                fields: dict[str, Any] = {
+                    "contact_id": entry.contact_id,
+                    "channel": entry.channel.value,
+                    "purpose": entry.purpose,
+                    "status": entry.status.value,
+                    "updated_at": entry.recorded_at,
                     "federation_path": contact["federation_path"],
                 }
-                for entry in entries
-            ],
-            session=session,
-        )
-        updates = []
-        for entry, request in zip(entries, pending, strict=True):
-            fields: dict[str, Any] = {
-                "contact_id": entry.contact_id,
-                "channel": entry.channel.value,
-                "purpose": entry.purpose,
-                "status": entry.status.value,
-                "updated_at": entry.recorded_at,
-                "federation_path": contact["federation_path"],
-            }
-            update: dict[str, Any] = {"$set": fields}
-            if request is not None:
-                fields["pending"] = request
-            else:
-                update["$unset"] = {"pending": ""}
-            key = current_key(entry.contact_id, entry.channel, entry.purpose)
-            updates.append(UpdateOne({"_id": key}, update, upsert=True))
+                update: dict[str, Any] = {"$set": fields}
+                if request is not None:
+                    fields["pending"] = request
+                else:
+                    update["$unset"] = {"pending": ""}
+                key = current_key(entry.contact_id, entry.channel, entry.purpose)
+                updates.append(UpdateOne({"_id": key}, update, upsert=True))
+        if not ledger:
+            return
+        await self.store[LEDGER].insert_many(ledger, session=session)
         await self.store[CURRENT].bulk_write(updates, ordered=True, session=session)
 
     async def merge_ledger(
@@ -218,15 +251,20 @@ class ConsentStore:
 
     # ------------------------------------------------------------ address hashes
 
+    # ``into``: the collection written, the active one unless a rebuild
+    # (consent.projections) builds a fresh version of it
+
     async def project_hashes_many(
-        self, states: list[Projected], session: AsyncClientSession
+        self, states: list[Projected], session: AsyncClientSession, *, into: str = CONTACT_HASHES
     ) -> None:
         """The batch form: one read and one bulk write (tombstones for erased people)."""
-        await upsert_many_if_newer(self.store[CONTACT_HASHES], states, session=session)
+        await upsert_many_if_newer(self.store[into], states, session=session)
 
-    async def forget_hashes(self, contact_id: str, session: AsyncClientSession | None) -> None:
+    async def forget_hashes(
+        self, contact_id: str, session: AsyncClientSession | None, *, into: str = CONTACT_HASHES
+    ) -> None:
         """An erased contact: no hash of theirs stays here, and no late event re-adds one."""
-        await self.store[CONTACT_HASHES].replace_one(
+        await self.store[into].replace_one(
             {"_id": contact_id},
             {"erased": True, "version": ERASED_VERSION, "email_hashes": [], "phone_hashes": []},
             upsert=True,

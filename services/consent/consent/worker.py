@@ -16,6 +16,7 @@ from consent.handlers import (
     feedback_handlers,
     suppression_handlers,
 )
+from consent.monitoring.jobs import PrivacyWatch
 from consent.privacy_handlers import privacy_handlers, retention_handlers, retention_sweeper
 from consent.privacy_service import PrivacyService
 from consent.privacy_store import PRIVACY_INDEXES
@@ -58,6 +59,8 @@ def build_worker(settings: ConsentSettings | None = None) -> Worker:
     tasks = [federations.task()]
     if settings.retention_interval_seconds > 0:
         tasks.append(retention_sweeper(privacy, settings.retention_interval_seconds))
+    if settings.privacy_watch_interval_seconds > 0:  # overdue privacy request gauges
+        tasks.append(PrivacyWatch(settings, store).task())
     return Worker(
         settings,
         store,

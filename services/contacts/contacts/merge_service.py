@@ -27,6 +27,7 @@ from contacts.domain import (
     normalise_contact,
 )
 from contacts.import_jobs import now_ms
+from contacts.meetings.service import carry_registrations
 from contacts.merge import (
     Candidate,
     LikelyPair,
@@ -301,6 +302,8 @@ class MergeService:
             ),
             contact_updated(updated, changed, self.settings.service_name),
         ]
+        # the person's meeting registrations follow them (contacts.meetings)
+        await carry_registrations(self.store, merged.id, survivor.id, session)
         await self.outbox.add(session, *events)
         return updated
 

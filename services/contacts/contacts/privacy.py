@@ -21,7 +21,7 @@ from tribune_shared.store import Store
 from tribune_shared.subscriptions import Handler
 from tribune_shared.vault import vault_for
 
-from contacts.meetings.store import MeetingStore
+from contacts.meetings.service import erase_registrations
 from contacts.store import CONTACTS, IMPORT_ROWS, MERGES
 from contacts.submissions.store import SIGNATURES, SUBMISSIONS
 
@@ -80,8 +80,9 @@ class ContactsPrivacyStore:
         for collection, field in PERSON_COLLECTIONS:
             result = await self.store[collection].delete_many({field: contact_id}, session=session)
             deleted += result.deleted_count
-        # meeting registrations and reminder markers (their meetings' counters follow)
-        deleted += await MeetingStore(self.store).erase_person(contact_id, session)
+        # meeting registrations and reminder markers (their meetings' counters follow, and
+        # the places they held go to the waiting lists)
+        deleted += await erase_registrations(self.store, contact_id, session)
         return deleted
 
 

@@ -219,6 +219,20 @@ class ContactsSettings(ServiceSettings):
     # Intake: concurrent submissions share one transaction (tribune_shared.group_commit)
     forms_commit_max_batch: int = Field(default=500, ge=1, le=10_000)
     forms_commit_interval_seconds: float = Field(default=0.0, ge=0, le=1)
+    # Load shedding: a burst beyond what this process stores in time is answered at once
+    # (429 + Retry-After, the page says when to try again) instead of queueing for minutes
+    # until the gateway's upstream timeout turns it into an accidental 5xx. Below the
+    # gateway's GATEWAY_UPSTREAM_MAX_CONNECTIONS (200): the intake sheds before the
+    # gateway's own queue for a connection fills
+    forms_intake_max_in_flight: int = Field(
+        default=150,
+        ge=1,
+        le=1_000_000,
+        description="submissions being taken at once by one API process; 429 beyond",
+    )
+    forms_intake_retry_after_seconds: int = Field(
+        default=5, ge=1, le=3_600, description="Retry-After of a submission shed as 'busy'"
+    )
     forms_cache_seconds: float = Field(
         default=2, ge=0, le=300, description="a form and its texts kept by the public side"
     )

@@ -164,8 +164,9 @@ class Proxy:
                 ),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
-                    # waiting for a pooled connection and connecting, as httpx's pool timeout
-                    connect=s.upstream_timeout_seconds,
+                    # waiting for a pooled connection and connecting: bounded on purpose
+                    # (load shedding: 503 + Retry-After, _upstream_errors)
+                    connect=s.upstream_pool_wait_seconds,
                     sock_connect=s.upstream_connect_timeout_seconds,
                     sock_read=s.upstream_timeout_seconds,
                 ),
@@ -240,7 +241,7 @@ class Proxy:
         if json_body is not None:
             data = json.dumps(json_body).encode()
             headers = {**headers, "Content-Type": "application/json"}
-        with _upstream_errors(service):
+        with _upstream_errors(service, self.settings.upstream_retry_after_seconds):
             async with self.session.request(
                 method, url, headers=headers, data=data, allow_redirects=False
             ) as response:
@@ -272,7 +273,7 @@ class Proxy:
             target += "?" + query.decode("latin-1")
         body = self._streamed_body(route, request, headers)
         try:
-            with _upstream_errors(route.service):
+            with _upstream_errors(route.service, self.settings.upstream_retry_after_seconds):
                 upstream = await self.session.request(
                     request.method,
                     self.url(route.service, target),
@@ -289,7 +290,7 @@ class Proxy:
         length = upstream.content_length
         if length is not None and length <= BUFFERED_BODY_BYTES:
             try:
-                with _upstream_errors(route.service):
+                with _upstream_errors(route.service, self.settings.upstream_retry_after_seconds):
                     content = await upstream.read()
             finally:
                 upstream.release()
@@ -387,15 +388,22 @@ def _passed_back(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _upstream_errors(service: str) -> Iterator[None]:
-    """The HTTP client's failures as answers a client can act on (503 unreachable, 504
-    reached but late: the request may have been applied)."""
+def _upstream_errors(service: str, retry_after: int) -> Iterator[None]:
+    """The HTTP client's failures as answers a client can act on (503 unreachable or busy,
+    with Retry-After: nothing was applied; 504 reached but late: the request may have
+    been applied)."""
+    again = {"Retry-After": str(retry_after)}
     try:
         yield
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        # ConnectionTimeoutError: no pooled connection within upstream_pool_wait_seconds
+        # (every one busy: the service is not keeping up) or no TCP connection at all
         log.warning("gateway.service_unreachable", service=service, error=repr(exc))
         raise ServiceUnavailable(
-            f"the {service} service is unreachable; try again later", service=service
+            f"the {service} service is busy or unreachable; try again in {retry_after} s",
+            service=service,
+            headers=again,
+            retry_after=retry_after,
         ) from exc
     except TimeoutError as exc:  # aiohttp's read timeouts are TimeoutErrors too
         log.warning("gateway.service_timeout", service=service, error=repr(exc))
@@ -405,5 +413,8 @@ def _upstream_errors(service: str) -> Iterator[None]:
     except aiohttp.ClientError as exc:
         log.warning("gateway.service_failed", service=service, error=repr(exc))
         raise ServiceUnavailable(
-            f"the {service} service is unavailable; try again later", service=service
+            f"the {service} service is unavailable; try again in {retry_after} s",
+            service=service,
+            headers=again,
+            retry_after=retry_after,
         ) from exc

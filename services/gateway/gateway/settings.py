@@ -114,6 +114,14 @@ class GatewaySettings(ServiceSettings):
     upstream_connect_timeout_seconds: float = Field(default=2, gt=0, le=60)
     upstream_timeout_seconds: float = Field(default=30, gt=0, le=600)
     upstream_max_connections: int = Field(default=200, ge=1, le=10_000)
+    #: Load shedding: a request finding all upstream_max_connections busy waits this long
+    #: for one, then gets 503 with Retry-After (upstream_retry_after_seconds) instead of
+    #: queueing until the read timeout (a viral petition's burst beyond what a service
+    #: answers: tens of seconds in a queue, then an accidental 5xx)
+    upstream_pool_wait_seconds: float = Field(default=5, gt=0, le=600)
+    upstream_retry_after_seconds: int = Field(
+        default=5, ge=1, le=3600, description="Retry-After of a 503: service busy or unreachable"
+    )
     #: an idle connection to a service is kept this long for the next call (a new
     #: connection per request would cost a TCP handshake every time); 0: never kept
     upstream_keepalive_expiry_seconds: float = Field(default=30, ge=0, le=3600)
@@ -138,9 +146,30 @@ class GatewaySettings(ServiceSettings):
         le=7 * 86_400,
         description="lifetime of the anti-CSRF token of a web app form",
     )
-    #: rows on one page of the contact search (the API's own limit applies as well)
+    #: rows on one page of the web app's lists (the API's own limit applies as well)
     webapp_page_size: int = Field(
-        default=25, ge=1, le=200, description="contacts per page in the web app's search"
+        default=25, ge=1, le=200, description="rows per page of the web app's lists"
+    )
+    #: an import's page shows this many rejected (and flagged) rows; the CSV has them all
+    webapp_import_rows_shown: int = Field(
+        default=50, ge=1, le=1000, description="rejected/flagged rows shown on an import's page"
+    )
+    #: the segments page asks one size preview per segment (no batch preview API): at most
+    #: this many at once
+    webapp_parallel_calls: int = Field(
+        default=6, ge=1, le=50, description="API calls one web app page makes at once"
+    )
+    #: contacts shown as a sample on a segment's page
+    webapp_segment_sample: int = Field(
+        default=10, ge=0, le=100, description="sample contacts on a segment's page"
+    )
+    #: the dashboard's message totals cover this many last days
+    webapp_messages_days: int = Field(
+        default=30, ge=1, le=366, description="period of the dashboard's message totals"
+    )
+    #: how often a page following a running import or a sending campaign asks again
+    webapp_poll_seconds: int = Field(
+        default=3, ge=1, le=300, description="refresh interval of the web app's live tables"
     )
 
     # ------------------------------------------------------------ access audit

@@ -11,6 +11,7 @@ from memberships.donations.store import INDEXES as DONATION_INDEXES
 from memberships.lifecycle.api import router as lifecycle_router
 from memberships.lifecycle.store import INDEXES as LIFECYCLE_INDEXES
 from memberships.payments.api import router as payments_router
+from memberships.payments.recording import PaymentRecorder
 from memberships.payments.store import INDEXES as PAYMENT_INDEXES
 from memberships.people.store import INDEXES as PEOPLE_INDEXES
 from memberships.plans.api import router as plans_router
@@ -31,6 +32,11 @@ def create_app(settings: MembershipsSettings | None = None) -> FastAPI:
 
     async def on_startup(app: FastAPI) -> None:
         app.state.memberships_service = MembershipsService(settings, app.state.store)
+        # the payment webhook's batched recording (payments arriving at once share writes)
+        app.state.payment_recorder = PaymentRecorder(app.state.memberships_service)
+
+    async def on_shutdown(app: FastAPI) -> None:
+        await app.state.payment_recorder.close()
 
     return create_service_app(
         settings,
@@ -57,6 +63,7 @@ def create_app(settings: MembershipsSettings | None = None) -> FastAPI:
             *PAYMENT_INDEXES,
         ],
         on_startup=on_startup,
+        on_shutdown=on_shutdown,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,13 +15,9 @@ from pymongo.errors import DuplicateKeyError
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ContactDirectory
 from tribune_shared.errors import DomainError, NotFound
-from tribune_shared.events import Envelope, new_envelope, utcnow
+from tribune_shared.events import utcnow
 from tribune_shared.events.contracts import (
-    DonationReceivedV1,
     EventContract,
-    MembershipActivatedV1,
-    MembershipLapsedV1,
-    PaymentReceivedV1,
 )
 from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
@@ -29,18 +25,13 @@ from tribune_shared.store import Store
 from tribune_shared.webhooks import verify_signature
 
 from memberships.domain import (
-    OPEN_STATUSES,
     Membership,
-    MembershipStatus,
     Plan,
     amount_check,
     check_paid_at,
-    lapsed_on,
-    new_membership,
-    pay_dues,
-    settle,
 )
 from memberships.donations.service import GiftRefused, GiftRules
+from memberships.payments.domain import dues_paid, payment_events
 from memberships.payments.notice import DonorDeclaration, PaymentNotice, PaymentOutcome
 from memberships.payments.schedules import Schedules
 from memberships.plans.service import PlanCatalog, PlanChoice
@@ -153,51 +144,15 @@ class MembershipsService:
             return await self._flag_for_refund(session, notice, contact, choice, refusal)
         plan = choice.plan if choice else None
 
-        def envelope(event: EventContract, causation: Envelope | None = None) -> Envelope:
-            return new_envelope(
-                event,
-                producer=PRODUCER,
-                federation_id=contact["federation_id"],
-                federation_path=contact["federation_path"],
-                causation=causation,
-            )
-
         payment_id = uuid.uuid4().hex
-        received = envelope(
-            PaymentReceivedV1(
-                payment_id=payment_id,
-                provider=notice.provider,
-                provider_payment_id=notice.provider_payment_id,
-                contact_id=notice.contact_id,
-                amount_cents=notice.amount_cents,
-                currency=notice.currency,
-                method=notice.method,
-                purpose=notice.purpose,
-                received_at=notice.paid_at,
-            )
-        )
-        events = [received]
         membership = None
+        membership_events: Sequence[EventContract] = ()
         if notice.purpose == "dues":
             assert plan is not None
             membership, membership_events = await self._pay_dues(
                 session, contact, plan, self.local_day(notice.paid_at), payment_id
             )
-            events += [envelope(e, received) for e in membership_events]
-        else:
-            events.append(
-                envelope(
-                    DonationReceivedV1(
-                        donation_id=payment_id,
-                        contact_id=notice.contact_id,
-                        amount_cents=notice.amount_cents,
-                        currency=notice.currency,
-                        method=notice.method,
-                        received_at=notice.paid_at,
-                    ),
-                    received,
-                )
-            )
+        events = payment_events(PRODUCER, payment_id, notice, contact, membership_events)
         await self.repo.insert_payment(
             _payment_doc(
                 payment_id,
@@ -234,48 +189,24 @@ class MembershipsService:
         payment_id: str,
     ) -> tuple[Membership, list[EventContract]]:
         """Activate or renew the contact's membership; a lapsed or cancelled one is closed
-        and a new one starts."""
-        now = utcnow()
-        events: list[EventContract] = []
+        and a new one starts (``dues_paid`` decides, here and in the batched recording)."""
         current = None
         if contact.get("current_membership_id"):
             current = await self.repo.membership(contact["current_membership_id"], session)
-        if current is not None:
-            settled = settle(current, paid_on)
-            if settled.status is not current.status:
-                await self.repo.save_membership(
-                    settled, contact, session, history=[_entry(settled.status, now)]
-                )
-                if settled.status is MembershipStatus.lapsed:
-                    events.append(
-                        MembershipLapsedV1(
-                            membership_id=settled.membership_id,
-                            contact_id=settled.contact_id,
-                            lapsed_on=lapsed_on(settled),
-                        )
-                    )
-            current = settled
-        history = []
-        if current is None or current.status not in OPEN_STATUSES:
-            current = new_membership(uuid.uuid4().hex, contact["_id"], plan)
-            history.append(_entry(current.status, now))
-        paid = pay_dues(current, plan, paid_on)
-        assert paid.starts_on is not None and paid.ends_on is not None
-        history.append(
-            _entry(paid.status, now, payment_id=payment_id, ends_on=paid.ends_on.isoformat())
+        change = dues_paid(
+            current,
+            plan,
+            paid_on,
+            contact_id=contact["_id"],
+            payment_id=payment_id,
+            new_membership_id=uuid.uuid4().hex,
+            now=utcnow(),
         )
-        await self.repo.save_membership(paid, contact, session, history=history)
+        for membership, history in change.writes:
+            await self.repo.save_membership(membership, contact, session, history=history)
+        paid = change.membership
         await self.repo.set_current_membership(contact["_id"], paid.membership_id, session)
-        events.append(
-            MembershipActivatedV1(
-                membership_id=paid.membership_id,
-                contact_id=paid.contact_id,
-                plan=paid.plan,
-                starts_on=paid.starts_on,
-                ends_on=paid.ends_on,
-            )
-        )
-        return paid, events
+        return paid, list(change.events)
 
     async def _flag_for_refund(
         self,
@@ -378,7 +309,3 @@ def _payment_doc(
         "federation_id": contact["federation_id"],
         "federation_path": contact["federation_path"],
     }
-
-
-def _entry(status: MembershipStatus, at: datetime, **extra: Any) -> dict[str, Any]:
-    return {"status": status.value, "at": at, **extra}

@@ -76,6 +76,27 @@ class MembershipsSettings(ServiceSettings):
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     #: largest webhook body accepted, in bytes
     webhook_max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    # The webhook's recording path (memberships.payments.recording): payments arriving at
+    # once share transactions, every legal rule checked across the batch.
+    webhook_batch_max_size: int = Field(
+        default=200,
+        ge=1,
+        le=2000,
+        description="payments recorded in one shared transaction at most (1: one each)",
+    )
+    webhook_batch_max_wait_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=1.0,
+        description="how long a batch waits to fill before its transaction starts "
+        "(0: it starts as soon as a slot is free; payments arriving meanwhile wait)",
+    )
+    webhook_batch_max_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="batch transactions one API process runs at once",
+    )
 
     # Provider webhooks (memberships.providers): unset secret = that provider is refused.
     stripe_webhook_secret: str | None = Field(

@@ -21,6 +21,8 @@ router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 ContactId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 may_send = require_roles(Role.campaign_manager, Role.secretary)
 may_read = require_roles(Role.campaign_manager, Role.secretary, Role.dpo)
+#: aggregate figures name nobody: a viewer's dashboard shows them too
+may_read_totals = require_roles(Role.campaign_manager, Role.secretary, Role.dpo, Role.viewer)
 
 
 def service(request: Request) -> MessagingService:
@@ -109,6 +111,53 @@ async def list_messages(
 ) -> MessageList:
     docs = await svc.history(identity, contact_id, limit)
     return MessageList(items=[MessageView.of(d) for d in docs])
+
+
+class ChannelTotals(BaseModel):
+    channel: str
+    by_status: dict[str, int] = Field(
+        description="messages by status (queued, held, sending, sent, failed, refused, "
+        "cancelled); a status with none is left out"
+    )
+    sent: int = Field(description="handed to the provider")
+    delivered: int = Field(description="confirmed delivered by a receipt or a DSN")
+    bounced: int
+    complained: int
+
+
+class MessageTotals(BaseModel):
+    federation_id: str
+    since: datetime
+    channels: list[ChannelTotals]
+
+
+@router.get("/totals", dependencies=[may_read_totals])
+async def message_totals(
+    svc: Service,
+    identity: CurrentIdentity,
+    federation_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)
+    ] = None,
+    since: Annotated[
+        datetime | None, Query(description="created at or after (default: 30 days ago)")
+    ] = None,
+) -> MessageTotals:
+    """Messages of a federation's subtree (the caller's by default) by channel: by status,
+    delivered, bounced and complained. Aggregate figures, no person named (the back
+    office's dashboard)."""
+    fed_id, start, totals = await svc.totals(identity, federation_id, since)
+    channels = [
+        ChannelTotals(
+            channel=channel,
+            by_status={k: v for k, v in counts.items() if k in MessageStatus.__members__},
+            sent=counts.get(MessageStatus.sent.value, 0),
+            delivered=counts.get("delivered", 0),
+            bounced=counts.get("bounced", 0),
+            complained=counts.get("complained", 0),
+        )
+        for channel, counts in sorted(totals.items())
+    ]
+    return MessageTotals(federation_id=fed_id, since=start, channels=channels)
 
 
 class Reachability(BaseModel):

@@ -146,7 +146,14 @@ def membership_handlers(messages: MessagingStore) -> dict[str, Batch]:
     """membership-*: each person's standing, for campaigns that target one."""
 
     async def on_memberships(envelopes: list[Envelope], session: AsyncClientSession) -> None:
-        await messages.project_memberships([membership_state(e) for e in envelopes], session)
+        states = [membership_state(e) for e in envelopes]
+        erased = await messages.erased_among(
+            list({s.fields["contact_id"] for s in states}), session
+        )
+        # nothing is kept about an erased person (a late or replayed membership event)
+        await messages.project_memberships(
+            [s for s in states if s.fields["contact_id"] not in erased], session
+        )
 
     batch = Batch(on_memberships)
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -18,6 +18,7 @@ from tribune_shared.events.contracts import (
     MessageFailedV1,
     MessageSentV1,
 )
+from tribune_shared.federations import FederationDirectory
 from tribune_shared.logging import get_logger
 from tribune_shared.metrics import MESSAGES
 from tribune_shared.outbox import Outbox
@@ -72,12 +73,26 @@ class MessagingService:
         self.settings = settings
         self.store = store
         self.messages = messages or MessagingStore(store)
+        self.federations = FederationDirectory(store)
         self.outbox = outbox or Outbox(store)
         self.mailer = mailer
         self.tokens = UnsubscribeTokens(settings.unsubscribe_secret)
         self.limits = ContentLimits(
             subject_max_chars=settings.subject_max_chars, text_max_chars=settings.text_max_chars
         )
+
+    async def totals(
+        self, identity: Identity, federation_id: str | None, since: datetime | None
+    ) -> tuple[str, datetime, dict[str, dict[str, int]]]:
+        """(federation id, since, per channel counts) of the messages of a federation's
+        subtree (the caller's own by default; another outside its subtree is a 404), created
+        since ``since`` (default: ``totals_default_days`` ago)."""
+        fed_id, path = await self.federations.resolve(identity, federation_id)
+        if since is None:
+            since = utcnow() - timedelta(days=self.settings.totals_default_days)
+        elif since.tzinfo is None:  # a date and time without offset is UTC
+            since = since.replace(tzinfo=UTC)
+        return fed_id, since, await self.messages.totals(path, since)
 
     async def reachability(
         self, identity: Identity, contact_id: str, channel: Channel, purpose: str

@@ -342,6 +342,19 @@ class MessagingSettings(ServiceSettings):
     campaign_breaker_check_seconds: float = Field(
         default=2, ge=0, le=600, description="how often a dispatcher looks at the rates"
     )
+    campaign_watch_interval_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="how often a worker measures the sending campaigns' progress for the "
+        "stalled-campaign gauges (messaging.monitoring; 0 disables it)",
+    )
+    campaign_watch_max_campaigns: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="sending campaigns measured at most per round (each is one gauge series)",
+    )
     campaign_breaker_bounce_rate: float = Field(default=0.05, gt=0, le=1)
     campaign_breaker_complaint_rate: float = Field(default=0.003, gt=0, le=1)
     campaign_breaker_unsubscribe_rate: float = Field(default=0.02, gt=0, le=1)
@@ -371,6 +384,10 @@ class MessagingSettings(ServiceSettings):
     subject_max_chars: int = Field(default=SUBJECT_MAX_CHARS, ge=1, le=SUBJECT_MAX_CHARS)
     text_max_chars: int = Field(default=TEXT_MAX_CHARS, ge=1, le=TEXT_MAX_CHARS)
     history_default_limit: int = Field(default=50, ge=1, le=10_000)
+    #: GET /api/v1/messages/totals counts the messages of this many last days by default
+    totals_default_days: int = Field(
+        default=30, ge=1, le=3660, description="period of the message totals by default"
+    )
 
     # Message templates (messaging.templates)
     template_part_max_chars: int = Field(

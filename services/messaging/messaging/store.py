@@ -5,12 +5,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
 from tribune_shared.contact_directory import ERASED_VERSION, follow_moves
 from tribune_shared.events.contracts import Channel
-from tribune_shared.store import IndexSpec, Projected, Store, upsert_many_if_newer
+from tribune_shared.store import (
+    IndexSpec,
+    Projected,
+    Store,
+    subtree_filter,
+    upsert_many_if_newer,
+)
 
 from messaging.domain import (
     ConsentState,
@@ -49,21 +55,95 @@ class MessagingStore:
 
     # ------------------------------------------------------------ projections
 
-    async def project_contacts(self, states: list[Projected], session: AsyncClientSession) -> None:
+    # ``into``: the collection written, the projection's active one unless a rebuild
+    # (messaging.projections) builds a fresh version of it
+
+    async def project_contacts(
+        self, states: list[Projected], session: AsyncClientSession, *, into: str = CONTACTS
+    ) -> None:
         """Contact states (address, names, federation), newest version wins; a batch is
         one read and one bulk write."""
-        await upsert_many_if_newer(self.store[CONTACTS], states, session=session)
+        await upsert_many_if_newer(self.store[into], states, session=session)
 
-    async def project_consents(self, states: list[Projected], session: AsyncClientSession) -> None:
+    async def project_consents(
+        self, states: list[Projected], session: AsyncClientSession, *, into: str = CONSENTS
+    ) -> None:
         """Consent facts, the latest in time wins per contact x channel x purpose
         (``consent_version``), whatever order they arrive in."""
-        await upsert_many_if_newer(self.store[CONSENTS], states, session=session)
+        await upsert_many_if_newer(self.store[into], states, session=session)
 
     async def project_memberships(
-        self, states: list[Projected], session: AsyncClientSession
+        self, states: list[Projected], session: AsyncClientSession, *, into: str = MEMBERSHIPS
     ) -> None:
         """Memberships' facts, the latest (by the day it happened) wins per membership."""
-        await upsert_many_if_newer(self.store[MEMBERSHIPS], states, session=session)
+        await upsert_many_if_newer(self.store[into], states, session=session)
+
+    async def forget_contacts(
+        self, contact_ids: list[str], session: AsyncClientSession, *, into: str = CONTACTS
+    ) -> None:
+        """Erasure tombstones (their ids only), whatever was stored: no contact event is
+        ever newer, so no late or replayed one brings the people back."""
+        if contact_ids:
+            await self.store[into].bulk_write(
+                [
+                    ReplaceOne({"_id": c}, {"erased": True, "version": ERASED_VERSION}, upsert=True)
+                    for c in contact_ids
+                ],
+                ordered=False,
+                session=session,
+            )
+
+    async def mark_merged(
+        self,
+        merged_id: str,
+        survivor_id: str,
+        session: AsyncClientSession,
+        *,
+        into: str = CONTACTS,
+    ) -> None:
+        """The merged contact is never reachable again: a tombstone that no late contact
+        event overwrites, naming whom it became."""
+        await self.store[into].replace_one(
+            {"_id": merged_id},
+            {"merged_into": survivor_id, "version": ERASED_VERSION},
+            upsert=True,
+            session=session,
+        )
+
+    async def delete_of(
+        self, collection: str, contact_ids: list[str], session: AsyncClientSession
+    ) -> None:
+        """What ``collection`` holds about these contacts goes (erasure, a merged
+        contact's consents)."""
+        if contact_ids:
+            await self.store[collection].delete_many(
+                {"contact_id": {"$in": contact_ids}}, session=session
+            )
+
+    async def repoint(
+        self, collection: str, merged_id: str, person: str, session: AsyncClientSession
+    ) -> None:
+        """A merged contact's documents of ``collection`` become the person's."""
+        await self.store[collection].update_many(
+            {"contact_id": merged_id}, {"$set": {"contact_id": person}}, session=session
+        )
+
+    async def repath(
+        self, contact_ids: list[str], collections: tuple[str, ...], session: AsyncClientSession
+    ) -> None:
+        """The documents of these contacts in ``collections`` take the federation the
+        contact projection has now (``follow_moves``)."""
+        if not contact_ids:
+            return
+        docs = self.store[CONTACTS].find(
+            {"_id": {"$in": contact_ids}},
+            {"federation_id": 1, "federation_path": 1, "erased": 1},
+            session=session,
+        )
+        updates = follow_moves({d["_id"]: d async for d in docs})
+        if updates:
+            for collection in collections:
+                await self.store[collection].bulk_write(updates, ordered=False, session=session)
 
     async def standings(self, contact_ids: list[str], today: date) -> dict[str, Standing]:
         """The standing of each of these contacts who ever was a member."""
@@ -102,10 +182,16 @@ class MessagingStore:
         return {d["_id"] async for d in docs}
 
     async def project_suppression(
-        self, address_hash: str, kind: str, suppressed_at: datetime, session: AsyncClientSession
+        self,
+        address_hash: str,
+        kind: str,
+        suppressed_at: datetime,
+        session: AsyncClientSession,
+        *,
+        into: str = SUPPRESSED,
     ) -> None:
         """Idempotent: the first time an address was suppressed is kept."""
-        await self.store[SUPPRESSED].update_one(
+        await self.store[into].update_one(
             {"_id": address_hash},
             {"$setOnInsert": {"kind": kind, "suppressed_at": suppressed_at}},
             upsert=True,
@@ -131,12 +217,7 @@ class MessagingStore:
         late contact event overwrites, naming whom it became); its consents view goes
         (consent publishes what the survivor carries over); its messages become the
         survivor's (or of whom the survivor was merged into since), in their federation."""
-        await self.store[CONTACTS].replace_one(
-            {"_id": merged_id},
-            {"merged_into": survivor_id, "version": ERASED_VERSION},
-            upsert=True,
-            session=session,
-        )
+        await self.mark_merged(merged_id, survivor_id, session)
         await self.store[CONSENTS].delete_many({"contact_id": merged_id}, session=session)
         person = await self.survivor_of(survivor_id, session)
         await self._drop_double_campaign_messages(merged_id, person, session)
@@ -146,9 +227,7 @@ class MessagingStore:
             session=session,
         )
         # the duplicate's memberships are the person's (their standing carries over)
-        await self.store[MEMBERSHIPS].update_many(
-            {"contact_id": merged_id}, {"$set": {"contact_id": person}}, session=session
-        )
+        await self.repoint(MEMBERSHIPS, merged_id, person, session)
         await self.follow_moves([person], session)
 
     async def _drop_double_campaign_messages(
@@ -188,11 +267,13 @@ class MessagingStore:
 
             await CampaignStore(self.store).count_stats(counts, session)
 
-    async def survivor_of(self, contact_id: str, session: AsyncClientSession | None = None) -> str:
+    async def survivor_of(
+        self, contact_id: str, session: AsyncClientSession | None = None, *, into: str = CONTACTS
+    ) -> str:
         """Who the contact is now: itself, or whom it was merged into, along chains."""
         seen = {contact_id}
         while True:
-            doc = await self.store[CONTACTS].find_one(
+            doc = await self.store[into].find_one(
                 {"_id": contact_id}, {"merged_into": 1}, session=session
             )
             target = (doc or {}).get("merged_into")
@@ -205,23 +286,13 @@ class MessagingStore:
         """The contacts' messages and consent facts take the federation their projection
         has now (a contact moved): the new federation's lists and DPO export find them. A
         batch costs one read and one bulk write per collection."""
-        if not contact_ids:
-            return
-        docs = self.store[CONTACTS].find(
-            {"_id": {"$in": contact_ids}},
-            {"federation_id": 1, "federation_path": 1, "erased": 1},
-            session=session,
-        )
-        updates = follow_moves({d["_id"]: d async for d in docs})
-        if updates:
-            for collection in HISTORY:
-                await self.store[collection].bulk_write(updates, ordered=False, session=session)
+        await self.repath(contact_ids, HISTORY, session)
 
-    async def is_erased(self, contact_id: str, session: AsyncClientSession | None = None) -> bool:
+    async def is_erased(
+        self, contact_id: str, session: AsyncClientSession | None = None, *, into: str = CONTACTS
+    ) -> bool:
         """The contact projection is an erasure tombstone (messaging.privacy)."""
-        doc = await self.store[CONTACTS].find_one(
-            {"_id": contact_id}, {"erased": 1}, session=session
-        )
+        doc = await self.store[into].find_one({"_id": contact_id}, {"erased": 1}, session=session)
         return bool(doc and doc.get("erased"))
 
     async def recipients(self, contact_ids: list[str]) -> dict[str, Recipient]:
@@ -278,6 +349,36 @@ class MessagingStore:
             .limit(limit)
             .to_list()
         )
+
+    async def totals(self, federation_path: str, since: datetime) -> dict[str, dict[str, int]]:
+        """Per channel: messages created since ``since`` in a subtree by status, and how many
+        were delivered, bounced and complained about (aggregate figures: no per-person
+        tracking consent needed). Four aggregations on the (federation_path, created_at)
+        index, whatever the number of messages."""
+        scope = {**subtree_filter(federation_path), "created_at": {"$gte": since}}
+        out: dict[str, dict[str, int]] = {}
+        rows = self.store[MESSAGES].aggregate(
+            [
+                {"$match": scope},
+                {"$group": {"_id": {"channel": "$channel", "status": "$status"}, "n": {"$sum": 1}}},
+            ]
+        )
+        async for row in await rows:
+            out.setdefault(row["_id"]["channel"], {})[row["_id"]["status"]] = int(row["n"])
+        for outcome, field in (
+            ("delivered", "delivered_at"),
+            ("bounced", "bounced_at"),
+            ("complained", "complained_at"),
+        ):
+            counted = self.store[MESSAGES].aggregate(
+                [
+                    {"$match": {**scope, field: {"$ne": None}}},
+                    {"$group": {"_id": "$channel", "n": {"$sum": 1}}},
+                ]
+            )
+            async for row in await counted:
+                out.setdefault(row["_id"], {})[outcome] = int(row["n"])
+        return out
 
     # ------------------------------------------------------------ message log
 

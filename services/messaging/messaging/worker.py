@@ -30,6 +30,7 @@ from messaging.handlers import (
     suppression_handlers,
 )
 from messaging.mailer import FailoverMailer, SmtpMailer
+from messaging.monitoring.jobs import CampaignWatch
 from messaging.privacy import erasure_handlers
 from messaging.reminders.handlers import meeting_reminder_handlers
 from messaging.renewals.handlers import renewal_handlers
@@ -89,17 +90,20 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
             await pool.close()
             await client.aclose()
 
+    tasks = [
+        dispatch,
+        # SMS receipts that came before their message's outcome (messaging.feedback)
+        early_receipts_task(FeedbackService(settings, store)),
+        federations.task(),
+    ]
+    if settings.campaign_watch_interval_seconds > 0:  # stalled-campaign gauges
+        tasks.append(CampaignWatch(settings, store).task())
     return Worker(
         settings,
         store,
         subscriptions=subscriptions,
         indexes=[*indexes, *FEDERATION_INDEXES],
-        # SMS receipts that came before their message's outcome (messaging.feedback)
-        tasks=[
-            dispatch,
-            early_receipts_task(FeedbackService(settings, store)),
-            federations.task(),
-        ],
+        tasks=tasks,
     )
 
 

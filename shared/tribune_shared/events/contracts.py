@@ -972,6 +972,7 @@ LIVE_EVENTS: dict[str, tuple[str, ...]] = {
 }
 GATEWAY_LIVE_EVENTS = stream("gateway-live-events", service="gateway", reads=tuple(LIVE_EVENTS))
 
+
 def contract_for(event_type: str, version: int) -> type[EventContract]:
     try:
         return CONTRACTS[(event_type, version)]

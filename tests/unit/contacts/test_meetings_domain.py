@@ -204,3 +204,24 @@ def test_the_attended_node_is_bounded():
     assert caught.value.problems[0][0] == "filter.at_least"
     with pytest.raises(FilterError):
         parse_filter({"op": "attended", "kind": "party"})
+
+
+# ---------------------------------------------------------------- merges
+
+
+def _reg(status: str, minute: int, checked_in: bool = False) -> dict:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 12, 1, 9, minute, tzinfo=UTC)
+    return {"status": status, "registered_at": at, "checked_in_at": at if checked_in else None}
+
+
+def test_a_merge_keeps_the_registration_that_holds_the_most():
+    from contacts.meetings.domain import kept_on_merge
+
+    assert kept_on_merge(None, _reg("waitlisted", 5))  # only the merged one: it moves
+    assert kept_on_merge(_reg("waitlisted", 1), _reg("registered", 5))  # a place wins
+    assert not kept_on_merge(_reg("registered", 5), _reg("waitlisted", 1))
+    assert kept_on_merge(_reg("registered", 5), _reg("registered", 9, checked_in=True))
+    assert kept_on_merge(_reg("registered", 5), _reg("registered", 1))  # earlier arrival
+    assert not kept_on_merge(_reg("registered", 1), _reg("registered", 5))

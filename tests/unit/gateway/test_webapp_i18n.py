@@ -98,3 +98,12 @@ def test_a_text_with_blanks_is_filled():
     assert translator("en")("login.rate_limited", seconds=30) == (
         "Too many attempts. Try again in 30 seconds."
     )
+
+
+def test_percentages_are_written_as_each_language_does():
+    from gateway.webapp.i18n import format_percent
+
+    assert format_percent(0.425, "fr") == "42,5\u202f%"
+    assert format_percent(0.425, "en") == "42.5%"
+    assert format_percent(0, "en") == "0.0%"
+    assert format_percent(1, "fr") == "100,0\u202f%"

@@ -288,13 +288,12 @@ def _read_page_post(body: bytes) -> tuple[RawSubmission, dict[str, str]]:
 
 def _read_json_post(body: bytes) -> RawSubmission:
     try:
-        payload = json.loads(body)
-    except ValueError:
-        raise InvalidField("must be a JSON object", field="body") from None
-    try:
-        sent = JsonSubmission.model_validate(payload)
+        # pydantic's own JSON parser: one pass from bytes to the model, no dict between
+        sent = JsonSubmission.model_validate_json(body)
     except ValidationError as exc:
         error = exc.errors()[0]
+        if error["type"] in ("json_invalid", "model_type"):
+            raise InvalidField("must be a JSON object", field="body") from None
         where = ".".join(str(p) for p in error.get("loc", ())) or "body"
         raise InvalidField(error["msg"], field=where) from None
     return RawSubmission(
@@ -346,20 +345,35 @@ async def _submit(
     lang: Language,
     cors: dict[str, str],
 ) -> Response:
-    limit = svc.settings.forms_submission_max_bytes
     try:
-        svc.throttle(form.id, request.headers.get(CLIENT_IP_HEADER))
+        with svc.admitted(form.id, request.headers.get(CLIENT_IP_HEADER)):
+            return await _take(svc, form, request, is_json, lang, cors)
     except RateLimited as limited:
+        # "form" (its bucket) and "busy" (this process's admission bound) read the same
+        # to the person: the form is receiving many answers, try again in N seconds
         key = "too_many" if limited.scope == "client" else "too_many_form"
         message = pages.word(key, lang, seconds=limited.retry_after)
         if is_json:
-            raise TooManyRequests(message, retry_after=limited.retry_after) from None
+            raise TooManyRequests(
+                message, retry_after=limited.retry_after, scope=limited.scope
+            ) from None
         return _html(
             pages.message_page(form.doc["title"], message, lang),
             form,
             429,
             **{"Retry-After": str(limited.retry_after)},
         )
+
+
+async def _take(
+    svc: PublicForms,
+    form: PublicForm,
+    request: Request,
+    is_json: bool,
+    lang: Language,
+    cors: dict[str, str],
+) -> Response:
+    limit = svc.settings.forms_submission_max_bytes
     try:
         body = await read_body(request, limit)
     except BodyTooLarge:

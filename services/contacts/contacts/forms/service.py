@@ -9,15 +9,17 @@ gets their answer at once. contacts.submissions applies queued submissions to pe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict
 from pymongo.errors import PyMongoError
 from tribune_shared.auth import Identity
@@ -54,6 +56,12 @@ from contacts.service import ContactsService, _now_ms
 from contacts.settings import ContactsSettings
 
 log = get_logger(__name__)
+
+SHED = Counter(
+    "tribune_forms_submissions_shed_total",
+    "Public form submissions answered 429 'busy' by the intake's admission bound "
+    "(CONTACTS_FORMS_INTAKE_MAX_IN_FLIGHT)",
+)
 
 PUBLIC_PREFIX = "/api/v1/public/forms"
 #: what PATCH may change (the federation and the kind are the form's identity)
@@ -373,6 +381,8 @@ class PublicForms:
             clock=monotonic,
         )
         self.accepted = AcceptedPages(settings.forms_rate_max_keys)
+        #: submissions admitted and not answered yet (``admitted``)
+        self.in_flight = 0
         self._forms: dict[str, tuple[float, PublicForm | None]] = {}
         self._counters: dict[str, tuple[float, int]] = {}
         self.intake = GroupCommit(
@@ -448,8 +458,24 @@ class PublicForms:
 
     # ------------------------------------------------------------ taking a submission
 
+    @contextlib.contextmanager
+    def admitted(self, form_id: str, client_ip: str | None) -> Iterator[None]:
+        """Admission of one submission (``throttle``), counted while it is being taken:
+        the load-shedding bound counts what this process has admitted and not answered."""
+        self.throttle(form_id, client_ip)
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
     def throttle(self, form_id: str, client_ip: str | None) -> None:
-        """Per client and per form token buckets, before the body is even read."""
+        """Before the body is even read: the process's own bound first (a burst beyond
+        what it stores in time is shed at once, costing no client's or form's tokens),
+        then the per client and per form token buckets."""
+        if self.in_flight >= self.settings.forms_intake_max_in_flight:
+            SHED.inc()
+            raise RateLimited(self.settings.forms_intake_retry_after_seconds, "busy")
         wait = self.per_ip.take(client_ip or "unknown")
         if wait:
             raise RateLimited(wait, "client")

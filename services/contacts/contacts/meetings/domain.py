@@ -178,6 +178,27 @@ def attendance_summary(
     return summary
 
 
+#: what a registration holds, best first: a place beats the waiting list
+_HOLDS = {"registered": 2, "waitlisted": 1}
+
+
+def kept_on_merge(survivor: dict[str, Any] | None, merged: dict[str, Any]) -> bool:
+    """Whether a merge keeps the merged contact's registration to a meeting rather than
+    the survivor's (the same person registered twice under two contacts): being checked in
+    beats a place, a place beats the waiting list, and the earlier arrival wins a tie."""
+    if survivor is None:
+        return True
+
+    def rank(r: dict[str, Any]) -> tuple[bool, int, float]:
+        return (
+            r.get("checked_in_at") is not None,
+            _HOLDS.get(str(r.get("status")), 0),
+            -r["registered_at"].timestamp(),
+        )
+
+    return rank(merged) > rank(survivor)
+
+
 def registration_id(meeting_id: str, contact_id: str) -> str:
     """One registration per person and meeting: registering twice is the same one."""
     return f"{meeting_id}:{contact_id}"

@@ -28,6 +28,7 @@ from contacts.meetings.domain import (
     admit,
     attendance_summary,
     clean_meeting,
+    kept_on_merge,
     places_left,
     promotable,
     registration_id,
@@ -137,6 +138,82 @@ async def record_rsvps(store: Store, session: AsyncClientSession, rsvps: list[Rs
             session,
         )
     await meetings.insert_registrations(docs, session)
+
+
+async def promote_waiting(
+    meetings: MeetingStore, meeting: dict[str, Any], now: datetime, session: AsyncClientSession
+) -> int:
+    """The waiting list takes the places free in ``meeting``, first come first served: how
+    many were promoted."""
+    count = promotable(
+        meeting.get("capacity"), meeting.get("registered", 0), meeting.get("waitlisted", 0)
+    )
+    waiting = await meetings.first_waiting(meeting["_id"], count, session)
+    ids = [w["_id"] for w in waiting]
+    if ids:
+        await meetings.promote(ids, now, session)
+        await meetings.count_in(meeting["_id"], len(ids), -len(ids), session)
+    return len(ids)
+
+
+async def _release(meetings: MeetingStore, meeting_ids: list[str], session) -> None:
+    """Places freed in these meetings go to their waiting lists (scheduled ones only)."""
+    now = _now_ms()
+    for meeting_id in dict.fromkeys(meeting_ids):
+        meeting = await meetings.get(meeting_id, {}, session)
+        if meeting is not None and meeting["status"] == "scheduled":
+            await promote_waiting(meetings, meeting, now, session)
+
+
+async def erase_registrations(store: Store, contact_id: str, session: AsyncClientSession) -> int:
+    """Erasure: the person's registrations and reminder markers go, and the places they
+    held go to the waiting lists (in the erasure's transaction). Documents deleted."""
+    meetings = MeetingStore(store)
+    deleted, freed = await meetings.erase_person(contact_id, session)
+    await _release(meetings, freed, session)
+    return deleted
+
+
+async def carry_registrations(
+    store: Store, merged_id: str, survivor_id: str, session: AsyncClientSession
+) -> None:
+    """A merge (in its transaction): the survivor takes the merged contact's registrations
+    and reminder markers. Where both were registered to one meeting (the same person
+    twice), one registration is kept (``kept_on_merge``), the other leaves the counters and
+    a place it held goes to the waiting list; the survivor's attendance is summarised
+    again."""
+    meetings = MeetingStore(store)
+    merged = await meetings.registrations_of(merged_id, session)
+    if merged:
+        theirs = {r["meeting_id"]: r for r in await meetings.registrations_of(survivor_id, session)}
+        removed: list[str] = []
+        added: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        for reg in merged:
+            survivor = theirs.get(reg["meeting_id"])
+            removed.append(reg["_id"])
+            if kept_on_merge(survivor, reg):
+                added.append(
+                    {
+                        **reg,
+                        "_id": registration_id(reg["meeting_id"], survivor_id),
+                        "contact_id": survivor_id,
+                        "merged_from": merged_id,
+                    }
+                )
+                if survivor is not None:
+                    removed.append(survivor["_id"])
+                    dropped.append(survivor)
+            else:
+                dropped.append(reg)
+        await meetings.uncount(dropped, session)
+        await meetings.replace_registrations(removed, added, session)
+        await _release(
+            meetings, [d["meeting_id"] for d in dropped if d["status"] == "registered"], session
+        )
+        attended = await meetings.attended(survivor_id, session)
+        await meetings.set_attendance(survivor_id, attendance_summary(attended), session)
+    await meetings.move_markers(merged_id, survivor_id, session)
 
 
 def meeting_view(doc: dict[str, Any]) -> dict[str, Any]:
@@ -338,15 +415,7 @@ class MeetingsService:
         return meeting_view(await self.store.run_transaction(change, what="meetings.cancel"))
 
     async def _promote(self, meeting: dict[str, Any], now: datetime, session) -> int:
-        count = promotable(
-            meeting.get("capacity"), meeting.get("registered", 0), meeting.get("waitlisted", 0)
-        )
-        waiting = await self.meetings.first_waiting(meeting["_id"], count, session)
-        ids = [w["_id"] for w in waiting]
-        if ids:
-            await self.meetings.promote(ids, now, session)
-            await self.meetings.count_in(meeting["_id"], len(ids), -len(ids), session)
-        return len(ids)
+        return await promote_waiting(self.meetings, meeting, now, session)
 
     # ------------------------------------------------------------ registrations
 

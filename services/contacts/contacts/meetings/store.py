@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from tribune_shared.store import IndexSpec, Store
 
+from contacts.meetings.domain import reminder_marker
 from contacts.store import CONTACTS
 
 MEETINGS = "meetings"
@@ -334,18 +335,73 @@ class MeetingStore:
 
     # ------------------------------------------------------------ erasure
 
-    async def erase_person(self, contact_id: str, session: AsyncClientSession) -> int:
+    async def erase_person(
+        self, contact_id: str, session: AsyncClientSession
+    ) -> tuple[int, list[str]]:
         """Delete the person's registrations (their meetings' counters follow) and reminder
-        markers; the places they held are left free (no promotion on erasure)."""
-        docs = await self.registrations.find(
-            {"contact_id": contact_id}, {"meeting_id": 1, "status": 1}, session=session
-        ).to_list()
-        for doc in docs:
-            counter = {"registered": "registered", "waitlisted": "waitlisted"}.get(doc["status"])
-            if counter is not None:
-                await self.meetings.update_one(
-                    {"_id": doc["meeting_id"]}, {"$inc": {counter: -1}}, session=session
-                )
+        markers: (documents deleted, the meetings where they held a place, which the
+        waiting list may now take: meetings.service.erase_registrations)."""
+        docs = await self.registrations_of(contact_id, session)
+        await self.uncount(docs, session)
         deleted = await self.registrations.delete_many({"contact_id": contact_id}, session=session)
         markers = await self.reminders.delete_many({"contact_id": contact_id}, session=session)
-        return deleted.deleted_count + markers.deleted_count
+        freed = [d["meeting_id"] for d in docs if d["status"] == "registered"]
+        return deleted.deleted_count + markers.deleted_count, freed
+
+    async def registrations_of(
+        self, contact_id: str, session: AsyncClientSession
+    ) -> list[dict[str, Any]]:
+        """Every registration of a person (all meetings, past ones too)."""
+        return await self.registrations.find({"contact_id": contact_id}, session=session).to_list()
+
+    async def uncount(self, docs: Sequence[dict[str, Any]], session: AsyncClientSession) -> None:
+        """Take registrations out of their meetings' counters (before they are deleted)."""
+        changes: dict[str, dict[str, int]] = {}
+        for doc in docs:
+            if doc["status"] in ("registered", "waitlisted"):
+                counts = changes.setdefault(doc["meeting_id"], {})
+                counts[doc["status"]] = counts.get(doc["status"], 0) - 1
+        if changes:
+            await self.meetings.bulk_write(
+                [UpdateOne({"_id": m}, {"$inc": inc}) for m, inc in changes.items()],
+                ordered=False,
+                session=session,
+            )
+
+    async def replace_registrations(
+        self,
+        removed: Sequence[str],
+        added: Sequence[dict[str, Any]],
+        session: AsyncClientSession,
+    ) -> None:
+        if removed:
+            await self.registrations.delete_many({"_id": {"$in": list(removed)}}, session=session)
+        if added:
+            await self.registrations.insert_many(list(added), ordered=True, session=session)
+
+    async def move_markers(
+        self, merged_id: str, survivor_id: str, session: AsyncClientSession
+    ) -> None:
+        """The merged contact's reminder markers become the survivor's, so a merge never
+        makes a reminder go out twice (a marker the survivor has already is kept)."""
+        docs = await self.reminders.find({"contact_id": merged_id}, session=session).to_list()
+        if not docs:
+            return
+        moved = [
+            {
+                **d,
+                "_id": reminder_marker(d["meeting_id"], survivor_id, d["hours_before"]),
+                "contact_id": survivor_id,
+            }
+            for d in docs
+        ]
+        have = {
+            d["_id"]
+            async for d in self.reminders.find(
+                {"_id": {"$in": [m["_id"] for m in moved]}}, {"_id": 1}, session=session
+            )
+        }
+        fresh = [m for m in moved if m["_id"] not in have]
+        await self.reminders.delete_many({"contact_id": merged_id}, session=session)
+        if fresh:
+            await self.reminders.insert_many(fresh, ordered=True, session=session)

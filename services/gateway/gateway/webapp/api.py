@@ -31,9 +31,12 @@ from gateway.webapp.i18n import (
     format_cents,
     format_date,
     format_int,
+    format_percent,
     negotiate,
     translator,
 )
+from gateway.webapp.screens import MENU
+from gateway.webapp.screens_service import ScreensService
 from gateway.webapp.security import (
     APP_PATH,
     CSRF_FIELD,
@@ -80,17 +83,30 @@ class Webapp:
             autoescape=select_autoescape(["html"]),
             undefined=StrictUndefined,
         )
+        self.settings = settings
         self.csrf = CsrfTokens(settings.jwt_secret, settings.webapp_csrf_ttl_seconds)
         self.cookies = CookieRules(secure=settings.webapp_cookie_secure)
         self.service = WebappService(
-            ApiClient(app, settings.upstream_timeout_seconds), settings.webapp_page_size
+            ApiClient(app, settings.upstream_timeout_seconds),
+            settings.webapp_page_size,
+            messages_days=settings.webapp_messages_days,
+        )
+        self.screens = ScreensService(
+            self.service,
+            rows_shown=settings.webapp_import_rows_shown,
+            parallel_calls=settings.webapp_parallel_calls,
+            sample_size=settings.webapp_segment_sample,
         )
 
 
 def install_webapp(app: FastAPI, settings: GatewaySettings) -> None:
     """The pages at /app (and / sending there) and their static files."""
+    # the work screens' routes use this module's Visit: imported here, not at the top
+    from gateway.webapp.screens_api import router as screens_router
+
     app.state.webapp = Webapp(settings, app)
     app.include_router(router)
+    app.include_router(screens_router)
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="webapp-static")
 
 
@@ -152,8 +168,10 @@ class Visit:
             static=STATIC_PATH,
             fmt_int=lambda v: format_int(int(v or 0), self.lang),
             fmt_cents=lambda v: format_cents(int(v or 0), self.lang),
+            fmt_percent=lambda v: format_percent(float(v or 0), self.lang),
             fmt_date=lambda v: format_date(v, self.lang),
             me=self.extra.get("me"),
+            menu=MENU.get(str((self.extra.get("me") or {}).get("role")), ()),
             **context,
         )
         return self.finish(HTMLResponse(html, status_code=status))
@@ -164,6 +182,11 @@ class Visit:
 
     def redirect(self, target: str) -> Response:
         return self.finish(RedirectResponse(target, status_code=303))
+
+
+def valid_id(value: str) -> bool:
+    """An id the API could know (anything else is the 404 page without asking it)."""
+    return len(value) <= 64 and bool(_ID.match(value))
 
 
 def visit(request: Request) -> Visit:
@@ -321,7 +344,9 @@ async def dashboard(request: Request) -> Response:
     async def build(session: UserSession) -> Response:
         board = await v.webapp.service.dashboard(session, federation_id)
         v.extra["me"] = board.me
-        return v.render("dashboard.html", board=board)
+        return v.render(
+            "dashboard.html", board=board, messages_days=v.webapp.settings.webapp_messages_days
+        )
 
     return await signed_in(v, build)
 

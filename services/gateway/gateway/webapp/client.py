@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from starlette.types import ASGIApp, Message
@@ -79,7 +79,10 @@ class ApiClient:
         params: Mapping[str, str | Sequence[str]] | None = None,
         json: Any = None,
         data: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, IO[bytes], str]] | None = None,
     ) -> ApiAnswer:
+        """One call; ``files`` (with ``data`` as the other fields) makes it a multipart
+        form whose file parts are read in chunks as the API takes them, never held whole."""
         transport = httpx.ASGITransport(app=self.app, client=caller.client)
         async with httpx.AsyncClient(
             transport=transport, base_url=INTERNAL_BASE, timeout=self.timeout, trust_env=False
@@ -90,6 +93,7 @@ class ApiClient:
                 params=params,
                 json=json,
                 data=data,
+                files=files,
                 headers=self._headers(caller, token),
             )
         body: Any = None
@@ -108,10 +112,12 @@ class ApiClient:
         token: str,
         params: Mapping[str, str] | None = None,
         last_event_id: str | None = None,
+        accept: str = "text/event-stream",
     ) -> StreamAnswer:
-        """A GET whose answer is handed on as the API writes it (Server-Sent Events)."""
+        """A GET whose answer is handed on as the API writes it (Server-Sent Events, a
+        CSV download)."""
         query = httpx.QueryParams(params or {})
-        headers = {**self._headers(caller, token), "Accept": "text/event-stream"}
+        headers = {**self._headers(caller, token), "Accept": accept}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id[:200]
         scope = {

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
 
 from gateway.webapp.client import ApiAnswer, ApiClient, Caller, StreamAnswer
 from gateway.webapp.security import SessionTokens
@@ -61,6 +62,10 @@ class Dashboard:
     contacts_count: int | None
     imports: list[dict[str, Any]] | None
     campaigns: list[dict[str, Any]] | None
+    #: consent rates per channel and purpose (consent), message totals per channel
+    #: (messaging); None when the role may not read them or the service does not answer
+    consents: dict[str, Any] | None = None
+    messages: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,9 +113,14 @@ def _fields(answer: ApiAnswer) -> list[tuple[str, str]]:
 
 
 class WebappService:
-    def __init__(self, api: ApiClient, page_size: int) -> None:
+    def __init__(self, api: ApiClient, page_size: int, *, messages_days: int = 30) -> None:
         self.api = api
         self.page_size = page_size
+        self.messages_days = messages_days
+
+    def messages_since(self) -> datetime:
+        """Where the dashboard's message totals start (``webapp_messages_days`` ago)."""
+        return datetime.now(UTC) - timedelta(days=self.messages_days)
 
     # ------------------------------------------------------------ session
     async def login(self, caller: Caller, email: str, password: str) -> LoginResult:
@@ -170,14 +180,18 @@ class WebappService:
         *,
         params: Mapping[str, str | Sequence[str]] | None = None,
         json: Any = None,
+        data: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, IO[bytes], str]] | None = None,
     ) -> ApiAnswer:
         """One API call as the user; an expired access token is renewed once with the
         session's refresh token (rotated: the page sends the new cookie)."""
-        answer = await self._as_user(session, method, path, params, json)
+        answer = await self._as_user(session, method, path, params, json, data, files)
         if answer.status == 401:
             if not await self._refresh(session):
                 raise SignedOut
-            answer = await self._as_user(session, method, path, params, json)
+            for _, file, _ in (files or {}).values():
+                file.seek(0)  # the first try read it
+            answer = await self._as_user(session, method, path, params, json, data, files)
             if answer.status == 401:
                 raise SignedOut
         return answer
@@ -189,6 +203,8 @@ class WebappService:
         path: str,
         params: Mapping[str, str | Sequence[str]] | None,
         json: Any,
+        data: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, IO[bytes], str]] | None = None,
     ) -> ApiAnswer:
         return await self.api.request(
             session.caller,
@@ -197,6 +213,8 @@ class WebappService:
             token=session.tokens.access_token,
             params=params,
             json=json,
+            data=data,
+            files=files,
         )
 
     async def stream(
@@ -205,6 +223,7 @@ class WebappService:
         path: str,
         params: Mapping[str, str] | None,
         last_event_id: str | None,
+        accept: str = "text/event-stream",
     ) -> StreamAnswer:
         opened = await self.api.stream(
             session.caller,
@@ -212,6 +231,7 @@ class WebappService:
             token=session.tokens.access_token,
             params=params,
             last_event_id=last_event_id,
+            accept=accept,
         )
         if opened.status != 401:
             return opened
@@ -224,6 +244,7 @@ class WebappService:
             token=session.tokens.access_token,
             params=params,
             last_event_id=last_event_id,
+            accept=accept,
         )
 
     async def me(self, session: UserSession) -> dict[str, Any]:
@@ -237,7 +258,7 @@ class WebappService:
         me = await self.me(session)
         chosen = federation_id or me["federation_id"]
         params = {"federation_id": chosen}
-        federations, figures, count, imports, campaigns = await asyncio.gather(
+        federations, figures, count, imports, campaigns, consents, messages = await asyncio.gather(
             self.call(session, "GET", "/api/v1/federations"),
             self.call(session, "GET", "/api/v1/live/memberships", params=params),
             self.call(
@@ -252,6 +273,13 @@ class WebappService:
                 "GET",
                 "/api/v1/campaigns",
                 params={"limit": str(DASHBOARD_CAMPAIGNS)},
+            ),
+            self.call(session, "GET", "/api/v1/consents/rates", params=params),
+            self.call(
+                session,
+                "GET",
+                "/api/v1/messages/totals",
+                params={**params, "since": self.messages_since().isoformat()},
             ),
         )
         if figures.status == 404 and federation_id is not None:
@@ -279,6 +307,8 @@ class WebappService:
             ]
             if campaigns.ok
             else None,
+            consents=consents.body if consents.ok else None,
+            messages=messages.body if messages.ok else None,
         )
 
     async def search(

@@ -17,6 +17,7 @@ out of them at once, and a merged contact's payments (moved to the survivor) add
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -121,18 +122,44 @@ class GiftRules:
             guard=True,
         )
         if not assessment.accepted:
-            first = assessment.refusals[0]
-            log.info(
-                "gift.refused",
-                contact_id=contact["_id"],
-                rules=[r.rule.value for r in assessment.refusals],
-            )
-            raise GiftRefused(
-                first.reason,
-                field=first.field,
-                rule=first.rule.value,
-                refusals=[r.as_dict() for r in assessment.refusals],
-            )
+            raise self.refused(assessment, contact["_id"])
+
+    def gift_of(self, notice: PaymentNotice, elections: Mapping[str, dict[str, Any]]) -> Gift:
+        """What ``admit`` checks before the totals, for a batch of payments: the amount's
+        bound and the election (``elections``: those of the batch, read at once); the
+        payment as the rules see it."""
+        self._check_amount(notice.amount_cents)
+        election = None
+        if notice.election_id is not None:
+            if notice.purpose != "donation":
+                raise _dues_to_an_election()
+            doc = elections.get(notice.election_id)
+            if doc is None:
+                raise NotFound("election not found", field="election_id")
+            election = election_from_doc(doc)
+        return Gift(
+            amount_cents=notice.amount_cents,
+            method=notice.method,
+            purpose=notice.purpose,
+            paid_on=notice.paid_at.astimezone(self.settings.zone).date(),
+            donor=notice.donor,
+            elected_official=notice.elected_official,
+            election=election,
+        )
+
+    @staticmethod
+    def refused(assessment: Assessment, contact_id: str) -> GiftRefused:
+        """The refusal ``admit`` raises for an assessment that is not accepted."""
+        first = assessment.refusals[0]
+        log.info(
+            "gift.refused", contact_id=contact_id, rules=[r.rule.value for r in assessment.refusals]
+        )
+        return GiftRefused(
+            first.reason,
+            field=first.field,
+            rule=first.rule.value,
+            refusals=[r.as_dict() for r in assessment.refusals],
+        )
 
     async def check(self, identity: Identity, question: GiftQuestion, now: datetime) -> Assessment:
         """The pre-capture check: every reason the payment would be refused now, and the

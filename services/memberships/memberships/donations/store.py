@@ -100,6 +100,64 @@ class DonationsStore:
                 session=session,
             )
 
+    async def guard_many(self, counts: dict[str, int], session: AsyncClientSession) -> None:
+        """``guard`` for a batch of payments: each guard once, counting its payments."""
+        if not counts:
+            return
+        now = utcnow()
+        await self.store[GUARDS].bulk_write(
+            [
+                UpdateOne({"_id": g}, {"$inc": {"payments": n}, "$set": {"at": now}}, upsert=True)
+                for g, n in sorted(counts.items())
+            ],
+            ordered=False,
+            session=session,
+        )
+
+    async def payments_of_many(
+        self,
+        contact_ids: list[str],
+        start: datetime,
+        end: datetime,
+        session: AsyncClientSession,
+    ) -> list[dict[str, Any]]:
+        """The payments of these people paid in [start, end), every status, with the
+        person and the date (a batch's totals are grouped by person and year)."""
+        if not contact_ids:
+            return []
+        return (
+            await self.store[PAYMENTS]
+            .find(
+                {"contact_id": {"$in": contact_ids}, "paid_at": {"$gte": start, "$lt": end}},
+                {**_TOTAL_FIELDS, "contact_id": 1, "paid_at": 1},
+                session=session,
+            )
+            .to_list()
+        )
+
+    async def campaign_payments_of_many(
+        self, contact_ids: list[str], election_ids: list[str], session: AsyncClientSession
+    ) -> list[dict[str, Any]]:
+        if not contact_ids or not election_ids:
+            return []
+        return (
+            await self.store[PAYMENTS]
+            .find(
+                {"contact_id": {"$in": contact_ids}, "election_id": {"$in": election_ids}},
+                {**_TOTAL_FIELDS, "contact_id": 1},
+                session=session,
+            )
+            .to_list()
+        )
+
+    async def elections_by_ids(
+        self, election_ids: list[str], session: AsyncClientSession
+    ) -> dict[str, dict[str, Any]]:
+        if not election_ids:
+            return {}
+        docs = self.store[ELECTIONS].find({"_id": {"$in": election_ids}}, session=session)
+        return {d["_id"]: d async for d in docs}
+
     async def payments_between(
         self,
         contact_id: str,

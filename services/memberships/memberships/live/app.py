@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import faust
@@ -99,7 +100,9 @@ class LiveFigures:
         self.watchers = Watchers()
         #: set once faust recovered its tables (the figures are complete)
         self.recovered = False
-        self._keys_of: Callable[[str], tuple[bytes, ...]] = settings.event_keys
+        # resolved once per producer, as the kernel's consumers do (a derived key costs
+        # an HMAC, per event otherwise)
+        self._keys_of: Callable[[str], tuple[bytes, ...]] = cache(settings.event_keys)
         servers = [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
         self.app = faust.App(
             settings.topic(settings.live_app_id),

@@ -31,6 +31,7 @@ from memberships.payments.domain import Interval, ReversalKind, ScheduleStatus
 from memberships.payments.lists import PaymentFilter, PaymentLists
 from memberships.payments.manual import ManualEntries, ManualEntry, ManualMethod
 from memberships.payments.notice import DonorDeclaration, PaymentNotice, PaymentOutcome
+from memberships.payments.recording import PaymentRecorder
 from memberships.payments.refunds import RefundService, Reversal
 from memberships.payments.slips import SlipService
 from memberships.service import MembershipsService
@@ -201,7 +202,9 @@ async def payment_webhook(request: Request, response: Response, svc: Service) ->
         request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), body
     )
     notice = _parse_notice(body)
-    outcome = await svc.record_payment(notice.notice())
+    # recorded with the payments arriving at the same time (one shared transaction)
+    recorder: PaymentRecorder = request.app.state.payment_recorder
+    outcome = await recorder.record(notice.notice())
     if outcome.status == "duplicate":
         response.status_code = status.HTTP_200_OK
     m = outcome.membership

@@ -1,19 +1,190 @@
-"""Payment rules free of I/O: reversals (refunds, chargebacks) and the standing they take
-back, recurring schedules and their due dates, remittance slips of cheques."""
+"""Payment rules free of I/O: what dues do to a membership, the legal ceilings across a
+batch of payments, provider retries inside a batch, reversals (refunds, chargebacks) and
+the standing they take back, recurring schedules and their due dates, remittance slips of
+cheques."""
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from tribune_shared.errors import InvalidField, Refused
+from tribune_shared.events import Envelope, new_envelope
+from tribune_shared.events.contracts import (
+    DonationReceivedV1,
+    EventContract,
+    MembershipActivatedV1,
+    MembershipLapsedV1,
+    PaymentReceivedV1,
+)
 from tribune_shared.spreadsheet import BOM, encode_rows, neutralise
 
-from memberships.domain import Membership, MembershipStatus, check_transition
+from memberships.domain import (
+    OPEN_STATUSES,
+    Membership,
+    MembershipStatus,
+    Plan,
+    check_transition,
+    lapsed_on,
+    new_membership,
+    pay_dues,
+    settle,
+)
+from memberships.donations.rules import (
+    Assessment,
+    Gift,
+    Limits,
+    assess,
+    campaign_total,
+    counted_total,
+    counts_toward_party_ceiling,
+)
+from memberships.payments.notice import PaymentNotice
+
+# ---------------------------------------------------------------- dues paid
+
+
+def history_entry(status: MembershipStatus, at: datetime, **extra: Any) -> dict[str, Any]:
+    return {"status": status.value, "at": at, **extra}
+
+
+@dataclass(frozen=True)
+class DuesPaid:
+    """What dues paid on a day do to a person's membership."""
+
+    #: the membership after the payment (active)
+    membership: Membership
+    #: each membership state to store, in order, with the history entries it adds (time
+    #: first settled the old one: grace or lapsed; then the one the dues pay for)
+    writes: tuple[tuple[Membership, tuple[dict[str, Any], ...]], ...]
+    #: membership-lapsed (the old one ran out meanwhile), then membership-activated
+    events: tuple[EventContract, ...]
+
+
+def dues_paid(
+    current: Membership | None,
+    plan: Plan,
+    paid_on: date,
+    *,
+    contact_id: str,
+    payment_id: str,
+    new_membership_id: str,
+    now: datetime,
+) -> DuesPaid:
+    """Activate or renew the person's ``current`` membership; a lapsed or cancelled one (or
+    none) is closed and a new one (``new_membership_id``) starts. The one rule both the
+    single and the batched recording apply, so they cannot disagree."""
+    writes: list[tuple[Membership, tuple[dict[str, Any], ...]]] = []
+    events: list[EventContract] = []
+    if current is not None:
+        settled = settle(current, paid_on)
+        if settled.status is not current.status:
+            writes.append((settled, (history_entry(settled.status, now),)))
+            if settled.status is MembershipStatus.lapsed:
+                events.append(
+                    MembershipLapsedV1(
+                        membership_id=settled.membership_id,
+                        contact_id=settled.contact_id,
+                        lapsed_on=lapsed_on(settled),
+                    )
+                )
+        current = settled
+    history = []
+    if current is None or current.status not in OPEN_STATUSES:
+        current = new_membership(new_membership_id, contact_id, plan)
+        history.append(history_entry(current.status, now))
+    paid = pay_dues(current, plan, paid_on)
+    assert paid.starts_on is not None and paid.ends_on is not None
+    history.append(
+        history_entry(paid.status, now, payment_id=payment_id, ends_on=paid.ends_on.isoformat())
+    )
+    writes.append((paid, tuple(history)))
+    events.append(
+        MembershipActivatedV1(
+            membership_id=paid.membership_id,
+            contact_id=paid.contact_id,
+            plan=paid.plan,
+            starts_on=paid.starts_on,
+            ends_on=paid.ends_on,
+        )
+    )
+    return DuesPaid(paid, tuple(writes), tuple(events))
+
+
+# ---------------------------------------------------------------- a batch of payments
+
+
+def first_of_each(keys: Sequence[Hashable]) -> list[int]:
+    """For each item, the index of the first item with the same key (itself if first). A
+    provider's retry arriving in the same batch as its original is answered from it."""
+    seen: dict[Hashable, int] = {}
+    return [seen.setdefault(key, i) for i, key in enumerate(keys)]
+
+
+def local_year(moment: datetime, zone: ZoneInfo) -> int:
+    if moment.tzinfo is None:  # stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).year
+
+
+def party_totals(
+    payments: Iterable[Mapping[str, Any]], zone: ZoneInfo
+) -> dict[tuple[str, int], int]:
+    """(person, calendar year) -> what their stored payments count towards the party's
+    yearly ceiling (the year is the payment's local day's)."""
+    grouped: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for p in payments:
+        grouped.setdefault((p["contact_id"], local_year(p["paid_at"], zone)), []).append(p)
+    return {key: counted_total(docs) for key, docs in grouped.items()}
+
+
+def campaign_totals(payments: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+    """(person, election) -> what their stored gifts to the election's account add up to."""
+    grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for p in payments:
+        if p.get("election_id"):
+            grouped.setdefault((p["contact_id"], p["election_id"]), []).append(p)
+    return {key: campaign_total(docs, key[1]) for key, docs in grouped.items()}
+
+
+@dataclass
+class BatchLedger:
+    """The legal totals while a batch of payments is decided in order: what the store
+    holds, plus every payment of the batch accepted before. So two gifts of one person in
+    one batch are checked together, exactly as if recorded one after the other."""
+
+    limits: Limits
+    #: (person, year) -> counted towards the party ceiling
+    party: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: (person, election) -> given to the election's account
+    campaign: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def admit(self, contact_id: str, gift: Gift) -> Assessment:
+        """Assess ``gift`` against the totals so far; an accepted one counts from now on."""
+        election_id = gift.election.election_id if gift.election else None
+        counts = counts_toward_party_ceiling(
+            gift.purpose, elected_official=gift.elected_official, election_id=election_id
+        )
+        party_key = (contact_id, gift.paid_on.year)
+        campaign_key = (contact_id, election_id) if election_id is not None else None
+        assessment = assess(
+            gift,
+            self.limits,
+            party_given_cents=self.party.get(party_key, 0) if counts else None,
+            campaign_given_cents=self.campaign.get(campaign_key, 0) if campaign_key else None,
+        )
+        if assessment.accepted:
+            if counts:
+                self.party[party_key] = self.party.get(party_key, 0) + gift.amount_cents
+            if campaign_key is not None:
+                self.campaign[campaign_key] = self.campaign.get(campaign_key, 0) + gift.amount_cents
+        return assessment
+
 
 # ---------------------------------------------------------------- reversals
 
@@ -269,3 +440,49 @@ def slip_csv(number: int, lines: Sequence[SlipLine], currency: str) -> str:
         ]
         rows.append([neutralise(v) for v in values])
     return BOM + encode_rows(rows)
+
+
+def payment_events(
+    producer: str,
+    payment_id: str,
+    notice: PaymentNotice,
+    contact: Mapping[str, Any],
+    membership_events: Sequence[EventContract],
+) -> list[Envelope]:
+    """What recording a payment publishes: payment-received, then what it caused, each
+    caused by it: the membership's events (dues) or donation-received (a gift). One rule
+    for the one-payment path and the webhook's batches."""
+
+    def envelope(event: EventContract, causation: Envelope | None = None) -> Envelope:
+        return new_envelope(
+            event,
+            producer=producer,
+            federation_id=contact["federation_id"],
+            federation_path=contact["federation_path"],
+            causation=causation,
+        )
+
+    received = envelope(
+        PaymentReceivedV1(
+            payment_id=payment_id,
+            provider=notice.provider,
+            provider_payment_id=notice.provider_payment_id,
+            contact_id=notice.contact_id,
+            amount_cents=notice.amount_cents,
+            currency=notice.currency,
+            method=notice.method,
+            purpose=notice.purpose,
+            received_at=notice.paid_at,
+        )
+    )
+    if notice.purpose == "dues":
+        return [received, *(envelope(e, received) for e in membership_events)]
+    donation = DonationReceivedV1(
+        donation_id=payment_id,
+        contact_id=notice.contact_id,
+        amount_cents=notice.amount_cents,
+        currency=notice.currency,
+        method=notice.method,
+        received_at=notice.paid_at,
+    )
+    return [received, envelope(donation, received)]

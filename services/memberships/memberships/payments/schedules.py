@@ -12,7 +12,7 @@ grace days), stored as grace with ``membership-grace-started``."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -209,6 +209,51 @@ class Schedules:
             },
             session,
         )
+
+    async def advance_many(
+        self, paid: Sequence[tuple[PaymentNotice, str]], session: AsyncClientSession
+    ) -> None:
+        """``advance`` for a batch's accepted payments (notice, payment id), in order: one
+        read and one write per schedule, two payments of one schedule move it on twice."""
+        ids = sorted({n.schedule_id for n, _ in paid if n.schedule_id is not None})
+        if not ids:
+            return
+        docs = await self.repo.schedules_by_ids(ids, session)
+        changed: dict[str, dict[str, Any]] = {}
+        for notice, payment_id in paid:
+            if notice.schedule_id is None:
+                continue
+            doc = docs.get(notice.schedule_id)
+            if (
+                doc is None
+                or doc["contact_id"] != notice.contact_id
+                or doc["purpose"] != notice.purpose
+                or doc["status"] not in {s.value for s in OPEN_SCHEDULES}
+            ):
+                log.warning(
+                    "schedule.payment_ignored",
+                    schedule_id=notice.schedule_id,
+                    payment_id=payment_id,
+                )
+                continue
+            due = add_interval(
+                _day(doc["next_due_on"]), Interval(doc["interval"]), doc["anchor_day"]
+            )
+            doc["next_due_on"] = due.isoformat()  # the batch's next payment starts from here
+            change = changed.setdefault(doc["_id"], {"payments": 0})
+            change.update(next_due_on=due.isoformat(), last_payment_id=payment_id)
+            change.update(last_paid_at=notice.paid_at, payments=change["payments"] + 1)
+        updates = [
+            UpdateOne(
+                {"_id": schedule_id},
+                {
+                    "$set": {k: v for k, v in change.items() if k != "payments"},
+                    "$inc": {"payments": change["payments"]},
+                },
+            )
+            for schedule_id, change in sorted(changed.items())
+        ]
+        await self.repo.apply_schedule_updates(updates, session)
 
     # ------------------------------------------------------------ missed dues (worker)
 

@@ -1,5 +1,5 @@
-"""All database access of payments: the treasurer's lists, reversals, remittance slips and
-recurring schedules (payments themselves are written by the one recording use case)."""
+"""All database access of payments: the batched recording of the webhook's payments, the
+treasurer's lists, reversals, remittance slips and recurring schedules."""
 
 from __future__ import annotations
 
@@ -50,6 +50,97 @@ class PaymentsStore:
         self.slips = store[SLIPS]
         self.schedules = store[SCHEDULES]
         self.memberships = store[MEMBERSHIPS]
+
+    # ------------------------------------------------------------ a batch of payments
+    # One read or one bulk write per collection for the whole batch (recording.py).
+
+    async def payments_by_keys(
+        self, keys: Sequence[tuple[str, str]], session: AsyncClientSession
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """(provider, provider payment id) -> the payment already recorded."""
+        by_provider: dict[str, list[str]] = {}
+        for provider, payment_id in keys:
+            by_provider.setdefault(provider, []).append(payment_id)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        # One query per provider (a batch names one or two), each on the unique index: a
+        # top-level $or would scan the whole collection on the local store.
+        for provider, ids in sorted(by_provider.items()):
+            docs = self.payments.find(
+                {"provider": provider, "provider_payment_id": {"$in": sorted(set(ids))}},
+                session=session,
+            )
+            found.update({(d["provider"], d["provider_payment_id"]): d async for d in docs})
+        return found
+
+    async def live_contacts(
+        self, contact_ids: Sequence[str], session: AsyncClientSession
+    ) -> dict[str, dict[str, Any]]:
+        """The contacts memberships knows, erased ones left out (as ``ContactDirectory.get``)."""
+        docs = self.store[CONTACTS].find(
+            {"_id": {"$in": sorted(set(contact_ids))}, "erased": {"$ne": True}}, session=session
+        )
+        return {d["_id"]: d async for d in docs}
+
+    async def memberships_by_ids(
+        self, membership_ids: Sequence[str], session: AsyncClientSession
+    ) -> dict[str, dict[str, Any]]:
+        if not membership_ids:
+            return {}
+        docs = self.memberships.find({"_id": {"$in": sorted(set(membership_ids))}}, session=session)
+        return {d["_id"]: d async for d in docs}
+
+    async def insert_payments(
+        self, docs: Sequence[Mapping[str, Any]], session: AsyncClientSession
+    ) -> None:
+        """Raises (BulkWriteError, a DuplicateKeyError) if one is already recorded."""
+        if docs:
+            await self.payments.insert_many([dict(d) for d in docs], session=session)
+
+    async def save_memberships(
+        self,
+        writes: Sequence[tuple[Membership, Sequence[Mapping[str, Any]], Mapping[str, Any]]],
+        session: AsyncClientSession,
+    ) -> None:
+        """Each (membership, history entries, contact) as ``MembershipsStore.save_membership``
+        stores it, in order, in one bulk write (one membership may be written twice: settled
+        by time, then renewed)."""
+        if not writes:
+            return
+        ops = []
+        for m, history, contact in writes:
+            update: dict[str, Any] = {
+                "$set": {
+                    "contact_id": m.contact_id,
+                    "plan": m.plan,
+                    "status": m.status.value,
+                    "starts_on": iso(m.starts_on),
+                    "ends_on": iso(m.ends_on),
+                    "grace_days": m.grace_days,
+                    "grace_ends_on": iso(m.grace_ends_on),
+                    "federation_id": contact["federation_id"],
+                    "federation_path": contact["federation_path"],
+                }
+            }
+            if history:
+                update["$push"] = {"history": {"$each": [dict(h) for h in history]}}
+            ops.append(UpdateOne({"_id": m.membership_id}, update, upsert=True))
+        await self.memberships.bulk_write(ops, ordered=True, session=session)
+
+    async def set_current_memberships(
+        self, current: Mapping[str, str], session: AsyncClientSession
+    ) -> None:
+        """contact id -> its current membership; also serialises a person's dues across
+        concurrent batches (their transactions conflict on the contact)."""
+        if not current:
+            return
+        await self.store[CONTACTS].bulk_write(
+            [
+                UpdateOne({"_id": c}, {"$set": {"current_membership_id": m}})
+                for c, m in sorted(current.items())
+            ],
+            ordered=False,
+            session=session,
+        )
 
     # ------------------------------------------------------------ payments
 
@@ -255,6 +346,12 @@ class PaymentsStore:
         session: AsyncClientSession | None = None,
     ) -> dict[str, Any] | None:
         return await self.schedules.find_one(dict(query), session=session)
+
+    async def schedules_by_ids(
+        self, schedule_ids: Sequence[str], session: AsyncClientSession
+    ) -> dict[str, dict[str, Any]]:
+        docs = self.schedules.find({"_id": {"$in": list(schedule_ids)}}, session=session)
+        return {d["_id"]: d async for d in docs}
 
     async def schedules_page(
         self, query: Mapping[str, Any], *, limit: int, before: str | None

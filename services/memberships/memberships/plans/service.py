@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -175,6 +175,44 @@ class PlanCatalog:
             federation_path=path,
             depths=self.settings.plan_depths,
         )
+
+    async def for_dues_many(
+        self,
+        asks: Sequence[tuple[Mapping[str, Any], str | None, str | None]],
+        session: AsyncClientSession | None = None,
+    ) -> list[PlanChoice | InvalidField]:
+        """``for_dues`` for a batch of payments (contact, plan, rate): one read of the
+        definitions of every lineage concerned; each ask gets its choice or its 422."""
+        if not asks:
+            return []
+        paths = sorted({p for c, _, _ in asks for p in ancestor_paths(c["federation_path"])})
+        docs = await self.repo.definitions(paths, self._scan_limit(paths), None, session)
+        definitions = [definition_from_doc(d) for d in docs]
+        choices: list[PlanChoice | InvalidField] = []
+        for contact, name, rate in asks:
+            path = contact["federation_path"]
+            code = name or self.settings.default_plan
+            governing = nearest(definitions, self.defaults, path).get(code)
+            try:
+                if governing is None or governing.terms is None:
+                    available = in_force(definitions, self.defaults, path)
+                    raise unknown_plan(code, available, withdrawn=governing is not None)
+                terms = governing.terms
+                choices.append(
+                    PlanChoice(
+                        terms.plan(),
+                        expected_amount_cents=terms.expected_cents(rate),
+                        defined_in=governing.federation_id,
+                        rate=rate,
+                        version=governing.version,
+                        split=terms.split,
+                        federation_path=path,
+                        depths=self.settings.plan_depths,
+                    )
+                )
+            except InvalidField as refused:
+                choices.append(refused)
+        return choices
 
     # ------------------------------------------------------------ reading plans
 

@@ -599,9 +599,15 @@ class Dispatcher:
                     )
                 )
 
+        last_sent: dict[str, datetime] = {}
+        for o in outcomes:  # when each campaign last made progress (stalled campaigns)
+            if o.status is MessageStatus.sent:
+                cid = o.message["campaign_id"]
+                last_sent[cid] = max(o.at, last_sent.get(cid, o.at))
+
         async def write(session: AsyncClientSession) -> None:
             await self.campaigns.record_outcomes(updates, session)
-            await self.campaigns.count_stats(counts, session)
+            await self.campaigns.count_stats(counts, session, last_sent=last_sent)
             await self.outbox.add_batch(session, events)
 
         await self.store.run_transaction(write, what="campaign hand-off")

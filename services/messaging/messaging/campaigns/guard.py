@@ -15,6 +15,7 @@ dispatcher sends nothing meanwhile (when in doubt, do not message).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -82,16 +83,29 @@ class Guard:
         return None
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks = [
-            asyncio.create_task(self._follow(name, pipeline, key, stop))
-            for name, pipeline, key in _WATCHES
-        ]
+        watches = {name: (pipeline, key) for name, pipeline, key in _WATCHES}
+        tasks = {
+            name: asyncio.create_task(self._follow(name, pipeline, key, stop))
+            for name, (pipeline, key) in watches.items()
+        }
+        watched = {name: self.store.physical(name) for name in watches}
         try:
-            await stop.wait()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                # a rebuilt view was switched to (tribune_shared.projections): watch the
+                # collection now written, not the one left behind
+                for name, (pipeline, key) in watches.items():
+                    if self.store.physical(name) != watched[name]:
+                        watched[name] = self.store.physical(name)
+                        tasks[name].cancel()
+                        await asyncio.gather(tasks[name], return_exceptions=True)
+                        self._watching[name] = False
+                        tasks[name] = asyncio.create_task(self._follow(name, pipeline, key, stop))
         finally:
-            for task in tasks:
+            for task in tasks.values():
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
 
     async def wait_started(self, timeout: float) -> bool:
         try:

@@ -83,11 +83,24 @@ class CampaignStore:
         )
 
     async def count_stats(
-        self, counts: Mapping[str, Mapping[str, int]], session: AsyncClientSession
+        self,
+        counts: Mapping[str, Mapping[str, int]],
+        session: AsyncClientSession,
+        *,
+        last_sent: Mapping[str, datetime] | None = None,
     ) -> None:
-        """Add to campaigns' live statistics ({campaign_id: {"sent": 3, "refused.x": 1}})."""
+        """Add to campaigns' live statistics ({campaign_id: {"sent": 3, "refused.x": 1}});
+        ``last_sent``: when each campaign last handed a message over (``last_sent_at``,
+        which the stalled-campaign gauge reads: messaging.monitoring)."""
+        last_sent = last_sent or {}
         ops = [
-            UpdateOne({"_id": cid}, {"$inc": {f"stats.{k}": n for k, n in fields.items() if n}})
+            UpdateOne(
+                {"_id": cid},
+                {
+                    "$inc": {f"stats.{k}": n for k, n in fields.items() if n},
+                    **({"$max": {"last_sent_at": last_sent[cid]}} if cid in last_sent else {}),
+                },
+            )
             for cid, fields in counts.items()
             if any(fields.values())
         ]
