@@ -200,3 +200,18 @@ def test_a_secretary_finds_and_opens_a_person_but_never_another_federations(
     expect(phone.get_by_role("heading", name=f"Fiche de Lucie Aubrac{tag}")).to_be_visible()
     assert_accessible(phone)
     screenshot(phone, "backoffice-person-phone")
+
+
+def test_the_dashboard_sections_follow_the_live_events_of_the_subtree(stack, admin, laptop):
+    fed = create_federation(admin, "Landes")
+    email, password = account(admin, "secretary", fed.id)
+    log_in(laptop, stack.gateway_url, email, password)
+    count = laptop.locator('[data-count="contacts"]')
+    expect(count).to_have_text("0")
+    laptop.evaluate("document.body.dataset.loadedOnce = 'yes'")
+
+    create_member(admin, fed, given_name="Jeanne")  # contact-created, in Landes
+
+    # the live event stream marks the contacts section, which is fetched again
+    expect(count).to_have_text("1", timeout=30_000)
+    assert laptop.evaluate("document.body.dataset.loadedOnce") == "yes", "the page reloaded"

@@ -389,3 +389,53 @@ def test_a_campaign_manager_resumes_a_campaign_and_watches_it_finish_live(
     log_in(laptop, stack.gateway_url, lyon_email, lyon_password)
     not_found(laptop, f"{stack.gateway_url}/app/campaigns/{campaign_id}")
     not_found(laptop, f"{stack.gateway_url}/app/segments/{segment.json()['id']}")
+
+
+def test_a_campaign_manager_launches_a_draft_only_once_the_box_is_ticked(
+    stack, admin, http, federations, laptop
+):
+    paris = federations["Paris"]
+    tag = uuid.uuid4().hex[:6]
+    email, password = account(stack, admin, "campaign_manager", paris.id)
+    manager = api_of(http, email, password)
+    segment = manager(
+        "POST",
+        "/api/v1/segments",
+        json={"name": f"Nobody {tag}", "filter": {"op": "tags", "match": "any", "tags": [tag]}},
+    )
+    assert segment.status_code == 201, segment.text
+    template = manager(
+        "POST",
+        "/api/v1/templates",
+        json={"name": f"Lancement {tag}", "channel": "email", "subject": "Tract", "html": HTML},
+    )
+    assert template.status_code == 201, template.text
+    made = manager(
+        "POST",
+        "/api/v1/campaigns",
+        json={
+            "name": f"Lancement {tag}",
+            "channel": "email",
+            "purpose": PURPOSE,
+            "template_id": template.json()["template"]["template_id"],
+            "segment_id": segment.json()["id"],
+        },
+    )
+    assert made.status_code == 201, made.text
+    campaign_id = made.json()["id"]
+
+    log_in(laptop, stack.gateway_url, email, password)
+    laptop.goto(f"{stack.gateway_url}/app/campaigns/{campaign_id}")
+    launch = laptop.get_by_role("button", name="Lancer la campagne")
+    expect(launch).to_be_visible()
+    assert_accessible(laptop)
+    # the server refuses an unticked box too (the browser's own check taken away)
+    laptop.evaluate("document.getElementById('confirm-launch').removeAttribute('required')")
+    launch.click()
+    expect(laptop.get_by_text("Cochez la case pour confirmer le lancement.")).to_be_visible()
+    assert manager("GET", f"/api/v1/campaigns/{campaign_id}").json()["status"] == "draft"
+
+    laptop.get_by_label("Je confirme l'envoi de cette campagne à toute son audience.").check()
+    laptop.get_by_role("button", name="Lancer la campagne").click()
+    expect(laptop.get_by_role("status")).to_have_text("Campagne lancée.")
+    assert manager("GET", f"/api/v1/campaigns/{campaign_id}").json()["status"] != "draft"

@@ -22,6 +22,8 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 def gateway_env(gateway_env, monkeypatch):
     # TestClient speaks http://testserver: a Secure cookie would never come back
     monkeypatch.setenv("GATEWAY_WEBAPP_COOKIE_SECURE", "false")
+    # a live stream ends soon: the tests read whole answers
+    monkeypatch.setenv("GATEWAY_LIVE_EVENTS_MAX_SECONDS", "1")
     return gateway_env
 
 
@@ -381,3 +383,14 @@ def test_another_federations_federation_and_user_are_the_not_found_page(browser)
         data={"action": "deactivate", "csrf_token": csrf_of(page.text)},
     )
     assert r.status_code == 404
+
+
+def test_the_dashboard_follows_the_live_events_of_the_users_subtree(browser):
+    assert browser.get("/app/live/events").status_code == 401  # no session, no stream
+    log_in(browser)
+    page = browser.get("/app")
+    assert 'data-events="/app/live/events?federation_id=' in page.text
+    r = browser.get("/app/live/events")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert "event: ready" in r.text and "event: end" in r.text

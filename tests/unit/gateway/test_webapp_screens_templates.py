@@ -335,3 +335,13 @@ def test_the_dashboard_leaves_out_figures_the_role_may_not_read():
         active="dashboard",
     )
     assert "Aucun consentement" in empty and "Aucun message" in empty
+
+
+def test_a_draft_is_launched_from_its_own_page_with_a_required_confirmation():
+    draft = {**CAMPAIGN, "status": "draft"}
+    page = render("campaign.html", **{**PAGES["campaign.html"], "campaign": draft, "live": False})
+    assert 'action="/app/campaigns/c1/launch"' in page
+    assert 'name="confirm" value="yes" required' in page
+    assert "Lancer la campagne" in page
+    listing = render("campaigns.html", **{**PAGES["campaigns.html"], "items": [draft]})
+    assert "/launch" not in listing  # never one click away in a list

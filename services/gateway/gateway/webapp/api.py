@@ -399,22 +399,16 @@ async def person(request: Request, contact_id: str) -> Response:
     return await signed_in(v, build)
 
 
-@router.get(APP_PATH + "/live/memberships")
-async def live_memberships(request: Request) -> Response:
-    """The live figures' Server-Sent Events for the dashboard's EventSource (which cannot
-    send a bearer token): the API's stream, opened as the cookie's user."""
+async def _stream(request: Request, api_path: str, names: tuple[str, ...]) -> Response:
+    """An API Server-Sent Events stream for the page's EventSource (which cannot send a
+    bearer token), opened as the cookie's user with the query parameters ``names``."""
     v = visit(request)
     if v.session is None:
         return v.finish(Response(status_code=401))
-    params = {}
-    if federation_id := _param(request, "federation_id"):
-        params["federation_id"] = federation_id
+    params = {name: value for name in names if (value := _param(request, name))}
     try:
         opened = await v.webapp.service.stream(
-            v.session,
-            "/api/v1/live/memberships/stream",
-            params,
-            request.headers.get("last-event-id"),
+            v.session, api_path, params, request.headers.get("last-event-id")
         )
     except SignedOut:
         v.clear_session = True
@@ -429,3 +423,16 @@ async def live_memberships(request: Request) -> Response:
         headers={"X-Accel-Buffering": "no"},
     )
     return v.finish(response)
+
+
+@router.get(APP_PATH + "/live/memberships")
+async def live_memberships(request: Request) -> Response:
+    """The live figures' stream (members, dues, donations) for the dashboard."""
+    return await _stream(request, "/api/v1/live/memberships/stream", ("federation_id",))
+
+
+@router.get(APP_PATH + "/live/events")
+async def live_events(request: Request) -> Response:
+    """The live events of the user's subtree (gateway.live_events) for the dashboard: the
+    sections an event changes are fetched again."""
+    return await _stream(request, "/api/v1/events/stream", ("federation_id",))

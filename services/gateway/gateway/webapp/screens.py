@@ -46,7 +46,7 @@ CAMPAIGN_STATUSES = ("draft", "scheduled", "sending", "paused", "completed", "ca
 #: a campaign still moving: its figures change, the page follows them
 LIVE_CAMPAIGN_STATUSES = ("scheduled", "sending", "paused")
 #: the actions the campaign screens offer (each a POST of the campaigns API)
-CAMPAIGN_ACTIONS = ("pause", "resume")
+CAMPAIGN_ACTIONS = ("launch", "pause", "resume")
 #: the delivery figures shown (keys of the campaign's ``stats``)
 CAMPAIGN_FIGURES = ("audience", "sent", "delivered", "bounced", "opened")
 
@@ -54,6 +54,7 @@ CAMPAIGN_FIGURES = ("audience", "sent", "delivered", "bounced", "opened")
 NOTICES: Mapping[str, str] = {
     "created": "notice.created",
     "saved": "notice.saved",
+    "launched": "notice.launched",
     "paused": "notice.paused",
     "resumed": "notice.resumed",
     "cancelled": "notice.cancelled",

@@ -645,10 +645,16 @@ async def campaign_action(request: Request, campaign_id: str, action: str) -> Re
     async def build(session: UserSession, form: FormData) -> Response:
         if not valid_id(campaign_id) or action not in CAMPAIGN_ACTIONS:
             raise PageError(404)
+        if action == "launch" and _field(form, "confirm") != "yes":
+            # sending to a whole audience is not undone: the box must be ticked
+            return await _campaign_page(
+                request, v, session, campaign_id, status=422,
+                errors=[("confirm", v.t("campaign.launch_unconfirmed"))],
+            )  # fmt: skip
         outcome = await _screens(v).campaign_action(session, campaign_id, action)
         back = safe_next(_field(form, "next"), f"{APP_PATH}/campaigns/{campaign_id}")
         back = back.split("?", 1)[0]
-        done = {"pause": "paused", "resume": "resumed"}[action]
+        done = {"launch": "launched", "pause": "paused", "resume": "resumed"}[action]
         return await _after(
             request, v, session, outcome, back, done,
             lambda status, errors: _campaign_page(

@@ -4,6 +4,8 @@
 // - A region marked data-refresh="<seconds>" (a running import, sending campaigns) is
 //   fetched again from the same page every so often and swapped in place, until the
 //   server renders it without the mark (the import ended, no campaign is moving).
+// - The dashboard's other sections are fetched again when a live event of the user's
+//   subtree changes them (the gateway's event stream).
 // - The import form shows the upload's progress.
 
 const section = document.querySelector("[data-stream]");
@@ -41,35 +43,78 @@ if (section && "EventSource" in window) {
   });
 }
 
+// Fetch the page again and swap the regions with these ids in place: the fresh ones.
+async function refresh(ids) {
+  let html;
+  try {
+    const answer = await fetch(window.location.href, {
+      headers: { Accept: "text/html" },
+      credentials: "same-origin",
+      redirect: "error",
+    });
+    if (!answer.ok) return []; // signed out, refused: the refresh link is still there
+    html = await answer.text();
+  } catch {
+    return [];
+  }
+  const page = new DOMParser().parseFromString(html, "text/html");
+  // keep the keyboard where it was when the focused element is still there
+  const focused = document.activeElement && document.activeElement.id;
+  const swapped = [];
+  for (const id of ids) {
+    const fresh = page.getElementById(id);
+    const current = document.getElementById(id);
+    if (!fresh || !current) continue;
+    current.replaceWith(fresh);
+    swapped.push(fresh);
+  }
+  if (focused) document.getElementById(focused)?.focus();
+  return swapped;
+}
+
 function follow(region) {
   const seconds = Number(region.dataset.refresh);
   if (!region.id || !(seconds > 0)) return;
   setTimeout(async () => {
-    let html;
-    try {
-      const answer = await fetch(window.location.href, {
-        headers: { Accept: "text/html" },
-        credentials: "same-origin",
-        redirect: "error",
-      });
-      if (!answer.ok) return; // signed out, refused: the refresh link is still there
-      html = await answer.text();
-    } catch {
-      return;
-    }
-    const fresh = new DOMParser().parseFromString(html, "text/html").getElementById(region.id);
-    if (!fresh) return;
-    const current = document.getElementById(region.id);
-    if (!current) return;
-    // keep the keyboard where it was when the focused element is still there
-    const focused = document.activeElement && document.activeElement.id;
-    current.replaceWith(fresh);
-    if (focused) document.getElementById(focused)?.focus();
-    follow(fresh);
+    for (const fresh of await refresh([region.id])) follow(fresh);
   }, seconds * 1000);
 }
 
 for (const region of document.querySelectorAll("[data-refresh]")) follow(region);
+
+// The dashboard's other sections follow the live events of the user's subtree: an event
+// marks the sections that list its type (data-follow-events), and they are fetched again
+// at most every two seconds (an import's burst of events is one refresh, not thousands).
+const events = document.querySelector("[data-events]");
+
+if (events && "EventSource" in window) {
+  const stale = new Set();
+  let timer = null;
+  const source = new EventSource(events.dataset.events);
+  const types = new Set();
+  for (const region of document.querySelectorAll("[data-follow-events]")) {
+    for (const type of region.dataset.followEvents.split(" ")) if (type) types.add(type);
+  }
+  for (const type of types) {
+    source.addEventListener(type, () => {
+      for (const region of document.querySelectorAll("[data-follow-events]")) {
+        if (region.id && region.dataset.followEvents.split(" ").includes(type)) stale.add(region.id);
+      }
+      if (timer === null) {
+        timer = setTimeout(async () => {
+          const ids = [...stale];
+          stale.clear();
+          timer = null;
+          await refresh(ids);
+        }, 2000);
+      }
+    });
+  }
+  // a reset (missed events no longer kept): everything may have changed
+  source.addEventListener("reset", () => {
+    refresh([...document.querySelectorAll("[data-follow-events]")].map((r) => r.id));
+  });
+}
 
 const upload = document.querySelector("form[data-upload]");
 
