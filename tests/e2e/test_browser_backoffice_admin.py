@@ -299,6 +299,36 @@ HTML = (
 )
 
 
+def draft_campaign(manager: Api, name: str, tag: str) -> tuple[str, str]:
+    """A draft email campaign named ``name`` to the people tagged ``tag`` (its segment
+    and template made for it): (campaign id, segment id)."""
+    segment = manager(
+        "POST",
+        "/api/v1/segments",
+        json={"name": name, "filter": {"op": "tags", "match": "any", "tags": [tag]}},
+    )
+    assert segment.status_code == 201, segment.text
+    template = manager(
+        "POST",
+        "/api/v1/templates",
+        json={"name": name, "channel": "email", "subject": "Tract", "html": HTML},
+    )
+    assert template.status_code == 201, template.text
+    made = manager(
+        "POST",
+        "/api/v1/campaigns",
+        json={
+            "name": name,
+            "channel": "email",
+            "purpose": PURPOSE,
+            "template_id": template.json()["template"]["template_id"],
+            "segment_id": segment.json()["id"],
+        },
+    )
+    assert made.status_code == 201, made.text
+    return made.json()["id"], segment.json()["id"]
+
+
 def _reachable(manager: Api, contact_id: str) -> bool:
     r = manager("GET", f"/api/v1/messages/reachability/{contact_id}", params={"purpose": PURPOSE})
     return r.status_code == 200 and r.json()["reachable"]
@@ -328,34 +358,7 @@ def test_a_campaign_manager_resumes_a_campaign_and_watches_it_finish_live(
         )
     for person in people:
         eventually(lambda p=person: _reachable(manager, p), timeout=60)
-    segment = manager(
-        "POST",
-        "/api/v1/segments",
-        json={
-            "name": f"Tract {tag}",
-            "filter": {"op": "tags", "match": "any", "tags": [f"tract-{tag}"]},
-        },
-    )
-    assert segment.status_code == 201, segment.text
-    template = manager(
-        "POST",
-        "/api/v1/templates",
-        json={"name": f"Tract {tag}", "channel": "email", "subject": "Tract", "html": HTML},
-    )
-    assert template.status_code == 201, template.text
-    made = manager(
-        "POST",
-        "/api/v1/campaigns",
-        json={
-            "name": f"Tract {tag}",
-            "channel": "email",
-            "purpose": PURPOSE,
-            "template_id": template.json()["template"]["template_id"],
-            "segment_id": segment.json()["id"],
-        },
-    )
-    assert made.status_code == 201, made.text
-    campaign_id = made.json()["id"]
+    campaign_id, segment_id = draft_campaign(manager, f"Tract {tag}", f"tract-{tag}")
     assert manager("POST", f"/api/v1/campaigns/{campaign_id}/launch").status_code == 200
     paused = manager("POST", f"/api/v1/campaigns/{campaign_id}/pause")
     assert paused.status_code == 200, paused.text
@@ -388,7 +391,7 @@ def test_a_campaign_manager_resumes_a_campaign_and_watches_it_finish_live(
     lyon_email, lyon_password = account(stack, admin, "secretary", federations["Lyon"].id)
     log_in(laptop, stack.gateway_url, lyon_email, lyon_password)
     not_found(laptop, f"{stack.gateway_url}/app/campaigns/{campaign_id}")
-    not_found(laptop, f"{stack.gateway_url}/app/segments/{segment.json()['id']}")
+    not_found(laptop, f"{stack.gateway_url}/app/segments/{segment_id}")
 
 
 def test_a_campaign_manager_launches_a_draft_only_once_the_box_is_ticked(
@@ -398,31 +401,7 @@ def test_a_campaign_manager_launches_a_draft_only_once_the_box_is_ticked(
     tag = uuid.uuid4().hex[:6]
     email, password = account(stack, admin, "campaign_manager", paris.id)
     manager = api_of(http, email, password)
-    segment = manager(
-        "POST",
-        "/api/v1/segments",
-        json={"name": f"Nobody {tag}", "filter": {"op": "tags", "match": "any", "tags": [tag]}},
-    )
-    assert segment.status_code == 201, segment.text
-    template = manager(
-        "POST",
-        "/api/v1/templates",
-        json={"name": f"Lancement {tag}", "channel": "email", "subject": "Tract", "html": HTML},
-    )
-    assert template.status_code == 201, template.text
-    made = manager(
-        "POST",
-        "/api/v1/campaigns",
-        json={
-            "name": f"Lancement {tag}",
-            "channel": "email",
-            "purpose": PURPOSE,
-            "template_id": template.json()["template"]["template_id"],
-            "segment_id": segment.json()["id"],
-        },
-    )
-    assert made.status_code == 201, made.text
-    campaign_id = made.json()["id"]
+    campaign_id, _ = draft_campaign(manager, f"Lancement {tag}", tag)  # a tag nobody has
 
     log_in(laptop, stack.gateway_url, email, password)
     laptop.goto(f"{stack.gateway_url}/app/campaigns/{campaign_id}")
