@@ -1,6 +1,7 @@
 """What tests share: identities and the signed header the gateway would send, reading
 topics and collections, waiting for eventually consistent state, seeding a service's
-federations, serving an app on a free port, the gateway's administrator and its users.
+federations, serving an app on a free port, the gateway's administrator and its users, a
+signed-in user that keeps its token fresh.
 
 Test code, so it lives with the tests rather than in the kernel every service ships. It is
 importable as ``support`` because the root pyproject.toml puts tests/ on pytest's
@@ -9,6 +10,7 @@ importable as ``support`` because the root pyproject.toml puts tests/ on pytest'
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from tribune_shared.store import Store
 from tribune_shared.subscriptions import Step, Subscriptions, apply_steps
 
 if TYPE_CHECKING:
+    import httpx
     from fastapi.testclient import TestClient
 
 T = TypeVar("T")
@@ -324,7 +327,7 @@ PASSWORD = "a-good-long-password"
 
 
 def gateway_tokens(
-    client: TestClient, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD
+    client: TestClient | httpx.Client, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD
 ) -> dict[str, Any]:
     """The tokens of a login that must succeed (access and refresh)."""
     r = client.post("/api/v1/auth/token", data={"username": email, "password": password})
@@ -366,3 +369,50 @@ def add_user(
     r = client.post("/api/v1/users", json=body, headers=admin)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+class Client:
+    """A signed-in user, behaving as a real client does: its access token lives
+    GATEWAY_ACCESS_TOKEN_TTL_SECONDS (15 min), shorter than the e2e session, so it is
+    exchanged for a new one through the refresh grant shortly before it expires; when its
+    session was ended meanwhile (a logout, a password change: the fuzzer and the matrix do
+    both), the user signs in again, as a person sent back to the login page would."""
+
+    #: refresh this long before the announced expiry, so no request carries a token
+    #: that expires on its way
+    REFRESH_MARGIN_SECONDS = 60.0
+
+    def __init__(
+        self, http: httpx.Client, issued: dict[str, Any], credentials: tuple[str, str]
+    ) -> None:
+        self.http = http
+        self.credentials = credentials
+        self._take(issued)
+
+    def _take(self, issued: dict[str, Any]) -> None:
+        self._token: str = issued["access_token"]
+        self._refresh: str | None = issued.get("refresh_token")
+        self._expires_at = time.monotonic() + float(issued["expires_in"])
+
+    @property
+    def token(self) -> str:
+        if time.monotonic() > self._expires_at - self.REFRESH_MARGIN_SECONDS:
+            r = self.http.post(
+                "/api/v1/auth/token",
+                data={"grant_type": "refresh_token", "refresh_token": self._refresh or ""},
+            )
+            if r.status_code == 401:  # the session was ended: sign in again
+                self._take(gateway_tokens(self.http, *self.credentials))
+            else:
+                assert r.status_code == 200, r.text
+                self._take(r.json())
+        return self._token
+
+    def __call__(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        return self.http.request(method, path, headers=headers, **kw)
+
+
+def login(http: httpx.Client, email: str, password: str) -> Client:
+    """A user signed in through the gateway at ``http`` (the login must succeed)."""
+    return Client(http, gateway_tokens(http, email, password), (email, password))

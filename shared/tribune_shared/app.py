@@ -33,7 +33,7 @@ from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, WEBHOOK_REFUSALS
 from tribune_shared.outbox import Outbox, kernel_indexes
 from tribune_shared.projections import routes_task
 from tribune_shared.settings import ServiceSettings
-from tribune_shared.store import IndexSpec, Store, is_unreachable
+from tribune_shared.store import IndexSpec, Store, is_transient, is_unreachable
 from tribune_shared.subscriptions import awaited_by, in_lane
 from tribune_shared.webhooks import InvalidSignature
 
@@ -58,13 +58,25 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
-def store_outage_response(retry_after: int) -> JSONResponse:
-    """503 + Retry-After: the store did not answer (paused, failing over, cut off). Never
-    a 500: nothing about the request is wrong, and the same request will work later."""
-    exc = ServiceUnavailable(
-        "the service's database is unavailable; try again later", retry_after=retry_after
+def store_outage_response(retry_after: int, *, busy: bool = False) -> JSONResponse:
+    """503 + Retry-After: the store did not answer (paused, failing over, cut off), or
+    (``busy``) the request's transaction kept losing write conflicts for its whole retry
+    time. Never a 500: nothing about the request is wrong, and the same request will work
+    later."""
+    reason = (
+        "the data this request changes is being changed by others; try again later"
+        if busy
+        else "the service's database is unavailable; try again later"
     )
+    exc = ServiceUnavailable(reason, retry_after=retry_after)
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def api_store(settings: ServiceSettings) -> Store:
+    """An API's store: its transactions give up on a write conflict after
+    ``request_transaction_retry_seconds``, in time for the gateway (a worker's store keeps
+    the longer ``transaction_retry_seconds``)."""
+    return Store(settings, transaction_retry_seconds=settings.request_transaction_retry_seconds)
 
 
 class StoreOutageGuard:
@@ -129,13 +141,17 @@ def install_common(app: FastAPI, service: str, *, store_retry_after: int = 5) ->
         )
 
     async def on_store_outage(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):  # still conflicting after request_transaction_retry_seconds
+            log.warning("store.conflict_persisted", path=request.url.path, error=repr(exc))
+            return store_outage_response(store_retry_after, busy=True)
         if not is_unreachable(exc):  # another database error: a bug, not an outage
             raise exc
         log.warning("store.unreachable", path=request.url.path, error=repr(exc))
         return store_outage_response(store_retry_after)
 
-    # ConnectionFailure (unreachable, NetworkTimeout, ServerSelectionTimeoutError) and the
-    # other errors PyMongo marks as timeouts (ExecutionTimeout, WTimeoutError)
+    # ConnectionFailure (unreachable, NetworkTimeout, ServerSelectionTimeoutError), the
+    # other errors PyMongo marks as timeouts (ExecutionTimeout, WTimeoutError), and a write
+    # conflict the transaction runner gave up on
     app.add_exception_handler(PyMongoError, on_store_outage)
 
     @app.exception_handler(DomainError)
@@ -185,7 +201,7 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = store or Store(settings)
+        app.state.store = store or api_store(settings)
         # reads and writes go to each projection's active collection (a rebuild flips it)
         await app.state.store.load_routes()
         routes_stop = asyncio.Event()

@@ -160,6 +160,19 @@ class ServiceSettings(BaseSettings):
         description="how long a transaction that lost a write conflict is retried (a killed "
         "worker's orphaned transaction holds its documents until the store aborts it)",
     )
+    # An API answers within the gateway's upstream timeout (30 s): a request whose
+    # transaction keeps losing write conflicts gets 503 + Retry-After from the service after
+    # this long, never the gateway's 504 (measured: tests/chaos met it with the 60 s of the
+    # workers). Workers keep transaction_retry_seconds: nobody waits on them, and giving up
+    # would park a good event on the DLQ.
+    # 8 s + one last attempt within store_socket_timeout_seconds (20 s) < 30 s
+    request_transaction_retry_seconds: float = Field(
+        default=8,
+        ge=0,
+        le=3600,
+        description="how long an API request's transaction that lost a write conflict is "
+        "retried before the request is answered 503 with Retry-After",
+    )
     transaction_retry_backoff_seconds: float = Field(default=0.02, ge=0, le=5)
     # Read-your-writes across services (tribune_shared.consistency)
     consistency_wait_seconds: float = Field(

@@ -111,8 +111,21 @@ def ancestor_paths(federation_path: str) -> list[str]:
 class Store:
     """A service's database, its indexes and its transactions."""
 
-    def __init__(self, settings: ServiceSettings, *, server_timeout_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        server_timeout_ms: int | None = None,
+        transaction_retry_seconds: float | None = None,
+    ) -> None:
         self.settings = settings
+        #: how long ``run_transaction`` retries a lost write conflict: the settings' for
+        #: workers and tools, ``request_transaction_retry_seconds`` for an API's store
+        self.transaction_retry_seconds = (
+            settings.transaction_retry_seconds
+            if transaction_retry_seconds is None
+            else transaction_retry_seconds
+        )
         options = client_options(settings)
         if server_timeout_ms is not None:
             options["serverSelectionTimeoutMS"] = server_timeout_ms
@@ -173,9 +186,10 @@ class Store:
         """The one retrying transaction runner: ``work(session)`` runs in a transaction that
         commits or leaves nothing; when it loses a write conflict to a concurrent one (or to
         the orphaned transaction of a killed process) it runs again, with a jittered
-        backoff, for up to ``transaction_retry_seconds``. Any other error is raised at once
-        (``work`` must therefore be safe to run again: it re-reads what it decides on)."""
-        deadline = time.monotonic() + self.settings.transaction_retry_seconds
+        backoff, for up to ``transaction_retry_seconds`` (the store's). Any other error is
+        raised at once (``work`` must therefore be safe to run again: it re-reads what it
+        decides on); so is the conflict once that time is spent."""
+        deadline = time.monotonic() + self.transaction_retry_seconds
         attempt = 0
         while True:
             attempt += 1

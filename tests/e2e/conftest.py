@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 from browser_support import PHONE, chromium
 from playwright.sync_api import Browser, Page
+from support import Client, login
 from tribune_devstack.platform import RunningStack
 from tribune_devstack.stack import StackConfig
 
@@ -21,22 +21,6 @@ def stack(infra: StackConfig) -> Iterator[RunningStack]:
     """Every API and worker, on the session's own infra (tests/conftest.py)."""
     with RunningStack(infra, environment="test") as running:
         yield running
-
-
-@dataclass
-class Client:
-    http: httpx.Client
-    token: str
-
-    def __call__(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
-        return self.http.request(method, path, headers=headers, **kw)
-
-
-def login(http: httpx.Client, email: str, password: str) -> Client:
-    r = http.post("/api/v1/auth/token", data={"username": email, "password": password})
-    assert r.status_code == 200, r.text
-    return Client(http, r.json()["access_token"])
 
 
 @pytest.fixture(scope="session")

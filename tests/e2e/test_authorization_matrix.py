@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import eventually
+from support import Client, eventually, login
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
 
 pytestmark = pytest.mark.e2e
@@ -1198,7 +1198,8 @@ class World:
         self.receipt: dict[str, str] = {}
         self.plans: dict[tuple[str, str], str] = {}  # (target, use) -> plan code
         self.user: dict[str, str] = {}
-        self.tokens: dict[str, str] = {}
+        #: the gateway's callers, signed in (their tokens outlive the module's run)
+        self.users: dict[str, Client] = {}
         self.passwords: dict[str, str] = {}
         self.caller: str = NATIONAL  # who the request being built is for
 
@@ -1414,7 +1415,7 @@ class World:
 
     def spare_session_logout(self) -> Call:
         """The caller logs in a second time and ends that session by its refresh token."""
-        mine = {"Authorization": f"Bearer {self.tokens[self.caller]}"}
+        mine = {"Authorization": f"Bearer {self.users[self.caller].token}"}
         email = self.http.get("/api/v1/me", headers=mine).json()["email"]
         r = self.http.post(
             "/api/v1/auth/token", data={"username": email, "password": self.passwords[self.caller]}
@@ -1525,17 +1526,13 @@ class World:
         self.login(NATIONAL, body["email"])
 
     def login(self, caller: str, email: str) -> None:
-        r = self.http.post(
-            "/api/v1/auth/token", data={"username": email, "password": self.passwords[caller]}
-        )
-        assert r.status_code == 200, r.text
-        self.tokens[caller] = r.json()["access_token"]
+        self.users[caller] = login(self.http, email, self.passwords[caller])
 
     # ------------------------------------------------------------ calling
     def call(self, service: str, caller: str | None, call: Call) -> httpx.Response:
         headers = dict(call.headers)
         if caller is not None and service == "gateway":
-            headers["Authorization"] = f"Bearer {self.tokens[caller]}"
+            headers["Authorization"] = f"Bearer {self.users[caller].token}"
         elif caller is not None:
             headers.update(self.signed(caller))
         return self.clients[service].request(
@@ -1633,7 +1630,9 @@ def test_authorization_matrix(world):
                         f"({answer.text[:160]})"
                     )
                 if path == "/api/v1/me/password" and answer.status_code == 200:
-                    world.tokens[caller] = answer.json()["access_token"]
+                    world.users[caller] = Client(
+                        world.http, answer.json(), world.users[caller].credentials
+                    )
     assert not differences, f"{len(differences)} differences:\n" + "\n".join(differences)
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from browser_support import LAPTOP, assert_accessible, screenshot
 from playwright.sync_api import Browser, Page, expect
-from support import NewFederation, create_federation, create_member, eventually
+from support import NewFederation, create_federation, create_member, eventually, login
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e
@@ -110,13 +110,7 @@ def test_the_dashboard_figures_change_live_when_a_payment_webhook_arrives(
     fed = create_federation(admin, "Gironde")
     email, password = account(admin, "treasurer", fed.id)
     contact_id = create_member(admin, fed, given_name="Louise")
-    r = http.post("/api/v1/auth/token", data={"username": email, "password": password})
-    assert r.status_code == 200, r.text
-    token = r.json()["access_token"]
-
-    def treasurer_api(method: str, path: str, **kw):
-        return http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
-
+    treasurer_api = login(http, email, password)
     eventually(lambda: _figures_known(treasurer_api, fed), timeout=60)
 
     log_in(laptop, stack.gateway_url, email, password)

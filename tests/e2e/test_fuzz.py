@@ -29,7 +29,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
-from support import make_identity
+from support import Client, login, make_identity
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
 
 pytestmark = pytest.mark.e2e
@@ -163,9 +163,9 @@ def test_fuzzing_a_service_gives_no_server_error_and_no_schema_violation(
 
 
 @pytest.fixture(scope="module")
-def fuzz_users(stack, admin, http, fuzz_federation) -> Iterator[dict[str, str]]:
-    """An administrator and a DPO of the fuzz federation, logged in: role -> token."""
-    tokens = {}
+def fuzz_users(stack, admin, http, fuzz_federation) -> Iterator[dict[str, Client]]:
+    """An administrator and a DPO of the fuzz federation, signed in: role -> user."""
+    users = {}
     for role in ("admin", "dpo"):
         email = f"fuzz.{role}.{uuid.uuid4().hex[:6]}@tribune.test"
         password = f"pw-{uuid.uuid4().hex}"
@@ -179,10 +179,8 @@ def fuzz_users(stack, admin, http, fuzz_federation) -> Iterator[dict[str, str]]:
         }
         r = admin("POST", "/api/v1/users", json=body)
         assert r.status_code == 201, r.text
-        r = http.post("/api/v1/auth/token", data={"username": email, "password": password})
-        assert r.status_code == 200, r.text
-        tokens[role] = r.json()["access_token"]
-    yield tokens
+        users[role] = login(http, email, password)
+    yield users
 
 
 def test_fuzzing_the_gateway_gives_no_server_error_and_no_schema_violation(stack, fuzz_users):
@@ -193,7 +191,7 @@ def test_fuzzing_the_gateway_gives_no_server_error_and_no_schema_violation(stack
 
     def headers(path: str) -> dict[str, str]:
         role = "dpo" if _dpo_operation(path) else "admin"
-        return {"Authorization": f"Bearer {fuzz_users[role]}"}
+        return {"Authorization": f"Bearer {fuzz_users[role].token}"}
 
     def examples(operation: Any) -> int:
         if operation.path.removesuffix("/{path}") in forwarded:

@@ -24,18 +24,6 @@ pytestmark = pytest.mark.e2e
 SERVICES = ["contacts", "consent", "memberships", "messaging"]
 
 
-def login(http, email: str, password: str):
-    r = http.post("/api/v1/auth/token", data={"username": email, "password": password})
-    assert r.status_code == 200, r.text
-    token = r.json()["access_token"]
-
-    def call(method: str, path: str, **kw):
-        headers = {"Authorization": f"Bearer {token}", **kw.pop("headers", {})}
-        return http.request(method, path, headers=headers, **kw)
-
-    return call
-
-
 def person(user) -> dict:
     tag = uuid.uuid4().hex[:10]
     digits = f"{int(tag, 16) % 10**8:08d}"

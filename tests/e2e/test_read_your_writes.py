@@ -5,6 +5,7 @@ never meets a false 404 or a false refusal."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,16 +22,16 @@ REPEAT = 15
 class TokenClient:
     """A well-behaved client: sends back the consistency token of its latest response."""
 
-    http: httpx.Client
-    token: str
+    #: the signed-in user (conftest.Client), which keeps its token fresh
+    user: Callable[..., httpx.Response]
     consistency: str | None = None
     seen: list[int] = field(default_factory=list)
 
     def __call__(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        headers = dict(kw.pop("headers", {}))
         if self.consistency:
             headers[HEADER] = self.consistency
-        r = self.http.request(method, path, headers=headers, **kw)
+        r = self.user(method, path, headers=headers, **kw)
         self.consistency = r.headers.get(HEADER, self.consistency)
         self.seen.append(r.status_code)
         return r
@@ -51,7 +52,7 @@ GRANT = {"channel": "email", "purpose": "news", "source": "web_form"}
 
 @pytest.fixture
 def client(admin) -> TokenClient:
-    return TokenClient(admin.http, admin.token)
+    return TokenClient(admin)
 
 
 def test_a_new_federation_is_usable_at_once_by_contacts_and_consent(client):

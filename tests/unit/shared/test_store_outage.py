@@ -20,7 +20,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
     WTimeoutError,
 )
-from tribune_shared.app import create_service_app
+from tribune_shared.app import api_store, create_service_app
 from tribune_shared.errors import ServiceUnavailable
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import Store, client_options, is_unreachable
@@ -82,6 +82,7 @@ def _app(settings: ServiceSettings, store: Store | None = None) -> FastAPI:
             "execution": ExecutionTimeout("time limit", code=50),
             "duplicate": DuplicateKeyError("E11000", code=11000),
             "refused": ServiceUnavailable("the access audit is unavailable; try again later"),
+            "conflict": OperationFailure("WriteConflict", code=112),
         }
         raise errors[kind]
 
@@ -123,6 +124,34 @@ def test_a_middleware_that_meets_a_store_outage_answers_503_too() -> None:
     r = _client(settings).get("/middleware-reads")
     assert r.status_code == 503
     assert r.headers["Retry-After"] == "3"
+
+
+def test_a_write_conflict_that_outlived_the_retries_answers_503_busy() -> None:
+    """The transaction runner gave up (request_transaction_retry_seconds): the client is
+    told to come back, before the gateway's upstream timeout could answer 504."""
+    settings = ServiceSettings(store_retry_after_seconds=4)
+    r = _client(settings).get("/raises/conflict")
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "4"
+    assert "changed by others" in r.json()["detail"]
+
+
+def test_an_api_gives_up_on_a_conflict_before_the_gateway_does() -> None:
+    """An API's store retries request_transaction_retry_seconds, a worker's the longer
+    transaction_retry_seconds; by default the API's budget and one last store command fit
+    in the gateway's upstream timeout."""
+    from gateway.settings import GatewaySettings
+
+    settings = ServiceSettings(transaction_retry_seconds=60, request_transaction_retry_seconds=3)
+    assert Store(settings).transaction_retry_seconds == 60
+    assert api_store(settings).transaction_retry_seconds == 3
+
+    defaults = ServiceSettings()
+    assert (
+        defaults.request_transaction_retry_seconds + defaults.store_socket_timeout_seconds
+        < GatewaySettings().upstream_timeout_seconds
+    )
+    assert defaults.transaction_retry_seconds > defaults.request_transaction_retry_seconds
 
 
 def test_another_database_error_is_still_a_500() -> None:
@@ -168,3 +197,35 @@ def test_every_service_unavailable_says_when_to_come_back() -> None:
     assert ServiceUnavailable("busy", retry_after=9).headers["Retry-After"] == "9"
     named = ServiceUnavailable("busy", headers={"Retry-After": "30"})
     assert named.headers["Retry-After"] == "30"
+
+
+def test_the_transaction_runner_stops_retrying_a_conflict_after_its_store_budget() -> None:
+    import asyncio
+    import time
+    from contextlib import asynccontextmanager
+
+    settings = ServiceSettings(
+        transaction_retry_seconds=60,
+        request_transaction_retry_seconds=0.3,
+        transaction_retry_backoff_seconds=0.01,
+    )
+    store = api_store(settings)
+    attempts = 0
+
+    @asynccontextmanager
+    async def conflicting():  # every attempt loses its write conflict
+        nonlocal attempts
+        attempts += 1
+        yield None
+        raise OperationFailure("WriteConflict", code=112)
+
+    store.transaction = conflicting  # type: ignore[method-assign]
+
+    async def work(_session: object) -> None:
+        return None
+
+    started = time.monotonic()
+    with pytest.raises(OperationFailure):
+        asyncio.run(store.run_transaction(work))
+    assert 0.3 <= time.monotonic() - started < 30  # its own budget, not the 60 s of workers
+    assert attempts > 1
