@@ -12,6 +12,7 @@ import pytest
 from gateway.live_events.domain import (
     VISIBLE,
     Follower,
+    control,
     frame,
     needs_reset,
     parse_last_event_id,
@@ -19,6 +20,7 @@ from gateway.live_events.domain import (
     unknown_types,
     visible_types,
 )
+from gateway.live_events.api import SSE_EVENT_SCHEMA
 from gateway.live_events.service import LiveEventsHub
 from gateway.settings import GatewaySettings
 from tribune_shared.auth import Role
@@ -155,6 +157,44 @@ def test_a_message_is_an_sse_event_with_its_number_and_no_personal_data():
     assert body["data"] == {"contact_id": "c1"}
     assert "secret" not in message.decode()
     assert message.endswith(b"\n\n")
+
+
+def _sse_fields(message: bytes) -> dict[str, Any]:
+    """An SSE event as a client parses it: its fields, ``retry`` as a number."""
+    fields: dict[str, Any] = {}
+    for line in message.decode().strip("\n").split("\n"):
+        name, _, value = line.partition(": ")
+        fields[name] = int(value) if name == "retry" else value
+    return fields
+
+
+def test_every_kind_of_event_the_stream_sends_is_what_its_openapi_schema_says():
+    """The documented event schema (a fuzzer checks each event against it) holds for the
+    events, the control events with a reconnection delay, reset and end."""
+    import jsonschema
+
+    envelope = Envelope(
+        type="payment-received",
+        version=1,
+        producer="memberships",
+        key="p1",
+        federation_id="paris",
+        federation_path="/n/paris/",
+        correlation_id="corr",
+        data={"payment_id": "p1"},
+    )
+    messages = [
+        frame(recorded(envelope, 7, NOW)),
+        control("ready", {"position": 121}, retry_ms=1250),
+        control("reset", {"position": 3}),
+        control("end", {"reason": "time"}),
+    ]
+    for message in messages:
+        event = _sse_fields(message)
+        jsonschema.validate(event, SSE_EVENT_SCHEMA)
+        json.loads(event["data"])  # contentMediaType application/json
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"retry": "soon"}, SSE_EVENT_SCHEMA)
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,21 @@ from gateway.live_events.service import LiveEventsHub
 
 router = APIRouter(prefix="/api/v1")
 
+#: One Server-Sent Event of the stream, as OpenAPI describes an event stream's items (the
+#: fields of the SSE format; every ``data`` is JSON). Clients and fuzzers check each event
+#: against it, so it says what the stream really sends: ``ready`` (the position, with the
+#: reconnection delay), the events (with their id for Last-Event-ID), ``reset``, ``end``.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "ready, an event type, reset or end"},
+        "id": {"type": "string", "description": "send it back as Last-Event-ID to resume"},
+        "retry": {"type": "integer", "minimum": 0, "description": "reconnect after (ms)"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 _SSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    200: {"content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}
 }
 
 
