@@ -75,8 +75,13 @@ def store_outage_response(retry_after: int, *, busy: bool = False) -> JSONRespon
 def api_store(settings: ServiceSettings) -> Store:
     """An API's store: its transactions give up on a write conflict after
     ``request_transaction_retry_seconds``, in time for the gateway (a worker's store keeps
-    the longer ``transaction_retry_seconds``)."""
-    return Store(settings, transaction_retry_seconds=settings.request_transaction_retry_seconds)
+    the longer ``transaction_retry_seconds``), and on a store that did not answer at once
+    (503 + Retry-After: the client comes back, nobody waits one timeout per attempt)."""
+    return Store(
+        settings,
+        transaction_retry_seconds=settings.request_transaction_retry_seconds,
+        retry_unreachable=False,
+    )
 
 
 class StoreOutageGuard:

@@ -117,8 +117,13 @@ class Store:
         *,
         server_timeout_ms: int | None = None,
         transaction_retry_seconds: float | None = None,
+        retry_unreachable: bool = True,
     ) -> None:
         self.settings = settings
+        #: whether ``run_transaction`` runs again a transaction cut by a store that did not
+        #: answer (PyMongo labels those transient too): a worker waits the outage out, an
+        #: API answers 503 at once rather than wait again for each attempt
+        self.retry_unreachable = retry_unreachable
         #: how long ``run_transaction`` retries a lost write conflict: the settings' for
         #: workers and tools, ``request_transaction_retry_seconds`` for an API's store
         self.transaction_retry_seconds = (
@@ -198,6 +203,8 @@ class Store:
                     return await work(session)
             except PyMongoError as exc:
                 if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+                if not self.retry_unreachable and is_unreachable(exc):
                     raise
                 if attempt in (1, 10, 100):  # a few lines, not one per attempt
                     log.info("store.transaction_retried", what=what, attempt=attempt)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from gateway.live_events.api import SSE_EVENT_SCHEMA
 from gateway.live_events.domain import (
     VISIBLE,
     Follower,
@@ -20,7 +21,6 @@ from gateway.live_events.domain import (
     unknown_types,
     visible_types,
 )
-from gateway.live_events.api import SSE_EVENT_SCHEMA
 from gateway.live_events.service import LiveEventsHub
 from gateway.settings import GatewaySettings
 from tribune_shared.auth import Role

@@ -229,3 +229,41 @@ def test_the_transaction_runner_stops_retrying_a_conflict_after_its_store_budget
         asyncio.run(store.run_transaction(work))
     assert 0.3 <= time.monotonic() - started < 30  # its own budget, not the 60 s of workers
     assert attempts > 1
+
+
+@pytest.mark.parametrize(("api", "attempts_wanted"), [(True, 1), (False, 2)])
+def test_an_api_does_not_run_a_transaction_again_when_the_store_did_not_answer(
+    api: bool, attempts_wanted: int
+) -> None:
+    """PyMongo labels a network timeout inside a transaction transient: a worker runs it
+    again (it waits the outage out), an API answers 503 at once."""
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    settings = ServiceSettings(
+        transaction_retry_seconds=60, transaction_retry_backoff_seconds=0.001
+    )
+    store = api_store(settings) if api else Store(settings)
+    attempts = 0
+
+    @asynccontextmanager
+    async def timing_out():
+        nonlocal attempts
+        attempts += 1
+        yield None
+        if attempts == 1:
+            exc = NetworkTimeout("timed out")
+            exc._add_error_label("TransientTransactionError")
+            raise exc
+
+    store.transaction = timing_out  # type: ignore[method-assign]
+
+    async def work(_session: object) -> str:
+        return "done"
+
+    if api:
+        with pytest.raises(NetworkTimeout):
+            asyncio.run(store.run_transaction(work))
+    else:
+        assert asyncio.run(store.run_transaction(work)) == "done"
+    assert attempts == attempts_wanted
