@@ -504,13 +504,17 @@ async def _upsert(
     collection: Any, query: dict[str, Any], update: dict[str, Any], *, returning: bool = False
 ) -> dict[str, Any] | None:
     """One upsert; two concurrent ones of a new _id may both try to insert, and the loser
-    gets a duplicate key: run again, it then updates the winner's document."""
+    gets a duplicate key, or (returning) no document at all: run again, it then updates
+    the winner's document."""
     for attempt in range(3):
         try:
             if returning:
-                return await collection.find_one_and_update(
+                found = await collection.find_one_and_update(
                     query, update, upsert=True, return_document=ReturnDocument.AFTER
                 )
+                if found is not None or attempt == 2:
+                    return found
+                continue
             await collection.update_one(query, update, upsert=True)
             return None
         except DuplicateKeyError:

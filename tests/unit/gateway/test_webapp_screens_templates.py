@@ -13,11 +13,16 @@ from gateway.webapp.i18n import format_cents, format_date, format_int, format_pe
 from gateway.webapp.screens import (
     CAMPAIGN_FIGURES,
     DUPLICATE_MODES,
+    GEO_FIELDS,
     ORIGIN_KINDS,
+    PRESENCE,
     PRIVACY_KINDS,
     PRIVACY_STATUSES,
+    SEGMENT_EDITORS,
+    TAG_MATCHES,
     IssueRow,
     IssueRows,
+    SegmentForm,
     federation_tree,
 )
 from gateway.webapp.screens_api import ROLES
@@ -115,6 +120,7 @@ def render(template: str, lang: str = "fr", /, **context: Any) -> str:
 
 
 TREE = federation_tree(FEDERATIONS)
+SEGMENT_FILTER = {"op": "tags", "match": "any", "tags": ["tract"]}
 PAGES: dict[str, dict[str, Any]] = {
     "imports.html": {
         "active": "imports",
@@ -188,6 +194,7 @@ PAGES: dict[str, dict[str, Any]] = {
         "items": [{"id": "s1", "name": "Tract", "description": "", "updated_at": NOW}],
         "sizes": {"s1": 1500},
         "next_query": None,
+        "notice": "notice.deleted",
     },
     "segment.html": {
         "active": "segments",
@@ -197,8 +204,17 @@ PAGES: dict[str, dict[str, Any]] = {
             "description": "d",
             "updated_at": NOW,
             "version": 1,
+            "filter": SEGMENT_FILTER,
         },
         "preview": {"count": 2, "sample": [{"id": "p1", "given_name": "Léa", "family_name": "M"}]},
+        "form": SegmentForm.of_segment({"name": "Tract", "version": 1, "filter": SEGMENT_FILTER}),
+        "errors": [],
+        "changed": False,
+        "editors": SEGMENT_EDITORS,
+        "tag_matches": TAG_MATCHES,
+        "geo_fields": GEO_FIELDS,
+        "presence": PRESENCE,
+        "notice": None,
     },
     "campaigns.html": {
         "active": "campaigns",

@@ -35,7 +35,7 @@ from gateway.webapp.i18n import (
     negotiate,
     translator,
 )
-from gateway.webapp.screens import MENU
+from gateway.webapp.screens import MENU, notice_of
 from gateway.webapp.screens_service import ScreensService
 from gateway.webapp.security import (
     APP_PATH,
@@ -102,11 +102,13 @@ class Webapp:
 def install_webapp(app: FastAPI, settings: GatewaySettings) -> None:
     """The pages at /app (and / sending there) and their static files."""
     # the work screens' routes use this module's Visit: imported here, not at the top
+    from gateway.webapp.duplicates_api import router as duplicates_router
     from gateway.webapp.screens_api import router as screens_router
 
     app.state.webapp = Webapp(settings, app)
     app.include_router(router)
     app.include_router(screens_router)
+    app.include_router(duplicates_router)
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="webapp-static")
 
 
@@ -394,7 +396,12 @@ async def person(request: Request, contact_id: str) -> Response:
             raise PageError(404)
         v.extra["me"] = await v.webapp.service.me(session)
         found = await v.webapp.service.person(session, contact_id)
-        return v.render("person.html", person=found.view, payments=found.payments)
+        return v.render(
+            "person.html",
+            person=found.view,
+            payments=found.payments,
+            notice=notice_of(request.query_params.get("done")),
+        )
 
     return await signed_in(v, build)
 

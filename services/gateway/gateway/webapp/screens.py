@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tribune_shared.auth import Role
@@ -16,8 +18,8 @@ from tribune_shared.auth import Role
 #: decides (a page it refuses is the 403 page), this only spares a volunteer links that
 #: would all lead there.
 MENU: Mapping[str, tuple[str, ...]] = {
-    Role.admin: ("imports", "segments", "campaigns", "users", "federations"),
-    Role.secretary: ("imports", "segments", "campaigns", "federations"),
+    Role.admin: ("imports", "duplicates", "segments", "campaigns", "users", "federations"),
+    Role.secretary: ("imports", "duplicates", "segments", "campaigns", "federations"),
     Role.treasurer: ("federations",),
     Role.campaign_manager: ("segments", "campaigns", "federations"),
     Role.dpo: ("privacy", "users", "federations"),
@@ -58,6 +60,8 @@ NOTICES: Mapping[str, str] = {
     "paused": "notice.paused",
     "resumed": "notice.resumed",
     "cancelled": "notice.cancelled",
+    "merged": "notice.merged",
+    "deleted": "notice.deleted",
 }
 
 
@@ -239,3 +243,169 @@ def field_errors(body: Any) -> list[tuple[str, str]]:
     elif isinstance(body.get("message"), str):
         found.append(("", body["message"]))
     return found
+
+
+# ---------------------------------------------------------------- segment editing
+
+#: who may change a segment (contacts.segments_api.may_edit; the admin always may): the
+#: page shows the forms to them only, the API still decides (a unit test holds them equal)
+SEGMENT_EDITORS = (Role.admin.value, Role.secretary.value, Role.campaign_manager.value)
+#: who may merge contacts (contacts.import_api.may_merge)
+MERGERS = (Role.admin.value, Role.secretary.value)
+#: the filter form's choices (contacts.filter_language: TagsNode.match, GEO_FIELDS)
+TAG_MATCHES = ("any", "all", "none")
+GEO_FIELDS = ("postcode", "commune_insee", "department", "constituency", "polling_station")
+#: has_email / has_phone: either way, with, without
+PRESENCE = ("", "yes", "no")
+#: what the form's filter fields may hold (the API has its own, smaller, limits)
+MAX_FILTER_JSON_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class SegmentForm:
+    """A segment's edit form. The filter is the form's fields (AND of: tags, one
+    geography, has an email, has a phone), or, for a filter they cannot say (an "or", a
+    custom field, a date...), its JSON as the API takes it."""
+
+    name: str = ""
+    description: str = ""
+    tags_match: str = "any"
+    tags: str = ""
+    geo_field: str = "postcode"
+    geo_values: str = ""
+    has_email: str = ""
+    has_phone: str = ""
+    #: set: the filter is edited as JSON (the fields above are not read)
+    filter_json: str | None = None
+    version: int | None = None
+
+    @classmethod
+    def of_segment(cls, segment: Mapping[str, Any]) -> SegmentForm:
+        """The form filled with a segment as the API gives it."""
+        version = segment.get("version")
+        base = cls(
+            name=str(segment.get("name") or ""),
+            description=str(segment.get("description") or ""),
+            version=version if isinstance(version, int) else None,
+        )
+        flt = segment.get("filter")
+        fields = _filter_fields(flt)
+        if fields is None:
+            return replace(base, filter_json=json.dumps(flt, ensure_ascii=False, indent=2))
+        return replace(base, **fields)
+
+    @classmethod
+    def read(cls, values: Mapping[str, str | None]) -> SegmentForm:
+        """The form as posted (a choice it does not offer reads as its default)."""
+
+        def one_of(name: str, allowed: tuple[str, ...]) -> str:
+            value = values.get(name) or ""
+            return value if value in allowed else allowed[0]
+
+        version = values.get("version") or ""
+        raw_json = values.get("filter_json")
+        return cls(
+            name=values.get("name") or "",
+            description=values.get("description") or "",
+            tags_match=one_of("tags_match", TAG_MATCHES),
+            tags=values.get("tags") or "",
+            geo_field=one_of("geo_field", GEO_FIELDS),
+            geo_values=values.get("geo_values") or "",
+            has_email=one_of("has_email", PRESENCE),
+            has_phone=one_of("has_phone", PRESENCE),
+            filter_json=None if raw_json is None else raw_json[:MAX_FILTER_JSON_CHARS],
+            version=int(version) if version.isdigit() and len(version) <= 18 else None,
+        )
+
+    def nodes(self) -> list[tuple[str, dict[str, Any]]]:
+        """(form field, filter node) of each condition the fields hold, in form order."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        tags = [t.strip() for t in self.tags.split(",") if t.strip()]
+        if tags:
+            found.append(("tags", {"op": "tags", "match": self.tags_match, "tags": tags}))
+        values = [v for v in re.split(r"[,\s]+", self.geo_values) if v]
+        if values:
+            found.append(("geo", {"op": "geo", "field": self.geo_field, "values": values}))
+        for name, presence in (("has_email", self.has_email), ("has_phone", self.has_phone)):
+            if presence:
+                found.append((name, {"op": name, "value": presence == "yes"}))
+        return found
+
+    def filter(self) -> Any:
+        """The filter to send (the JSON as typed when edited as JSON: the API checks it);
+        ``ValueError`` for JSON that does not parse."""
+        if self.filter_json is not None:
+            return json.loads(self.filter_json)
+        nodes = [node for _, node in self.nodes()]
+        if not nodes:
+            return {"op": "all"}
+        return nodes[0] if len(nodes) == 1 else {"op": "and", "of": nodes}
+
+    def patch_body(self) -> dict[str, Any]:
+        """The PATCH /api/v1/segments/{id} body (``ValueError``: the JSON does not parse)."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "filter": self.filter(),
+        }
+        if self.version is not None:
+            body["version"] = self.version
+        return body
+
+    def field_of(self, api_field: str) -> str:
+        """The form field an API error's field names (``filter.of.1.values`` -> the
+        geography's values): where the reason is shown. "" for the page as a whole."""
+        if api_field in ("name", "description"):
+            return api_field
+        parts = api_field.split(".")
+        if parts[0] != "filter":
+            return ""
+        if self.filter_json is not None:
+            return "filter_json"
+        kinds = [kind for kind, _ in self.nodes()]
+        rest = parts[1:]
+        if len(kinds) > 1 and rest[:1] == ["of"] and len(rest) > 1 and rest[1].isdigit():
+            index = int(rest[1])
+            kind, rest = (kinds[index] if index < len(kinds) else ""), rest[2:]
+        elif len(kinds) == 1:
+            kind = kinds[0]
+        else:
+            return "filter"
+        if kind == "tags":
+            return "tags_match" if rest[:1] == ["match"] else "tags"
+        if kind == "geo":
+            return "geo_field" if rest[:1] == ["field"] else "geo_values"
+        return kind or "filter"
+
+    def errors_by_field(self, errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(self.field_of(f), r) for f, r in errors]
+
+
+def _filter_fields(flt: Any) -> dict[str, Any] | None:
+    """The form fields that say ``flt`` exactly, or None when they cannot."""
+    if not isinstance(flt, Mapping):
+        return None
+    if flt.get("op") == "all":
+        return {}
+    nodes = flt.get("of") if flt.get("op") == "and" else [flt]
+    if not isinstance(nodes, list) or not nodes:
+        return None
+    fields: dict[str, Any] = {}
+    for node in nodes:
+        op = node.get("op") if isinstance(node, Mapping) else None
+        if op == "tags" and "tags" not in fields and node.get("match") in TAG_MATCHES:
+            if not all(isinstance(t, str) and "," not in t for t in node.get("tags") or []):
+                return None
+            fields["tags_match"], fields["tags"] = node["match"], ", ".join(node["tags"])
+        elif op == "geo" and "geo_values" not in fields and node.get("field") in GEO_FIELDS:
+            if not all(re.fullmatch(r"[^,\s]+", str(v)) for v in node.get("values") or []):
+                return None
+            fields["geo_field"] = node["field"]
+            fields["geo_values"] = ", ".join(str(v) for v in node.get("values") or [])
+        elif op in ("has_email", "has_phone") and op not in fields:
+            if not isinstance(node.get("value"), bool):
+                return None
+            fields[op] = "yes" if node["value"] else "no"
+        else:
+            return None
+    return fields

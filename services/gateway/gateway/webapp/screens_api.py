@@ -9,6 +9,7 @@ token (refused with the 400 page otherwise, before anything is asked of the API)
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,10 +24,15 @@ from gateway.webapp.screens import (
     CAMPAIGN_ACTIONS,
     CAMPAIGN_FIGURES,
     DUPLICATE_MODES,
+    GEO_FIELDS,
     LIVE_CAMPAIGN_STATUSES,
     ORIGIN_KINDS,
+    PRESENCE,
     PRIVACY_KINDS,
     PRIVACY_STATUSES,
+    SEGMENT_EDITORS,
+    TAG_MATCHES,
+    SegmentForm,
     UserChangeForm,
     move_targets,
     notice_of,
@@ -553,9 +559,46 @@ async def segments(request: Request) -> Response:
             items=page.get("items", []),
             sizes=sizes,
             next_query=_next_page(request, "cursor", page.get("next_cursor")),
+            notice=notice_of(request.query_params.get("done")),
         )
 
     return await signed_in(v, build)
+
+
+async def _segment_page(
+    request: Request,
+    v: Visit,
+    session: UserSession,
+    segment_id: str,
+    *,
+    status: int = 200,
+    errors: list[tuple[str, str]] | None = None,
+    form: SegmentForm | None = None,
+    changed: bool = False,
+) -> Response:
+    """The segment as it is now, its size, and (for the roles the API lets change it) the
+    edit form: the segment's values, or the ones the user typed when the API refused
+    them (``errors`` then name the form's fields)."""
+    await _me(v, session)
+    found, preview = await _screens(v).segment(session, segment_id)
+    if form is not None:
+        # the user's values, but always the version read now
+        form = replace(form, version=found.get("version"))
+    return v.render(
+        "segment.html",
+        status=status,
+        active="segments",
+        segment=found,
+        preview=preview,
+        form=form or SegmentForm.of_segment(found),
+        errors=errors or [],
+        changed=changed,
+        editors=SEGMENT_EDITORS,
+        tag_matches=TAG_MATCHES,
+        geo_fields=GEO_FIELDS,
+        presence=PRESENCE,
+        notice=notice_of(request.query_params.get("done")),
+    )
 
 
 @router.get(APP_PATH + "/segments/{segment_id}")
@@ -565,11 +608,70 @@ async def segment(request: Request, segment_id: str) -> Response:
     async def build(session: UserSession) -> Response:
         if not valid_id(segment_id):
             raise PageError(404)
-        await _me(v, session)
-        found, preview = await _screens(v).segment(session, segment_id)
-        return v.render("segment.html", active="segments", segment=found, preview=preview)
+        return await _segment_page(request, v, session, segment_id)
 
     return await signed_in(v, build)
+
+
+@router.post(APP_PATH + "/segments/{segment_id}")
+async def change_segment(request: Request, segment_id: str) -> Response:
+    """PATCH with the version read: a 409 shows the segment as it is now (the form then
+    holds its fresh values), a 422 the typed values with each reason at its field."""
+    v = visit(request)
+
+    async def build(session: UserSession, form: FormData) -> Response:
+        if not valid_id(segment_id):
+            raise PageError(404)
+        names = ("name", "description", "tags_match", "tags", "geo_field", "geo_values")
+        values = {n: _field(form, n) for n in (*names, "has_email", "has_phone", "version")}
+        raw_json = form.get("filter_json")
+        values["filter_json"] = raw_json if isinstance(raw_json, str) else None
+        edited = SegmentForm.read(values)
+        try:
+            body = edited.patch_body()
+        except ValueError:
+            return await _segment_page(
+                request, v, session, segment_id, status=422, form=edited,
+                errors=[("filter_json", v.t("segment.not_json"))],
+            )  # fmt: skip
+        outcome = await _screens(v).change_segment(session, segment_id, body)
+        if outcome.ok:
+            return v.redirect(f"{APP_PATH}/segments/{segment_id}?done=saved")
+        if outcome.status in (403, 404):
+            raise PageError(outcome.status)
+        errors = edited.errors_by_field(outcome.errors)
+        if outcome.status == 409 and not any(f for f, _ in errors):
+            # changed by someone else since it was read: shown as it is now
+            return await _segment_page(request, v, session, segment_id, status=409, changed=True)
+        return await _segment_page(
+            request, v, session, segment_id, status=outcome.status, errors=errors, form=edited
+        )
+
+    return await _post(request, v, build)
+
+
+@router.post(APP_PATH + "/segments/{segment_id}/delete")
+async def delete_segment(request: Request, segment_id: str) -> Response:
+    v = visit(request)
+
+    async def build(session: UserSession, form: FormData) -> Response:
+        if not valid_id(segment_id):
+            raise PageError(404)
+        if _field(form, "confirm") != "yes":
+            # a deleted segment is not undone: the box must be ticked
+            return await _segment_page(
+                request, v, session, segment_id, status=422,
+                errors=[("confirm", v.t("segment.delete_unconfirmed"))],
+            )  # fmt: skip
+        outcome = await _screens(v).delete_segment(session, segment_id)
+        return await _after(
+            request, v, session, outcome, f"{APP_PATH}/segments", "deleted",
+            lambda status, errors: _segment_page(
+                request, v, session, segment_id, status=status, errors=errors
+            ),
+        )  # fmt: skip
+
+    return await _post(request, v, build)
 
 
 # ---------------------------------------------------------------- campaigns

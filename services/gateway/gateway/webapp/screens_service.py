@@ -264,6 +264,16 @@ class ScreensService:
         )
         return found, preview.body if preview.ok else None
 
+    async def change_segment(
+        self, session: UserSession, segment_id: str, body: Mapping[str, Any]
+    ) -> Outcome:
+        return _outcome(
+            await self.base.call(session, "PATCH", f"/api/v1/segments/{segment_id}", json=body)
+        )
+
+    async def delete_segment(self, session: UserSession, segment_id: str) -> Outcome:
+        return _outcome(await self.base.call(session, "DELETE", f"/api/v1/segments/{segment_id}"))
+
     # ------------------------------------------------------------ campaigns
     async def campaigns(self, session: UserSession, before: str | None) -> dict[str, Any]:
         params = {"limit": str(self.page_size), **({"before": before} if before else {})}
