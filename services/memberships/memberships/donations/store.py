@@ -101,18 +101,32 @@ class DonationsStore:
             )
 
     async def guard_many(self, counts: dict[str, int], session: AsyncClientSession) -> None:
-        """``guard`` for a batch of payments: each guard once, counting its payments."""
+        """``guard`` for a batch of payments: each guard written once, counting its
+        payments. A few statements whatever the batch's size (one upsert each cost the
+        store a statement per person): the guards that exist are read, the missing ones
+        inserted together, the others updated by one ``update_many`` per count (almost
+        always one). Every guard is still written in the transaction, so concurrent
+        recordings of one person still conflict."""
         if not counts:
             return
         now = utcnow()
-        await self.store[GUARDS].bulk_write(
-            [
-                UpdateOne({"_id": g}, {"$inc": {"payments": n}, "$set": {"at": now}}, upsert=True)
-                for g, n in sorted(counts.items())
-            ],
-            ordered=False,
-            session=session,
-        )
+        guards = self.store[GUARDS]
+        ids = sorted(counts)
+        existing = {
+            d["_id"] async for d in guards.find({"_id": {"$in": ids}}, {"_id": 1}, session=session)
+        }
+        missing = [{"_id": g, "payments": counts[g], "at": now} for g in ids if g not in existing]
+        if missing:
+            await guards.insert_many(missing, ordered=True, session=session)
+        by_count: dict[int, list[str]] = {}
+        for g in sorted(existing):
+            by_count.setdefault(counts[g], []).append(g)
+        for n, same in sorted(by_count.items()):
+            await guards.update_many(
+                {"_id": {"$in": same}},
+                {"$inc": {"payments": n}, "$set": {"at": now}},
+                session=session,
+            )
 
     async def payments_of_many(
         self,

@@ -213,6 +213,7 @@ class PaymentRecorder:
 
         ledger = await self._ledger(pending, session)
         current = await self._current_memberships(pending, session)
+        stored = {m.membership_id for m in current.values() if m is not None}
 
         payments: list[dict[str, Any]] = []
         membership_writes: list[tuple[Membership, Sequence[dict[str, Any]], dict[str, Any]]] = []
@@ -282,7 +283,7 @@ class PaymentRecorder:
             )
 
         await self.repo.insert_payments(payments, session)
-        await self.repo.save_memberships(membership_writes, session)
+        await self.repo.save_memberships(membership_writes, session, stored=stored)
         await self.repo.set_current_memberships(current_ids, session)
         await self.service.schedules.advance_many(paid, session)
         await self.service.outbox.add(session, *events)

@@ -3,7 +3,7 @@ treasurer's lists, reversals, remittance slips and recurring schedules."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import date, datetime
 from typing import Any
 
@@ -100,31 +100,46 @@ class PaymentsStore:
         self,
         writes: Sequence[tuple[Membership, Sequence[Mapping[str, Any]], Mapping[str, Any]]],
         session: AsyncClientSession,
+        *,
+        stored: Set[str] = frozenset(),
     ) -> None:
         """Each (membership, history entries, contact) as ``MembershipsStore.save_membership``
-        stores it, in order, in one bulk write (one membership may be written twice: settled
-        by time, then renewed)."""
+        stores it, in order (one membership may be written twice: settled by time, then
+        renewed). ``stored``: the ids of those already in the store (read by the caller in
+        the same transaction); the others are new and go in one ``insert_many``, their
+        writes folded in order, since an upsert per membership cost the store one statement
+        each. The stored ones are updated in one bulk write."""
         if not writes:
             return
+        new: dict[str, dict[str, Any]] = {}
         ops = []
         for m, history, contact in writes:
-            update: dict[str, Any] = {
-                "$set": {
-                    "contact_id": m.contact_id,
-                    "plan": m.plan,
-                    "status": m.status.value,
-                    "starts_on": iso(m.starts_on),
-                    "ends_on": iso(m.ends_on),
-                    "grace_days": m.grace_days,
-                    "grace_ends_on": iso(m.grace_ends_on),
-                    "federation_id": contact["federation_id"],
-                    "federation_path": contact["federation_path"],
-                }
+            fields = {
+                "contact_id": m.contact_id,
+                "plan": m.plan,
+                "status": m.status.value,
+                "starts_on": iso(m.starts_on),
+                "ends_on": iso(m.ends_on),
+                "grace_days": m.grace_days,
+                "grace_ends_on": iso(m.grace_ends_on),
+                "federation_id": contact["federation_id"],
+                "federation_path": contact["federation_path"],
             }
-            if history:
-                update["$push"] = {"history": {"$each": [dict(h) for h in history]}}
-            ops.append(UpdateOne({"_id": m.membership_id}, update, upsert=True))
-        await self.memberships.bulk_write(ops, ordered=True, session=session)
+            entries = [dict(h) for h in history]
+            if m.membership_id not in stored:
+                doc = new.setdefault(m.membership_id, {"_id": m.membership_id})
+                doc.update(fields)
+                if entries:
+                    doc.setdefault("history", []).extend(entries)
+                continue
+            update: dict[str, Any] = {"$set": fields}
+            if entries:
+                update["$push"] = {"history": {"$each": entries}}
+            ops.append(UpdateOne({"_id": m.membership_id}, update))
+        if new:
+            await self.memberships.insert_many(list(new.values()), session=session)
+        if ops:
+            await self.memberships.bulk_write(ops, ordered=True, session=session)
 
     async def set_current_memberships(
         self, current: Mapping[str, str], session: AsyncClientSession
