@@ -316,6 +316,21 @@ def create_member(admin, federation: NewFederation, given_name: str = "Jeanne") 
     return r.json()["id"]
 
 
+def create_contact(user, given: str, family: str, email: str, **extra: Any) -> str:
+    """A contact ``user`` creates through the gateway (met at an event; ``extra``: more
+    fields of the request): its id."""
+    body = {
+        "given_name": given,
+        "family_name": family,
+        "email": email,
+        "origin": {"kind": "event", "detail": "fête de la rose"},
+        **extra,
+    }
+    r = user("POST", "/api/v1/contacts", json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 # ---------------------------------------------------------------- the gateway's accounts
 
 #: the administrator the gateway makes at its first start (GatewaySettings.admin_email),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from browser_support import PHONE, chromium
+from browser_support import LAPTOP, PHONE, chromium
 from playwright.sync_api import Browser, Page
 from support import Client, login
 from tribune_devstack.platform import RunningStack
@@ -126,6 +126,16 @@ def browser() -> Iterator[Browser]:
 def phone(browser: Browser) -> Iterator[Page]:
     """A fresh page the size of a phone, French first."""
     context = browser.new_context(viewport=PHONE, locale="fr-FR", is_mobile=True, has_touch=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def laptop(browser: Browser) -> Iterator[Page]:
+    """A fresh page the size of a laptop, French first."""
+    context = browser.new_context(viewport=LAPTOP, locale="fr-FR")
     try:
         yield context.new_page()
     finally:

@@ -9,26 +9,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from browser_support import LAPTOP, assert_accessible, screenshot
-from playwright.sync_api import Browser, Page, expect
+from browser_support import assert_accessible, screenshot
+from playwright.sync_api import Page, expect
 from support import NewFederation, create_federation, create_member, eventually, login
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def laptop(browser: Browser) -> Iterator[Page]:
-    """A fresh page the size of a laptop, French first."""
-    context = browser.new_context(viewport=LAPTOP, locale="fr-FR")
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def account(admin, role: str, federation_id: str) -> tuple[str, str]:

@@ -11,28 +11,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from browser_support import LAPTOP, assert_accessible, screenshot
-from playwright.sync_api import Browser, Page, expect
-from support import eventually
+from browser_support import assert_accessible, screenshot
+from playwright.sync_api import Page, expect
+from support import create_contact, eventually
 
 pytestmark = pytest.mark.e2e
 
 Api = Callable[..., httpx.Response]
-
-
-@pytest.fixture
-def laptop(browser: Browser) -> Iterator[Page]:
-    """A fresh page the size of a laptop, French first."""
-    context = browser.new_context(viewport=LAPTOP, locale="fr-FR")
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def account(stack, admin, role: str, federation_id: str) -> tuple[str, str]:
@@ -77,19 +67,6 @@ def not_found(page: Page, url: str) -> None:
     expect(page.get_by_role("heading", name="Page introuvable")).to_be_visible()
 
 
-def contact(user: Api, given: str, family: str, email: str, **extra: Any) -> str:
-    body = {
-        "given_name": given,
-        "family_name": family,
-        "email": email,
-        "origin": {"kind": "event", "detail": "fête de la rose"},
-        **extra,
-    }
-    r = user("POST", "/api/v1/contacts", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
 # ---------------------------------------------------------------- CSV import
 
 
@@ -99,7 +76,7 @@ def test_a_secretary_imports_a_csv_and_reads_its_rejected_rows_and_duplicates(
     paris, lyon = federations["Paris"], federations["Lyon"]
     tag = uuid.uuid4().hex[:8]
     known = f"deja.{tag}@example.fr"
-    existing = contact(paris.user, "Déjà", f"Connu{tag}", known)
+    existing = create_contact(paris.user, "Déjà", f"Connu{tag}", known)
     data = (
         "prénom,nom,email\r\n"
         f"Anna,Import{tag},anna.{tag}@example.fr\r\n"
@@ -179,8 +156,10 @@ def test_the_dpo_follows_an_erasure_to_the_receipt_listing_each_service(
 ):
     paris = federations["Paris"]
     tag = uuid.uuid4().hex[:8]
-    person = contact(paris.user, "Effacée", f"Oubli{tag}", f"oubli.{tag}@example.fr")
-    theirs = contact(federations["Lyon"].user, "Lyonnaise", f"Oubli{tag}", f"lyon.{tag}@example.fr")
+    person = create_contact(paris.user, "Effacée", f"Oubli{tag}", f"oubli.{tag}@example.fr")
+    theirs = create_contact(
+        federations["Lyon"].user, "Lyonnaise", f"Oubli{tag}", f"lyon.{tag}@example.fr"
+    )
     # consent learns of a new contact from its events: a request waits for that
     lyon_request = eventually(
         lambda: dpos["Lyon"](
@@ -346,7 +325,7 @@ def test_a_campaign_manager_resumes_a_campaign_and_watches_it_finish_live(
     text = {"version": version, "title": "Campagnes", "body": "J'accepte vos campagnes."}
     assert secretary("POST", "/api/v1/consents/texts", json=text).status_code == 201
     people = [
-        contact(secretary, f"Camille{i}", f"Tract-{tag}", f"camille{i}.{tag}@example.fr",
+        create_contact(secretary, f"Camille{i}", f"Tract-{tag}", f"camille{i}.{tag}@example.fr",
                 tags=[f"tract-{tag}"])
         for i in range(2)
     ]  # fmt: skip

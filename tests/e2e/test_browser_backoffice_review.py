@@ -11,28 +11,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from browser_support import LAPTOP, assert_accessible, screenshot
-from playwright.sync_api import Browser, Page, expect
+from browser_support import assert_accessible, screenshot
+from playwright.sync_api import Page, expect
+from support import create_contact
 
 pytestmark = pytest.mark.e2e
 
 Api = Callable[..., httpx.Response]
-
-
-@pytest.fixture
-def laptop(browser: Browser) -> Iterator[Page]:
-    """A fresh page the size of a laptop, French first."""
-    context = browser.new_context(viewport=LAPTOP, locale="fr-FR")
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def federation(admin, name: str) -> str:
@@ -68,19 +59,6 @@ def log_in(page: Page, base: str, email: str, password: str) -> None:
     expect(page.get_by_role("heading", name="Tableau de bord", level=1)).to_be_visible()
 
 
-def contact(user: Api, given: str, family: str, email: str, **extra: Any) -> str:
-    body = {
-        "given_name": given,
-        "family_name": family,
-        "email": email,
-        "origin": {"kind": "event", "detail": "fête de la rose"},
-        **extra,
-    }
-    r = user("POST", "/api/v1/contacts", json=body)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
 # ---------------------------------------------------------------- duplicates review
 
 
@@ -92,7 +70,7 @@ def test_a_secretary_merges_an_imported_likely_duplicate_choosing_a_field(
     email, password, secretary = account(stack, admin, http, "secretary", fed)
     family = f"Kerbrat{tag}"
     known = f"camille.{tag}@example.fr"
-    existing = contact(secretary, "Camille", family, known, postcode="29200")
+    existing = create_contact(secretary, "Camille", family, known, postcode="29200")
     imported_email = f"c.kerbrat.{tag}@example.fr"
     data = f"prénom,nom,email,code postal\r\nCamile,{family},{imported_email},29200\r\n".encode()
 
@@ -155,7 +133,7 @@ def test_a_secretary_merges_an_imported_likely_duplicate_choosing_a_field(
     other_email, other_password, other = account(
         stack, admin, http, "secretary", federation(admin, f"Lorient {tag}")
     )
-    stranger = contact(other, "Camille", family, f"autre.{tag}@example.fr", postcode="29200")
+    stranger = create_contact(other, "Camille", family, f"autre.{tag}@example.fr", postcode="29200")
     log_in(laptop, stack.gateway_url, other_email, other_password)
     answer = laptop.goto(
         f"{stack.gateway_url}/app/duplicates/review?survivor={stranger}&merged={existing}"
@@ -175,9 +153,9 @@ def test_a_campaign_manager_narrows_a_segment_sees_its_size_change_then_deletes_
     _, _, secretary = account(stack, admin, http, "secretary", fed)
     email, password, manager = account(stack, admin, http, "campaign_manager", fed)
     label = f"tract-{tag}"
-    contact(secretary, "Anna", f"Tract{tag}", f"anna.{tag}@example.fr", postcode="29000",
+    create_contact(secretary, "Anna", f"Tract{tag}", f"anna.{tag}@example.fr", postcode="29000",
             tags=[label])  # fmt: skip
-    contact(secretary, "Bruno", f"Tract{tag}", f"bruno.{tag}@example.fr", postcode="29200",
+    create_contact(secretary, "Bruno", f"Tract{tag}", f"bruno.{tag}@example.fr", postcode="29200",
             tags=[label])  # fmt: skip
     made = manager(
         "POST",

@@ -8,13 +8,10 @@ forms)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
-import gateway.webapp
 import pytest
 from gateway.webapp.duplicates import changed_labels, display_name, emails_of, field_rows
-from gateway.webapp.i18n import format_cents, format_date, format_int, format_percent, translator
 from gateway.webapp.screens import (
     GEO_FIELDS,
     PRESENCE,
@@ -23,9 +20,8 @@ from gateway.webapp.screens import (
     SegmentForm,
     federation_tree,
 )
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from webapp_support import render_page
 
-TEMPLATES = Path(gateway.webapp.__file__).parent / "templates"
 NOW = "2026-03-14T10:00:00Z"
 TREE = federation_tree(
     [
@@ -81,29 +77,10 @@ SEGMENT = {
 }
 
 
-def render(template: str, lang: str = "fr", /, me: dict[str, Any] = SECRETARY, **context: Any):
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-    )
-    return env.get_template(template).render(
-        t=translator(lang),
-        lang=lang,
-        other_lang="en",
-        other_lang_name="English",
-        here="/app/x",
-        csrf_field="csrf_token",
-        csrf_token="tok",
-        static="/app/static",
-        fmt_int=lambda v: format_int(int(v or 0), lang),
-        fmt_cents=lambda v: format_cents(int(v or 0), lang),
-        fmt_percent=lambda v: format_percent(float(v or 0), lang),
-        fmt_date=lambda v: format_date(v, lang),
-        me=me,
-        menu=("imports", "duplicates", "segments"),
-        **context,
-    )
+def render(
+    template: str, lang: str = "fr", /, me: dict[str, Any] = SECRETARY, **context: Any
+) -> str:
+    return render_page(template, lang, me=me, menu=("imports", "duplicates", "segments"), **context)
 
 
 def duplicates_page(**over: Any) -> dict[str, Any]:

@@ -4,12 +4,10 @@ what a user must see, and nothing inline slips in (the CSP would block it)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import gateway.webapp
 import pytest
-from gateway.webapp.i18n import format_cents, format_date, format_int, format_percent, translator
+from gateway.webapp.i18n import format_int
 from gateway.webapp.screens import (
     CAMPAIGN_FIGURES,
     DUPLICATE_MODES,
@@ -26,9 +24,8 @@ from gateway.webapp.screens import (
     federation_tree,
 )
 from gateway.webapp.screens_api import ROLES
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from webapp_support import render_page
 
-TEMPLATES = Path(gateway.webapp.__file__).parent / "templates"
 NOW = "2026-03-14T10:00:00Z"
 FEDERATIONS = [
     {"id": "root", "name": "National", "parent_id": None, "path": "/root/"},
@@ -95,24 +92,9 @@ USER = {
 
 
 def render(template: str, lang: str = "fr", /, **context: Any) -> str:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-    )
-    return env.get_template(template).render(
-        t=translator(lang),
-        lang=lang,
-        other_lang="en",
-        other_lang_name="English",
-        here="/app/x",
-        csrf_field="csrf_token",
-        csrf_token="tok",
-        static="/app/static",
-        fmt_int=lambda v: format_int(int(v or 0), lang),
-        fmt_cents=lambda v: format_cents(int(v or 0), lang),
-        fmt_percent=lambda v: format_percent(float(v or 0), lang),
-        fmt_date=lambda v: format_date(v, lang),
+    return render_page(
+        template,
+        lang,
         me=ME,
         menu=("imports", "privacy", "users", "federations", "segments", "campaigns"),
         **context,
