@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ __all__ = [
     "client_options",
     "is_transient",
     "is_unreachable",
+    "set_each",
     "subtree_filter",
     "upsert_if_newer",
     "upsert_many_if_newer",
@@ -225,6 +226,36 @@ class Projected:
     version: int
     fields: dict[str, Any]
     replace: bool = False
+
+
+async def set_each(
+    collection,
+    values: Mapping[str, Mapping[str, Any]],
+    *,
+    where: Mapping[str, Any] | None = None,
+    session: AsyncClientSession | None = None,
+) -> int:
+    """Set each document's own fields (``_id`` -> fields) in a few statements, whatever
+    the batch's size: the documents whose fields have the same names share one
+    ``update_many`` whose update pipeline picks each document's values by its ``_id``.
+    Measured on the local store, an ``UpdateOne`` per document cost a statement each, most
+    of a batch's time. ``where``: a further condition a document must meet to be set (a
+    message still being sent). Returns how many documents matched."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for doc_id, fields in values.items():
+        groups.setdefault(tuple(sorted(fields)), []).append(doc_id)
+    matched = 0
+    for names, ids in groups.items():
+        position = {"$indexOfArray": [{"$literal": ids}, "$_id"]}
+        stage = {
+            name: {"$arrayElemAt": [{"$literal": [values[i][name] for i in ids]}, position]}
+            for name in names
+        }
+        result = await collection.update_many(
+            {"_id": {"$in": ids}, **(where or {})}, [{"$set": stage}], session=session
+        )
+        matched += result.matched_count
+    return matched
 
 
 async def upsert_many_if_newer(

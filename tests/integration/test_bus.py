@@ -235,6 +235,50 @@ async def test_projection_ignores_an_older_state_inside_a_handler_transaction(bu
     assert await store["other"].find_one({"_id": "still-commits"})
 
 
+async def test_set_each_gives_every_document_its_own_values_in_one_transaction(bus_kit):
+    """The batch form of one UpdateOne per document, on the real store: each document
+    gets its own fields (documents with other field names in their own statement), a
+    document failing ``where`` and a document not in the batch are left alone, and the
+    whole batch rolls back with its transaction."""
+    from datetime import UTC, datetime
+
+    from tribune_shared.store import set_each
+
+    _settings, store, _publisher = bus_kit
+    coll = store["messages"]
+    await coll.insert_many(
+        [{"_id": f"m{i}", "status": "sending" if i != 3 else "sent"} for i in range(5)]
+    )
+    at = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    values = {
+        "m0": {"status": "sent", "sent_at": at, "provider": {"name": "ovh"}},
+        "m1": {"status": "failed", "failure_reason": "550 mailbox"},
+        "m2": {"status": "sent", "sent_at": at, "provider": None},
+        "m3": {"status": "failed", "failure_reason": "too late"},
+    }
+    async with store.transaction() as session:
+        matched = await set_each(coll, values, where={"status": "sending"}, session=session)
+    assert matched == 3
+    docs = {d["_id"]: d async for d in coll.find({})}
+    assert docs["m0"]["status"] == "sent" and docs["m0"]["provider"] == {"name": "ovh"}
+    assert docs["m0"]["sent_at"].replace(tzinfo=UTC) == at
+    assert docs["m1"] == {"_id": "m1", "status": "failed", "failure_reason": "550 mailbox"}
+    assert docs["m2"]["status"] == "sent" and docs["m2"]["provider"] is None
+    assert docs["m3"] == {"_id": "m3", "status": "sent"}  # not sending: left alone
+    assert docs["m4"] == {"_id": "m4", "status": "sending"}  # not in the batch
+
+    class Abort(Exception):
+        pass
+
+    try:
+        async with store.transaction() as session:
+            await set_each(coll, {"m4": {"status": "sent"}}, session=session)
+            raise Abort
+    except Abort:
+        pass
+    assert (await coll.find_one({"_id": "m4"}))["status"] == "sending"
+
+
 async def test_sigterm_finishes_the_message_in_hand_and_commits_it(bus_kit, isolated_env):
     settings, store, publisher = bus_kit
     group = "g-sigterm"

@@ -9,7 +9,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.store import IndexSpec, Store
+from tribune_shared.store import IndexSpec, Store, set_each
 
 from memberships.domain import Membership
 from memberships.store import CONTACTS, MEMBERSHIPS, PAYMENTS, SCHEDULES
@@ -148,23 +148,9 @@ class PaymentsStore:
         concurrent batches (their transactions conflict on the contact)."""
         if not current:
             return
-        # One statement for the whole batch (an UpdateOne each cost the store a statement
-        # per payment): an update pipeline picks each contact's own value by its _id.
-        contacts = sorted(current)
-        await self.store[CONTACTS].update_many(
-            {"_id": {"$in": contacts}},
-            [
-                {
-                    "$set": {
-                        "current_membership_id": {
-                            "$arrayElemAt": [
-                                {"$literal": [current[c] for c in contacts]},
-                                {"$indexOfArray": [{"$literal": contacts}, "$_id"]},
-                            ]
-                        }
-                    }
-                }
-            ],
+        await set_each(
+            self.store[CONTACTS],
+            {c: {"current_membership_id": m} for c, m in current.items()},
             session=session,
         )
 

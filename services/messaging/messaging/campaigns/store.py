@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.store import IndexSpec, Store
+from tribune_shared.store import IndexSpec, Store, set_each
 
 from messaging.campaigns.domain import CampaignStatus
 from messaging.domain import MessageStatus
@@ -184,16 +184,13 @@ class CampaignStore:
     async def record_outcomes(
         self, outcomes: Sequence[tuple[str, Mapping[str, Any]]], session: AsyncClientSession
     ) -> None:
-        """Set each claimed message's outcome (its new status and fields)."""
+        """Set each claimed message's outcome (its new status and fields), in a few
+        statements for the whole hand-off (``set_each``)."""
         if outcomes:
-            await self.messages.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": mid, "status": MessageStatus.sending.value}, {"$set": dict(f)}
-                    )
-                    for mid, f in outcomes
-                ],
-                ordered=False,
+            await set_each(
+                self.messages,
+                dict(outcomes),
+                where={"status": MessageStatus.sending.value},
                 session=session,
             )
 
