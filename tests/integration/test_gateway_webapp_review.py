@@ -50,6 +50,7 @@ def test_the_new_forms_without_the_token_are_refused_before_the_api_is_asked(bro
         ("/app/duplicates/merge", {"survivor_id": "a" * 32, "merged_id": "b" * 32}),
         (f"/app/segments/{SEGMENT}", {"name": "Forgé", "version": "1"}),
         (f"/app/segments/{SEGMENT}/delete", {"confirm": "yes"}),
+        ("/app/segments/new", {"name": "Forgé", "tags": "tract", "action": "create"}),
     ):
         r = browser.post(path, data={**data, "csrf_token": "forged.token"})
         assert r.status_code == 400, path

@@ -177,6 +177,7 @@ PAGES: dict[str, dict[str, Any]] = {
         "sizes": {"s1": 1500},
         "next_query": None,
         "notice": "notice.deleted",
+        "editors": SEGMENT_EDITORS,
     },
     "segment.html": {
         "active": "segments",

@@ -456,6 +456,13 @@ FR: dict[str, str] = {
     "segment.delete_confirm": "Je confirme la suppression définitive du segment « {name} ».",
     "segment.delete_unconfirmed": "Cochez la case pour confirmer la suppression.",
     "segment.delete_submit": "Supprimer",
+    # new segment (gateway.webapp.screens_api create_segment)
+    "segment.new": "Nouveau segment",
+    "segment.new_form": "Le segment et ses contacts",
+    "segment.create": "Créer le segment",
+    "segment.preview": "Voir combien de contacts",
+    "segment.preview_heading": "Contacts retenus par ce filtre",
+    "notice.segment_created": "Segment créé.",
 }
 
 EN: dict[str, str] = {
@@ -890,6 +897,13 @@ EN: dict[str, str] = {
     "segment.delete_confirm": 'I confirm deleting the segment "{name}" for good.',
     "segment.delete_unconfirmed": "Tick the box to confirm the deletion.",
     "segment.delete_submit": "Delete",
+    # new segment (gateway.webapp.screens_api create_segment)
+    "segment.new": "New segment",
+    "segment.new_form": "The segment and its contacts",
+    "segment.create": "Create the segment",
+    "segment.preview": "See how many contacts",
+    "segment.preview_heading": "Contacts this filter includes",
+    "notice.segment_created": "Segment created.",
 }
 
 CATALOGUES: Mapping[Lang, Mapping[str, str]] = {"fr": FR, "en": EN}

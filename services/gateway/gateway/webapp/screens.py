@@ -62,6 +62,7 @@ NOTICES: Mapping[str, str] = {
     "cancelled": "notice.cancelled",
     "merged": "notice.merged",
     "deleted": "notice.deleted",
+    "segment_created": "notice.segment_created",
 }
 
 
@@ -341,13 +342,14 @@ class SegmentForm:
             return {"op": "all"}
         return nodes[0] if len(nodes) == 1 else {"op": "and", "of": nodes}
 
+    def create_body(self) -> dict[str, Any]:
+        """The POST /api/v1/segments body: the new segment in the caller's federation
+        (``ValueError``: the JSON does not parse)."""
+        return {"name": self.name, "description": self.description, "filter": self.filter()}
+
     def patch_body(self) -> dict[str, Any]:
         """The PATCH /api/v1/segments/{id} body (``ValueError``: the JSON does not parse)."""
-        body: dict[str, Any] = {
-            "name": self.name,
-            "description": self.description,
-            "filter": self.filter(),
-        }
+        body = self.create_body()
         if self.version is not None:
             body["version"] = self.version
         return body

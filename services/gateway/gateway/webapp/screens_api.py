@@ -560,9 +560,88 @@ async def segments(request: Request) -> Response:
             sizes=sizes,
             next_query=_next_page(request, "cursor", page.get("next_cursor")),
             notice=notice_of(request.query_params.get("done")),
+            editors=SEGMENT_EDITORS,
         )
 
     return await signed_in(v, build)
+
+
+def _segment_form(form: FormData) -> SegmentForm:
+    """The segment form as posted (the new segment's and the edit form's: one form)."""
+    names = ("name", "description", "tags_match", "tags", "geo_field", "geo_values")
+    values = {n: _field(form, n) for n in (*names, "has_email", "has_phone", "version")}
+    raw_json = form.get("filter_json")
+    values["filter_json"] = raw_json if isinstance(raw_json, str) else None
+    return SegmentForm.read(values)
+
+
+async def _new_segment_page(
+    v: Visit,
+    session: UserSession,
+    *,
+    status: int = 200,
+    errors: list[tuple[str, str]] | None = None,
+    form: SegmentForm | None = None,
+    preview: dict[str, Any] | None = None,
+) -> Response:
+    """The new segment's form: empty, or what the user typed with the size it would have
+    now (preview) or the API's reasons next to their fields."""
+    await _me(v, session)
+    return v.render(
+        "segment_new.html",
+        status=status,
+        active="segments",
+        form=form or SegmentForm(),
+        errors=errors or [],
+        preview=preview,
+        tag_matches=TAG_MATCHES,
+        geo_fields=GEO_FIELDS,
+        presence=PRESENCE,
+    )
+
+
+# registered before /segments/{segment_id}: "new" is not a segment
+@router.get(APP_PATH + "/segments/new")
+async def new_segment(request: Request) -> Response:
+    v = visit(request)
+    return await signed_in(v, lambda session: _new_segment_page(v, session))
+
+
+@router.post(APP_PATH + "/segments/new")
+async def create_segment(request: Request) -> Response:
+    """Creates the segment (or, with the preview button, only shows its size now): to the
+    new segment's page when the API made it; a 422 or 409 shows the typed values with each
+    reason at its field; a 403 (a role the API does not let create) is the 403 page."""
+    v = visit(request)
+
+    async def build(session: UserSession, form: FormData) -> Response:
+        typed = _segment_form(form)
+        try:
+            body = typed.create_body()
+        except ValueError:
+            return await _new_segment_page(
+                v, session, status=422, form=typed,
+                errors=[("filter_json", v.t("segment.not_json"))],
+            )  # fmt: skip
+        if _field(form, "action") == "preview":
+            outcome = await _screens(v).preview_filter(session, body["filter"])
+            if outcome.ok:
+                return await _new_segment_page(v, session, form=typed, preview=outcome.body)
+        else:
+            outcome = await _screens(v).create_segment(session, body)
+            made = outcome.body.get("id") if isinstance(outcome.body, dict) else None
+            if outcome.ok and isinstance(made, str) and valid_id(made):
+                return v.redirect(f"{APP_PATH}/segments/{made}?done=segment_created")
+        if outcome.ok:
+            raise PageError(503)  # made, but no id to go to: not the answer the API gives
+        if outcome.status in (403, 404):
+            raise PageError(outcome.status)
+        return await _new_segment_page(
+            v, session, status=outcome.status, form=typed,
+            errors=typed.errors_by_field(outcome.errors),
+        )  # fmt: skip
+
+    return await _post(request, v, build)
 
 
 async def _segment_page(
@@ -622,11 +701,7 @@ async def change_segment(request: Request, segment_id: str) -> Response:
     async def build(session: UserSession, form: FormData) -> Response:
         if not valid_id(segment_id):
             raise PageError(404)
-        names = ("name", "description", "tags_match", "tags", "geo_field", "geo_values")
-        values = {n: _field(form, n) for n in (*names, "has_email", "has_phone", "version")}
-        raw_json = form.get("filter_json")
-        values["filter_json"] = raw_json if isinstance(raw_json, str) else None
-        edited = SegmentForm.read(values)
+        edited = _segment_form(form)
         try:
             body = edited.patch_body()
         except ValueError:

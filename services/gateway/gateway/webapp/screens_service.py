@@ -271,6 +271,18 @@ class ScreensService:
             await self.base.call(session, "PATCH", f"/api/v1/segments/{segment_id}", json=body)
         )
 
+    async def create_segment(self, session: UserSession, body: Mapping[str, Any]) -> Outcome:
+        """POST /api/v1/segments: 201 with the new segment (its id to go to)."""
+        return _outcome(await self.base.call(session, "POST", "/api/v1/segments", json=body))
+
+    async def preview_filter(self, session: UserSession, flt: Any) -> Outcome:
+        """How many of the caller's contacts a filter not saved yet matches, and a sample
+        (POST /api/v1/segments/preview)."""
+        body = {"filter": flt, "size": self.sample_size}
+        return _outcome(
+            await self.base.call(session, "POST", "/api/v1/segments/preview", json=body)
+        )
+
     async def delete_segment(self, session: UserSession, segment_id: str) -> Outcome:
         return _outcome(await self.base.call(session, "DELETE", f"/api/v1/segments/{segment_id}"))
 
