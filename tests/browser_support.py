@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 #: where screenshots go (ignored by git: .local/); CI keeps the folder as an artifact
@@ -80,3 +80,14 @@ def screenshot(page: Page, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def signed_in(page: Page, base: str, email: str, password: str) -> None:
+    """``page`` signed in to the back office at ``base`` as that user (any earlier
+    session's cookies dropped), on the dashboard."""
+    page.context.clear_cookies()
+    page.goto(base + "/app")
+    page.get_by_label("Adresse e-mail").fill(email)
+    page.get_by_label("Mot de passe").fill(password)
+    page.get_by_role("button", name="Se connecter").click()
+    expect(page.get_by_role("heading", name="Tableau de bord", level=1)).to_be_visible()

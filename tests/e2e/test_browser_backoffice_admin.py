@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_support import assert_accessible, screenshot
+from browser_support import assert_accessible, screenshot, signed_in
 from playwright.sync_api import Page, expect
 from support import create_contact, eventually
 
@@ -52,15 +52,6 @@ def api_of(http: httpx.Client, email: str, password: str) -> Api:
     return call
 
 
-def log_in(page: Page, base: str, email: str, password: str) -> None:
-    page.context.clear_cookies()
-    page.goto(base + "/app")
-    page.get_by_label("Adresse e-mail").fill(email)
-    page.get_by_label("Mot de passe").fill(password)
-    page.get_by_role("button", name="Se connecter").click()
-    expect(page.get_by_role("heading", name="Tableau de bord", level=1)).to_be_visible()
-
-
 def not_found(page: Page, url: str) -> None:
     answer = page.goto(url)
     assert answer is not None and answer.status == 404, url
@@ -86,7 +77,7 @@ def test_a_secretary_imports_a_csv_and_reads_its_rejected_rows_and_duplicates(
     ).encode()
     email, password = account(stack, admin, "secretary", paris.id)
 
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
     laptop.get_by_role("link", name="Imports", exact=True).click()
     expect(laptop.get_by_role("heading", name="Imports CSV", level=1)).to_be_visible()
     assert_accessible(laptop)
@@ -130,7 +121,7 @@ def test_a_secretary_imports_a_csv_and_reads_its_rejected_rows_and_duplicates(
     laptop.get_by_role("link", name="Retour aux imports").click()
     expect(laptop.get_by_role("link", name=f"fete-{tag}.csv")).to_be_visible()
     lyon_email, lyon_password = account(stack, admin, "secretary", lyon.id)
-    log_in(laptop, stack.gateway_url, lyon_email, lyon_password)
+    signed_in(laptop, stack.gateway_url, lyon_email, lyon_password)
     not_found(laptop, f"{stack.gateway_url}/app/imports/{job_id}")
     not_found(laptop, f"{stack.gateway_url}/app/imports/{job_id}/rejected.csv")
     laptop.goto(f"{stack.gateway_url}/app/imports")
@@ -141,7 +132,7 @@ def test_a_treasurer_is_told_the_import_screen_is_not_for_their_role(
     stack, admin, federations, laptop
 ):
     email, password = account(stack, admin, "treasurer", federations["Paris"].id)
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
     expect(laptop.get_by_role("link", name="Imports", exact=True)).to_have_count(0)
     answer = laptop.goto(f"{stack.gateway_url}/app/imports")
     assert answer is not None and answer.status == 403
@@ -179,7 +170,7 @@ def test_the_dpo_follows_an_erasure_to_the_receipt_listing_each_service(
     )
     request_id = r.json()["request_id"]
 
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
     laptop.get_by_role("link", name="Demandes RGPD").click()
     expect(laptop.get_by_role("heading", name="Demandes d'accès et d'effacement")).to_be_visible()
     laptop.get_by_label("Type").select_option("erasure")
@@ -220,7 +211,7 @@ def test_the_national_administrator_shapes_the_tree_and_changes_a_users_role(
     tag = uuid.uuid4().hex[:6]
     region = admin("POST", "/api/v1/federations", json={"name": f"Bretagne {tag}"}).json()
     email, password = stack.admin_credentials
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
 
     laptop.get_by_role("link", name="Fédérations").click()
     laptop.get_by_label("Nom", exact=True).fill(f"Finistère {tag}")
@@ -263,7 +254,7 @@ def test_the_national_administrator_shapes_the_tree_and_changes_a_users_role(
     lyon_secretary = admin(
         "GET", "/api/v1/users", params={"role": "secretary", "q": "secretary.lyon"}
     ).json()["items"][0]
-    log_in(laptop, stack.gateway_url, paris_admin, paris_password)
+    signed_in(laptop, stack.gateway_url, paris_admin, paris_password)
     not_found(laptop, f"{stack.gateway_url}/app/federations/{federations['Lyon'].id}")
     not_found(laptop, f"{stack.gateway_url}/app/users/{lyon_secretary['id']}")
 
@@ -342,7 +333,7 @@ def test_a_campaign_manager_resumes_a_campaign_and_watches_it_finish_live(
     paused = manager("POST", f"/api/v1/campaigns/{campaign_id}/pause")
     assert paused.status_code == 200, paused.text
 
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
     laptop.get_by_role("link", name="Segments", exact=True).click()
     row = laptop.get_by_role("row").filter(has_text=f"Tract {tag}")
     expect(row.locator("[data-size]")).to_have_text("2")
@@ -368,7 +359,7 @@ def test_a_campaign_manager_resumes_a_campaign_and_watches_it_finish_live(
 
     # a Lyon secretary (who may read Lyon's campaigns) reaches neither
     lyon_email, lyon_password = account(stack, admin, "secretary", federations["Lyon"].id)
-    log_in(laptop, stack.gateway_url, lyon_email, lyon_password)
+    signed_in(laptop, stack.gateway_url, lyon_email, lyon_password)
     not_found(laptop, f"{stack.gateway_url}/app/campaigns/{campaign_id}")
     not_found(laptop, f"{stack.gateway_url}/app/segments/{segment_id}")
 
@@ -382,7 +373,7 @@ def test_a_campaign_manager_launches_a_draft_only_once_the_box_is_ticked(
     manager = api_of(http, email, password)
     campaign_id, _ = draft_campaign(manager, f"Lancement {tag}", tag)  # a tag nobody has
 
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
     laptop.goto(f"{stack.gateway_url}/app/campaigns/{campaign_id}")
     launch = laptop.get_by_role("button", name="Lancer la campagne")
     expect(launch).to_be_visible()

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from browser_support import assert_accessible, screenshot
-from playwright.sync_api import Page, expect
+from browser_support import assert_accessible, screenshot, signed_in
+from playwright.sync_api import expect
 from support import create_contact
 
 pytestmark = pytest.mark.e2e
@@ -51,15 +51,6 @@ def account(stack, admin, http, role: str, federation_id: str) -> tuple[str, str
     return email, password, call
 
 
-def log_in(page: Page, base: str, email: str, password: str) -> None:
-    page.context.clear_cookies()
-    page.goto(base + "/app")
-    page.get_by_label("Adresse e-mail").fill(email)
-    page.get_by_label("Mot de passe").fill(password)
-    page.get_by_role("button", name="Se connecter").click()
-    expect(page.get_by_role("heading", name="Tableau de bord", level=1)).to_be_visible()
-
-
 # ---------------------------------------------------------------- duplicates review
 
 
@@ -75,7 +66,7 @@ def test_a_secretary_merges_an_imported_likely_duplicate_choosing_a_field(
     imported_email = f"c.kerbrat.{tag}@example.fr"
     data = f"prénom,nom,email,code postal\r\nCamile,{family},{imported_email},29200\r\n".encode()
 
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
     laptop.get_by_role("link", name="Imports", exact=True).click()
     laptop.get_by_label("Fichier CSV").set_input_files(
         {"name": f"brest-{tag}.csv", "mimeType": "text/csv", "buffer": data}
@@ -135,7 +126,7 @@ def test_a_secretary_merges_an_imported_likely_duplicate_choosing_a_field(
         stack, admin, http, "secretary", federation(admin, f"Lorient {tag}")
     )
     stranger = create_contact(other, "Camille", family, f"autre.{tag}@example.fr", postcode="29200")
-    log_in(laptop, stack.gateway_url, other_email, other_password)
+    signed_in(laptop, stack.gateway_url, other_email, other_password)
     answer = laptop.goto(
         f"{stack.gateway_url}/app/duplicates/review?survivor={stranger}&merged={existing}"
     )
@@ -161,7 +152,7 @@ def test_a_campaign_manager_creates_a_segment_narrows_it_then_deletes_it(
 
     # created from the segments list: its size previewed, a blank name refused at its
     # field with the filter typed kept, then made
-    log_in(laptop, stack.gateway_url, email, password)
+    signed_in(laptop, stack.gateway_url, email, password)
     laptop.get_by_role("link", name="Segments", exact=True).first.click()
     laptop.get_by_role("link", name="Nouveau segment").click()
     expect(laptop.get_by_role("heading", name="Nouveau segment", level=1)).to_be_visible()
