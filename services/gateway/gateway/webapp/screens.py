@@ -258,6 +258,13 @@ TAG_MATCHES = ("any", "all", "none")
 GEO_FIELDS = ("postcode", "commune_insee", "department", "constituency", "polling_station")
 #: has_email / has_phone: either way, with, without
 PRESENCE = ("", "yes", "no")
+#: the filter form's choices, as its template (_segment_form.html) reads them: the new and
+#: the edit pages render the one form
+SEGMENT_FORM_CHOICES: dict[str, tuple[str, ...]] = {
+    "tag_matches": TAG_MATCHES,
+    "geo_fields": GEO_FIELDS,
+    "presence": PRESENCE,
+}
 #: what the form's filter fields may hold (the API has its own, smaller, limits)
 MAX_FILTER_JSON_CHARS = 20_000
 

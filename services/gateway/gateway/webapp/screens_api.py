@@ -24,14 +24,12 @@ from gateway.webapp.screens import (
     CAMPAIGN_ACTIONS,
     CAMPAIGN_FIGURES,
     DUPLICATE_MODES,
-    GEO_FIELDS,
     LIVE_CAMPAIGN_STATUSES,
     ORIGIN_KINDS,
-    PRESENCE,
     PRIVACY_KINDS,
     PRIVACY_STATUSES,
     SEGMENT_EDITORS,
-    TAG_MATCHES,
+    SEGMENT_FORM_CHOICES,
     SegmentForm,
     UserChangeForm,
     move_targets,
@@ -594,9 +592,7 @@ async def _new_segment_page(
         form=form or SegmentForm(),
         errors=errors or [],
         preview=preview,
-        tag_matches=TAG_MATCHES,
-        geo_fields=GEO_FIELDS,
-        presence=PRESENCE,
+        **SEGMENT_FORM_CHOICES,
     )
 
 
@@ -673,9 +669,7 @@ async def _segment_page(
         errors=errors or [],
         changed=changed,
         editors=SEGMENT_EDITORS,
-        tag_matches=TAG_MATCHES,
-        geo_fields=GEO_FIELDS,
-        presence=PRESENCE,
+        **SEGMENT_FORM_CHOICES,
         notice=notice_of(request.query_params.get("done")),
     )
 

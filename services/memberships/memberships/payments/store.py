@@ -101,12 +101,13 @@ class PaymentsStore:
         writes: Sequence[tuple[Membership, Sequence[Mapping[str, Any]], Mapping[str, Any]]],
         session: AsyncClientSession,
         *,
-        stored: Set[str] = frozenset(),
+        stored: Set[str],
     ) -> None:
         """Each (membership, history entries, contact) as ``MembershipsStore.save_membership``
         stores it, in order (one membership may be written twice: settled by time, then
-        renewed). ``stored``: the ids of those already in the store (read by the caller in
-        the same transaction); the others are new and go in one ``insert_many``, their
+        renewed). ``stored`` (required: a wrong guess would insert a stored membership
+        again): the ids of those already in the store, read by the caller in the same
+        transaction; the others are new and go in one ``insert_many``, their
         writes folded in order, since an upsert per membership cost the store one statement
         each. The stored ones are updated in one bulk write."""
         if not writes:
