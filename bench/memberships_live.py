@@ -1,12 +1,13 @@
 """Benchmark: how far memberships' live figures (faust, memberships.live) trail a burst
 of payments, and faust's throughput.
 
-    uv run python bench/memberships_live.py [--payments 10000]
+    uv run python bench/memberships_live.py [--payments 10000] [--rate PAYMENTS_PER_S]
 
 On a Kafka and a store of its own (free ports, a folder under .local/tests, stopped and
 deleted at the end): the live app runs in this process (its real HTTP app and faust app);
 a burst of ``--payments`` payment-received events (one federation, 1.00 EUR each, signed
-as memberships signs them) is published as fast as the producer goes. A watcher reads the
+as memberships signs them) is published as fast as the producer goes, or with ``--rate``
+at that pace (a chunk every 10 ms: how payments reach Kafka from the webhook). A watcher reads the
 federation's figures every millisecond: the k-th payment is counted once the federation's
 dues reach k EUR, and its trail is that moment minus the moment it was published.
 
@@ -66,7 +67,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(count: int) -> dict[str, float]:
+async def run(count: int, rate: float | None = None) -> dict[str, float]:
     from memberships.live.main import create_app, live_settings
     from tribune_shared.bus import EventPublisher
 
@@ -100,9 +101,15 @@ async def run(count: int) -> dict[str, float]:
 
         watcher = asyncio.create_task(watch())
         started = time.perf_counter()
-        batch = 500
+        # as fast as the producer goes: chunks of 500; paced: a chunk every 10 ms, sent at
+        # its planned time (payments arrive from the webhook a few at a time, not in 500s)
+        batch = 500 if rate is None else max(1, round(rate / 100))
         for start in range(0, count, batch):
             chunk = envs[start : start + batch]
+            if rate is not None:
+                planned = started + start / rate
+                if (wait := planned - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
             now = time.perf_counter()
             for k in range(start, start + len(chunk)):
                 sent_at[k] = now
@@ -127,11 +134,18 @@ async def run(count: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=10_000)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="payments per second (default: as fast as the producer goes)",
+    )
     args = parser.parse_args()
     with RunningStack(StackConfig.for_tests(), platform=False) as stack:
         configure(stack.cfg)
-        figures = asyncio.run(run(args.payments))
-    print(f"live figures, burst of {figures['payments']:,} payments (one federation)")
+        figures = asyncio.run(run(args.payments, args.rate))
+    pace = "as fast as the producer goes" if args.rate is None else f"paced at {args.rate:,.0f}/s"
+    print(f"live figures, burst of {figures['payments']:,} payments (one federation, {pace})")
     print(f"  producer rate       {figures['publish_rate']:>10,.0f} events/s")
     print(f"  faust throughput    {figures['faust_rate']:>10,.0f} events/s (publish to counted)")
     print(f"  trail p50           {figures['p50'] * 1000:>10,.0f} ms")

@@ -120,6 +120,7 @@ class LiveFigures:
             key_serializer="raw",
             value_serializer="raw",
             table_cleanup_interval=3600.0,
+            producer_linger=settings.live_changelog_linger_seconds,
         )
         self.membership_states = self.app.Table(
             "membership-states",
