@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
+from tribune_devstack import platform as devstack_platform
 from tribune_devstack.platform import RunningStack
 from tribune_devstack.stack import StackConfig
 from tribune_shared.bus import EventPublisher
@@ -57,6 +58,14 @@ def platform(name: str, env: Mapping[str, str]) -> Iterator[RunningStack]:
     """An isolated platform (RunningStack on StackConfig.for_tests(), store on disk);
     ``env`` is added to every process's environment (messaging settings of the run)."""
     os.environ.update(env)
+    # the test stack's own settings (tribune_devstack.platform.stack_env) would win over
+    # the caller's environment, among them SMS allowed all day: the run's settings win
+    stack_settings = devstack_platform.stack_env
+
+    def with_run_settings(cfg: StackConfig, environment: str = "development") -> dict[str, str]:
+        return {**stack_settings(cfg, environment), **env}
+
+    devstack_platform.stack_env = with_run_settings
     cfg = StackConfig.for_tests(
         name=f"{name}-{uuid.uuid4().hex[:6]}", env=os.environ, store_in_memory=False
     )

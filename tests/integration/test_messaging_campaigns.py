@@ -255,8 +255,10 @@ class Tap:
         pool: FailoverMailer,
         before_first: Callable[[], Awaitable[None]] | None = None,
         hang: bool = False,
+        hang_from: int = 1,
     ) -> None:
         self.pool, self.before_first, self.hang = pool, before_first, hang
+        self.hang_from = hang_from  # the first send (counted from 1) that hangs
         self.sent = 0
 
     async def send(self, message: EmailMessage) -> None:
@@ -265,7 +267,7 @@ class Tap:
             await first()
         await self.pool.send(message)
         self.sent += 1
-        if self.hang:
+        if self.hang and self.sent >= self.hang_from:
             await asyncio.Event().wait()
 
 
@@ -283,6 +285,9 @@ def campaign_settings(port: int, **overrides: Any) -> MessagingSettings:
         "campaign_handoff_size": 5,
         "campaign_poll_interval_seconds": 0.05,
         "campaign_claim_timeout_seconds": 5,
+        # hand-offs of campaign_handoff_size, each recorded before the next goes: what
+        # most tests count (the overlapping mode has its own test)
+        "campaign_record_while_sending": False,
         "sms_holiday_country": "",
         **overrides,
     }
@@ -376,6 +381,55 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
     assert campaign["stats"]["sent"] == 30
 
 
+async def test_recording_while_the_next_handoff_is_sent_keeps_the_crash_window(kit, smtp_server):
+    """campaign_record_while_sending: a hand-off is recorded while the next one is at
+    the server, in hand-offs of half the size. Every message still goes once; a worker
+    frozen mid-way (then killed) has at most campaign_handoff_size messages handed over
+    and not on record, which the worker taking over sends again."""
+    sink, _ = smtp_server
+    overlapping = kit.settings.model_copy(update={"campaign_record_while_sending": True})
+    people = [await kit.person() for _ in range(12)]
+    first = await kit.launched(name="Première")
+    await kit.select(first, people)
+    async with kit.dispatcher(settings=overlapping) as d:
+        await drain(d)
+    received = message_ids(sink)
+    assert len(received) == 12 and set(received.values()) == {1}
+    campaign = await kit.campaign(first)
+    assert campaign["stats"]["sent"] == 12 and campaign["stats"]["queued"] == 0
+    assert campaign["status"] == CampaignStatus.completed.value
+
+    second = await kit.launched(name="Seconde")
+    await kit.select(second, people)
+    # hand-offs of 2: the first goes and is recorded while the second is at the server;
+    # from the third message on, every send freezes once it reached the server
+    taps: list[Tap] = []
+
+    def frozen(pool: FailoverMailer) -> Tap:
+        taps.append(Tap(pool, hang=True, hang_from=3))
+        return taps[0]
+
+    async with kit.dispatcher(email=frozen, settings=overlapping) as doomed:
+        tick = asyncio.create_task(doomed.tick())
+        await wait_for(lambda: _true(taps[0].sent == 4), timeout=20)
+        await asyncio.sleep(0.5)  # the first hand-off's record
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick
+    handed_over = message_ids(sink)
+    assert len(handed_over) == 4
+    assert (await kit.statuses(second)) == {"sent": 2, "sending": 10}
+
+    await asyncio.sleep(kit.settings.campaign_claim_timeout_seconds + 0.5)
+    async with kit.dispatcher(settings=overlapping) as survivor:
+        await drain(survivor)
+    received = message_ids(sink)
+    assert len(received) == 10  # the 10 not on record, the 2 frozen ones among them
+    duplicates = [mid for mid in handed_over if mid in received]
+    assert len(duplicates) == 2 <= kit.settings.campaign_handoff_size
+    assert await kit.statuses(second) == {"sent": 12}
+
+
 async def _true(value: bool) -> bool:
     return value
 
@@ -432,6 +486,39 @@ async def test_each_rule_refuses_its_recipients_and_is_counted_in_the_stats(kit,
         "frequency_cap": 1,
     }
     assert campaign["status"] == CampaignStatus.completed.value
+
+
+async def test_hand_offs_read_ahead_still_count_the_messages_sent_since_for_the_cap(
+    kit, smtp_server
+):
+    """With the guard watching, a dispatcher reads the views of the next hand-offs while
+    one is being sent: the messages recorded after such a read count for the frequency
+    cap all the same (a person in two campaigns of one batch gets one message)."""
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(10)]
+    first = await kit.launched(name="Première")
+    second = await kit.launched(name="Seconde")
+    await kit.select(first, people)
+    await kit.select(second, people)
+
+    # one claim of 20 in 4 hand-offs of 5, all 4 read before the first is recorded
+    ahead = kit.settings.model_copy(update={"cap_messages": 1, "campaign_read_ahead_handoffs": 3})
+    guard = Guard(kit.store, memory_seconds=60)
+    stop = asyncio.Event()
+    watching = asyncio.create_task(guard.run(stop))
+    try:
+        assert await guard.wait_started(timeout=20)
+        async with kit.dispatcher(settings=ahead, guard=guard) as d:
+            await drain(d)
+    finally:
+        stop.set()
+        await watching
+
+    received = message_ids(sink)
+    assert len(received) == 10 and set(received.values()) == {1}
+    stats = [(await kit.campaign(c))["stats"] for c in (first, second)]
+    assert sum(s.get("sent", 0) for s in stats) == 10
+    assert sum(s.get("refused_by", {}).get("frequency_cap", 0) for s in stats) == 10
 
 
 async def test_a_rented_file_contact_gets_the_consent_request_once_and_nothing_else(

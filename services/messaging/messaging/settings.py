@@ -313,8 +313,26 @@ class MessagingSettings(ServiceSettings):
         default=50,
         ge=1,
         le=1_000,
-        description="messages handed over between two re-checks of consent and state: a "
-        "crash re-sends at most this many; a revocation stops all but those in flight",
+        description="messages handed over and not yet on record, at most: a crash re-sends "
+        "at most this many. A hand-off (between two re-checks of consent and state) is this "
+        "size, or half of it with campaign_record_while_sending",
+    )
+    campaign_record_while_sending: bool = Field(
+        default=False,
+        description="record a hand-off's outcomes while the next one is at the provider; "
+        "hand-offs are then half of campaign_handoff_size (two are unrecorded at once), so "
+        "a crash still re-sends at most campaign_handoff_size. Off by default: with two "
+        "workers and a 10 s claim timeout the bench wedged the local store on write "
+        "conflicts (messaging README, issue 10 notes)",
+    )
+    campaign_read_ahead_handoffs: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="hand-offs whose recipients' views a dispatcher reads while an earlier "
+        "one is being sent and recorded (0: each right before its hand-off). Only while the "
+        'guard is watching, which stops a message whose "no" came after that read; the '
+        "outcomes stay recorded one hand-off after the other (the crash window is unchanged)",
     )
     campaign_guard_memory_seconds: float = Field(
         default=600,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -311,6 +312,27 @@ class MessagingStore:
         out = {}
         async for doc in self.store[CONSENTS].find({"_id": {"$in": keys}}):
             out[doc["contact_id"]] = ConsentState(
+                status=ConsentStatus(doc["status"]), changed_at=doc["changed_at"]
+            )
+        return out
+
+    async def consents_among(
+        self, contact_ids: list[str], pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str, str], ConsentState]:
+        """The latest consent fact of each of these contacts for each (channel, purpose)
+        pair, in one read (a campaign hand-off needs its purpose's and tracking's):
+        {(contact_id, channel, purpose): state}."""
+        wanted = {
+            consent_key(c, channel, purpose): (c, Channel(channel).value, purpose)
+            for channel, purpose in set(pairs)
+            for c in contact_ids
+        }
+        out = {}
+        docs = self.store[CONSENTS].find(
+            {"_id": {"$in": list(wanted)}}, {"status": 1, "changed_at": 1}
+        )
+        async for doc in docs:
+            out[wanted[doc["_id"]]] = ConsentState(
                 status=ConsentStatus(doc["status"]), changed_at=doc["changed_at"]
             )
         return out

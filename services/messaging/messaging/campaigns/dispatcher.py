@@ -20,7 +20,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.events import Envelope, new_envelope, utcnow
@@ -75,6 +76,8 @@ from messaging.tracking.service import link_tracker
 
 log = get_logger(__name__)
 
+_T = TypeVar("_T")
+
 
 #: renders a campaign's message for one recipient (unsubscribe link given)
 Render = Callable[[Recipient, str], Rendered]
@@ -106,6 +109,10 @@ class _Blocked(Exception):
         self.reason = f"{rule.replace('_', ' ')} while the campaign was being sent"
 
 
+class _NotRendered(Exception):
+    """The message could not be rendered for its recipient (it fails, nothing went)."""
+
+
 ERASED_REASON = "the person was erased, or merged into another contact"
 
 
@@ -118,8 +125,44 @@ class _View:
     consents: dict[tuple[str, str], ConsentState]
     history: list[PastSend] = field(default_factory=list)
     address_hash: str | None = None
+    #: every address hash of the person (email and phone), and the ids of the sent
+    #: messages already in ``history``
+    hashes: frozenset[str] = frozenset()
+    seen: set[str] = field(default_factory=set)
     #: the person agreed to per-person open/click tracking (purpose tracking_purpose)
     tracking: bool = False
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """A hand-off's views, and how many hand-offs of its batch were on record when they
+    were read (the later ones' sends are added before the rules use them)."""
+
+    views: dict[str, _View]
+    recorded: int
+
+
+async def _nothing(value: _T) -> _T:
+    """A read that a hand-off does not need (what asyncio.gather waits on instead)."""
+    return value
+
+
+def _add_sends(views: Mapping[str, _View], sent: Iterable[Outcome]) -> None:
+    """Messages sent since ``views`` were read, as the store would have shown them: a
+    person's past sends (frequency caps), a rented-file contact's consent request."""
+    of_hash: dict[str, list[_View]] = {}
+    for view in views.values():
+        for h in view.hashes:
+            of_hash.setdefault(h, []).append(view)
+    for o in sent:
+        m = o.message
+        for view in of_hash.get(m.get("address_hash") or "", []):
+            if m["_id"] not in view.seen:
+                view.seen.add(m["_id"])
+                view.history.append(PastSend(o.at, Channel(m["channel"])))
+        view_of = views.get(m["contact_id"])
+        if view_of is not None and m["purpose"] == CONSENT_REQUEST_PURPOSE:
+            view_of.rules = replace(view_of.rules, consent_request_sent=True)
 
 
 @dataclass(frozen=True)
@@ -226,9 +269,7 @@ class Dispatcher:
         if not claimed:
             await self._complete(active.values())
             return False
-        size = self.settings.campaign_handoff_size
-        for start in range(0, len(claimed), size):
-            await self._handoff(claimed[start : start + size])
+        await self._handoffs(claimed, active)
         return True
 
     async def _decide_ab(self, campaign: dict[str, Any], now: datetime) -> None:
@@ -285,7 +326,79 @@ class Dispatcher:
 
     # ------------------------------------------------------------ one hand-off
 
-    async def _handoff(self, claimed: list[dict[str, Any]]) -> None:
+    async def _handoffs(
+        self, claimed: list[dict[str, Any]], active: Mapping[str, dict[str, Any]]
+    ) -> None:
+        """Work through a claimed batch in hand-offs, one after the other: each re-reads
+        its campaigns' state, hands its messages over and records their outcomes. What
+        overlaps, so that the store, the SMTP server and this worker wait less on each
+        other:
+
+        - the views of the next ``campaign_read_ahead_handoffs`` hand-offs are read while
+          this one is at the provider (only with the guard watching: see below);
+        - with ``campaign_record_while_sending``, a hand-off's outcomes are recorded while
+          the next one is at the provider. Two hand-offs are then unrecorded at once, so
+          each is half of ``campaign_handoff_size``: a crash still re-sends at most
+          ``campaign_handoff_size`` messages. Records stay one at a time, in order.
+        """
+        size = self.settings.campaign_handoff_size
+        overlap = self.settings.campaign_record_while_sending and size > 1
+        unit = size // 2 if overlap else size
+        chunks = [claimed[start : start + unit] for start in range(0, len(claimed), unit)]
+        # a view read early may miss a "no" that came after it: the guard, asked right
+        # before each message goes, stops those; without it, read right before the hand-off
+        ahead = self.settings.campaign_read_ahead_handoffs if self.guard is not None else 0
+        standings = any(_standings(c) for c in active.values())
+        reads: dict[int, asyncio.Task[_Reads]] = {}
+        handed: list[list[Outcome]] = []  # each hand-off's sent messages, once handed over
+        committed = 0  # hand-offs whose outcomes are on record
+        recording: asyncio.Task[None] | None = None
+
+        def read(index: int) -> asyncio.Task[_Reads]:
+            if index not in reads:
+                reads[index] = asyncio.create_task(
+                    self._views(chunks[index], standings=standings, recorded=committed)
+                )
+            return reads[index]
+
+        async def record(outcomes: list[Outcome], current: Mapping[str, dict[str, Any]]) -> None:
+            nonlocal committed
+            await self._record(outcomes, current)
+            committed += 1
+
+        try:
+            for index, chunk in enumerate(chunks):
+                if ahead:  # this one's read first, if not begun yet, then the next ones'
+                    for later in range(index, min(len(chunks), index + 1 + ahead)):
+                        read(later)
+                outcomes, current = await self._handoff(chunk, partial(read, index), handed)
+                handed.append([o for o in outcomes if o.status is MessageStatus.sent])
+                if index in reads:  # read ahead for a hand-off with nothing left to send
+                    reads[index].cancel()
+                if recording is not None:
+                    await recording  # one record at a time, in order
+                recording = asyncio.create_task(record(outcomes, current))
+                if not overlap:
+                    await recording
+            if recording is not None:
+                await recording
+        finally:
+            # (a failed hand-off: what was read ahead is not needed any more; a record
+            # under way finishes, or what it holds would be sent again)
+            for task in reads.values():
+                task.cancel()
+            await asyncio.gather(*reads.values(), return_exceptions=True)
+            if recording is not None and not recording.done():
+                await asyncio.gather(recording, return_exceptions=True)
+
+    async def _handoff(
+        self,
+        claimed: list[dict[str, Any]],
+        read: Callable[[], Awaitable[_Reads]],
+        handed: list[list[Outcome]],
+    ) -> tuple[list[Outcome], dict[str, dict[str, Any]]]:
+        """One hand-off up to its record: the campaigns' state now, the decisions, the
+        sends. Returns every message's outcome, and the campaigns as read."""
         ids = list({m["campaign_id"] for m in claimed})
         current = await self.campaigns.by_ids(ids)
         outcomes: list[Outcome] = []
@@ -300,17 +413,24 @@ class Dispatcher:
                 outcomes.append(Outcome(message, MessageStatus.queued, now))
             else:
                 outcomes.append(Outcome(message, MessageStatus.cancelled, now))
-        outcomes += await self._send(sendable, current)
-        await self._record(outcomes, current)
+        if sendable:
+            reads = await read()
+            # the hand-offs not on record when the read began may be missing from it:
+            # their sends count for the caps and the rented-file rule all the same
+            _add_sends(reads.views, [o for sent in handed[reads.recorded :] for o in sent])
+            outcomes += await self._send(sendable, current, reads.views)
+        return outcomes, current
 
     async def _send(
-        self, claimed: list[dict[str, Any]], campaigns: Mapping[str, dict[str, Any]]
+        self,
+        claimed: list[dict[str, Any]],
+        campaigns: Mapping[str, dict[str, Any]],
+        views: Mapping[str, _View],
     ) -> list[Outcome]:
-        """Decide each message from messaging's views read now (rules.send_decision), then
-        hand the ones that may go to their provider, concurrently."""
+        """Decide each message from messaging's views (rules.send_decision), then hand the
+        ones that may go to their provider, concurrently."""
         if not claimed:
             return []
-        views = await self._views(claimed, standings=any(_standings(c) for c in campaigns.values()))
         outcomes: list[Outcome] = []
         sends: list[tuple[dict[str, Any], Awaitable[SentSms | None]]] = []
         for message in claimed:
@@ -344,30 +464,29 @@ class Dispatcher:
                     Outcome(message, MessageStatus.queued, now, not_before=decision.until)
                 )
                 continue
-            try:
-                handoff = await self._handoff_of(
-                    campaign, message, view.rules.recipient, now, tracking=view.tracking
-                )
-            except InvalidRecipientAddress as exc:
-                outcomes.append(
-                    Outcome(message, MessageStatus.refused, now, "bad_address", str(exc))
-                )
-                continue
-            except Exception as exc:  # a template that cannot render for this person
-                outcomes.append(
-                    Outcome(message, MessageStatus.failed, now, None, f"not rendered: {exc}")
-                )
-                continue
             view.history.append(PastSend(now, channel))  # the cap counts this one at once
             message["address_hash"] = view.address_hash
             message["per_person_tracking"] = view.tracking
-            sends.append((message, self._guarded(message, handoff)))
+            sends.append(
+                (
+                    message,
+                    self._deliver(campaign, message, view.rules.recipient, now, view.tracking),
+                )
+            )
         results = await asyncio.gather(*(s for _, s in sends), return_exceptions=True)
         for (message, _), result in zip(sends, results, strict=True):
             at = utcnow()
             if isinstance(result, _Blocked):
                 outcomes.append(
                     Outcome(message, MessageStatus.refused, at, result.rule, result.reason)
+                )
+            elif isinstance(result, InvalidRecipientAddress):
+                outcomes.append(
+                    Outcome(message, MessageStatus.refused, at, "bad_address", str(result))
+                )
+            elif isinstance(result, _NotRendered):
+                outcomes.append(
+                    Outcome(message, MessageStatus.failed, at, None, f"not rendered: {result}")
                 )
             elif isinstance(result, DeliveryError):
                 outcomes.append(Outcome(message, MessageStatus.failed, at, None, result.reason))
@@ -378,35 +497,48 @@ class Dispatcher:
                 outcomes.append(Outcome(message, MessageStatus.sent, at, sms=sms))
         return outcomes
 
-    async def _guarded(
-        self, message: Mapping[str, Any], handoff: Awaitable[SentSms | None]
+    async def _deliver(
+        self,
+        campaign: Mapping[str, Any],
+        message: Mapping[str, Any],
+        recipient: Recipient,
+        now: datetime,
+        tracking: bool,
     ) -> SentSms | None:
-        """Hand one message over unless a "no" about it came in since the views were read
-        (the guard is asked once a session is free for it, right before it goes)."""
-        started = False
-        try:
-            async with self._inflight:
-                if self.guard is not None:
-                    rule = self.guard.blocks(
-                        message["contact_id"],
-                        message["channel"],
-                        message["purpose"],
-                        message.get("address_hash"),
-                    )
-                    if rule is not None:
-                        raise _Blocked(rule)
-                started = True
-                return await handoff
-        finally:
-            if not started and asyncio.iscoroutine(handoff):
-                handoff.close()  # never started (blocked, or shut down): nothing went out
+        """Render one message and hand it over once a session is free for it, unless a
+        "no" about it came in since the views were read: the guard is asked right before
+        it goes. Rendering on the session's turn keeps the SMTP server busy with the
+        messages before while this one is built. Raises _Blocked, InvalidRecipientAddress
+        (both refused) or _NotRendered (failed) when it does not go."""
+        async with self._inflight:
+            try:
+                handoff = await self._handoff_of(
+                    campaign, message, recipient, now, tracking=tracking
+                )
+            except InvalidRecipientAddress:
+                raise
+            except Exception as exc:  # a template that cannot render for this person
+                raise _NotRendered(str(exc)) from exc
+            if self.guard is not None:
+                rule = self.guard.blocks(
+                    message["contact_id"],
+                    message["channel"],
+                    message["purpose"],
+                    message.get("address_hash"),
+                )
+                if rule is not None:
+                    if asyncio.iscoroutine(handoff):
+                        handoff.close()  # never started: nothing went out
+                    raise _Blocked(rule)
+            return await handoff
 
     async def _views(
-        self, claimed: list[dict[str, Any]], *, standings: bool = False
-    ) -> dict[str, _View]:
-        """What the rules need of these messages' recipients, read now from messaging's
-        own views: a handful of queries for the whole hand-off. A contact missing from the
-        result was erased or merged away."""
+        self, claimed: list[dict[str, Any]], *, standings: bool = False, recorded: int = 0
+    ) -> _Reads:
+        """What the rules need of these messages' recipients, read from messaging's own
+        views: two rounds of a handful of concurrent queries for the whole hand-off. A
+        contact missing from the result was erased or merged away. ``recorded``: how
+        many hand-offs of the batch were on record when the read began."""
         contact_ids = list({m["contact_id"] for m in claimed})
         recipients = await self.messages.recipients(contact_ids)
         salt = self.settings.suppression_salt
@@ -415,46 +547,37 @@ class Dispatcher:
             for cid, r in recipients.items()
         }
         every_hash = [h for pair in hashes.values() for h in pair if h]
-        suppressed = await self.messages.suppressed_among(every_hash)
         window = self.policies.cap.window
-        # (what no rule of this hand-off needs is not read: a store round trip each)
-        history = (
-            await self.campaigns.sent_since(every_hash, utcnow() - window)
-            if self.policies.cap.enabled
-            else {}
-        )
-        standing_of = (
-            await self.messages.standings(list(recipients), utcnow().date()) if standings else {}
-        )
         rented = [c for c, r in recipients.items() if r.origin_kind == OriginKind.rented_file]
-        asked = (
-            await self.campaigns.asked_for_consent(rented, CONSENT_REQUEST_PURPOSE)
-            if rented
-            else set()
-        )
+        pairs = {(m["channel"], m["purpose"]) for m in claimed}
         # per-person tracking only concerns emails: an SMS hand-off does not read it
-        tracking = (
-            await self.messages.consents_of(
-                contact_ids, Channel.email, self.settings.tracking_purpose
-            )
-            if any(m["channel"] == Channel.email.value for m in claimed)
-            else {}
+        if any(m["channel"] == Channel.email.value for m in claimed):
+            pairs.add((Channel.email.value, self.settings.tracking_purpose))
+        # (what no rule of this hand-off needs is not read: a store round trip each)
+        suppressed, history, standing_of, asked, consents = await asyncio.gather(
+            self.messages.suppressed_among(every_hash),
+            self.campaigns.sent_since(every_hash, utcnow() - window)
+            if self.policies.cap.enabled
+            else _nothing({}),
+            self.messages.standings(list(recipients), utcnow().date())
+            if standings
+            else _nothing({}),
+            self.campaigns.asked_for_consent(rented, CONSENT_REQUEST_PURPOSE)
+            if rented
+            else _nothing(set()),
+            self.messages.consents_among(contact_ids, pairs),
         )
-        consents: dict[str, dict[tuple[str, str], ConsentState]] = {}
-        for channel, purpose in {(m["channel"], m["purpose"]) for m in claimed}:
-            found = await self.messages.consents_of(contact_ids, Channel(channel), purpose)
-            for cid, state in found.items():
-                consents.setdefault(cid, {})[(channel, purpose)] = state
+        tracking_key = (Channel.email.value, self.settings.tracking_purpose)
         views: dict[str, _View] = {}
         for cid, recipient in recipients.items():
             email_key, phone_key = hashes[cid]
             key = email_key or phone_key
-            past = [
-                PastSend(at.replace(tzinfo=at.tzinfo or UTC), Channel(channel))
+            past = {
+                message_id: PastSend(at.replace(tzinfo=at.tzinfo or UTC), Channel(channel))
                 for h in (email_key, phone_key)
                 if h
-                for at, channel in history.get(h, [])
-            ]
+                for message_id, at, channel in history.get(h, [])
+            }
             views[cid] = _View(
                 rules=RecipientView(
                     recipient=recipient,
@@ -466,12 +589,18 @@ class Dispatcher:
                     department=recipient.department,
                     standing=standing_of.get(cid),
                 ),
-                consents=consents.get(cid, {}),
-                history=past,
+                consents={
+                    pair: state
+                    for pair in pairs
+                    if (state := consents.get((cid, *pair))) is not None
+                },
+                history=list(past.values()),
                 address_hash=key,
-                tracking=tracking_allowed(tracking.get(cid)),
+                hashes=frozenset(h for h in (email_key, phone_key) if h),
+                seen=set(past),
+                tracking=tracking_allowed(consents.get((cid, *tracking_key))),
             )
-        return views
+        return _Reads(views, recorded)
 
     async def _handoff_of(
         self,

@@ -32,6 +32,18 @@ INDEXES = [
 ]
 
 
+#: what a dispatcher reads of a claimed message (not the whole intent)
+CLAIMED_FIELDS = {
+    "campaign_id": 1,
+    "contact_id": 1,
+    "channel": 1,
+    "purpose": 1,
+    "variant": 1,
+    "federation_id": 1,
+    "federation_path": 1,
+}
+
+
 class CampaignStore:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -155,22 +167,44 @@ class CampaignStore:
     ) -> list[dict[str, Any]]:
         """Take up to ``limit`` due queued messages of these campaigns: marked ``sending``
         with this claim's token before any provider sees them (the intent is on record).
-        Two workers never take the same message: the update only matches queued ones."""
+        Two workers never take the same message: the update only matches queued ones.
+        Each message comes with the fields a dispatcher sends it with (CLAIMED_FIELDS)."""
         if not campaign_ids or limit <= 0:
             return []
-        due = {
-            "campaign_id": {"$in": list(campaign_ids)},
-            "status": MessageStatus.queued.value,
-            "$or": [{"not_before": None}, {"not_before": {"$lte": now}}],
-        }
-        found = await self.messages.find(due, {"_id": 1}).limit(limit).to_list()
+        # per campaign, the undeferred ones then the deferred ones now due: each query an
+        # equality prefix of the queue's index (campaign_id, status, not_before); one
+        # with $in and $or, as before, is a collection scan on the local store
+        found: list[dict[str, Any]] = []
+        for campaign_id in campaign_ids:
+            for when in (None, {"$lte": now}):
+                if len(found) >= limit:
+                    break
+                due = {
+                    "campaign_id": campaign_id,
+                    "status": MessageStatus.queued.value,
+                    "not_before": when,
+                }
+                found += (
+                    await self.messages.find(due, CLAIMED_FIELDS)
+                    .limit(limit - len(found))
+                    .to_list()
+                )
         if not found:
             return []
-        await self.messages.update_many(
-            {"_id": {"$in": [d["_id"] for d in found]}, "status": MessageStatus.queued.value},
+        ids = [d["_id"] for d in found]
+        result = await self.messages.update_many(
+            {"_id": {"$in": ids}, "status": MessageStatus.queued.value},
             {"$set": {"status": MessageStatus.sending.value, "claim": token, "claimed_at": now}},
         )
-        return await self.messages.find({"claim": token}).to_list()
+        if result.modified_count == len(ids):  # none taken by another worker in between
+            return found
+        # another dispatcher took some of them between the read and the update: only those
+        # with this claim's token are ours (read by _id: the token has no index)
+        mine = {
+            d["_id"]
+            async for d in self.messages.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1})
+        }
+        return [d for d in found if d["_id"] in mine]
 
     async def release_stale(self, claimed_before: datetime) -> int:
         """Messages claimed by a worker that died before recording their outcome go back
@@ -237,9 +271,10 @@ class CampaignStore:
 
     async def sent_since(
         self, address_hashes: Sequence[str], since: datetime
-    ) -> dict[str, list[tuple[datetime, str]]]:
+    ) -> dict[str, list[tuple[str, datetime, str]]]:
         """The marketing messages sent to each address since ``since``, whichever
-        federation's contact it was (the frequency cap is per person): (when, channel)."""
+        federation's contact it was (the frequency cap is per person): (message id, when,
+        channel)."""
         docs = self.messages.find(
             {
                 "address_hash": {"$in": list(address_hashes)},
@@ -249,9 +284,9 @@ class CampaignStore:
             },
             {"address_hash": 1, "sent_at": 1, "channel": 1},
         )
-        out: dict[str, list[tuple[datetime, str]]] = {}
+        out: dict[str, list[tuple[str, datetime, str]]] = {}
         async for d in docs:
-            out.setdefault(d["address_hash"], []).append((d["sent_at"], d["channel"]))
+            out.setdefault(d["address_hash"], []).append((d["_id"], d["sent_at"], d["channel"]))
         return out
 
     async def asked_for_consent(self, contact_ids: Sequence[str], purpose: str) -> set[str]:
