@@ -12,6 +12,7 @@ from typing import Any
 
 import gateway.webapp
 from gateway.webapp.i18n import format_cents, format_date, format_int, format_percent, translator
+from gateway.webapp.screens import GEO_FIELDS, PRESENCE, SEGMENT_EDITORS, TAG_MATCHES, SegmentForm
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 TEMPLATES = Path(gateway.webapp.__file__).parent / "templates"
@@ -49,3 +50,22 @@ def render_page(
         menu=tuple(menu),
         **context,
     )
+
+
+def segment_page(segment: Mapping[str, Any], **over: Any) -> dict[str, Any]:
+    """The context of one segment's page (segment.html) as the screen gives it: the segment,
+    its edit form filled from it, no errors or notice; ``over`` replaces any of it."""
+    return {
+        "active": "segments",
+        "segment": segment,
+        "preview": {"count": 12, "sample": []},
+        "form": SegmentForm.of_segment(dict(segment)),
+        "errors": [],
+        "changed": False,
+        "editors": SEGMENT_EDITORS,
+        "tag_matches": TAG_MATCHES,
+        "geo_fields": GEO_FIELDS,
+        "presence": PRESENCE,
+        "notice": None,
+        **over,
+    }

@@ -11,12 +11,9 @@ import re
 from typing import Any
 
 import pytest
+import webapp_support
 from gateway.webapp.duplicates import changed_labels, display_name, emails_of, field_rows
 from gateway.webapp.screens import (
-    GEO_FIELDS,
-    PRESENCE,
-    SEGMENT_EDITORS,
-    TAG_MATCHES,
     SegmentForm,
     federation_tree,
 )
@@ -115,20 +112,7 @@ def review_page(**over: Any) -> dict[str, Any]:
 
 
 def segment_page(**over: Any) -> dict[str, Any]:
-    return {
-        "active": "segments",
-        "segment": SEGMENT,
-        "preview": {"count": 12, "sample": []},
-        "form": SegmentForm.of_segment(SEGMENT),
-        "errors": [],
-        "changed": False,
-        "editors": SEGMENT_EDITORS,
-        "tag_matches": TAG_MATCHES,
-        "geo_fields": GEO_FIELDS,
-        "presence": PRESENCE,
-        "notice": None,
-        **over,
-    }
+    return webapp_support.segment_page(over.pop("segment", SEGMENT), **over)
 
 
 PAGES = {

@@ -20,7 +20,7 @@ from gateway.webapp.screens import (
     SegmentForm,
     notice_of,
 )
-from webapp_support import render_page
+from webapp_support import render_page, segment_page
 
 NOW = "2026-03-14T10:00:00Z"
 MANAGER = {"id": "u1", "email": "cm@tribune.test", "role": "campaign_manager", "federation_id": "f"}
@@ -202,17 +202,9 @@ def test_the_new_segments_page_says_it_was_created():
     }
     html = render(
         "segment.html",
-        segment=segment,
-        preview={"count": 2, "sample": []},
-        form=SegmentForm.of_segment(segment),
-        errors=[],
-        changed=False,
-        editors=SEGMENT_EDITORS,
-        tag_matches=TAG_MATCHES,
-        geo_fields=GEO_FIELDS,
-        presence=PRESENCE,
-        notice=notice_of("segment_created"),
-        active="segments",
+        **segment_page(
+            segment, preview={"count": 2, "sample": []}, notice=notice_of("segment_created")
+        ),
     )
     assert '<p class="notice" role="status">Segment créé.</p>' in html
     # the edit form is the same form: the same fields, filled
