@@ -65,15 +65,20 @@ def platform(name: str, env: Mapping[str, str]) -> Iterator[RunningStack]:
     def with_run_settings(cfg: StackConfig, environment: str = "development") -> dict[str, str]:
         return {**stack_settings(cfg, environment), **env}
 
+    # (a patch for this run only: the devstack has no parameter for settings that win
+    # over its test defaults yet; restored when the platform stops)
     devstack_platform.stack_env = with_run_settings
-    cfg = StackConfig.for_tests(
-        name=f"{name}-{uuid.uuid4().hex[:6]}", env=os.environ, store_in_memory=False
-    )
-    print(f"starting an isolated platform ({cfg.name}) ...", flush=True)
-    began = now()
-    with RunningStack(cfg, environment="test") as stack:
-        print(f"platform ready in {now() - began:.0f}s", flush=True)
-        yield stack
+    try:
+        cfg = StackConfig.for_tests(
+            name=f"{name}-{uuid.uuid4().hex[:6]}", env=os.environ, store_in_memory=False
+        )
+        print(f"starting an isolated platform ({cfg.name}) ...", flush=True)
+        began = now()
+        with RunningStack(cfg, environment="test") as stack:
+            print(f"platform ready in {now() - began:.0f}s", flush=True)
+            yield stack
+    finally:
+        devstack_platform.stack_env = stack_settings
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], interval: float, what: str) -> None:
