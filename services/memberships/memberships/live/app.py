@@ -17,9 +17,13 @@ absolute states with changelog topics, and the per-federation figures derived fr
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -104,11 +108,16 @@ class LiveFigures:
         # an HMAC, per event otherwise)
         self._keys_of: Callable[[str], tuple[bytes, ...]] = cache(settings.event_keys)
         servers = [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
+        # faust makes its data folder (tables, leader state) even with memory:// tables;
+        # by default in the working directory, where every run and test left one behind.
+        # Nothing in it outlives the process (the changelog topics are the durable part).
+        self._datadir = Path(tempfile.gettempdir()) / f"tribune-memberships-live-{uuid.uuid4().hex}"
         self.app = faust.App(
             settings.topic(settings.live_app_id),
             broker=servers,
             broker_credentials=_credentials(settings),
             store="memory://",
+            datadir=self._datadir,
             # the registry's topics exist (ensure_topics at start); faust declares only
             # its own changelog and assignor topics, with the partitions given here
             topic_allow_declare=True,
@@ -178,7 +187,10 @@ class LiveFigures:
         await self.app.start()
 
     async def stop(self) -> None:
-        await self.app.stop()
+        try:
+            await self.app.stop()
+        finally:
+            shutil.rmtree(self._datadir, ignore_errors=True)
 
     @property
     def ready(self) -> bool:
