@@ -9,10 +9,12 @@ from email import policy
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiosmtplib.email import flatten_message
 from messaging.composer import (
     InvalidRecipientAddress,
     InvalidToken,
     UnsubscribeTokens,
+    build_campaign_email,
     build_email,
     unsubscribe_url,
 )
@@ -120,3 +122,85 @@ def test_an_unusable_address_is_reported(address):
     )
     with pytest.raises(InvalidRecipientAddress):
         make(recipient=bad)
+
+
+# ---------------------------------------------------------------- campaign emails
+
+
+def campaign_email(recipient: Recipient | None = None, **overrides):
+    kwargs = {
+        "message_id": "m9",
+        "mail_from": "Fédération de Paris <news@parti.example.org>",
+        "recipient": recipient
+        or Recipient(
+            contact_id="c42",
+            federation_id="paris",
+            federation_path="/root/paris/",
+            email="zoe.lefevre@example.org",
+            given_name="Zoé",
+            family_name="Lefèvre",
+        ),
+        "subject": "Réunion publique jeudi à 19 h",
+        "text": "Bonjour Zoé,\nRendez-vous jeudi.\n" + "é" * 1200,
+        "html": "<p>Bonjour Zoé,</p><p>Rendez-vous jeudi.</p>",
+        "unsubscribe_link": "https://tribune.example.org/u?token=abc.def",
+        "date": datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+        "campaign_id": "camp-1",
+    }
+    kwargs.update(overrides)
+    return build_campaign_email(**kwargs)
+
+
+def on_the_wire(message):
+    """What the SMTP server receives: the bytes aiosmtplib sends, parsed back."""
+    return email.message_from_bytes(flatten_message(message), policy=policy.default)
+
+
+def test_a_campaign_email_names_sender_and_recipient_in_any_script():
+    received = on_the_wire(campaign_email())
+    sender, to = received["From"].addresses[0], received["To"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == (
+        "Fédération de Paris",
+        "news@parti.example.org",
+    )
+    assert (to.display_name, to.addr_spec) == ("Zoé Lefèvre", "zoe.lefevre@example.org")
+    assert received["Subject"] == "Réunion publique jeudi à 19 h"
+    assert received["Message-ID"] == "<m9@parti.example.org>"
+    assert received["X-Tribune-Message-Id"] == "m9"
+    assert received["Date"].datetime == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert received["List-Unsubscribe"] == "<https://tribune.example.org/u?token=abc.def>"
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert received["Feedback-ID"] == "camp-1:tribune"
+
+
+def test_a_campaign_email_carries_text_and_html_alternatives_unchanged():
+    received = on_the_wire(campaign_email())
+    assert received.get_content_type() == "multipart/alternative"
+    text = received.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    html = received.get_body(("html",)).get_content().replace("\r\n", "\n")
+    # a line longer than SMTP allows (998 bytes) arrives whole, in UTF-8
+    assert text == "Bonjour Zoé,\nRendez-vous jeudi.\n" + "é" * 1200 + "\n"
+    assert html == "<p>Bonjour Zoé,</p><p>Rendez-vous jeudi.</p>\n"
+    raw = flatten_message(campaign_email())
+    assert max(len(line) for line in raw.splitlines()) <= 998
+    assert raw.isascii()  # no 8-bit data: any relay takes it
+
+
+def test_a_campaign_email_without_html_is_plain_text():
+    received = on_the_wire(campaign_email(html=None))
+    assert received.get_content_type() == "text/plain"
+    assert received.get_content().startswith("Bonjour Zoé,")
+
+
+@pytest.mark.parametrize("address", [None, "not-an-address", "two@@example.org"])
+def test_a_campaign_email_to_an_unusable_address_is_refused(address):
+    bad = Recipient(
+        contact_id="c42", federation_id="paris", federation_path="/root/paris/", email=address
+    )
+    with pytest.raises(InvalidRecipientAddress):
+        campaign_email(recipient=bad)
+
+
+def test_a_long_subject_in_any_script_arrives_whole():
+    subject = "Réunion publique de la fédération, jeudi à 19 h, salle Léo-Lagrange " * 3
+    assert on_the_wire(campaign_email(subject=subject))["Subject"] == subject
