@@ -1,6 +1,7 @@
 """Benchmark: a projection consumer's throughput against the store's batched floor.
 
     uv run python bench/consumer_throughput.py [--events 20000] [--sample 2000]
+        [--trickle-rate 150] [--trickle-events 6000]
 
 On a Kafka and a store of its own (free ports, a folder under .local/tests, stopped and
 deleted at the end), with messaging's real contact projection (contact-created events:
@@ -12,7 +13,11 @@ check the processed ids, record them, upsert the projection), in one run:
    partition-parallel), from the first poll until every event is applied;
 3. one by one: the same consumer with batches of one event and one partition at a time
    (how the consumers worked before), on a sample;
-4. store, one per transaction: the floor's work with one transaction per event, on a sample.
+4. store, one per transaction: the floor's work with one transaction per event, on a sample;
+5. trickle: the consumer fed while the events are published, ``--trickle-rate`` events/s
+   (an import publishes a batch at a time, spread over every partition, so a poll brings a
+   few events per partition): how many transactions it took, events per transaction, and
+   how far behind the last publish it finished. With 0, skipped.
 
 It prints events/s for each and the ratio consumer / floor (goal >= 0.5; it was ~0.03).
 """
@@ -146,6 +151,58 @@ async def consumer_rate(envs, label: str, **overrides) -> float:
         await store.close()
 
 
+async def trickle(envs, rate: float) -> dict[str, float]:
+    """messaging's bulk consumer applying ``envs`` while they are published at ``rate``/s."""
+    from messaging.worker import build_worker
+    from prometheus_client import REGISTRY
+    from tribune_shared.bus import EventPublisher, ensure_topics
+    from tribune_shared.events.contracts import Lane
+
+    settings = settings_for("trickle")
+    await ensure_topics(settings)
+    publisher = EventPublisher(settings, producer="contacts")
+    worker = build_worker(settings)
+    [consumer] = [c for c in worker.consumers if c.lane is Lane.bulk]
+    labels = {"service": settings.service_name, "topic": "contact-created"}
+
+    def applied() -> float:
+        ok = labels | {"outcome": "ok"}
+        return REGISTRY.get_sample_value("tribune_events_handled_total", ok) or 0.0
+
+    def transactions() -> float:
+        return REGISTRY.get_sample_value("tribune_consumer_batch_events_count", labels) or 0.0
+
+    before, batches_before = applied(), transactions()
+    await publisher.start()
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        started = time.perf_counter()
+        chunk = max(1, int(rate / 10))  # a chunk every 100 ms
+        for first in range(0, len(envs), chunk):
+            await publisher.publish_many(envs[first : first + chunk])
+            due = started + (first + chunk) / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        published = time.perf_counter()
+        while applied() - before < len(envs):
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        done = time.perf_counter()
+    finally:
+        consumer.request_stop()
+        await task
+        await publisher.stop()
+        await worker.store.client.drop_database(settings.database_name)
+        await worker.store.close()
+    count = transactions() - batches_before
+    return {
+        "trickle_transactions": count,
+        "trickle_per_transaction": len(envs) / max(1.0, count),
+        "trickle_lag_seconds": done - published,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, float]:
     bulk = events(args.events, "bulk")
     sample = events(args.sample, "sample")
@@ -165,6 +222,9 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     figures["consumer_single"] = await consumer_rate(
         sample, "single", consumer_batch_max_records=1, consumer_partition_concurrency=1
     )
+    if args.trickle_rate > 0:
+        os.environ["TRIBUNE_TOPIC_PREFIX"] = prefix + "t."
+        figures |= await trickle(events(args.trickle_events, "trickle"), args.trickle_rate)
     return figures
 
 
@@ -172,6 +232,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--sample", type=int, default=2_000)
+    parser.add_argument("--trickle-rate", type=float, default=150.0)
+    parser.add_argument("--trickle-events", type=int, default=6_000)
     args = parser.parse_args()
     cfg = StackConfig.for_tests(
         name=f"bench-consumer-{uuid.uuid4().hex[:6]}", store_in_memory=False
@@ -193,6 +255,13 @@ def main() -> int:
         f"consumer vs floor: {ratio:.2f}x (goal >= 0.5; before: ~0.03, "
         f"one-by-one in this run: {old_ratio:.2f}x)"
     )
+    if args.trickle_rate > 0:
+        print(
+            f"trickle: {args.trickle_events} events published at {args.trickle_rate:g}/s: "
+            f"{figures['trickle_transactions']:.0f} transactions "
+            f"({figures['trickle_per_transaction']:.1f} events each), the last applied "
+            f"{figures['trickle_lag_seconds']:.1f} s after the last publish"
+        )
     return 0
 
 
