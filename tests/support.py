@@ -211,6 +211,19 @@ def read_collection(
     return run_with_store(settings, work)
 
 
+def audit_entries(
+    settings: ServiceSettings, query: dict, *, count: int = 1, timeout: float = 10.0
+) -> list[dict]:
+    """The gateway's access audit entries matching ``query``, once at least ``count`` are
+    stored: a write is answered before its entry is written (a read only after), so an
+    entry of a write lands a moment after its answer (gateway.service.AccessAudit)."""
+    return eventually(
+        lambda: read_collection(settings, "access_audit", query),
+        lambda docs: len(docs) >= count,
+        timeout=timeout,
+    )
+
+
 async def deliver(
     store: Store, handlers: Subscriptions | Mapping[str, Step], *envelopes: Envelope
 ) -> None:

@@ -4,7 +4,9 @@ the batch holding its document was written.
 Used where many small requests each need one durable write: the gateway's access audit
 (recording a read costs one share of an ``insert_many`` instead of one ``insert_one`` per
 request) and the public forms' intake (a viral petition's submissions share transactions).
-A request still waits until its entry is stored, and is refused if it could not be.
+A request still waits until its entry is stored, and is refused if it could not be;
+one that need not wait (``submit``: an audit entry of a write, whose answer is given
+anyway) only queues its document, up to a bound.
 """
 
 from __future__ import annotations
@@ -33,19 +35,43 @@ class GroupCommit:
         *,
         max_batch: int,
         interval: float = 0.0,
+        max_pending: int | None = None,
         name: str = "group_commit",
     ) -> None:
         self.write_batch = write
         self.max_batch = max_batch
         self.interval = interval
+        #: documents ``submit`` leaves queued without waiting, at most (then it waits)
+        self.max_pending = max_pending if max_pending is not None else 10 * max_batch
         self.name = name
         self._queue: list[tuple[Document, asyncio.Future[None]]] = []
+        self._inflight: list[tuple[Document, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._full: asyncio.Event | None = None
         self._closed = False
 
     async def write(self, doc: Document) -> None:
         """Return once the batch holding ``doc`` is written; raise what its write raised."""
+        # shielded: a cancelled request leaves its entry to be written with the batch
+        await asyncio.shield(self._enqueue(doc))
+
+    async def submit(self, doc: Document) -> None:
+        """Queue ``doc`` to be written with a coming batch, without waiting for it: a
+        failed write is logged (``<name>.write_failed``), not raised. While more than
+        ``max_pending`` documents wait (the store is slow or down), this waits like
+        ``write`` instead, so the queue stays bounded."""
+        done = self._enqueue(doc)
+        if len(self._queue) + len(self._inflight) > self.max_pending:
+            await asyncio.shield(done)
+
+    async def drained(self) -> None:
+        """Return once every document queued before this call is written (or failed):
+        a reader of what was submitted sees it."""
+        waiting = [done for _, done in (*self._inflight, *self._queue)]
+        if waiting:
+            await asyncio.gather(*(asyncio.shield(d) for d in waiting), return_exceptions=True)
+
+    def _enqueue(self, doc: Document) -> asyncio.Future[None]:
         if self._closed:
             raise RuntimeError(f"{self.name} is closed")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -56,8 +82,7 @@ class GroupCommit:
             self._full.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name=self.name)
-        # shielded: a cancelled request leaves its entry to be written with the batch
-        await asyncio.shield(done)
+        return done
 
     async def _drain(self) -> None:
         batch: list[tuple[Document, asyncio.Future[None]]] = []
@@ -69,6 +94,7 @@ class GroupCommit:
                         await asyncio.wait_for(self._full.wait(), self.interval)
                     self._full = None
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                self._inflight = batch
                 try:
                     await self.write_batch([doc for doc, _ in batch])
                 except Exception as exc:
@@ -76,7 +102,7 @@ class GroupCommit:
                     _settle(batch, exc)
                 else:
                     _settle(batch, None)
-                batch = []
+                batch = self._inflight = []
         except BaseException:
             # Cancelled (shutdown): nobody may wait forever, nor take an unwritten entry
             # for a written one.

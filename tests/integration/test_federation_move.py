@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 from gateway.settings import GatewaySettings
-from gateway.store import ACCESS_AUDIT, USERS
+from gateway.store import USERS
 from support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     PASSWORD,
     add_federation,
     add_user,
+    audit_entries,
     bearer,
     read_collection,
     run_with_store,
@@ -96,7 +97,7 @@ def test_a_move_takes_the_subtree_and_its_users_and_says_so_for_each(gateway_api
         ("B bis", moved["path"], moved["path"])
     ]
 
-    entries = read_collection(settings, ACCESS_AUDIT, {"method": "PATCH"})
+    entries = audit_entries(settings, {"method": "PATCH"})
     assert {"federation_id": b["id"], "parent_id": c["id"]} in [e["changes"] for e in entries]
 
 

@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 from gateway.api_keys.store import API_KEYS
-from gateway.store import ACCESS_AUDIT
-from support import PASSWORD, add_federation, add_user, bearer, read_collection
+from support import PASSWORD, add_federation, add_user, audit_entries, bearer, read_collection
 from tribune_shared.auth import verify_identity
 from tribune_shared.store import Store
 
@@ -63,7 +62,7 @@ def test_a_key_is_shown_once_stored_hashed_and_forwarded_as_its_identity(paris):
         assert identity.federation_id == fed["id"] and identity.federation_path == fed["path"]
         assert identity.user_id == f"apikey-{made['id']}"
     # its calls are in the access audit under the key
-    assert read_collection(settings, ACCESS_AUDIT, {"user_id": f"apikey-{made['id']}"})
+    assert audit_entries(settings, {"user_id": f"apikey-{made['id']}"})
 
 
 def test_a_key_reaches_its_routes_only_and_never_the_gateways_administration(paris):
@@ -136,10 +135,8 @@ def test_a_revoked_or_unknown_key_is_refused_and_the_revocation_audited(paris):
         == 401
     )
     assert client.get("/api/v1/contacts", headers={"X-API-Key": "trk_nothing"}).status_code == 401
-    assert read_collection(
-        settings, ACCESS_AUDIT, {"changes.api_key": made["id"], "changes.action": "revoked"}
-    )
-    assert read_collection(settings, ACCESS_AUDIT, {"changes.action": "created", "status": 201})
+    assert audit_entries(settings, {"changes.api_key": made["id"], "changes.action": "revoked"})
+    assert audit_entries(settings, {"changes.action": "created", "status": 201})
 
 
 def test_last_used_is_recorded_without_a_write_per_request(paris, monkeypatch):

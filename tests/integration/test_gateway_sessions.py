@@ -8,8 +8,7 @@ from fastapi.testclient import TestClient
 from gateway.main import create_app
 from gateway.sessions.store import REFRESH_TOKENS, SESSIONS
 from gateway.settings import GatewaySettings
-from gateway.store import ACCESS_AUDIT
-from support import PASSWORD, add_user, read_collection
+from support import PASSWORD, add_user, audit_entries, read_collection
 from support import gateway_tokens as login
 
 pytestmark = pytest.mark.integration
@@ -64,7 +63,7 @@ def test_a_retired_refresh_token_presented_again_revokes_the_whole_session_and_i
     assert client.get("/api/v1/me", headers=auth(second)).status_code == 401
     (session,) = read_collection(settings, SESSIONS)
     assert session["revoked_reason"] == "refresh_token_reused"
-    entries = read_collection(settings, ACCESS_AUDIT, {"changes.session": "refresh_token_reused"})
+    entries = audit_entries(settings, {"changes.session": "refresh_token_reused"})
     assert len(entries) == 1
     assert entries[0]["status"] == 401
     assert entries[0]["target_user_id"] == session["user_id"]
@@ -110,7 +109,7 @@ def test_logout_ends_the_session_its_access_and_refresh_tokens(gateway_api):
         headers=auth(kept),
     )
     assert r.status_code == 401
-    assert read_collection(settings, ACCESS_AUDIT, {"changes.session": "logout"})
+    assert audit_entries(settings, {"changes.session": "logout"})
 
 
 def test_deactivating_a_user_ends_their_sessions_and_reactivation_does_not_revive_them(gateway_api):

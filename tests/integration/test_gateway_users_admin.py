@@ -4,8 +4,7 @@ a cursor, reading one, moving a user, the role rule, and the audit of every chan
 from __future__ import annotations
 
 import pytest
-from gateway.store import ACCESS_AUDIT
-from support import PASSWORD, add_federation, add_user, bearer, read_collection
+from support import PASSWORD, add_federation, add_user, audit_entries, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -114,9 +113,8 @@ def test_moving_a_user_within_the_subtree_changes_what_they_see_and_is_audited(t
         f"/api/v1/users/{ids['lyon']}", json={"federation_id": feds["paris"]}, headers=paris_admin
     )
     assert r.status_code == 404
-    (entry,) = read_collection(
+    (entry,) = audit_entries(
         settings,
-        ACCESS_AUDIT,
         {"target_user_id": ids["bob"], "changes.federation_id": {"$exists": 1}, "status": 200},
     )
     assert entry["changes"] == {"federation_id": feds["paris"], "role": "secretary"}
@@ -131,10 +129,10 @@ def test_every_account_change_is_audited_refusals_too(tree):
         headers=paris_admin,
     )
     client.patch(f"/api/v1/users/{ids['lyon']}", json={"role": "viewer"}, headers=paris_admin)
-    entries = read_collection(
+    entries = audit_entries(
         settings,
-        ACCESS_AUDIT,
         {"target_user_id": {"$in": [ids["carla"], ids["lyon"]]}, "user_id": ids["paris_admin"]},
+        count=3,
     )
     seen = sorted(
         (e["target_user_id"] == ids["carla"], e["status"], str(e["changes"])) for e in entries

@@ -29,8 +29,14 @@ from contacts.settings import ContactsSettings
 from contacts.store import CONTACTS
 from gateway.main import create_app as create_gateway_app
 from gateway.settings import GatewaySettings
-from gateway.store import ACCESS_AUDIT
-from support import ADMIN_EMAIL, ADMIN_PASSWORD, read_collection, run_with_store, serving
+from support import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    audit_entries,
+    read_collection,
+    run_with_store,
+    serving,
+)
 from tribune_shared.bus import ProcessedEvents
 from tribune_shared.events import Envelope
 from tribune_shared.federations import FederationDirectory
@@ -216,7 +222,7 @@ def test_accounts_are_administered_with_the_gateways_rules_and_audit(platform):
     assert "404" in missing["error"]
 
     # every change is in the access audit, under the operator's account
-    audit = read_collection(platform.gateway, ACCESS_AUDIT, {"target_user_id": created["id"]})
+    audit = audit_entries(platform.gateway, {"target_user_id": created["id"]}, count=5)
     changes = [(e["email"], e["changes"]) for e in sorted(audit, key=lambda e: e["at"])]
     assert changes == [
         (ADMIN_EMAIL, {"role": "secretary", "federation_id": paris["id"]}),

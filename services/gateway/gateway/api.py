@@ -188,6 +188,8 @@ async def _record(
             contact_id=contact_id,
             target_user_id=target_user_id,
             changes=changes,
+            # a read waits for its entry (refused without one); a write is answered anyway
+            wait=refuse,
         )
     except Exception as exc:
         log.error("audit.write_failed", path=request.url.path, error=repr(exc))

@@ -596,8 +596,11 @@ class AccessAudit:
     DPO (gateway.audit).
 
     Entries are written in batches (group commit): concurrent requests share one
-    ``insert_many``, and each ``record`` returns only once the batch holding its entry is
-    stored, raising if it could not be (the caller refuses a read then)."""
+    ``insert_many``. ``record`` returns only once the batch holding its entry is stored,
+    raising if it could not be (the caller refuses a read then); with ``wait=False`` (a
+    write, answered whatever becomes of its entry) it returns once the entry is queued,
+    unless ``max_pending_entries`` already wait. Reads of the audit first wait for what
+    is queued, so an entry is there to be read as soon as its request was answered."""
 
     def __init__(
         self,
@@ -605,12 +608,14 @@ class AccessAudit:
         *,
         batch_max_entries: int = 500,
         flush_interval_seconds: float = 0.0,
+        max_pending_entries: int = 5_000,
     ) -> None:
         self.entries = AccessAuditStore(store)
         self.writer = GroupCommit(
             self.entries.append_many,
             max_batch=batch_max_entries,
             interval=flush_interval_seconds,
+            max_pending=max_pending_entries,
             name="gateway.audit",
         )
 
@@ -620,6 +625,7 @@ class AccessAudit:
             store,
             batch_max_entries=settings.audit_batch_max_entries,
             flush_interval_seconds=settings.audit_flush_interval_seconds,
+            max_pending_entries=settings.audit_max_pending_entries,
         )
 
     async def close(self) -> None:
@@ -638,8 +644,9 @@ class AccessAudit:
         contact_id: str | None = None,
         target_user_id: str | None = None,
         changes: Mapping[str, str] | None = None,
+        wait: bool = True,
     ) -> str:
-        """The entry's id, once it is stored."""
+        """The entry's id, once it is stored (``wait``), or once it is queued."""
         now = utcnow()
         entry_id = f"{int(now.timestamp() * 1000):013x}{secrets.token_hex(6)}"
         doc = access_document(
@@ -656,7 +663,10 @@ class AccessAudit:
             target_user_id=target_user_id,
             changes=changes,
         )
-        await self.writer.write(doc)
+        if wait:
+            await self.writer.write(doc)
+        else:
+            await self.writer.submit(doc)
         return entry_id
 
     async def read(
@@ -671,7 +681,10 @@ class AccessAudit:
         cursor: str | None = None,
         limit: int,
     ) -> tuple[list[AccessEntry], str | None]:
-        """The entries of users of the DPO's subtree, newest first, and the next cursor."""
+        """The entries of users of the DPO's subtree, newest first, and the next cursor
+        (the entries of requests already answered included: queued ones are written
+        first)."""
+        await self.writer.drained()
         docs, more = await self.entries.page(
             identity.federation_path,
             contact_id=contact_id,

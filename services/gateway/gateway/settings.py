@@ -181,6 +181,10 @@ class GatewaySettings(ServiceSettings):
     #: how long a batch waits for more entries before it is written; 0: written as soon as
     #: the previous batch is (group commit: entries arriving meanwhile share the next write)
     audit_flush_interval_seconds: float = Field(default=0, ge=0, le=1)
+    #: a write's entry is queued without its request waiting for the batch (the write is
+    #: answered whatever becomes of the entry: a failed batch is logged); while this many
+    #: entries wait (a slow or unreachable store), requests wait for theirs again
+    audit_max_pending_entries: int = Field(default=5_000, ge=1, le=1_000_000)
 
     # ------------------------------------------------------------ read-your-writes
     #: users whose latest consistency token the gateway remembers (least recent forgotten)

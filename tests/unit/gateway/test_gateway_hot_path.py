@@ -284,6 +284,69 @@ class _NoStore:
         return None
 
 
+class GatedInserts:
+    """A store whose batch writes wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict]] = []
+        self.gate = asyncio.Event()
+
+    async def __call__(self, docs: list[dict]) -> None:
+        await self.gate.wait()
+        self.batches.append(docs)
+
+
+async def test_a_submitted_entry_is_queued_without_waiting_for_the_store():
+    inserts = GatedInserts()
+    commit = GroupCommit(inserts, max_batch=10, max_pending=100)
+    # the store does not answer: submit still returns at once
+    await asyncio.wait_for(asyncio.gather(*(commit.submit({"n": n}) for n in range(30))), 1)
+    assert inserts.batches == []
+    inserts.gate.set()
+    await asyncio.wait_for(commit.drained(), 1)  # a reader waits for what was queued
+    assert sorted(d["n"] for b in inserts.batches for d in b) == list(range(30))
+
+
+async def test_past_the_pending_bound_a_submitter_waits_for_its_entry():
+    inserts = GatedInserts()
+    commit = GroupCommit(inserts, max_batch=10, max_pending=5)
+    for n in range(5):
+        await asyncio.wait_for(commit.submit({"n": n}), 1)
+    sixth = asyncio.create_task(commit.submit({"n": 5}))
+    await asyncio.sleep(0.05)
+    assert not sixth.done()  # the queue is full: it waits like a write
+    inserts.gate.set()
+    await asyncio.wait_for(sixth, 1)
+    await commit.drained()
+    assert sorted(d["n"] for b in inserts.batches for d in b) == list(range(6))
+
+
+async def test_a_failed_batch_of_submitted_entries_is_logged_not_raised():
+    inserts = SlowInserts(fail=True)
+    commit = GroupCommit(inserts, max_batch=10)
+    await commit.submit({"n": 1})
+    await commit.drained()  # settled (failed), and nobody is left waiting
+    assert [len(b) for b in inserts.batches] == [1]
+
+
+async def test_a_write_is_answered_before_its_audit_entry_is_stored_a_read_after():
+    audit = AccessAudit(store=_NoStore(), batch_max_entries=100)
+    inserts = GatedInserts()
+    audit.writer.write_batch = inserts
+    identity = make_identity("/root/paris/", Role.secretary)
+    await asyncio.wait_for(
+        audit.record(identity, "POST", "/api/v1/contacts", {}, 201, None, None, wait=False), 1
+    )
+    read = asyncio.create_task(
+        audit.record(identity, "GET", "/api/v1/contacts/c1", {}, 200, None, None)
+    )
+    await asyncio.sleep(0.05)
+    assert not read.done()  # a read waits until its entry is stored
+    inserts.gate.set()
+    await asyncio.wait_for(read, 1)
+    assert [d["action"] for b in inserts.batches for d in b] == ["changed", "viewed"]
+
+
 async def test_a_token_issued_before_the_password_changed_is_refused():
     from tribune_shared.events import utcnow
 
