@@ -24,21 +24,25 @@ SECRET = "unit-test-unsubscribe-secret-0123456789"
 BASE = "https://tribune.example.org/api/v1/unsubscribe"
 
 
+def person(email: str | None, given_name: str = "", family_name: str = "") -> Recipient:
+    """Contact c42 of the Paris federation, as messaging projects it."""
+    return Recipient(
+        contact_id="c42",
+        federation_id="paris",
+        federation_path="/root/paris/",
+        email=email,
+        given_name=given_name,
+        family_name=family_name,
+    )
+
+
 def make(recipient: Recipient | None = None, **overrides):
     tokens = UnsubscribeTokens(SECRET)
     link = unsubscribe_url(BASE, tokens.sign("c42", "news"))
     kwargs = {
         "message_id": "m123",
         "mail_from": "Parti Exemple <news@parti.example.org>",
-        "recipient": recipient
-        or Recipient(
-            contact_id="c42",
-            federation_id="paris",
-            federation_path="/root/paris/",
-            email="ana.martin@example.org",
-            given_name="Ana",
-            family_name="Martin",
-        ),
+        "recipient": recipient or person("ana.martin@example.org", "Ana", "Martin"),
         "subject": "Réunion publique jeudi",
         "text": "Bonjour Ana,\nRendez-vous jeudi à 19h.",
         "unsubscribe_link": link,
@@ -117,9 +121,7 @@ def test_unsubscribe_url_keeps_an_existing_query():
 
 @pytest.mark.parametrize("address", ["not-an-address", "two@@example.org", "a@b@c"])
 def test_an_unusable_address_is_reported(address):
-    bad = Recipient(
-        contact_id="c42", federation_id="paris", federation_path="/root/paris/", email=address
-    )
+    bad = person(address)
     with pytest.raises(InvalidRecipientAddress):
         make(recipient=bad)
 
@@ -131,15 +133,7 @@ def campaign_email(recipient: Recipient | None = None, **overrides):
     kwargs = {
         "message_id": "m9",
         "mail_from": "Fédération de Paris <news@parti.example.org>",
-        "recipient": recipient
-        or Recipient(
-            contact_id="c42",
-            federation_id="paris",
-            federation_path="/root/paris/",
-            email="zoe.lefevre@example.org",
-            given_name="Zoé",
-            family_name="Lefèvre",
-        ),
+        "recipient": recipient or person("zoe.lefevre@example.org", "Zoé", "Lefèvre"),
         "subject": "Réunion publique jeudi à 19 h",
         "text": "Bonjour Zoé,\nRendez-vous jeudi.\n" + "é" * 1200,
         "html": "<p>Bonjour Zoé,</p><p>Rendez-vous jeudi.</p>",
@@ -194,9 +188,7 @@ def test_a_campaign_email_without_html_is_plain_text():
 
 @pytest.mark.parametrize("address", [None, "not-an-address", "two@@example.org"])
 def test_a_campaign_email_to_an_unusable_address_is_refused(address):
-    bad = Recipient(
-        contact_id="c42", federation_id="paris", federation_path="/root/paris/", email=address
-    )
+    bad = person(address)
     with pytest.raises(InvalidRecipientAddress):
         campaign_email(recipient=bad)
 
