@@ -392,10 +392,6 @@ class _Outcome:
     stopped_at: _Deferred | None = None
 
 
-def _tp(record: ConsumerRecord) -> TopicPartition:
-    return TopicPartition(record.topic, record.partition)
-
-
 def _is_outage(exc: BaseException) -> bool:
     # The store (or the vault) cannot be reached: no event is at fault, so nothing is
     # parked; the consumer waits (lag grows and alerts) until it comes back.
@@ -489,12 +485,10 @@ class EventConsumer:
                 )
                 if polled:
                     slots: dict[int, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
-                    concurrency = self.settings.consumer_partition_concurrency
                     for tp, records in sorted(
-                        polled.items(),
-                        key=lambda kv: (self._rank.get(kv[0].topic, len(TOPICS)), kv[0].topic),
+                        polled.items(), key=lambda kv: self._rank.get(kv[0].topic, len(TOPICS))
                     ):
-                        slots.setdefault(tp.partition % concurrency, []).append((tp, records))
+                        slots.setdefault(tp.partition, []).append((tp, records))
                     outcomes = [
                         outcome
                         for finished in await asyncio.gather(
@@ -516,59 +510,31 @@ class EventConsumer:
     async def _slot(
         self, batches: list[tuple[TopicPartition, list[ConsumerRecord]]]
     ) -> list[_Outcome]:
-        """Handle a slot's topics one after the other (in the registry's order), each
-        topic's partitions together.
+        """Handle the batches of one partition number (of every topic) one after the other.
 
-        A slot holds the partition numbers equal modulo the concurrency bound (all of them
-        at the default bound of one). Every topic is keyed by its aggregate id and created
-        with the same partition count, so one person's events sit in the same partition
-        number of every topic: handled in one slot, two batches never write the same
-        person's documents at once (a contact-created batch and a consent-granted batch
-        both moving retention clocks would otherwise lose write conflicts to each other,
-        and re-run, for as long as they overlap). Slots run concurrently."""
+        Every topic is keyed by its aggregate id and created with the same partition count,
+        so one person's events sit in the same partition number of every topic: handled in
+        one slot, two batches never write the same person's documents at once (a
+        contact-created batch and a consent-granted batch both moving retention clocks
+        would otherwise lose write conflicts to each other, and re-run, for as long as they
+        overlap). Slots run concurrently, up to the configured bound."""
         async with self._limit:
-            outcomes: list[_Outcome] = []
-            start = 0
-            while start < len(batches):
-                topic = batches[start][0].topic
-                end = start
-                while end < len(batches) and batches[end][0].topic == topic:
-                    end += 1
-                outcomes += await self._topic(batches[start:end])
-                start = end
-            return outcomes
+            return [await self._partition(tp, records) for tp, records in batches]
 
-    async def _topic(
-        self, batches: list[tuple[TopicPartition, list[ConsumerRecord]]]
-    ) -> list[_Outcome]:
-        """Handle one topic's records of a poll, its partitions in the same transactions.
-
-        A poll brings a few records per partition while a producer trickles (an import
-        publishes a batch at a time, spread over every partition): one transaction per
-        partition paid the transaction's fixed cost (processed ids, projection reads,
-        commit) for 8 events on average, measured during a 5,000-row import. The records
-        of all partitions go together instead, each partition's in its order, in chunks
-        of ``consumer_batch_max_records``. Finished, per partition: all its records, unless
-        shutdown interrupted a store outage (then none, and nothing is committed) or one
-        of its events awaits another topic's fact (then the ones before it; the partition
-        waits there while the others go on)."""
-        records = [r for _, rs in batches for r in rs]
+    async def _partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> _Outcome:
+        """Handle one partition's records in order. Finished: all of them, unless shutdown
+        interrupted a store outage (then none, and nothing is committed) or an event
+        awaits another topic's fact (then the ones before it; the partition waits there)."""
         size = self.settings.consumer_batch_max_records
-        blocked: dict[TopicPartition, _Deferred] = {}
         try:
             for start in range(0, len(records), size):
-                await self._chunk(records[start : start + size], blocked)
+                await self._chunk(tp, records[start : start + size])
         except _Stopping:
-            return [_Outcome(tp, []) for tp, _ in batches]
-        outcomes = []
-        for tp, rs in batches:
-            deferred = blocked.get(tp)
-            if deferred is None:
-                outcomes.append(_Outcome(tp, rs))
-            else:
-                at = deferred.item.record.offset
-                outcomes.append(_Outcome(tp, [r for r in rs if r.offset < at], deferred))
-        return outcomes
+            return _Outcome(tp, [])
+        except _Deferred as deferred:
+            at = deferred.item.record.offset
+            return _Outcome(tp, [r for r in records if r.offset < at], deferred)
+        return _Outcome(tp, records)
 
     # -- events that await another topic's fact
 
@@ -614,18 +580,10 @@ class EventConsumer:
         waited = 0.0 if fresh or held is None else time.monotonic() - held.since
         return waited if waited < self.settings.consumer_dependency_wait_seconds else None
 
-    async def _chunk(
-        self, records: list[ConsumerRecord], blocked: dict[TopicPartition, _Deferred]
-    ) -> None:
-        """One topic's records (of one or more partitions) applied together; ``blocked``:
-        the partitions stopped at an awaiting event, whose later records wait too."""
-        topic = records[0].topic
-        event_type = self._topic_to_type.get(topic, topic)
+    async def _chunk(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        event_type = self._topic_to_type.get(tp.topic, tp.topic)
         items: list[_Item] = []
         for record in records:
-            tp = _tp(record)
-            if tp in blocked:
-                continue
             try:
                 envelope = Envelope.from_bytes(record.value)
             except Exception as exc:  # undecodable: retrying cannot help
@@ -640,13 +598,13 @@ class EventConsumer:
             return
         # Handlers get personal fields in clear (unless the person was erased): one vault
         # read for the batch, outside the transaction.
-        items = await self._opened(items)
+        items = await self._opened(tp, items)
         if not items:
             return
         BATCH_SIZE.labels(self.settings.service_name, event_type).observe(len(items))
-        await self._apply(event_type, items, blocked, attempt=1)
+        await self._apply(tp, event_type, items, attempt=1)
 
-    async def _opened(self, items: list[_Item]) -> list[_Item]:
+    async def _opened(self, tp: TopicPartition, items: list[_Item]) -> list[_Item]:
         """The items with their personal fields opened, one vault read for the batch. If the
         batch read fails for another reason than an outage (a data key wrapped by a KEK
         this process does not hold, a corrupt key), each event is opened alone and the
@@ -659,7 +617,7 @@ class EventConsumer:
         except _Stopping:
             raise
         except Exception:
-            log.warning("consumer.vault_batch_failed", topic=items[0].record.topic, size=len(items))
+            log.warning("consumer.vault_batch_failed", topic=tp.topic, size=len(items))
         kept = []
         for item in items:
             try:
@@ -667,9 +625,7 @@ class EventConsumer:
             except _Stopping:
                 raise
             except Exception as exc:
-                await self._park(
-                    _tp(item.record), item.record, f"personal fields unreadable: {exc!r}", 0
-                )
+                await self._park(tp, item.record, f"personal fields unreadable: {exc!r}", 0)
                 continue
             kept.append(_Item(item.record, envelope))
         return kept
@@ -690,19 +646,10 @@ class EventConsumer:
                 delay *= 2
 
     async def _apply(
-        self,
-        event_type: str,
-        items: list[_Item],
-        blocked: dict[TopicPartition, _Deferred],
-        attempt: int,
+        self, tp: TopicPartition, event_type: str, items: list[_Item], attempt: int
     ) -> None:
         """Apply ``items`` in one transaction; on failure isolate the culprit: split the
-        batch until the failing event stands alone, retry it, then park it. An event that
-        awaits another topic's fact stops its partition (``blocked``): the events behind
-        it in that partition wait with it, the other partitions' are applied."""
-        items = [i for i in items if _tp(i.record) not in blocked]
-        if not items:
-            return
+        batch until the failing event stands alone, retry it, then park it."""
         service = self.settings.service_name
         started = time.perf_counter()
         try:
@@ -711,38 +658,33 @@ class EventConsumer:
             raise
         except Exception as exc:
             if len(items) == 1 and isinstance(exc, Awaiting):
-                tp = _tp(items[0].record)
                 if self._waited(items[0], tp) is not None:
-                    blocked[tp] = _Deferred(items[0], str(exc))
-                    return
+                    raise _Deferred(items[0], str(exc)) from exc
                 waited = self.settings.consumer_dependency_wait_seconds
                 await self._park(tp, items[0].record, f"waited {waited:g} s: {exc!r}", attempt)
                 return
             if len(items) > 1:
                 middle = len(items) // 2
                 log.info(
-                    "consumer.batch_split",
-                    topic=items[0].record.topic,
-                    size=len(items),
-                    error=repr(exc)[:300],
+                    "consumer.batch_split", topic=tp.topic, size=len(items), error=repr(exc)[:300]
                 )
-                await self._apply(event_type, items[:middle], blocked, attempt=1)
-                await self._apply(event_type, items[middle:], blocked, attempt=1)
+                await self._apply(tp, event_type, items[:middle], attempt=1)
+                await self._apply(tp, event_type, items[middle:], attempt=1)
                 return
             if attempt > self.settings.consumer_max_retries:
-                await self._park(_tp(items[0].record), items[0].record, repr(exc), attempt)
+                await self._park(tp, items[0].record, repr(exc), attempts=attempt)
                 return
             HANDLER_RETRIES.labels(service, event_type).inc()
             log.warning(
                 "event.retry",
-                topic=items[0].record.topic,
+                topic=tp.topic,
                 offset=items[0].record.offset,
                 event_id=items[0].envelope.event_id,
                 attempt=attempt,
                 error=repr(exc)[:500],
             )
             await asyncio.sleep(self.settings.consumer_retry_backoff_seconds * attempt)
-            await self._apply(event_type, items, blocked, attempt=attempt + 1)
+            await self._apply(tp, event_type, items, attempt=attempt + 1)
             return
         elapsed = time.perf_counter() - started
         HANDLER_SECONDS.labels(service, event_type).observe(elapsed)
@@ -752,8 +694,10 @@ class EventConsumer:
         # One line per batch (not per event): which correlations it carried, for tracing.
         log.info(
             "events.handled",
-            topic=items[0].record.topic,
-            partitions=sorted({i.record.partition for i in items}),
+            topic=tp.topic,
+            partition=tp.partition,
+            first_offset=items[0].record.offset,
+            last_offset=items[-1].record.offset,
             applied=fresh,
             duplicates=len(items) - fresh,
             duration_ms=round(elapsed * 1000, 1),

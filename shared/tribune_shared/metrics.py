@@ -22,7 +22,7 @@ HANDLER_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram(
     "tribune_consumer_batch_events",
-    "Events per batch handed to the handlers (a topic's partitions together)",
+    "Events per partition batch handed to the handlers",
     ["service", "topic"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
