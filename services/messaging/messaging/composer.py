@@ -10,15 +10,10 @@ the link's page and verifies it with the same secret.
 from __future__ import annotations
 
 from datetime import datetime
-from email.charset import QP, Charset
 from email.errors import HeaderParseError
-from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage, Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
-from email.utils import format_datetime, formataddr, parseaddr
-from functools import cache
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tribune_shared.tokens import TokenError as InvalidToken
@@ -88,77 +83,30 @@ def build_campaign_email(
     unsubscribe_link: str,
     date: datetime,
     campaign_id: str,
-) -> Message:
+) -> EmailMessage:
     """A campaign's email: the rendered template's parts (plain text, and HTML as the
     alternative), with one-click unsubscribe headers (RFC 8058). The template itself
-    carries the visible unsubscribe link (checked when it is saved).
-
-    Built with the stdlib's compat32 classes (``email.mime``), not ``EmailMessage``: a
-    campaign builds one email per recipient, and the modern API parses every header it
-    is given through ``email.headerregistry`` (18 parses per email, about 80 % of the
-    build; measured in bench/campaign_email.py's worker). Here headers are kept as the
-    strings (or RFC 2047 ``Header`` objects for non-ASCII text) they are written as; the
-    recipient's address is still parsed once, to refuse an unusable one. What reaches
-    the SMTP server is the same email (tests/unit/messaging/test_composer.py reparses it).
-    """
-    to = _recipient_address(recipient)
-    body = _text_part("plain", text)
-    if html:
-        message: Message = MIMEMultipart("alternative")
-        message.attach(body)
-        message.attach(_text_part("html", html))
-    else:
-        message = body
-    message["From"] = _sender(mail_from)
-    message["To"] = formataddr((to.display_name, to.addr_spec), charset="utf-8")
-    message["Subject"] = _header("Subject", subject)
-    message["Date"] = format_datetime(date)
-    message["Message-ID"] = f"<{message_id}@{sender_domain(mail_from)}>"
-    message[MESSAGE_ID_HEADER] = message_id
+    carries the visible unsubscribe link (checked when it is saved)."""
+    message = _addressed(message_id, mail_from, recipient, subject, date)
     message["List-Unsubscribe"] = f"<{unsubscribe_link}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     # lets mailbox providers' feedback loops name the campaign without personal data
     message["Feedback-ID"] = f"{campaign_id}:tribune"
+    message.set_content(text if text.endswith("\n") else text + "\n")
+    if html:
+        message.add_alternative(html, subtype="html")
     return message
-
-
-#: UTF-8 bodies as quoted-printable (readable, and what the modern API picks for mostly
-#: ASCII text); the stdlib's own "utf-8" charset would base64 every body
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
-
-
-def _text_part(subtype: str, content: str) -> MIMENonMultipart:
-    part = MIMENonMultipart("text", subtype, charset="utf-8")
-    part.set_payload(content if content.endswith("\n") else content + "\n", _UTF8_QP)
-    return part
-
-
-@cache
-def _sender(mail_from: str) -> str:
-    """The From header: the display name RFC 2047-encoded when it is not ASCII."""
-    return formataddr(parseaddr(mail_from), charset="utf-8")
-
-
-def _header(name: str, value: str) -> str:
-    """A header value as written, RFC 2047-encoded only when it is not ASCII (folded
-    knowing the header's name, which shares the first line)."""
-    return value if value.isascii() else Header(value, "utf-8", header_name=name).encode()
-
-
-def _recipient_address(recipient: Recipient) -> Address:
-    if not recipient.email:
-        raise InvalidRecipientAddress("contact has no email address")
-    try:
-        return Address(display_name=recipient.display_name, addr_spec=recipient.email)
-    except (ValueError, IndexError, HeaderParseError) as exc:  # the parser raises any
-        raise InvalidRecipientAddress(f"invalid email address: {exc}") from exc
 
 
 def _addressed(
     message_id: str, mail_from: str, recipient: Recipient, subject: str, date: datetime
 ) -> EmailMessage:
-    to = _recipient_address(recipient)
+    if not recipient.email:
+        raise InvalidRecipientAddress("contact has no email address")
+    try:
+        to = Address(display_name=recipient.display_name, addr_spec=recipient.email)
+    except (ValueError, IndexError, HeaderParseError) as exc:  # the parser raises any
+        raise InvalidRecipientAddress(f"invalid email address: {exc}") from exc
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = to

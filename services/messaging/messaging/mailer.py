@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from email.message import Message
+from email.message import EmailMessage
 from typing import Protocol
 
 import aiosmtplib
@@ -26,7 +26,7 @@ class DeliveryError(Exception):
 
 
 class Mailer(Protocol):
-    async def send(self, message: Message) -> None:
+    async def send(self, message: EmailMessage) -> None:
         """Hand ``message`` over, or raise DeliveryError."""
         ...
 
@@ -109,7 +109,7 @@ class SmtpMailer:
     def __init__(self, settings: MessagingSettings) -> None:
         self.target = SmtpTarget.primary(settings)
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: EmailMessage) -> None:
         try:
             async with self.target.client() as client:
                 await client.send_message(message)
@@ -139,7 +139,7 @@ class SmtpPool:
             await client.connect()
             return client
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: EmailMessage) -> None:
         if self._bucket is not None:
             await self._bucket.acquire()
         async with self._slots:
@@ -191,7 +191,7 @@ class FailoverMailer:
         targets = [SmtpTarget.primary(settings), SmtpTarget.fallback(settings)]
         return cls([SmtpPool(t, settings.smtp_pool_size) for t in targets if t is not None])
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: EmailMessage) -> None:
         for i, pool in enumerate(self.pools):
             try:
                 await pool.send(message)
