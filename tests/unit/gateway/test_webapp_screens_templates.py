@@ -11,20 +11,16 @@ from gateway.webapp.i18n import format_int
 from gateway.webapp.screens import (
     CAMPAIGN_FIGURES,
     DUPLICATE_MODES,
-    GEO_FIELDS,
     ORIGIN_KINDS,
-    PRESENCE,
     PRIVACY_KINDS,
     PRIVACY_STATUSES,
     SEGMENT_EDITORS,
-    TAG_MATCHES,
     IssueRow,
     IssueRows,
-    SegmentForm,
     federation_tree,
 )
 from gateway.webapp.screens_api import ROLES
-from webapp_support import render_page
+from webapp_support import render_page, segment_page
 
 NOW = "2026-03-14T10:00:00Z"
 FEDERATIONS = [
@@ -179,9 +175,8 @@ PAGES: dict[str, dict[str, Any]] = {
         "notice": "notice.deleted",
         "editors": SEGMENT_EDITORS,
     },
-    "segment.html": {
-        "active": "segments",
-        "segment": {
+    "segment.html": segment_page(
+        {
             "id": "s1",
             "name": "Tract",
             "description": "d",
@@ -189,16 +184,8 @@ PAGES: dict[str, dict[str, Any]] = {
             "version": 1,
             "filter": SEGMENT_FILTER,
         },
-        "preview": {"count": 2, "sample": [{"id": "p1", "given_name": "Léa", "family_name": "M"}]},
-        "form": SegmentForm.of_segment({"name": "Tract", "version": 1, "filter": SEGMENT_FILTER}),
-        "errors": [],
-        "changed": False,
-        "editors": SEGMENT_EDITORS,
-        "tag_matches": TAG_MATCHES,
-        "geo_fields": GEO_FIELDS,
-        "presence": PRESENCE,
-        "notice": None,
-    },
+        preview={"count": 2, "sample": [{"id": "p1", "given_name": "Léa", "family_name": "M"}]},
+    ),
     "campaigns.html": {
         "active": "campaigns",
         "items": [CAMPAIGN, {**CAMPAIGN, "id": "c2", "status": "paused"}],
