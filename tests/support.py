@@ -84,13 +84,17 @@ async def read_topic(
 
 
 async def wait_for(predicate, *, timeout: float = 20.0, interval: float = 0.1):
-    """Poll an async predicate until it returns a truthy value (returned) or time runs out."""
+    """Poll a predicate (async or not) until it returns a truthy value (returned) or time
+    runs out."""
     import asyncio
+    import inspect
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = await predicate()
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if loop.time() > deadline:

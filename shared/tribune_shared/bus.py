@@ -220,6 +220,33 @@ def authenticity_problem(
     return None
 
 
+def trusted_envelopes(
+    records: Iterable[ConsumerRecord], types: Mapping[str, str], keys_of: ProducerKeys
+) -> tuple[list[Envelope], list[tuple[str, str]]]:
+    """The envelopes of these records that can be trusted (``types``: each topic's full
+    name -> its event type; ``authenticity_problem``), and (topic, why) for the others:
+    for the readers of topics that keep a view of their own (nothing to park or retry)."""
+    kept: list[Envelope] = []
+    refused: list[tuple[str, str]] = []
+    for record in records:
+        event_type = types.get(record.topic)
+        try:
+            envelope = Envelope.from_bytes(record.value or b"")
+        except ValueError:
+            refused.append((record.topic, "not an event envelope"))
+            continue
+        problem = (
+            "unknown topic"
+            if event_type is None
+            else authenticity_problem(keys_of, event_type, envelope, record)
+        )
+        if problem is None:
+            kept.append(envelope)
+        else:
+            refused.append((record.topic, problem))
+    return kept, refused
+
+
 class EventPublisher:
     """Idempotent producer (acks=all), signing every event as its service. Services
     publish through their outbox relay.

@@ -28,6 +28,7 @@ __all__ = [
     "Projected",
     "Store",
     "client_options",
+    "insert_absent",
     "is_transient",
     "is_unreachable",
     "set_each",
@@ -258,6 +259,33 @@ async def set_each(
     return matched
 
 
+async def insert_absent(
+    collection, docs: Sequence[dict[str, Any]], *, session: AsyncClientSession | None = None
+) -> list[int]:
+    """Insert the documents whose ``_id`` is not stored yet (the first of a batch's
+    documents with one ``_id``): one read and one ``insert_many`` for the batch. Returns
+    the positions in ``docs`` of those inserted. An upsert per document costs the local
+    store a statement each (about half the rate of this, measured on SecantusDB). In a
+    transaction, a concurrent insert of the same ``_id`` loses a write conflict and the
+    transaction runs again; outside one it raises DuplicateKeyError."""
+    if not docs:
+        return []
+    seen = {
+        d["_id"]
+        async for d in collection.find(
+            {"_id": {"$in": [d["_id"] for d in docs]}}, {"_id": 1}, session=session
+        )
+    }
+    fresh: list[int] = []
+    for position, doc in enumerate(docs):
+        if doc["_id"] not in seen:
+            seen.add(doc["_id"])
+            fresh.append(position)
+    if fresh:
+        await collection.insert_many([docs[i] for i in fresh], session=session)
+    return fresh
+
+
 async def upsert_many_if_newer(
     collection, states: Iterable[Projected], *, session: AsyncClientSession | None = None
 ) -> int:
@@ -278,9 +306,20 @@ async def upsert_many_if_newer(
             {"_id": {"$in": list(newest)}}, {"version": 1}, session=session
         )
     }
+    # aggregates seen for the first time (an import's contacts) are inserted in one
+    # statement; an upsert each cost the local store a statement per document
+    absent = [
+        {**state.fields, "_id": doc_id, "version": state.version}
+        for doc_id, state in newest.items()
+        if doc_id not in stored
+    ]
+    if absent:
+        await collection.insert_many(absent, session=session)
     ops: list[UpdateOne | ReplaceOne] = []
     for doc_id, state in newest.items():
-        current = stored.get(doc_id)
+        if doc_id not in stored:
+            continue
+        current = stored[doc_id]
         if current is not None and current >= state.version:
             continue
         if state.replace:
@@ -297,7 +336,7 @@ async def upsert_many_if_newer(
             )
     if ops:
         await collection.bulk_write(ops, ordered=False, session=session)
-    return len(ops)
+    return len(absent) + len(ops)
 
 
 async def upsert_if_newer(

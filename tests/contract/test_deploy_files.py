@@ -1096,7 +1096,7 @@ def test_network_policies_deny_by_default_and_expose_only_the_gateway() -> None:
     assert backends == {"gateway-api"}
 
 
-def test_only_workers_reach_kafka() -> None:
+def test_only_workers_and_the_apis_that_read_it_reach_kafka() -> None:
     kafka_port = int(
         urlsplit(
             "//"
@@ -1114,7 +1114,10 @@ def test_only_workers_reach_kafka() -> None:
             for rule in policy["spec"].get("egress", [])
             for port in rule.get("ports", [])
         }
-        # the workers, and memberships' live figures (faust consumes Kafka too)
-        is_worker = labels["app.kubernetes.io/component"] in ("worker", "live")
-        assert (kafka_port in ports) is is_worker, deployment["metadata"]["name"]
+        # the workers, memberships' live figures (faust consumes Kafka too) and messaging's
+        # API (its revocation feed: messaging.revocations)
+        reads_kafka = labels["app.kubernetes.io/component"] in ("worker", "live") or (
+            deployment["metadata"]["name"] == "messaging-api"
+        )
+        assert (kafka_port in ports) is reads_kafka, deployment["metadata"]["name"]
         assert 27017 in ports, deployment["metadata"]["name"]

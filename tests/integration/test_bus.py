@@ -279,6 +279,59 @@ async def test_set_each_gives_every_document_its_own_values_in_one_transaction(b
     assert (await coll.find_one({"_id": "m4"}))["status"] == "sending"
 
 
+async def test_insert_absent_and_upserts_insert_the_new_and_leave_or_update_the_stored(bus_kit):
+    """The batch paths that insert what is new in one statement: a document already
+    stored is left alone (``insert_absent``) or updated only by a newer version
+    (``upsert_many_if_newer``), one stored without a version counts as stored, a batch's
+    second document with an ``_id`` is not inserted twice, and all of it rolls back with
+    its transaction."""
+    from tribune_shared.store import Projected, insert_absent, upsert_many_if_newer
+
+    _settings, store, _publisher = bus_kit
+    coll = store["intents"]
+    await coll.insert_one({"_id": "old", "n": 0})
+    docs = [
+        {"_id": "a", "n": 1},
+        {"_id": "old", "n": 2},
+        {"_id": "b", "n": 3},
+        {"_id": "a", "n": 4},
+    ]
+    async with store.transaction() as session:
+        assert await insert_absent(coll, docs, session=session) == [0, 2]
+    assert {d["_id"]: d["n"] async for d in coll.find({})} == {"old": 0, "a": 1, "b": 3}
+
+    view = store["view"]
+    await view.insert_many([{"_id": "v2", "name": "kept", "version": 2}, {"_id": "bare", "x": 1}])
+    states = [
+        Projected("new", 1, {"name": "first"}),
+        Projected("new", 3, {"name": "newest"}),
+        Projected("v2", 1, {"name": "older"}),
+        Projected("bare", 1, {"name": "versioned"}),
+        Projected("gone", 9, {"erased": True}, replace=True),
+    ]
+    async with store.transaction() as session:
+        assert await upsert_many_if_newer(view, states, session=session) == 3
+    got = {d.pop("_id"): d async for d in view.find({})}
+    assert got == {
+        "new": {"name": "newest", "version": 3},
+        "v2": {"name": "kept", "version": 2},
+        "bare": {"x": 1, "name": "versioned", "version": 1},
+        "gone": {"erased": True, "version": 9},
+    }
+
+    class Abort(Exception):
+        pass
+
+    try:
+        async with store.transaction() as session:
+            await insert_absent(coll, [{"_id": "c", "n": 5}], session=session)
+            await upsert_many_if_newer(view, [Projected("w", 1, {})], session=session)
+            raise Abort
+    except Abort:
+        pass
+    assert await coll.find_one({"_id": "c"}) is None and await view.find_one({"_id": "w"}) is None
+
+
 async def test_sigterm_finishes_the_message_in_hand_and_commits_it(bus_kit, isolated_env):
     settings, store, publisher = bus_kit
     group = "g-sigterm"

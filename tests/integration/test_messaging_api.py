@@ -12,10 +12,12 @@ from fastapi.testclient import TestClient
 from messaging.composer import UnsubscribeTokens
 from messaging.handlers import consent_handlers, contact_handlers
 from messaging.main import create_app
+from messaging.revocations import READ
 from messaging.settings import MessagingSettings
 from messaging.store import MessagingStore
-from support import deliver, identity_headers, make_identity
+from support import deliver, eventually, identity_headers, make_identity
 from tribune_shared.auth import Role
+from tribune_shared.bus import EventPublisher
 from tribune_shared.events import Envelope, new_envelope
 from tribune_shared.events.contracts import (
     Channel,
@@ -267,6 +269,67 @@ def test_a_late_grant_does_not_undo_a_newer_revocation(api):
     r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
     assert r.status_code == 201, r.text
     assert len(sink.take()) == 1
+
+
+def publish(settings: MessagingSettings, producer: str, *envelopes: Envelope) -> None:
+    """Publish signed events on Kafka as ``producer`` (no worker applies them here)."""
+
+    async def run():
+        publisher = EventPublisher(settings, producer=producer)
+        await publisher.start()
+        try:
+            await publisher.publish_many(list(envelopes))
+        finally:
+            await publisher.stop()
+
+    asyncio.run(run())
+
+
+def reachable(client, settings, contact_id: str) -> bool:
+    r = client.get(
+        f"/api/v1/messages/reachability/{contact_id}",
+        params={"purpose": "news"},
+        headers=headers(settings),
+    )
+    assert r.status_code == 200, r.text
+    return bool(r.json()["reachable"])
+
+
+def test_a_revocation_read_from_kafka_stops_messages_before_the_view_applies_it(api):
+    """The API's revocation feed (messaging.revocations): a consent-revoked on Kafka is
+    honoured while messaging's own view still says granted; a forged one is not; a grant
+    the view records after it wins again."""
+    client, settings, sink = api
+    handle(settings, contact("ana"), grant("ana"), contact("bob"), grant("bob"))
+    feed = client.app.state.messaging_service.revocations  # type: ignore[attr-defined]
+    eventually(feed.ready.is_set, timeout=30)
+    assert reachable(client, settings, "ana") and reachable(client, settings, "bob")
+
+    # consent-revoked is consent's to publish: from contacts it is refused
+    refused = READ.labels("refused")._value.get()
+    publish(settings, "contacts", revoke("bob", T0 + timedelta(hours=1)))
+    publish(settings, "consent", revoke("ana", T0 + timedelta(hours=1)))
+    eventually(lambda: reachable(client, settings, "ana"), lambda yes: not yes, timeout=10)
+    eventually(lambda: READ.labels("refused")._value.get(), lambda n: n > refused)
+    assert reachable(client, settings, "bob")
+    r = client.post("/api/v1/messages", json=message(), headers=headers(settings))
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == "email consent for purpose 'news' was revoked"
+    assert sink.take() == []
+
+    async def view() -> dict:
+        store = Store(settings)
+        try:
+            state = await MessagingStore(store).consent("ana", Channel.email, "news")
+        finally:
+            await store.close()
+        assert state is not None
+        return {"status": state.status.value}
+
+    assert asyncio.run(view()) == {"status": "granted"}  # the feed said it first
+
+    handle(settings, grant("ana", T0 + timedelta(days=1)))  # granted again, later
+    assert reachable(client, settings, "ana")
 
 
 def test_a_late_contact_version_does_not_overwrite_a_newer_address(api):

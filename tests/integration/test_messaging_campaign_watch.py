@@ -59,7 +59,7 @@ def test_sending_campaigns_are_measured_from_their_last_hand_off(isolated_env):
                 await campaigns.count_stats(
                     {"stuck": {"sent": 1, "queued": -1}}, session, last_sent={"stuck": sent}
                 )
-        stored = await store[CAMPAIGNS].find_one({"_id": "stuck"})
+        stored = (await campaigns.by_ids(["stuck"]))["stuck"]
         return stored, {f.campaign_id: f for f in await CampaignWatch(settings, store).round()}
 
     stored, figures = run_with_store(settings, work)

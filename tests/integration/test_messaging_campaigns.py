@@ -29,6 +29,7 @@ from messaging.campaigns.store import CampaignStore
 from messaging.handlers import consent_handlers, contact_handlers, suppression_handlers
 from messaging.mailer import FailoverMailer
 from messaging.privacy import erasure_handlers
+from messaging.revocations import RevocationFeed
 from messaging.settings import MessagingSettings
 from messaging.sms.providers import build_sms_sender, sms_http_client
 from messaging.store import MESSAGES, MessagingStore
@@ -37,6 +38,7 @@ from support import deliver, make_identity, wait_for
 from tribune_devstack import fake_sms
 from tribune_devstack.stack import find_free_ports
 from tribune_shared.auth import Role
+from tribune_shared.bus import EventPublisher
 from tribune_shared.events import Envelope, new_envelope, utcnow
 from tribune_shared.events.contracts import (
     CampaignAudienceResolvedV1,
@@ -53,7 +55,7 @@ from tribune_shared.events.contracts import (
     SuppressionAddedV1,
 )
 from tribune_shared.store import Store
-from tribune_shared.subscriptions import Subscriptions
+from tribune_shared.subscriptions import Subscriptions, apply_steps
 from tribune_shared.suppression import email_hash
 
 pytestmark = pytest.mark.integration
@@ -236,6 +238,26 @@ class Kit:
             await client.aclose()
 
 
+async def drain_one_at_a_time(
+    kit: Kit, guard: Guard, before_first: Callable[[], Awaitable[None]]
+) -> None:
+    """Drain with the guard watching and one SMTP session, so that each message is checked
+    against the guard once the previous one went; ``before_first`` runs when the first
+    message is about to go (the rest of its hand-off is already decided)."""
+    one_session = kit.settings.model_copy(update={"smtp_pool_size": 1})
+    stop = asyncio.Event()
+    watching = asyncio.create_task(guard.run(stop))
+    try:
+        assert await guard.wait_started(timeout=20)
+        async with kit.dispatcher(
+            email=lambda pool: Tap(pool, before_first), settings=one_session, guard=guard
+        ) as d:
+            await drain(d)
+    finally:
+        stop.set()
+        await watching
+
+
 async def drain(dispatcher: Dispatcher) -> None:
     """Tick until the dispatcher finds nothing more to claim."""
     for _ in range(1000):
@@ -356,7 +378,7 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
     async with kit.dispatcher(email=frozen) as doomed:
         tick = asyncio.create_task(doomed.tick())
         handing = kit.settings.smtp_pool_size
-        await wait_for(lambda: _true(taps[0].sent == handing), timeout=20)
+        await wait_for(lambda: taps[0].sent == handing, timeout=20)
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick
@@ -411,7 +433,7 @@ async def test_recording_while_the_next_handoff_is_sent_keeps_the_crash_window(k
 
     async with kit.dispatcher(email=frozen, settings=overlapping) as doomed:
         tick = asyncio.create_task(doomed.tick())
-        await wait_for(lambda: _true(taps[0].sent == 4), timeout=20)
+        await wait_for(lambda: taps[0].sent == 4, timeout=20)
         await asyncio.sleep(0.5)  # the first hand-off's record
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -428,10 +450,6 @@ async def test_recording_while_the_next_handoff_is_sent_keeps_the_crash_window(k
     duplicates = [mid for mid in handed_over if mid in received]
     assert len(duplicates) == 2 <= kit.settings.campaign_handoff_size
     assert await kit.statuses(second) == {"sent": 12}
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 # ---------------------------------------------------------------- refusals
@@ -486,6 +504,36 @@ async def test_each_rule_refuses_its_recipients_and_is_counted_in_the_stats(kit,
         "frequency_cap": 1,
     }
     assert campaign["status"] == CampaignStatus.completed.value
+
+
+async def test_a_recipient_selected_twice_gets_one_intent_and_one_message(kit, smtp_server):
+    """Recipients arrive in batches; the same person may come twice in one (the audience
+    resumed by another worker) and again later (a redelivery under a new event id)."""
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(3)]
+    campaign_id = await kit.launched()
+
+    def selected(cid: str, position: int) -> Envelope:
+        event = CampaignRecipientSelectedV1(
+            campaign_id=campaign_id, contact_id=cid, position=position
+        )
+        return kit.envelope(event, "contacts")
+
+    batch = [selected(cid, i) for i, cid in enumerate(people)] + [selected(people[0], 0)]
+    async with kit.store.transaction() as session:
+        await apply_steps(kit.handlers.steps("campaign-recipient-selected"), batch, session)
+    await kit.feed(
+        CampaignRecipientSelectedV1(campaign_id=campaign_id, contact_id=people[1], position=1),
+        "contacts",
+    )
+    assert await kit.statuses(campaign_id) == Counter({"queued": 3})
+    stats = (await kit.campaign(campaign_id))["stats"]
+    assert stats["audience"] == 3 and stats["queued"] == 3
+
+    async with kit.dispatcher() as d:
+        await drain(d)
+    assert sorted(message_ids(sink).values()) == [1, 1, 1]
+    assert await kit.statuses(campaign_id) == Counter({"sent": 3})
 
 
 async def test_hand_offs_read_ahead_still_count_the_messages_sent_since_for_the_cap(
@@ -579,26 +627,49 @@ async def test_a_revocation_during_a_handoff_stops_its_messages_not_yet_handed_o
         await deliver(kit.store, kit.handlers, *(kit.revocation(cid) for cid in people))
         await asyncio.sleep(0.5)  # the change stream's delivery, with room to spare
 
-    # one session: each message is checked against the guard once the previous one went
-    one_session = kit.settings.model_copy(update={"smtp_pool_size": 1})
-    guard = Guard(kit.store, memory_seconds=60)
-    stop = asyncio.Event()
-    watching = asyncio.create_task(guard.run(stop))
-    try:
-        assert await guard.wait_started(timeout=20)
-        async with kit.dispatcher(
-            email=lambda pool: Tap(pool, revoke_everyone), settings=one_session, guard=guard
-        ) as d:
-            await drain(d)
-    finally:
-        stop.set()
-        await watching
+    await drain_one_at_a_time(kit, Guard(kit.store, memory_seconds=60), revoke_everyone)
     # the message in the session when the revocations landed went; the 4 others of its
     # hand-off (stopped by the guard) and every later hand-off (refused from the views)
     # did not
     assert len(message_ids(sink)) == 1
     stats = (await kit.campaign(campaign_id))["stats"]
     assert stats["sent"] == 1 and stats["refused_by"] == {"consent_revoked": 19}
+
+
+async def test_revocations_read_from_kafka_stop_a_send_before_the_views_have_them(kit, smtp_server):
+    """The guard also asks the revocation feed (messaging.revocations): revocations only
+    published on Kafka, never applied to messaging's views (its consumer is slow, say),
+    stop the messages not handed over yet, this hand-off's and every later one's."""
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(20)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+    feed = RevocationFeed(kit.settings)
+    stop = asyncio.Event()
+    reading = asyncio.create_task(feed.run(stop))
+    await wait_for(feed.ready.is_set, timeout=30)
+
+    async def revoke_everyone() -> None:
+        publisher = EventPublisher(kit.settings, producer="consent")
+        await publisher.start()
+        try:
+            await publisher.publish_many([kit.revocation(cid) for cid in people])
+        finally:
+            await publisher.stop()
+        keys = [f"{cid}:email:{PURPOSE}" for cid in people]
+        await wait_for(lambda: all(feed.knows(k) for k in keys), timeout=10)
+
+    try:
+        guard = Guard(kit.store, memory_seconds=60, feed=feed)
+        await drain_one_at_a_time(kit, guard, revoke_everyone)
+    finally:
+        stop.set()
+        await reading
+    assert len(message_ids(sink)) == 1
+    stats = (await kit.campaign(campaign_id))["stats"]
+    assert stats["sent"] == 1 and stats["refused_by"] == {"consent_revoked": 19}
+    # the views never heard of it: the feed alone said no
+    assert await kit.store["consents"].count_documents({"status": "revoked"}) == 0
 
 
 # ---------------------------------------------------------------- pause, cancel, breaker

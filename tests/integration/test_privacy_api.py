@@ -309,6 +309,52 @@ def test_an_erasure_fans_out_destroys_the_key_and_closes_when_every_service_answ
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
 
 
+def test_clocks_moved_by_a_batch_equal_the_clocks_moved_one_event_at_a_time(isolated_env):
+    """The consumer hands retention a whole batch: new people are inserted at once, and a
+    batch's later events of the same person (or a person seen before) still move the
+    clocks as if each event came alone."""
+    settings = ConsentSettings()
+    sent = lambda cid, i, at: envelope(  # noqa: E731
+        MessageSentV1(message_id=f"m-{cid}-{i}", contact_id=cid, channel="email", sent_at=at)
+    )
+    granted = envelope(
+        ConsentGrantedV1(
+            contact_id="b", channel="email", purpose="news", source="form", granted_at=T0
+        )
+    )
+    seen_before = envelope(created("seen"), at=T0 - timedelta(days=30))
+    batch = [
+        envelope(created("a", OriginKind.rented_file), at=T0 - timedelta(days=2)),
+        sent("a", 1, T0),
+        sent("a", 2, T0 - timedelta(days=1)),
+        sent("b", 1, T0 + timedelta(days=1)),
+        granted,
+        envelope(created("b"), at=T0 - timedelta(days=5)),
+        sent("seen", 1, T0),
+        envelope(created("c"), at=T0),
+    ]
+
+    def clocks() -> dict[str, dict]:
+        return {d.pop("_id"): d for d in query(settings, RETENTION_CLOCKS, {})}
+
+    handle(settings, seen_before, *batch)
+    one_by_one = clocks()
+
+    async def as_one_batch() -> None:
+        store = Store(settings)
+        await store[RETENTION_CLOCKS].delete_many({})
+        handlers = retention_handlers(PrivacyStore(store))
+        await deliver(store, handlers, seen_before)
+        async with store.transaction() as session:
+            await handlers["message-sent"](batch, session)
+        await store.close()
+
+    asyncio.run(as_one_batch())
+    assert clocks() == one_by_one
+    assert one_by_one["a"]["messages_sent"] == 2 and one_by_one["seen"]["messages_sent"] == 1
+    assert one_by_one["a"]["first_message_at"] == T0 - timedelta(days=1)
+
+
 def test_retention_sweeps_raise_erasures_when_clocks_run_out_and_audit_them(isolated_env):
     settings = ConsentSettings()
     sent = lambda cid, at: envelope(  # noqa: E731

@@ -11,7 +11,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.store import IndexSpec, Store
+from tribune_shared.store import IndexSpec, Store, insert_absent
 
 from consent.privacy import RequestKind, RequestStatus, RetentionRule, retention_cutoff
 from consent.store import CURRENT, LEDGER
@@ -69,6 +69,18 @@ class ClockTouch:
         if self.inc:
             update["$inc"] = self.inc
         return UpdateOne({"_id": self.contact_id}, update, upsert=True)
+
+    def document(self) -> dict[str, Any]:
+        """The clocks of a person not seen before: what ``update`` makes of no document."""
+        return {
+            "_id": self.contact_id,
+            "federation_id": self.federation_id,
+            "federation_path": self.federation_path,
+            **self.set_fields,
+            **self.earliest,
+            **self.latest,
+            **self.inc,
+        }
 
 
 class PrivacyStore:
@@ -185,10 +197,17 @@ class PrivacyStore:
     async def touch_clocks(self, touches: list[ClockTouch], session: AsyncClientSession) -> None:
         """Move people's clocks, a batch in one bulk write; $min/$max/$inc make the result
         independent of the events' order."""
-        if touches:
-            await self.store[RETENTION_CLOCKS].bulk_write(
-                [t.update() for t in touches], ordered=True, session=session
-            )
+        if not touches:
+            return
+        clocks = self.store[RETENTION_CLOCKS]
+        # people seen for the first time (an import's contacts) in one insert; the others,
+        # and a batch's later touches of a new person, as updates in the batch's order
+        inserted = set(
+            await insert_absent(clocks, [t.document() for t in touches], session=session)
+        )
+        updates = [t.update() for i, t in enumerate(touches) if i not in inserted]
+        if updates:
+            await clocks.bulk_write(updates, ordered=True, session=session)
 
     async def clock(self, contact_id: str) -> dict[str, Any] | None:
         return await self.store[RETENTION_CLOCKS].find_one({"_id": contact_id})

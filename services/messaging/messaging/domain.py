@@ -127,6 +127,16 @@ class ConsentState:
     changed_at: datetime
 
 
+def consent_after(consent: ConsentState | None, revoked_at: datetime | None) -> ConsentState | None:
+    """The consent to decide on: the view's, unless a revocation was seen (the revocation
+    feed) at or after it; a revocation wins a tie, as in the view."""
+    if revoked_at is None:
+        return consent
+    if consent is not None and consent.changed_at > revoked_at:
+        return consent  # granted again after that revocation
+    return ConsentState(status=ConsentStatus.revoked, changed_at=revoked_at)
+
+
 @dataclass(frozen=True)
 class ContentLimits:
     subject_max_chars: int

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 from tribune_shared.app import create_service_app, serve
 
@@ -15,6 +17,7 @@ from messaging.feedback.service import FeedbackService
 from messaging.feedback.store import INDEXES as FEEDBACK_INDEXES
 from messaging.mailer import Mailer, SmtpMailer
 from messaging.privacy import router as privacy_router
+from messaging.revocations import RevocationFeed
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.store import INDEXES
@@ -30,8 +33,17 @@ def create_app(settings: MessagingSettings | None = None, mailer: Mailer | None 
     settings = settings or MessagingSettings()
 
     async def on_startup(app: FastAPI) -> None:
+        # the "no"s read straight from Kafka (messaging.revocations): reachability and
+        # sends honour them before the views have applied them
+        feed = RevocationFeed(settings) if settings.revocation_feed_enabled else None
+        app.state.revocations_stop = asyncio.Event()
+        app.state.revocations_task = (
+            asyncio.create_task(feed.run(app.state.revocations_stop), name="revocation_feed")
+            if feed is not None
+            else None
+        )
         app.state.messaging_service = MessagingService(
-            settings, app.state.store, mailer or SmtpMailer(settings)
+            settings, app.state.store, mailer or SmtpMailer(settings), revocations=feed
         )
         app.state.template_service = TemplateService(settings, app.state.store)
         app.state.campaign_service = CampaignService(
@@ -46,6 +58,11 @@ def create_app(settings: MessagingSettings | None = None, mailer: Mailer | None 
 
     async def on_shutdown(app: FastAPI) -> None:
         await app.state.tracking_service.stop()
+        app.state.revocations_stop.set()
+        if (task := app.state.revocations_task) is not None:
+            # it may be waiting on a broker that does not answer: nothing to finish
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     return create_service_app(
         settings,

@@ -44,12 +44,14 @@ from messaging.domain import (
     check_limit,
     check_purpose,
     check_sendable,
+    consent_after,
     refusal,
     tracking_allowed,
 )
 from messaging.mailer import DeliveryError, Mailer
+from messaging.revocations import RevocationFeed
 from messaging.settings import MessagingSettings
-from messaging.store import MessagingStore
+from messaging.store import MessagingStore, consent_key
 
 log = get_logger(__name__)
 
@@ -69,8 +71,11 @@ class MessagingService:
         *,
         messages: MessagingStore | None = None,
         outbox: Outbox | None = None,
+        revocations: RevocationFeed | None = None,
     ) -> None:
         self.settings = settings
+        #: the "no"s read from Kafka before the views apply them (None: the views alone)
+        self.revocations = revocations
         self.store = store
         self.messages = messages or MessagingStore(store)
         self.federations = FederationDirectory(store)
@@ -99,10 +104,8 @@ class MessagingService:
     ) -> tuple[bool, str | None]:
         """Whether a message on ``channel`` for ``purpose`` would be sent now, and why not:
         the very rule ``send`` applies, on messaging's own view."""
-        recipient = await self.messages.find_recipient(identity, contact_id)
-        if recipient is None:
-            raise NotFound("contact not found")
-        consent = await self.messages.consent(contact_id, channel, purpose)
+        recipient = await self._recipient(identity, contact_id)
+        consent = await self._consent(contact_id, channel, purpose)
         try:
             check_sendable(
                 recipient, consent, channel, purpose, suppressed=await self._suppressed(recipient)
@@ -111,9 +114,29 @@ class MessagingService:
             return False, refused.message
         return True, None
 
+    async def _recipient(self, identity: Identity, contact_id: str) -> Recipient:
+        """The contact as messaging's view has it; 404 if unknown, out of scope, or erased
+        (by the view, or by an erasure the revocation feed saw first)."""
+        recipient = await self.messages.find_recipient(identity, contact_id)
+        if recipient is None or (self.revocations and self.revocations.knows(contact_id)):
+            raise NotFound("contact not found")
+        return recipient
+
+    async def _consent(
+        self, contact_id: str, channel: Channel, purpose: str
+    ) -> ConsentState | None:
+        """The view's consent, or a revocation the feed saw after it (messaging.revocations)."""
+        consent = await self.messages.consent(contact_id, channel, purpose)
+        if self.revocations is None:
+            return consent
+        revoked = self.revocations.said_at(consent_key(contact_id, channel, purpose))
+        return consent_after(consent, revoked)
+
     async def _suppressed(self, recipient: Recipient) -> bool:
         """Whether the recipient's address is on the suppression list (a salted hash)."""
         hashed = email_hash(recipient.email, self.settings.suppression_salt)
+        if self.revocations is not None and self.revocations.knows(hashed):
+            return True
         return await self.messages.is_suppressed(hashed)
 
     async def _tracking(self, contact_id: str) -> ConsentState | None:
@@ -147,10 +170,8 @@ class MessagingService:
         check_channel(channel)
         check_purpose(purpose, self.settings.tracking_purpose)
         check_content(subject, text, self.limits)
-        recipient = await self.messages.find_recipient(identity, contact_id)
-        if recipient is None:
-            raise NotFound("contact not found")
-        consent = await self.messages.consent(contact_id, channel, purpose)
+        recipient = await self._recipient(identity, contact_id)
+        consent = await self._consent(contact_id, channel, purpose)
         try:
             check_sendable(
                 recipient, consent, channel, purpose, suppressed=await self._suppressed(recipient)

@@ -341,6 +341,36 @@ class MessagingSettings(ServiceSettings):
         description="how long the guard remembers a revocation it saw (any later hand-off "
         "reads it from the views anyway)",
     )
+    revocation_feed_enabled: bool = Field(
+        default=True,
+        description="read revocations, suppressions and erasures straight from Kafka "
+        "(messaging.revocations), so the API and the campaign guard honour them before "
+        "messaging's views have applied them",
+    )
+    revocation_feed_memory_seconds: float = Field(
+        default=600,
+        ge=10,
+        le=86_400,
+        description="how long the revocation feed remembers what it read (the views apply "
+        "it well within that)",
+    )
+    revocation_feed_max_entries: int = Field(
+        default=200_000,
+        ge=100,
+        le=10_000_000,
+        description="what the revocation feed remembers at most (then it forgets what it "
+        "read longest ago)",
+    )
+    revocation_feed_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=5_000,
+        description="how long the broker may hold the feed's fetch when nothing came",
+    )
+    revocation_feed_retry_seconds: float = Field(default=2, gt=0, le=300)
+    revocation_feed_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="messages the feed takes per poll at most"
+    )
     campaign_claim_timeout_seconds: float = Field(
         default=120,
         ge=5,

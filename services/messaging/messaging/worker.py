@@ -34,6 +34,7 @@ from messaging.monitoring.jobs import CampaignWatch
 from messaging.privacy import erasure_handlers
 from messaging.reminders.handlers import meeting_reminder_handlers
 from messaging.renewals.handlers import renewal_handlers
+from messaging.revocations import RevocationFeed
 from messaging.service import MessagingService
 from messaging.settings import MessagingSettings
 from messaging.sms.providers import build_sms_sender, sms_http_client
@@ -48,7 +49,12 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
     configure_worker_logging(settings)
     store = Store(settings)
     messages = MessagingStore(store)
-    service = MessagingService(settings, store, SmtpMailer(settings), messages=messages)
+    # the "no"s read straight from Kafka (messaging.revocations): the guard and the
+    # transactional sends honour them before the views have applied them
+    feed = RevocationFeed(settings) if settings.revocation_feed_enabled else None
+    service = MessagingService(
+        settings, store, SmtpMailer(settings), messages=messages, revocations=feed
+    )
     indexes = [*INDEXES, *CAMPAIGN_INDEXES, *FEEDBACK_INDEXES]
     # a moved federation's documents follow it (tribune_shared.federations); the API's
     # collections too
@@ -82,7 +88,7 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
             email=pool,
             sms=sms if sms.providers else None,
             launch=campaigns.launch_due,
-            guard=Guard(store, memory_seconds=settings.campaign_guard_memory_seconds),
+            guard=Guard(store, memory_seconds=settings.campaign_guard_memory_seconds, feed=feed),
         )
         try:
             await dispatcher.run(stop)
@@ -96,6 +102,8 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         early_receipts_task(FeedbackService(settings, store)),
         federations.task(),
     ]
+    if feed is not None:
+        tasks.append(feed.run)
     if settings.campaign_watch_interval_seconds > 0:  # stalled-campaign gauges
         tasks.append(CampaignWatch(settings, store).task())
     return Worker(

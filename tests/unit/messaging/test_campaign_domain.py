@@ -9,6 +9,7 @@ from messaging.campaigns.domain import (
     Action,
     BreakerPolicy,
     CampaignStatus,
+    add_stats,
     breaker_reason,
     check_schedule,
     message_id,
@@ -140,3 +141,17 @@ def test_an_ab_subject_test_compares_versions_that_differ_only_in_their_subject(
             check_ab_versions(a, b)
         assert reason in bad.value.message
         assert bad.value.field == "ab_test.template_version_b"
+
+
+def test_statistics_shards_add_up_nested_counters_and_keep_the_campaigns_own():
+    own = {"sent": 4, "refused_by": {"no_consent": 1}}
+    total = add_stats({}, own)
+    add_stats(total, {"sent": 3, "queued": -3, "refused_by": {"no_consent": 1, "suppressed": 2}})
+    add_stats(total, {"ab": {"a": {"sent": 1}}, "queued": 5})
+    assert total == {
+        "sent": 7,
+        "queued": 2,
+        "refused_by": {"no_consent": 2, "suppressed": 2},
+        "ab": {"a": {"sent": 1}},
+    }
+    assert own == {"sent": 4, "refused_by": {"no_consent": 1}}  # the shards' reader's copy

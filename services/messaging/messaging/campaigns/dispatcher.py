@@ -400,7 +400,7 @@ class Dispatcher:
         """One hand-off up to its record: the campaigns' state now, the decisions, the
         sends. Returns every message's outcome, and the campaigns as read."""
         ids = list({m["campaign_id"] for m in claimed})
-        current = await self.campaigns.by_ids(ids)
+        current = await self.campaigns.by_ids(ids, with_stats=False)  # its state only
         outcomes: list[Outcome] = []
         sendable: list[dict[str, Any]] = []
         now = utcnow()

@@ -48,6 +48,18 @@ TRANSITIONS: Mapping[Action, tuple[frozenset[CampaignStatus], CampaignStatus]] =
 LAUNCHED = frozenset({_S.sending, _S.paused, _S.completed, _S.cancelled, _S.failed})
 
 
+def add_stats(into: dict[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """Add one shard of a campaign's statistics to ``into`` (nested counters, as ``$inc``
+    on dotted names makes them: ``{"refused_by": {"no_consent": 2}}``)."""
+    for key, value in more.items():
+        if isinstance(value, Mapping):
+            held = into.get(key)
+            into[key] = add_stats(dict(held) if isinstance(held, Mapping) else {}, value)
+        else:
+            into[key] = into.get(key, 0) + value
+    return into
+
+
 def transition(current: CampaignStatus, action: Action) -> CampaignStatus:
     """The state ``action`` leads to from ``current``, or 409 saying why not."""
     sources, target = TRANSITIONS[action]

@@ -24,6 +24,7 @@ from pymongo.errors import PyMongoError
 from tribune_shared.logging import get_logger
 from tribune_shared.store import Store
 
+from messaging.revocations import RevocationFeed
 from messaging.store import CONSENTS, CONTACTS, SUPPRESSED, consent_key
 
 log = get_logger(__name__)
@@ -58,9 +59,14 @@ _WATCHES: list[tuple[str, list[dict[str, Any]], Callable[[dict[str, Any]], str |
 
 
 class Guard:
-    def __init__(self, store: Store, *, memory_seconds: float) -> None:
+    def __init__(
+        self, store: Store, *, memory_seconds: float, feed: RevocationFeed | None = None
+    ) -> None:
         self.store = store
         self.memory_seconds = memory_seconds
+        #: the same "no"s read straight from Kafka (messaging.revocations), which come
+        #: before the views apply them when the store is busy; run by the worker
+        self.feed = feed
         self._seen: dict[str, float] = {}  # key -> when it was seen (monotonic)
         self._watching: dict[str, bool] = {name: False for name, _, _ in _WATCHES}
         self._started = asyncio.Event()
@@ -74,11 +80,15 @@ class Guard:
     ) -> str | None:
         """The rule of a "no" about this message that came in since its hand-off read the
         views (None: nothing came)."""
-        if consent_key(contact_id, channel, purpose) in self._seen:
+        feed = self.feed
+        key = consent_key(contact_id, channel, purpose)
+        if key in self._seen or (feed is not None and feed.knows(key)):
             return "consent_revoked"
-        if address_hash is not None and address_hash in self._seen:
+        if address_hash is not None and (
+            address_hash in self._seen or (feed is not None and feed.knows(address_hash))
+        ):
             return "suppressed"
-        if contact_id in self._seen:
+        if contact_id in self._seen or (feed is not None and feed.knows(contact_id)):
             return "erased"
         return None
 

@@ -54,7 +54,7 @@ def campaign_handlers(store: Store) -> dict[str, Handler | Batch]:
         # audience on its own
         gone = {cid for cid, d in known.items() if d.get("erased") or d.get("merged_into")}
         wanted = {ev.campaign_id for _, ev in events}
-        known = await campaigns.by_ids(list(wanted), session)
+        known = await campaigns.by_ids(list(wanted), session, with_stats=False)
         now = utcnow()
         intents: list[dict[str, Any]] = []
         # "selected": recipient events seen (a campaign completes once it has seen as many

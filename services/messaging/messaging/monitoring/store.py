@@ -12,7 +12,7 @@ from typing import Any
 from tribune_shared.store import Store
 
 from messaging.campaigns.domain import CampaignStatus
-from messaging.campaigns.store import CAMPAIGNS
+from messaging.campaigns.store import CAMPAIGNS, CampaignStore
 from messaging.domain import MessageStatus
 from messaging.store import MESSAGES
 
@@ -22,12 +22,19 @@ FIELDS = {"_id": 1, "launched_at": 1, "last_sent_at": 1, "audit.resume": 1, "aud
 class CampaignWatchStore:
     def __init__(self, store: Store) -> None:
         self.campaigns = store[CAMPAIGNS]
+        self.counts = CampaignStore(store)
         self.messages = store[MESSAGES]
 
     async def sending(self, limit: int) -> list[dict[str, Any]]:
         """Campaigns in the sending state, oldest first, at most ``limit``."""
         query = {"status": CampaignStatus.sending.value}
-        return await self.campaigns.find(query, FIELDS).sort("_id", 1).limit(limit).to_list()
+        docs = await self.campaigns.find(query, FIELDS).sort("_id", 1).limit(limit).to_list()
+        # counted in the campaign's statistics shards (a campaign of before them: on itself)
+        last = await self.counts.last_sent([d["_id"] for d in docs])
+        for d in docs:
+            if (at := last.get(d["_id"])) is not None:
+                d["last_sent_at"] = max(at, d.get("last_sent_at") or at)
+        return docs
 
     async def with_due_messages(self, campaign_ids: Sequence[str], now: datetime) -> set[str]:
         """Which of these campaigns have a queued message due now (as a dispatcher would
