@@ -188,6 +188,18 @@ def test_kubernetes_workers_sign_in_as_their_service_and_apis_hold_no_kafka_secr
     ca = volumes[mounts[str(cafile.parent)]]["secret"]
     assert [i["path"] for i in ca["items"]] == [cafile.name], "the CA file is mounted"
     api = k8s_environment(k8s_object("Deployment", f"{svc}-api"))
+    if svc == "messaging":
+        # its revocation feed reads (never publishes) as messaging, and verifies consent's
+        # signatures: its user and consent's key only, never its own signing key
+        from messaging.revocations import FEED_TOPICS
+
+        settings = build_settings(settings_class(svc), api, monkeypatch)
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_username == svc and settings.kafka_sasl_password
+        assert all(settings.event_keys(TOPICS[t].owner) for t in FEED_TOPICS)
+        signing = [k for k in api if k.startswith("TRIBUNE_EVENT_SIGNING_KEYS")]
+        assert signing == ["TRIBUNE_EVENT_SIGNING_KEYS__CONSENT"], signing
+        return
     leaked = [k for k in api if "KAFKA_SASL" in k or k.startswith("TRIBUNE_EVENT_SIGNING_KEYS")]
     assert not leaked, f"{svc}-api publishes nothing: it needs no Kafka secret ({leaked})"
 
