@@ -52,7 +52,7 @@ from tribune_shared.metrics import (
     HANDLER_SECONDS,
 )
 from tribune_shared.settings import Environment, ServiceSettings
-from tribune_shared.store import Store
+from tribune_shared.store import Store, insert_absent
 from tribune_shared.subscriptions import Awaiting, Batch, Handler, Step, apply_steps
 from tribune_shared.vault import vault_for
 
@@ -220,33 +220,6 @@ def authenticity_problem(
     return None
 
 
-def trusted_envelopes(
-    records: Iterable[ConsumerRecord], types: Mapping[str, str], keys_of: ProducerKeys
-) -> tuple[list[Envelope], list[tuple[str, str]]]:
-    """The envelopes of these records that can be trusted (``types``: each topic's full
-    name -> its event type; ``authenticity_problem``), and (topic, why) for the others:
-    for the readers of topics that keep a view of their own (nothing to park or retry)."""
-    kept: list[Envelope] = []
-    refused: list[tuple[str, str]] = []
-    for record in records:
-        event_type = types.get(record.topic)
-        try:
-            envelope = Envelope.from_bytes(record.value or b"")
-        except ValueError:
-            refused.append((record.topic, "not an event envelope"))
-            continue
-        problem = (
-            "unknown topic"
-            if event_type is None
-            else authenticity_problem(keys_of, event_type, envelope, record)
-        )
-        if problem is None:
-            kept.append(envelope)
-        else:
-            refused.append((record.topic, problem))
-    return kept, refused
-
-
 class EventPublisher:
     """Idempotent producer (acks=all), signing every event as its service. Services
     publish through their outbox relay.
@@ -331,24 +304,10 @@ class ProcessedEvents:
     ) -> list[Envelope]:
         """The envelopes not applied before (nor earlier in this batch), recorded as applied
         in ``session``: one read and one insert for the whole batch."""
-        keys = [self.key(e.event_id) for e in envelopes]
-        processed = self.store[self.collection]
-        seen = {
-            d["_id"]
-            async for d in processed.find({"_id": {"$in": keys}}, {"_id": 1}, session=session)
-        }
-        fresh: list[Envelope] = []
-        for key, envelope in zip(keys, envelopes, strict=True):
-            if key not in seen:
-                seen.add(key)
-                fresh.append(envelope)
-        if fresh:
-            now = utcnow()
-            await processed.insert_many(
-                [{"_id": self.key(e.event_id), "at": now, "type": e.type} for e in fresh],
-                session=session,
-            )
-        return fresh
+        now = utcnow()
+        docs = [{"_id": self.key(e.event_id), "at": now, "type": e.type} for e in envelopes]
+        fresh = await insert_absent(self.store[self.collection], docs, session=session)
+        return [envelopes[i] for i in fresh]
 
     async def applied(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids were applied (committed) by this group."""

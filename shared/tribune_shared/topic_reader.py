@@ -14,7 +14,12 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer
 
-from tribune_shared.bus import ProducerKeys, ensure_topics, kafka_options, trusted_envelopes
+from tribune_shared.bus import (
+    ProducerKeys,
+    authenticity_problem,
+    ensure_topics,
+    kafka_options,
+)
 from tribune_shared.events import Envelope
 from tribune_shared.events.contracts import TOPICS
 from tribune_shared.logging import get_logger
@@ -85,10 +90,26 @@ class TopicReader:
         )
 
     def decode(self, records: list) -> list[Envelope]:
-        kept, refused = trusted_envelopes(records, self._types, self._keys_of)
-        for topic, problem in refused:
-            self.refused.inc()
-            log.warning(f"{self.name}.refused", topic=topic, problem=problem)
+        """The envelopes that can be trusted (``authenticity_problem``); the others are
+        counted and logged with the reason."""
+        kept: list[Envelope] = []
+        for record in records:
+            event_type = self._types.get(record.topic)
+            try:
+                envelope = Envelope.from_bytes(record.value or b"")
+            except ValueError:
+                problem: str | None = "not an event envelope"
+            else:
+                problem = (
+                    "unknown topic"
+                    if event_type is None
+                    else authenticity_problem(self._keys_of, event_type, envelope, record)
+                )
+            if problem is None:
+                kept.append(envelope)
+            else:
+                self.refused.inc()
+                log.warning(f"{self.name}.refused", topic=record.topic, problem=problem)
         return kept
 
     async def run(self, stop: asyncio.Event) -> None:

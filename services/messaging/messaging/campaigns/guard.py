@@ -80,17 +80,17 @@ class Guard:
     ) -> str | None:
         """The rule of a "no" about this message that came in since its hand-off read the
         views (None: nothing came)."""
-        feed = self.feed
-        key = consent_key(contact_id, channel, purpose)
-        if key in self._seen or (feed is not None and feed.knows(key)):
+        if self._said(consent_key(contact_id, channel, purpose)):
             return "consent_revoked"
-        if address_hash is not None and (
-            address_hash in self._seen or (feed is not None and feed.knows(address_hash))
-        ):
+        if address_hash is not None and self._said(address_hash):
             return "suppressed"
-        if contact_id in self._seen or (feed is not None and feed.knows(contact_id)):
+        if self._said(contact_id):
             return "erased"
         return None
+
+    def _said(self, key: str) -> bool:
+        """A "no" under ``key`` seen by the change streams, or read by the feed first."""
+        return key in self._seen or (self.feed is not None and self.feed.knows(key))
 
     async def run(self, stop: asyncio.Event) -> None:
         watches = {name: (pipeline, key) for name, pipeline, key in _WATCHES}
