@@ -98,7 +98,9 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0, le=60)
     # 100: measured under a 5,000-row import, a smaller batch holds the local store (which
     # runs one command at a time) for less time per command, so an urgent event's commands
-    # queue less behind it; the fetch below keeps batches full.
+    # queue less behind it; the fetch below keeps batches full. 500 was measured against it
+    # back to back (README, issue 8's table): the digest ran 3.61x the import against 1.75x
+    # and revocations during it p99 9.6 s against 2.1 s.
     consumer_batch_max_records: int = Field(
         default=100, ge=1, le=10_000, description="records per poll and per partition batch"
     )
