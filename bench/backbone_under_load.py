@@ -261,7 +261,7 @@ class Backlog:
     """Where the consumers of contact events stand, from Kafka: each service's (bulk lane)
     group's committed offsets against the contact topics' end offsets. Committed offsets
     are exact (a worker commits after the transaction that applied the batch); the
-    workers' tribune_consumer_lag gauge is only refreshed after each poll."""
+    workers' tribune_consumer_lag gauge is refreshed at most every CONSUMER_LAG_REPORT_SECONDS."""
 
     def __init__(self, cfg: StackConfig) -> None:
         self.bootstrap = cfg.kafka_bootstrap

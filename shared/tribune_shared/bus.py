@@ -446,6 +446,7 @@ class EventConsumer:
         self._rank = {settings.topic(t): i for i, t in enumerate(TOPICS)}
         self._stopping = asyncio.Event()
         self._limit = asyncio.Semaphore(settings.consumer_partition_concurrency)
+        self._lag_due = 0.0  # monotonic time of the next lag refresh
         self.ready = asyncio.Event()
         for event_type in self.steps:  # series exist at 0, so the first DLQ message is an increase
             DLQ_MESSAGES.labels(settings.service_name, event_type)
@@ -489,7 +490,7 @@ class EventConsumer:
                         await self.consumer.commit(offsets)
                     for outcome in outcomes:
                         self._hold(outcome)
-                await self._report_lag()
+                await self._report_lag_when_due()
         finally:
             await self.consumer.stop()
 
@@ -720,6 +721,12 @@ class EventConsumer:
         DLQ_MESSAGES.labels(self.settings.service_name, event_type).inc()
         EVENTS_HANDLED.labels(self.settings.service_name, event_type, "dlq").inc()
         log.error("event.parked_on_dlq", topic=tp.topic, offset=record.offset, error=error)
+
+    async def _report_lag_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._lag_due:
+            self._lag_due = now + self.settings.consumer_lag_report_seconds
+            await self._report_lag()
 
     async def _report_lag(self) -> None:
         for tp in self.consumer.assignment():

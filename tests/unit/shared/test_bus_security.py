@@ -164,3 +164,63 @@ async def test_a_worker_without_the_owners_key_refuses_to_start():
             )
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("interval", "refreshes"), [(300.0, 1), (0.0, 5)])
+async def test_the_lag_gauge_is_refreshed_once_per_interval(interval: float, refreshes: int):
+    """The consumer's lag (high watermark - position, per assigned partition) reaches
+    /metrics on the configured interval, not on every poll of a busy loop (0: every poll)."""
+    from aiokafka import TopicPartition
+    from prometheus_client import REGISTRY
+    from tribune_shared.bus import EventConsumer
+    from tribune_shared.store import Store
+
+    async def ignore(envelope, session) -> None:
+        return None
+
+    polls = 5
+    settings = DemoSettings(
+        environment=Environment.development, consumer_lag_report_seconds=interval
+    )
+    store = Store(settings)
+    try:
+        consumer = EventConsumer(
+            settings,
+            store,
+            group=f"lag-{refreshes}",
+            handlers={"contact-created": ignore},
+            dlq_publisher=None,  # type: ignore[arg-type]  # nothing is parked here
+        )
+        tp = TopicPartition("contact-created", 0)
+        positions = iter(range(100))
+        asked: list[int] = []
+
+        async def getmany(**_):
+            asked.append(1)
+            if len(asked) >= polls:
+                consumer.request_stop()
+            return {}
+
+        async def position(_tp):
+            return next(positions)
+
+        async def stop():
+            return None
+
+        consumer.consumer = SimpleNamespace(  # type: ignore[assignment]
+            getmany=getmany,
+            assignment=lambda: {tp},
+            highwater=lambda _tp: 100,
+            position=position,
+            paused=lambda: set(),
+            stop=stop,
+        )
+        await consumer.run()
+        assert len(asked) == polls
+        # each refresh read one position: 100 - the last one read is what /metrics shows
+        shown = REGISTRY.get_sample_value(
+            "tribune_consumer_lag", {"group": consumer.group, "topic": tp.topic, "partition": "0"}
+        )
+        assert shown == 100 - (refreshes - 1)
+    finally:
+        await store.close()
