@@ -349,6 +349,18 @@ class _Stopping(Exception):
     """The store stayed unreachable until shutdown: leave the batch uncommitted."""
 
 
+def _waiting_at(items: list[_Item], awaiting: Awaiting) -> int | None:
+    """The index of the event that waits (the only one of a batch of one; the one the
+    handler named), or None: the batch is split to find it."""
+    if len(items) == 1:
+        return 0
+    if awaiting.event_id is None:
+        return None
+    return next(
+        (i for i, item in enumerate(items) if item.envelope.event_id == awaiting.event_id), None
+    )
+
+
 class _Deferred(Exception):
     """An event awaits another topic's fact (``Awaiting``): its partition stops at it."""
 
@@ -644,11 +656,16 @@ class EventConsumer:
         except _Stopping:
             raise
         except Exception as exc:
-            if len(items) == 1 and isinstance(exc, Awaiting):
-                if self._waited(items[0], tp) is not None:
-                    raise _Deferred(items[0], str(exc)) from exc
+            if isinstance(exc, Awaiting) and (at := _waiting_at(items, exc)) is not None:
+                # the events before the waiting one are ready: one transaction for them
+                if at > 0:
+                    await self._apply(tp, event_type, items[:at], attempt=1)
+                if self._waited(items[at], tp) is not None:
+                    raise _Deferred(items[at], str(exc)) from exc
                 waited = self.settings.consumer_dependency_wait_seconds
-                await self._park(tp, items[0].record, f"waited {waited:g} s: {exc!r}", attempt)
+                await self._park(tp, items[at].record, f"waited {waited:g} s: {exc!r}", attempt)
+                if rest := items[at + 1 :]:
+                    await self._apply(tp, event_type, rest, attempt=1)
                 return
             if len(items) > 1:
                 middle = len(items) // 2

@@ -40,7 +40,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "kafka", "pymongo", "faust", "mode"):
+    # (httpx logs every request at info: one line per SMS a campaign sends)
+    for noisy in ("aiokafka", "kafka", "pymongo", "faust", "mode", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(service=service)
 

@@ -224,6 +224,55 @@ async def test_an_event_whose_awaited_fact_never_comes_is_parked_after_the_wait(
     assert b"waited 1 s" in dict(parked.headers)["dlq_error"]
 
 
+async def test_a_batch_handler_naming_its_waiting_event_applies_the_ones_before_it_at_once(
+    bus_kit,
+):
+    """A batch of 60 whose 41st event awaits another topic's fact: the 40 before it are
+    applied in one transaction (not in the halves of a split), the partition waits at the
+    41st, and once the fact comes the rest follow, each event applied once."""
+    settings, store, publisher = bus_kit
+    keys = [f"w{i:02d}" for i in range(60)]
+    needed = keys[40]
+    await publish(publisher, settings, [updated(k, 2, "x") for k in keys], partition=4)
+    applied_calls: list[list[str]] = []
+
+    async def project(envelopes, session):
+        if not await store["facts"].find_one({"_id": "cause"}, session=session):
+            waiting = next((e for e in envelopes if e.key == needed), None)
+            if waiting is not None:
+                raise Awaiting("the cause is not known yet", event_id=waiting.event_id)
+        await store["effects"].bulk_write(
+            [UpdateOne({"_id": e.key}, {"$inc": {"applied": 1}}, upsert=True) for e in envelopes],
+            session=session,
+        )
+        applied_calls.append([e.key for e in envelopes])
+
+    async def on_created(envelope, session):
+        await store["facts"].insert_one({"_id": envelope.key}, session=session)
+
+    consumer = EventConsumer(
+        settings,
+        store,
+        group="g-await-named",
+        handlers={"contact-updated": Batch(project), "contact-created": on_created},
+        dlq_publisher=publisher,
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_for(holds(lambda: sum(map(len, applied_calls)) >= 40), timeout=60, interval=0.02)
+        await asyncio.sleep(1.0)  # the partition waits at the 41st: nothing more lands
+        assert applied_calls == [keys[:40]]
+        await publish(publisher, settings, [created("cause")], partition=5)
+        await wait_for(holds(lambda: sum(map(len, applied_calls)) >= 60), timeout=60, interval=0.02)
+    finally:
+        consumer.request_stop()
+        await task
+    assert [k for call in applied_calls for k in call] == keys
+    applied = {d["_id"]: d["applied"] async for d in store["effects"].find({})}
+    assert applied == dict.fromkeys(keys, 1)
+
+
 async def test_the_batch_path_and_the_one_by_one_path_give_the_same_state(bus_kit):
     """Messaging's real contact projection, fed the same events (several versions per
     contact, updates overtaking creations, duplicates) in batches of 500 and one by one."""

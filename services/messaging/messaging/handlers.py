@@ -176,6 +176,7 @@ def suppression_handlers(messages: MessagingStore) -> dict[str, Handler]:
     return {"suppression-added": on_suppression}
 
 
-def confirmation_handlers(service: MessagingService) -> dict[str, Handler]:
-    """consent-confirmation-requested: the double opt-in email (transactional)."""
-    return {"consent-confirmation-requested": service.send_confirmation}
+def confirmation_handlers(service: MessagingService) -> dict[str, Batch]:
+    """consent-confirmation-requested: the double opt-in emails (transactional), a
+    partition batch at once."""
+    return {"consent-confirmation-requested": Batch(service.send_confirmations)}

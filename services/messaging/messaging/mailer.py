@@ -104,7 +104,8 @@ class SmtpTarget:
 
 
 class SmtpMailer:
-    """One SMTP session per message: single sends and confirmations, which are rare."""
+    """One SMTP session per message: the API's single sends, one at a time (the worker
+    sends through a ``FailoverMailer``'s pooled sessions)."""
 
     def __init__(self, settings: MessagingSettings) -> None:
         self.target = SmtpTarget.primary(settings)

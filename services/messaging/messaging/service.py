@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -60,6 +62,12 @@ class DeliveryFailed(BadGateway):
     """502: the provider did not take the message (it is logged as failed)."""
 
     code = "delivery_failed"
+
+
+def confirmation_message_id(envelope: Envelope) -> str:
+    """The message id of the confirmation email a consent-confirmation-requested event
+    asks for: derived from the event, so a redelivery finds it."""
+    return hashlib.sha256(f"confirmation:{envelope.event_id}".encode()).hexdigest()[:32]
 
 
 class MessagingService:
@@ -259,59 +267,115 @@ class MessagingService:
 
     # ------------------------------------------------------------ transactional
 
-    async def send_confirmation(self, envelope: Envelope, session: AsyncClientSession) -> None:
-        """consent-confirmation-requested: email the person their double opt-in link.
+    async def send_confirmations(
+        self, envelopes: list[Envelope], session: AsyncClientSession
+    ) -> None:
+        """consent-confirmation-requested, a partition batch at once: email each person
+        their double opt-in link.
 
         Transactional: no marketing consent is needed (the person is asked for it), but
-        an erased person or a suppressed address is never written to. The message id
-        derives from the event id and the sent message is logged with its message-sent
-        event in the handler's transaction: once that commits, a redelivered event sends
-        nothing. (A crash between the SMTP hand-over and the commit sends it again: at
-        least once.) A failure is logged as failed and raised, so the consumer retries.
+        an erased person or a suppressed address is never written to. A message's id
+        derives from its event's id, and the sent messages are logged with their
+        message-sent events in the handler's transaction: once that commits, a
+        redelivered event sends nothing. (A crash between the SMTP hand-over and the
+        commit sends them again: at least once, a batch at most.)
+
+        The batch's reads are a few bulk queries and its emails go out together through
+        the worker's pooled sessions (at most ``smtp_pool_size`` at once): a viral
+        petition asks for thousands of them in minutes. Nothing is sent while one of the
+        batch's people is not projected yet (``Awaiting`` names the first such event: the
+        consumer applies the ones before it alone and holds the partition there). A failed
+        email is logged as failed and raised, so the consumer retries it; the others of
+        the batch, already handed over, are first committed on their own, so no retry
+        sends them twice.
         """
-        event = decode_as(envelope, ConsentConfirmationRequestedV1)
-        message_id = hashlib.sha256(f"confirmation:{envelope.event_id}".encode()).hexdigest()[:32]
-        done = await self.messages.message(message_id, session)
-        if done is not None and done.get("status") == MessageStatus.sent.value:
+        requests = [(e, decode_as(e, ConsentConfirmationRequestedV1)) for e in envelopes]
+        ids = {e.event_id: confirmation_message_id(e) for e, _ in requests}
+        done = await self.messages.sent_among(list(ids.values()), session)
+        todo = [(e, r) for e, r in requests if ids[e.event_id] not in done]
+        if not todo:
             return
-        recipient = await self.messages.recipient(event.contact_id, session)
-        if recipient is None:
-            if await self.messages.is_erased(event.contact_id, session):
-                log.info("confirmation.skipped", contact_id=event.contact_id, reason="erased")
-                return
-            # Not projected yet (contact-created comes on another topic): waited for.
-            raise Awaiting(f"contact {event.contact_id} is not known to messaging yet")
-        skip = None
-        if not recipient.email:
-            skip = "no_address"
-        elif await self._suppressed(recipient):
-            skip = "suppressed"
-        if skip:
-            MESSAGES.labels(Channel.email.value, "refused").inc()
-            log.info("confirmation.skipped", contact_id=event.contact_id, reason=skip)
-            return
-        now = utcnow()
-        text = self.settings.confirmation_text.replace("{purpose}", event.purpose).replace(
-            "{url}", event.confirm_url
-        )
-        try:
-            email = build_transactional_email(
-                message_id=message_id,
-                mail_from=self.settings.mail_from,
-                recipient=recipient,
-                subject=self.settings.confirmation_subject,
-                text=text,
-                date=now,
+        contact_ids = list({r.contact_id for _, r in todo})
+        recipients = await self.messages.recipients(contact_ids, session)
+        unknown = [c for c in contact_ids if c not in recipients]
+        erased = await self.messages.erased_among(unknown, session) if unknown else set()
+        if waiting := {c for c in unknown if c not in erased}:
+            # Not projected yet (contact-created comes on another topic): waited for. The
+            # events before the first such one are sent (the consumer applies them alone).
+            first = next(e for e, r in todo if r.contact_id in waiting)
+            raise Awaiting(
+                f"contacts {sorted(waiting)[:5]} are not known to messaging yet",
+                event_id=first.event_id,
             )
-        except InvalidRecipientAddress as exc:
-            MESSAGES.labels(Channel.email.value, "refused").inc()
-            log.info("confirmation.skipped", contact_id=event.contact_id, reason=str(exc))
-            return
-        message = {
-            "_id": message_id,
-            "contact_id": event.contact_id,
+        salt = self.settings.suppression_salt
+        hashes = {c: h for c, r in recipients.items() if (h := email_hash(r.email, salt))}
+        suppressed = await self.messages.suppressed_among(list(hashes.values()), session)
+        now = utcnow()
+        skipped: Counter[str] = Counter(erased=sum(r.contact_id in erased for _, r in todo))
+        sends: list[tuple[Envelope, Recipient, dict[str, Any], EmailMessage]] = []
+        for envelope, request in todo:
+            recipient = recipients.get(request.contact_id)
+            if recipient is None:  # erased
+                continue
+            hashed = hashes.get(request.contact_id)
+            if hashed is None:
+                skipped["no_address"] += 1
+                continue
+            if hashed in suppressed or (
+                self.revocations is not None and self.revocations.knows(hashed)
+            ):
+                skipped["suppressed"] += 1
+                continue
+            try:
+                email = self._confirmation_email(ids[envelope.event_id], recipient, request, now)
+            except InvalidRecipientAddress:
+                skipped["bad_address"] += 1
+                continue
+            message = self._confirmation_log(envelope, request, recipient, now)
+            sends.append((envelope, recipient, message, email))
+        if refused := sum(n for reason, n in skipped.items() if reason != "erased"):
+            MESSAGES.labels(Channel.email.value, "refused").inc(refused)
+        await self.send_for_events(sends, session)
+        log.info(
+            "confirmations.handled",
+            events=len(envelopes),
+            sent=len(sends),
+            already_sent=len(done),
+            skipped=dict(+skipped),
+        )
+
+    def _confirmation_email(
+        self,
+        message_id: str,
+        recipient: Recipient,
+        request: ConsentConfirmationRequestedV1,
+        now: datetime,
+    ) -> EmailMessage:
+        text = self.settings.confirmation_text.replace("{purpose}", request.purpose).replace(
+            "{url}", request.confirm_url
+        )
+        return build_transactional_email(
+            message_id=message_id,
+            mail_from=self.settings.mail_from,
+            recipient=recipient,
+            subject=self.settings.confirmation_subject,
+            text=text,
+            date=now,
+        )
+
+    def _confirmation_log(
+        self,
+        envelope: Envelope,
+        request: ConsentConfirmationRequestedV1,
+        recipient: Recipient,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The message log entry of a confirmation."""
+        return {
+            "_id": confirmation_message_id(envelope),
+            "contact_id": request.contact_id,
             "channel": Channel.email.value,
-            "purpose": event.purpose,
+            "purpose": request.purpose,
             "subject": self.settings.confirmation_subject,
             "campaign_id": None,
             "federation_id": recipient.federation_id,
@@ -322,10 +386,6 @@ class MessagingService:
             "per_person_tracking": False,
             "cause_event_id": envelope.event_id,
         }
-        await self.send_for_event(
-            envelope, session, recipient=recipient, message=message, email=email
-        )
-        log.info("confirmation.sent", message_id=message_id, contact_id=event.contact_id)
 
     def _email_with_unsubscribe(
         self,
@@ -431,43 +491,79 @@ class MessagingService:
         message: dict[str, Any],
         email: EmailMessage,
     ) -> None:
-        """Hand over one email an event asked for (``message["_id"]`` derives from the
-        event id), and log it sent with its message-sent event in the handler's
-        transaction: once that commits, a redelivered event finds it sent. A failure is
-        logged as failed and raised, so the consumer retries."""
-        try:
-            await self.mailer.send(email)
-        except DeliveryError as exc:
-            # Logged as failed outside the handler's transaction (which is rolled back)
-            # and raised: the consumer retries, then parks the event on the DLQ.
-            await self.messages.record_message(
-                {
-                    **message,
-                    "status": MessageStatus.failed.value,
-                    "failed_at": utcnow(),
-                    "failure_reason": exc.reason,
-                },
-                None,
+        """``send_for_events`` of one email."""
+        await self.send_for_events([(envelope, recipient, message, email)], session)
+
+    async def send_for_events(
+        self,
+        sends: list[tuple[Envelope, Recipient, dict[str, Any], EmailMessage]],
+        session: AsyncClientSession,
+    ) -> None:
+        """Hand over emails events asked for (each ``message["_id"]`` derives from its
+        event's id), at most ``smtp_pool_size`` at once, and log them sent with their
+        message-sent events in the handler's transaction: once that commits, a
+        redelivered event finds its message sent.
+
+        A failure is logged as failed (outside the handler's transaction, which is rolled
+        back) and raised, so the consumer retries, then parks the event on its DLQ. The
+        emails of the same batch that did go are first committed in a transaction of
+        their own: the retry finds them sent instead of sending them again."""
+        if not sends:
+            return
+        slots = asyncio.Semaphore(max(1, self.settings.smtp_pool_size))
+
+        async def hand_over(email: EmailMessage) -> None:
+            async with slots:
+                await self.mailer.send(email)
+
+        results = await asyncio.gather(
+            *(hand_over(email) for *_, email in sends), return_exceptions=True
+        )
+        sent: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        events: list[Envelope] = []
+        first_failure: BaseException | None = None
+        for (envelope, recipient, message, _), result in zip(sends, results, strict=True):
+            at = utcnow()
+            if isinstance(result, BaseException):
+                if not isinstance(result, DeliveryError):
+                    raise result  # not the provider's answer (a bug, a cancellation)
+                failed.append(
+                    {
+                        **message,
+                        "status": MessageStatus.failed.value,
+                        "failed_at": at,
+                        "failure_reason": result.reason,
+                    }
+                )
+                first_failure = first_failure or result
+                continue
+            sent.append({**message, "status": MessageStatus.sent.value, "sent_at": at})
+            events.append(
+                new_envelope(
+                    MessageSentV1(
+                        message_id=message["_id"],
+                        contact_id=message["contact_id"],
+                        channel=Channel.email,
+                        sent_at=at,
+                    ),
+                    producer=self.settings.service_name,
+                    federation_id=recipient.federation_id,
+                    federation_path=recipient.federation_path,
+                    causation=envelope,
+                )
             )
-            MESSAGES.labels(Channel.email.value, MessageStatus.failed.value).inc()
-            raise
-        sent_at = utcnow()
-        await self.messages.record_message(
-            {**message, "status": MessageStatus.sent.value, "sent_at": sent_at}, session
-        )
-        await self.outbox.add(
-            session,
-            new_envelope(
-                MessageSentV1(
-                    message_id=message["_id"],
-                    contact_id=message["contact_id"],
-                    channel=Channel.email,
-                    sent_at=sent_at,
-                ),
-                producer=self.settings.service_name,
-                federation_id=recipient.federation_id,
-                federation_path=recipient.federation_path,
-                causation=envelope,
-            ),
-        )
-        MESSAGES.labels(Channel.email.value, MessageStatus.sent.value).inc()
+
+        async def log_sent(s: AsyncClientSession) -> None:
+            await self.messages.record_messages(sent, s)
+            await self.outbox.add(s, *events)
+
+        MESSAGES.labels(Channel.email.value, MessageStatus.sent.value).inc(len(sent))
+        if first_failure is None:
+            await log_sent(session)
+            return
+        MESSAGES.labels(Channel.email.value, MessageStatus.failed.value).inc(len(failed))
+        if sent:
+            await self.store.run_transaction(log_sent, what="emails sent before a failure")
+        await self.messages.record_messages(failed, None)
+        raise first_failure

@@ -296,10 +296,12 @@ class MessagingStore:
         doc = await self.store[into].find_one({"_id": contact_id}, {"erased": 1}, session=session)
         return bool(doc and doc.get("erased"))
 
-    async def recipients(self, contact_ids: list[str]) -> dict[str, Recipient]:
+    async def recipients(
+        self, contact_ids: list[str], session: AsyncClientSession | None = None
+    ) -> dict[str, Recipient]:
         """The projected contacts among these ids (erased and merged ones are not)."""
         found = {}
-        async for doc in self.store[CONTACTS].find({"_id": {"$in": contact_ids}}):
+        async for doc in self.store[CONTACTS].find({"_id": {"$in": contact_ids}}, session=session):
             if (recipient := _recipient(doc)) is not None:
                 found[recipient.contact_id] = recipient
         return found
@@ -337,8 +339,12 @@ class MessagingStore:
             )
         return out
 
-    async def suppressed_among(self, address_hashes: list[str]) -> set[str]:
-        docs = self.store[SUPPRESSED].find({"_id": {"$in": address_hashes}}, {"_id": 1})
+    async def suppressed_among(
+        self, address_hashes: list[str], session: AsyncClientSession | None = None
+    ) -> set[str]:
+        docs = self.store[SUPPRESSED].find(
+            {"_id": {"$in": address_hashes}}, {"_id": 1}, session=session
+        )
         return {d["_id"] async for d in docs}
 
     async def recipient(
@@ -422,6 +428,28 @@ class MessagingStore:
         await self.store[MESSAGES].replace_one(
             {"_id": message["_id"]}, message, upsert=True, session=session
         )
+
+    async def sent_among(
+        self, message_ids: list[str], session: AsyncClientSession | None = None
+    ) -> set[str]:
+        """Which of these messages are logged as sent (a redelivered event's, say)."""
+        docs = self.store[MESSAGES].find(
+            {"_id": {"$in": message_ids}, "status": MessageStatus.sent.value},
+            {"_id": 1},
+            session=session,
+        )
+        return {d["_id"] async for d in docs}
+
+    async def record_messages(
+        self, messages: list[dict[str, Any]], session: AsyncClientSession | None
+    ) -> None:
+        """``record_message`` of many messages in one statement."""
+        if messages:
+            await self.store[MESSAGES].bulk_write(
+                [ReplaceOne({"_id": m["_id"]}, m, upsert=True) for m in messages],
+                ordered=False,
+                session=session,
+            )
 
     async def record_outcome(
         self,

@@ -29,7 +29,7 @@ from messaging.handlers import (
     membership_handlers,
     suppression_handlers,
 )
-from messaging.mailer import FailoverMailer, SmtpMailer
+from messaging.mailer import FailoverMailer
 from messaging.monitoring.jobs import CampaignWatch
 from messaging.privacy import erasure_handlers
 from messaging.reminders.handlers import meeting_reminder_handlers
@@ -52,9 +52,11 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
     # the "no"s read straight from Kafka (messaging.revocations): the guard and the
     # transactional sends honour them before the views have applied them
     feed = RevocationFeed(settings) if settings.revocation_feed_enabled else None
-    service = MessagingService(
-        settings, store, SmtpMailer(settings), messages=messages, revocations=feed
-    )
+    # one pool of SMTP sessions (and one rate limit per relay) for everything the worker
+    # sends: campaigns, and the emails events ask for (confirmations, reminders), which a
+    # viral petition asks for by the thousand
+    mail = FailoverMailer.from_settings(settings)
+    service = MessagingService(settings, store, mail, messages=messages, revocations=feed)
     indexes = [*INDEXES, *CAMPAIGN_INDEXES, *FEEDBACK_INDEXES]
     # a moved federation's documents follow it (tribune_shared.federations); the API's
     # collections too
@@ -78,14 +80,13 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
     campaigns = CampaignService(settings, store, content)
 
     async def dispatch(stop: asyncio.Event) -> None:  # campaign sending (messaging.campaigns)
-        pool = FailoverMailer.from_settings(settings)
         client = sms_http_client(settings)
         sms = build_sms_sender(settings, client)
         dispatcher = Dispatcher(
             settings,
             store,
             content=content,
-            email=pool,
+            email=mail,
             sms=sms if sms.providers else None,
             launch=campaigns.launch_due,
             guard=Guard(store, memory_seconds=settings.campaign_guard_memory_seconds, feed=feed),
@@ -93,7 +94,8 @@ def build_worker(settings: MessagingSettings | None = None) -> Worker:
         try:
             await dispatcher.run(stop)
         finally:
-            await pool.close()
+            # idle sessions are closed; one a consumer still uses closes with the process
+            await mail.close()
             await client.aclose()
 
     tasks = [

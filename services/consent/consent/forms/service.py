@@ -78,18 +78,18 @@ class FormConsents:
         """Record the ticked boxes of a batch of applied submissions, in offset order, as
         if one by one (a person's second submission in the batch sees the first's pending
         request); returns how many entries were recorded. One read per kind of fact and a
-        few writes for the whole batch. Raises ``Awaiting`` when one of the people is not
-        known yet (the consumer splits the batch to apply the others)."""
-        events = [
-            event
-            for event in (decode_as(e, FormSubmissionAppliedV1) for e in envelopes)
-            if event.consents
-        ]
+        few writes for the whole batch. Raises ``Awaiting`` naming the first event whose
+        person is not known yet (the consumer applies the events before it and holds the
+        partition there)."""
+        decoded = [(e, decode_as(e, FormSubmissionAppliedV1)) for e in envelopes]
+        events = [event for _, event in decoded if event.consents]
         if not events:
             return 0
         survivors = await self.consent.contacts.survivors({e.contact_id for e in events}, session)
         people = await self.ledger.people(survivors.values(), session)
-        for event in events:
+        for envelope, event in decoded:
+            if not event.consents:
+                continue
             contact_id = survivors[event.contact_id]
             doc = people.get(contact_id)
             if doc is not None and doc.get("erased"):
@@ -99,7 +99,10 @@ class FormConsents:
             ):
                 # contact-created/updated (another topic) brings the person and the
                 # addresses the suppression check needs
-                raise Awaiting(f"contact {event.contact_id} v{event.contact_version} not known yet")
+                raise Awaiting(
+                    f"contact {event.contact_id} v{event.contact_version} not known yet",
+                    event_id=envelope.event_id,
+                )
         live = {c: d for c, d in people.items() if not d.get("erased")}
         suppressed = await self._suppressed(live, session)
         todo = [e for e in events if survivors[e.contact_id] in live]
