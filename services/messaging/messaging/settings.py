@@ -49,12 +49,18 @@ class MessagingSettings(ServiceSettings):
         default=None, description="STARTTLS: true forces, false disables, unset = if offered"
     )
     smtp_pool_size: int = Field(
-        default=8, ge=1, le=256, description="SMTP sessions a worker keeps open for campaigns"
+        default=8,
+        ge=1,
+        le=256,
+        description="SMTP sessions a worker keeps open (campaigns and the emails events ask for)",
     )
     smtp_rate_per_second: float = Field(
-        default=0, ge=0, le=100_000, description="campaign messages per second (0: no limit)"
+        default=0,
+        ge=0,
+        le=100_000,
+        description="emails per second a worker hands to the relay (0: no limit)",
     )
-    # A second relay for campaigns: used when the first cannot take a message now
+    # A second relay: used when the first cannot take a message now (the worker's sends)
     smtp_fallback_host: str | None = Field(default=None, min_length=1)
     smtp_fallback_port: int = Field(default=587, ge=1, le=65535)
     smtp_fallback_use_tls: bool = False
