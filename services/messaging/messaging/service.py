@@ -526,14 +526,15 @@ class MessagingService:
         for (envelope, recipient, message, _), result in zip(sends, results, strict=True):
             at = utcnow()
             if isinstance(result, BaseException):
-                if not isinstance(result, DeliveryError):
-                    raise result  # not the provider's answer (a bug, a cancellation)
+                if not isinstance(result, Exception):
+                    raise result  # cancelled: the worker is stopping
+                reason = result.reason if isinstance(result, DeliveryError) else repr(result)
                 failed.append(
                     {
                         **message,
                         "status": MessageStatus.failed.value,
                         "failed_at": at,
-                        "failure_reason": result.reason,
+                        "failure_reason": reason,
                     }
                 )
                 first_failure = first_failure or result
