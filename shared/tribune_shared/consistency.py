@@ -108,6 +108,10 @@ def render(entries: Iterable[Written]) -> str:
 # ---------------------------------------------------------------- what a request wrote
 
 _written: ContextVar[list[Written] | None] = ContextVar("tribune_written", default=None)
+#: the ids among them known to be committed (the transaction runner saw the commit)
+_committed: ContextVar[set[str] | None] = ContextVar("tribune_committed", default=None)
+#: the ids recorded by the current transaction attempt
+_attempt: ContextVar[list[str] | None] = ContextVar("tribune_attempt", default=None)
 
 
 @contextmanager
@@ -115,18 +119,50 @@ def recording() -> Iterator[list[Written]]:
     """Collect the events committed while handling one request (the outbox reports them)."""
     collected: list[Written] = []
     token = _written.set(collected)
+    known = _committed.set(set())
     try:
         yield collected
     finally:
+        _committed.reset(known)
         _written.reset(token)
 
 
-def record(event_type: str, event_id: str, key: str = "") -> None:
-    """Called by the outbox for every event it stores; a no-op outside a request."""
+def record(event_type: str, event_id: str, key: str = "", *, committed: bool = False) -> None:
+    """Called by the outbox for every event it stores; a no-op outside a request.
+    ``committed``: the caller knows its transaction committed (a batch run for it)."""
     collected = _written.get()
     if collected is not None:
         key = key if _KEY.match(key) else ""
         collected.append(Written(int(time.time() * 1000), event_type, event_id, key))
+        if committed:
+            confirm([event_id])
+        elif (attempt := _attempt.get()) is not None:
+            attempt.append(event_id)
+
+
+@contextmanager
+def transaction_events() -> Iterator[list[str]]:
+    """The ids of the events recorded inside (one attempt of one transaction: the runner's
+    own, even while other transactions of the request run concurrently)."""
+    ids: list[str] = []
+    token = _attempt.set(ids)
+    try:
+        yield ids
+    finally:
+        _attempt.reset(token)
+
+
+def confirm(event_ids: Iterable[str]) -> None:
+    """These events are committed: the transaction runner saw its commit succeed. The
+    request's token then names them without asking the store (a find per write request:
+    most of the webhook's store commands)."""
+    if (known := _committed.get()) is not None:
+        known.update(event_ids)
+
+
+def known_committed() -> set[str]:
+    """The ids this request's recording knows to be committed."""
+    return _committed.get() or set()
 
 
 # ---------------------------------------------------------------- waiting for them
@@ -309,7 +345,11 @@ class ConsistencyMiddleware:
     ) -> dict:
         fresh: list[Written] = []
         if written:
-            done = await self.committed()([w.event_id for w in written])
+            # only the events no transaction runner vouched for are looked up (one written
+            # by a transaction that rolled back must not be named)
+            done = known_committed()
+            if unsure := [w.event_id for w in written if w.event_id not in done]:
+                done = done | await self.committed()(unsure)
             fresh = [w for w in written if w.event_id in done]
         # a token the app set itself (the gateway relaying a service's) is kept
         relayed = next((v for k, v in message.get("headers", []) if k == HEADER_LOWER), None)

@@ -17,6 +17,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from tribune_shared import consistency
 from tribune_shared.logging import get_logger
 from tribune_shared.settings import ServiceSettings
 
@@ -201,8 +202,12 @@ class Store:
         while True:
             attempt += 1
             try:
-                async with self.transaction() as session:
-                    return await work(session)
+                with consistency.transaction_events() as written:
+                    async with self.transaction() as session:
+                        result = await work(session)
+                # committed: the request's token may name this attempt's events as is
+                consistency.confirm(written)
+                return result
             except PyMongoError as exc:
                 if not is_transient(exc) or time.monotonic() >= deadline:
                     raise

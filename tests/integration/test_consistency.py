@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 from support import identity_headers, make_identity, wait_for
 from tribune_shared.auth import Role
 from tribune_shared.bus import EventPublisher, ensure_topics
-from tribune_shared.consistency import HEADER, parse
+from tribune_shared.consistency import HEADER, known_committed, parse, recording
 from tribune_shared.events import new_envelope
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState
+from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
 
 pytestmark = pytest.mark.integration
@@ -142,3 +143,35 @@ def test_a_malformed_token_is_a_clear_422_naming_the_header(api):
     [detail] = r.json()["detail"]
     assert detail["field"] == HEADER
     assert "<event-type>.<event-id>.<epoch-ms>" in detail["reason"]
+
+
+def test_the_transaction_runner_vouches_only_for_what_it_committed(isolated_env):
+    """A write's token names its events without looking them up once the runner saw their
+    transaction commit; a transaction that failed vouches for nothing (the middleware then
+    looks its events up, and finds none)."""
+    settings = ConsentSettings()
+
+    async def run() -> tuple[list[str], set[str]]:
+        store = Store(settings)
+        outbox = Outbox(store)
+
+        async def commits(session) -> None:
+            await outbox.add(session, contact_created("kept"))
+
+        async def fails(session) -> None:
+            await outbox.add(session, contact_created("refused"))
+            raise ValueError("a rule refused the write")
+
+        try:
+            with recording() as written:
+                await store.run_transaction(commits)
+                with pytest.raises(ValueError):
+                    await store.run_transaction(fails)
+                return [w.event_id for w in written], known_committed()
+        finally:
+            await store.client.drop_database(settings.database_name)
+            await store.close()
+
+    written, vouched = asyncio.run(run())
+    assert len(written) == 2
+    assert vouched == {written[0]}

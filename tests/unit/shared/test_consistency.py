@@ -13,11 +13,13 @@ from tribune_shared.consistency import (
     ConsistencyMiddleware,
     NotYetApplied,
     Written,
+    confirm,
     merge,
     parse,
     record,
     recording,
     render,
+    transaction_events,
     wait_applied,
 )
 from tribune_shared.errors import InvalidFields
@@ -227,6 +229,43 @@ async def test_a_bulk_entry_about_what_the_request_names_is_waited_for_first():
     svc.lookups.clear()
     status, _, _ = await call(svc.middleware(wait_seconds=0.05), "/ok", token)
     assert status == 200 and svc.lookups == []  # about something else: not waited for
+
+
+async def test_events_the_transaction_runner_saw_commit_are_named_without_a_lookup():
+    """A write request's token names only committed events. Those of a transaction the
+    runner saw commit are named as they are; only the others (an attempt that rolled back,
+    an outbox write outside the runner) are looked up in the outbox, here finding nothing."""
+    asked: list[list[str]] = []
+
+    async def committed(ids: list[str]) -> set[str]:
+        asked.append(sorted(ids))
+        return set()  # the rolled-back attempt's event is not in the outbox
+
+    async def app(scope, receive, send) -> None:
+        with transaction_events() as first_attempt:
+            record(BULK, "rolled-back")  # a write conflict: this attempt is run again
+        assert first_attempt == ["rolled-back"]
+        with transaction_events() as second_attempt:
+            record(BULK, "committed")
+        confirm(second_attempt)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    mw = ConsistencyMiddleware(
+        app,
+        awaited=frozenset({BULK}),
+        urgent=frozenset(),
+        applied=lambda: committed,
+        committed=lambda: committed,
+        wait_seconds=1,
+        poll_seconds=0.01,
+        max_entries=32,
+        horizon_seconds=600,
+    )
+    status, headers, _ = await call(mw, "/contacts", [])
+    assert status == 201
+    assert [e.event_id for e in parse(headers[HEADER.lower()])] == ["committed"]
+    assert asked == [["rolled-back"]]
 
 
 def test_an_entry_carries_its_key_and_an_unfit_key_is_left_out():

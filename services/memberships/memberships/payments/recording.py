@@ -121,9 +121,10 @@ class PaymentRecorder:
             WEBHOOKS.labels(PRODUCER, exc.code).inc()
             raise
         WEBHOOKS.labels(PRODUCER, recorded.outcome.status).inc()
-        # The batch ran outside this request: its consistency token names its own events.
+        # The batch ran outside this request: its consistency token names its own events,
+        # committed with the batch (nothing to look up).
         for env in recorded.events:
-            record_written(env.type, env.event_id, env.key)
+            record_written(env.type, env.event_id, env.key, committed=True)
         return recorded.outcome
 
     async def close(self) -> None:
