@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from tribune_devstack import (
     INFRA,
     RunningStack,
@@ -154,7 +156,10 @@ def test_stack_env_and_persistent_secrets(infra: StackConfig) -> None:
     env = stack_env(infra, "test")
     assert env["TRIBUNE_ENVIRONMENT"] == "test"
     assert env["TRIBUNE_KAFKA_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{infra.kafka_port}"
-    assert env["TRIBUNE_MONGO_URL"].endswith("/?directConnection=true")
+    # the local store is one node, and its bookkeeping of retryable writes costs more
+    # than they are worth there (stack.StackConfig.mongo_url)
+    url = urlsplit(env["TRIBUNE_MONGO_URL"])
+    assert parse_qs(url.query) == {"directConnection": ["true"], "retryWrites": ["false"]}
     assert env["CONTACTS_HTTP_PORT"] == str(infra.http_ports["contacts"])
     assert env["GATEWAY_WORKER_PORT"] == str(infra.worker_ports["gateway"])
     assert env["GATEWAY_MESSAGING_URL"] == f"http://127.0.0.1:{infra.http_ports['messaging']}"
@@ -202,13 +207,34 @@ async def test_kafka_produce_and_consume(infra: StackConfig) -> None:
         await admin.close()
 
 
+class _Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.seen.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
 async def test_store_insert_and_find(infra: StackConfig) -> None:
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(infra.mongo_url)
+    commands = _Commands()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        infra.mongo_url, event_listeners=[commands]
+    )
     db_name = f"{infra.database_prefix}devstack"
     try:
         coll = client[db_name]["things"]
         await coll.insert_one({"_id": "a", "n": 1})
         assert await coll.find_one({"_id": "a"}) == {"_id": "a", "n": 1}
+        # a write outside a transaction goes without a txnNumber: the local store keeps no
+        # retryable-write record for it (StackConfig.mongo_url says why)
+        insert = next(c for c in commands.seen if "insert" in c)
+        assert "txnNumber" not in insert
     finally:
         await client.drop_database(db_name)
         await client.close()

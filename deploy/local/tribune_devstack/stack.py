@@ -138,7 +138,15 @@ class StackConfig:
 
     @property
     def mongo_url(self) -> str:
-        return f"mongodb://{self.host}:{self.store_port}/?directConnection=true"
+        # retryWrites=false: SecantusDB (0.7.0b3) keeps the reply of every retryable write
+        # (a write outside a transaction: audit entries, counters, locks) for 30 min, up to
+        # 10,000, and scans that table on each one, sorting it once full: with the driver's
+        # default every such write cost milliseconds of the store's single command thread
+        # after a few minutes of load (py-spy: 30 % of its time under the gateway's reads;
+        # README, "The local store"). A single local node has no failover for the driver
+        # to retry across; transactions keep their own retries (Store.run_transaction).
+        # Production (MongoDB replica set) keeps the driver's default.
+        return f"mongodb://{self.host}:{self.store_port}/?directConnection=true&retryWrites=false"
 
     @property
     def gateway_url(self) -> str:
