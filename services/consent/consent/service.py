@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -588,25 +589,33 @@ class ConsentService:
         self, identity: Identity, contact_id: str, client: ClientInfo | None = None
     ) -> dict[str, Any]:
         contact = await self._contact_visible(identity, contact_id)
-        await self.write_audit(
-            None,
-            AuditAction.consent_viewed,
-            Actor.of(identity),
-            client or ClientInfo(),
-            federation_path=contact["federation_path"],
-            contact_id=contact_id,
+        # the audit entry and three independent reads at once: the person view waits for
+        # the slowest of its four services, and this one made the most round trips one
+        # after the other. An entry that cannot be written still fails the view.
+        _, suppressed, current, history = await asyncio.gather(
+            self.write_audit(
+                None,
+                AuditAction.consent_viewed,
+                Actor.of(identity),
+                client or ClientInfo(),
+                federation_path=contact["federation_path"],
+                contact_id=contact_id,
+            ),
+            self.is_suppressed(contact_id),
+            self.consents.current_all(contact_id),
+            self.consents.history(contact_id),
         )
         return {
             "contact_id": contact_id,
-            "suppressed": await self.is_suppressed(contact_id),
+            "suppressed": suppressed,
             "consents": [
                 {
                     **{k: d[k] for k in ("channel", "purpose", "status", "updated_at")},
                     "confirmation_expires_at": (d.get("pending") or {}).get("expires_at"),
                 }
-                for d in await self.consents.current_all(contact_id)
+                for d in current
             ],
-            "history": await self.consents.history(contact_id),
+            "history": history,
         }
 
     # ------------------------------------------------------------ double opt-in (public)
