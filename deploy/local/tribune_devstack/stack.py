@@ -143,8 +143,9 @@ class StackConfig:
         # 10,000, and scans that table on each one, sorting it once full: with the driver's
         # default every such write cost milliseconds of the store's single command thread
         # after a few minutes of load (py-spy: 30 % of its time under the gateway's reads;
-        # README, "The local store"). A single local node has no failover for the driver
-        # to retry across; transactions keep their own retries (Store.run_transaction).
+        # README, Store; deploy/local/README.md). A single local node has no failover for
+        # the driver to retry across; transactions keep their own retries
+        # (Store.run_transaction).
         # Production (MongoDB replica set) keeps the driver's default.
         return f"mongodb://{self.host}:{self.store_port}/?directConnection=true&retryWrites=false"
 
