@@ -10,6 +10,9 @@ importable as ``support`` because the root pyproject.toml puts tests/ on pytest'
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -294,6 +297,15 @@ def mails_to(smtp_http_url: str, address: str) -> list[dict]:
 def mail_header(mail: dict, name: str) -> str:
     """One header of a mail the SMTP sink received (case-insensitive name)."""
     return next(v for k, v in mail["headers"] if k.lower() == name.lower())
+
+
+def on_the_wire(outgoing: Any) -> email.message.EmailMessage:
+    """What an SMTP server receives of a composed email (messaging's ``OutgoingEmail``:
+    its bytes), parsed back as a mail client reads it."""
+    # from text: the bytes parser leaves UTF-8 headers (RFC 6532) undecoded
+    parsed = email.message_from_string(outgoing.data.decode(), policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
 
 
 # ---------------------------------------------------------------- e2e: objects through the API

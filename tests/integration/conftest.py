@@ -55,7 +55,8 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        parsed = email.message_from_bytes(envelope.content, policy=policy.default)
+        # from text: the bytes parser leaves UTF-8 headers (SMTPUTF8) undecoded
+        parsed = email.message_from_string(envelope.content.decode(), policy=policy.default)
         with self.lock:
             self.received.append((list(envelope.rcpt_tos), parsed))
         return "250 Message accepted for delivery"
@@ -72,7 +73,7 @@ def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
     """A real SMTP server on a free port (the messaging service sends to it)."""
     port = free_port()
     sink = SmtpSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
     controller.start()
     yield sink, port
     controller.stop()

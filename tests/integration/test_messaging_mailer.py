@@ -5,9 +5,11 @@ message itself."""
 from __future__ import annotations
 
 import socket
-from email.message import EmailMessage
+from datetime import UTC, datetime
 
 import pytest
+from messaging.composer import OutgoingEmail, build_transactional_email
+from messaging.domain import Recipient
 from messaging.mailer import DeliveryError, FailoverMailer, SmtpPool, SmtpTarget
 
 pytestmark = pytest.mark.integration
@@ -16,13 +18,17 @@ pytestmark = pytest.mark.integration
 REJECTED_ADDRESS = "gone@example.org"
 
 
-def mail(to: str, n: int = 0) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = "Tribune <no-reply@tribune.test>"
-    message["To"] = to
-    message["Subject"] = f"Meeting {n}"
-    message.set_content("Samedi 15h.")
-    return message
+def mail(to: str, n: int = 0) -> OutgoingEmail:
+    return build_transactional_email(
+        message_id=f"m{n}",
+        mail_from="Tribune <no-reply@tribune.test>",
+        recipient=Recipient(
+            contact_id=f"c{n}", federation_id="paris", federation_path="/root/paris/", email=to
+        ),
+        subject=f"Meeting {n}",
+        text="Samedi 15h.",
+        date=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+    )
 
 
 def closed_port() -> int:
@@ -65,10 +71,10 @@ async def test_a_refused_mailbox_is_not_offered_to_the_second_relay(smtp_server)
     sink, port = smtp_server
     sink.take()
     second = SmtpPool(target(port), 1)
-    sent_by_second: list[EmailMessage] = []
+    sent_by_second: list[OutgoingEmail] = []
     real_send = second.send
 
-    async def spy(message: EmailMessage) -> None:
+    async def spy(message: OutgoingEmail) -> None:
         sent_by_second.append(message)
         await real_send(message)
 
@@ -90,3 +96,17 @@ async def test_every_relay_unreachable_is_a_retryable_failure():
     with pytest.raises(DeliveryError) as failed:
         await mailer.send(mail("ana@example.org"))
     assert failed.value.retryable and "unreachable" in failed.value.reason
+
+
+async def test_an_address_outside_ascii_goes_with_smtputf8_and_arrives_whole(smtp_server):
+    sink, port = smtp_server
+    sink.take()
+    mailer = FailoverMailer([SmtpPool(target(port), 1)])
+    try:
+        await mailer.send(mail("zoe@exemplé.fr", 7))
+    finally:
+        await mailer.close()
+    [(rcpt, received)] = sink.take()
+    assert rcpt == ["zoe@exemplé.fr"]
+    assert received["To"].addresses[0].addr_spec == "zoe@exemplé.fr"
+    assert received["Subject"] == "Meeting 7"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Protocol
 
 import aiosmtplib
 
+from messaging.composer import OutgoingEmail
 from messaging.settings import MessagingSettings
 from messaging.throttle import TokenBucket
 
@@ -26,7 +26,7 @@ class DeliveryError(Exception):
 
 
 class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         """Hand ``message`` over, or raise DeliveryError."""
         ...
 
@@ -103,6 +103,17 @@ class SmtpTarget:
         )
 
 
+async def _transmit(client: aiosmtplib.SMTP, message: OutgoingEmail) -> None:
+    """One message over an open session: the composer's bytes as they are (no copy,
+    parse or flattening of a message object on the way)."""
+    await client.sendmail(
+        message.sender,
+        [message.recipient],
+        message.data,
+        mail_options=["SMTPUTF8"] if message.utf8 else None,
+    )
+
+
 class SmtpMailer:
     """One SMTP session per message: the API's single sends, one at a time (the worker
     sends through a ``FailoverMailer``'s pooled sessions)."""
@@ -110,10 +121,10 @@ class SmtpMailer:
     def __init__(self, settings: MessagingSettings) -> None:
         self.target = SmtpTarget.primary(settings)
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         try:
             async with self.target.client() as client:
-                await client.send_message(message)
+                await _transmit(client, message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _delivery_error(exc, self.target.where) from exc
 
@@ -140,7 +151,7 @@ class SmtpPool:
             await client.connect()
             return client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         if self._bucket is not None:
             await self._bucket.acquire()
         async with self._slots:
@@ -148,7 +159,7 @@ class SmtpPool:
             for attempt in (1, 2):
                 try:
                     client = await self._session()
-                    await client.send_message(message)
+                    await _transmit(client, message)
                     self._idle.put_nowait(client)
                     return
                 except aiosmtplib.SMTPResponseException as exc:
@@ -192,7 +203,7 @@ class FailoverMailer:
         targets = [SmtpTarget.primary(settings), SmtpTarget.fallback(settings)]
         return cls([SmtpPool(t, settings.smtp_pool_size) for t in targets if t is not None])
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         for i, pool in enumerate(self.pools):
             try:
                 await pool.send(message)

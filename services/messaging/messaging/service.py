@@ -7,7 +7,6 @@ import hashlib
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -30,6 +29,7 @@ from tribune_shared.suppression import email_hash
 
 from messaging.composer import (
     InvalidRecipientAddress,
+    OutgoingEmail,
     UnsubscribeTokens,
     build_email,
     build_transactional_email,
@@ -312,7 +312,7 @@ class MessagingService:
         suppressed = await self.messages.suppressed_among(list(hashes.values()), session)
         now = utcnow()
         skipped: Counter[str] = Counter(erased=sum(r.contact_id in erased for _, r in todo))
-        sends: list[tuple[Envelope, Recipient, dict[str, Any], EmailMessage]] = []
+        sends: list[tuple[Envelope, Recipient, dict[str, Any], OutgoingEmail]] = []
         for envelope, request in todo:
             recipient = recipients.get(request.contact_id)
             if recipient is None:  # erased
@@ -350,7 +350,7 @@ class MessagingService:
         recipient: Recipient,
         request: ConsentConfirmationRequestedV1,
         now: datetime,
-    ) -> EmailMessage:
+    ) -> OutgoingEmail:
         text = self.settings.confirmation_text.replace("{purpose}", request.purpose).replace(
             "{url}", request.confirm_url
         )
@@ -396,7 +396,7 @@ class MessagingService:
         subject: str,
         text: str,
         now: datetime,
-    ) -> EmailMessage:
+    ) -> OutgoingEmail:
         """A non-transactional email: the unsubscribe link of its purpose in the footer
         and the List-Unsubscribe headers (InvalidRecipientAddress if the address is not
         usable)."""
@@ -489,14 +489,14 @@ class MessagingService:
         *,
         recipient: Recipient,
         message: dict[str, Any],
-        email: EmailMessage,
+        email: OutgoingEmail,
     ) -> None:
         """``send_for_events`` of one email."""
         await self.send_for_events([(envelope, recipient, message, email)], session)
 
     async def send_for_events(
         self,
-        sends: list[tuple[Envelope, Recipient, dict[str, Any], EmailMessage]],
+        sends: list[tuple[Envelope, Recipient, dict[str, Any], OutgoingEmail]],
         session: AsyncClientSession,
     ) -> None:
         """Hand over emails events asked for (each ``message["_id"]`` derives from its
@@ -512,7 +512,7 @@ class MessagingService:
             return
         slots = asyncio.Semaphore(max(1, self.settings.smtp_pool_size))
 
-        async def hand_over(email: EmailMessage) -> None:
+        async def hand_over(email: OutgoingEmail) -> None:
             async with slots:
                 await self.mailer.send(email)
 

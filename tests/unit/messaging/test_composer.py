@@ -3,13 +3,10 @@ only Tribune can produce."""
 
 from __future__ import annotations
 
-import email
 from datetime import UTC, datetime
-from email import policy
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiosmtplib.email import flatten_message
 from messaging.composer import (
     InvalidRecipientAddress,
     InvalidToken,
@@ -19,6 +16,7 @@ from messaging.composer import (
     unsubscribe_url,
 )
 from messaging.domain import Recipient
+from support import on_the_wire
 
 SECRET = "unit-test-unsubscribe-secret-0123456789"
 BASE = "https://tribune.example.org/api/v1/unsubscribe"
@@ -53,14 +51,9 @@ def make(recipient: Recipient | None = None, **overrides):
     return build_email(**kwargs), link
 
 
-def reparse(message):
-    """What the receiving server sees, after serialisation."""
-    return email.message_from_bytes(message.as_bytes(policy=policy.SMTP), policy=policy.default)
-
-
 def test_email_carries_one_click_unsubscribe_headers():
     sent, link = make()
-    received = reparse(sent)
+    received = on_the_wire(sent)
     assert received["List-Unsubscribe"] == f"<{link}>"
     assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert link.startswith(BASE + "?token=")
@@ -68,7 +61,7 @@ def test_email_carries_one_click_unsubscribe_headers():
 
 def test_the_unsubscribe_token_names_contact_and_purpose_and_verifies():
     sent, _ = make()
-    header = reparse(sent)["List-Unsubscribe"].strip("<>")
+    header = on_the_wire(sent)["List-Unsubscribe"].strip("<>")
     token = parse_qs(urlsplit(header).query)["token"][0]
     assert UnsubscribeTokens(SECRET).verify(token) == ("c42", "news")
 
@@ -96,7 +89,7 @@ def test_a_tampered_token_is_refused(mangle):
 
 
 def test_headers_identify_sender_recipient_and_message():
-    received = reparse(make()[0])
+    received = on_the_wire(make()[0])
     assert received["From"].addresses[0].addr_spec == "news@parti.example.org"
     assert received["To"].addresses[0].addr_spec == "ana.martin@example.org"
     assert received["To"].addresses[0].display_name == "Ana Martin"
@@ -108,7 +101,7 @@ def test_headers_identify_sender_recipient_and_message():
 
 def test_body_is_the_text_followed_by_the_unsubscribe_footer():
     sent, link = make()
-    body = reparse(sent).get_content().replace("\r\n", "\n")
+    body = on_the_wire(sent).get_content().replace("\r\n", "\n")
     assert body.startswith("Bonjour Ana,\nRendez-vous jeudi à 19h.")
     text_end = body.index("19h.")
     assert body.index(f"Se désinscrire : {link}") > text_end
@@ -145,11 +138,6 @@ def campaign_email(recipient: Recipient | None = None, **overrides):
     return build_campaign_email(**kwargs)
 
 
-def on_the_wire(message):
-    """What the SMTP server receives: the bytes aiosmtplib sends, parsed back."""
-    return email.message_from_bytes(flatten_message(message), policy=policy.default)
-
-
 def test_a_campaign_email_names_sender_and_recipient_in_any_script():
     received = on_the_wire(campaign_email())
     sender, to = received["From"].addresses[0], received["To"].addresses[0]
@@ -175,7 +163,7 @@ def test_a_campaign_email_carries_text_and_html_alternatives_unchanged():
     # a line longer than SMTP allows (998 bytes) arrives whole, in UTF-8
     assert text == "Bonjour Zoé,\nRendez-vous jeudi.\n" + "é" * 1200 + "\n"
     assert html == "<p>Bonjour Zoé,</p><p>Rendez-vous jeudi.</p>\n"
-    raw = flatten_message(campaign_email())
+    raw = campaign_email().data
     assert max(len(line) for line in raw.splitlines()) <= 998
 
 
@@ -195,3 +183,54 @@ def test_a_campaign_email_to_an_unusable_address_is_refused(address):
 def test_a_long_subject_in_any_script_arrives_whole():
     subject = "Réunion publique de la fédération, jeudi à 19 h, salle Léo-Lagrange " * 3
     assert on_the_wire(campaign_email(subject=subject))["Subject"] == subject
+
+
+def test_a_long_ascii_subject_is_folded_and_arrives_whole():
+    subject = "Public meeting of the federation on Thursday at seven, Leo Lagrange hall " * 3
+    sent = campaign_email(subject=subject)
+    assert on_the_wire(sent)["Subject"] == subject
+    assert max(len(line) for line in sent.data.split(b"\r\n\r\n")[0].splitlines()) <= 78
+
+
+def test_a_long_unsubscribe_link_stays_on_one_header_line():
+    link = "https://tribune.example.org/u?token=" + "a" * 300
+    sent = campaign_email(unsubscribe_link=link)
+    assert f"List-Unsubscribe: <{link}>\r\n".encode() in sent.data
+    assert on_the_wire(sent)["List-Unsubscribe"] == f"<{link}>"
+
+
+def test_a_line_break_in_a_subject_is_refused():
+    """A rendered subject cannot smuggle in another header."""
+    with pytest.raises(ValueError, match="line breaks"):
+        campaign_email(subject="Hello\r\nBcc: everyone@example.org")
+
+
+def test_a_line_break_in_a_name_makes_the_recipient_unusable():
+    with pytest.raises(InvalidRecipientAddress):
+        campaign_email(recipient=person("zoe@example.org", "Zoé\nBcc: x@example.org"))
+
+
+def test_a_name_with_specials_is_quoted():
+    sent = campaign_email(recipient=person("ana@example.org", "Martin, Ana", "(Paris)"))
+    to = on_the_wire(sent)["To"].addresses[0]
+    assert (to.display_name, to.addr_spec) == ("Martin, Ana (Paris)", "ana@example.org")
+
+
+def test_an_address_outside_ascii_asks_for_smtputf8():
+    sent = campaign_email(recipient=person("zoe@exemplé.fr", "Zoé"))
+    assert sent.utf8 and sent.recipient == "zoe@exemplé.fr"
+    assert on_the_wire(sent)["To"].addresses[0].addr_spec == "zoe@exemplé.fr"
+    assert not campaign_email().utf8
+
+
+def test_ascii_text_goes_as_it_is_and_accents_as_quoted_printable():
+    plain = on_the_wire(campaign_email(text="Hello all\n", html=None))
+    assert plain["Content-Transfer-Encoding"] == "7bit"
+    accented = on_the_wire(campaign_email(html=None))
+    assert accented["Content-Transfer-Encoding"] == "quoted-printable"
+    assert accented.get_content().startswith("Bonjour Zoé,")
+
+
+def test_the_envelope_names_the_bare_addresses():
+    sent = campaign_email()
+    assert (sent.sender, sent.recipient) == ("news@parti.example.org", "zoe.lefevre@example.org")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from email.message import EmailMessage
 
 import pytest
+from messaging.composer import OutgoingEmail
 from messaging.domain import ConsentState, ConsentStatus, MessageStatus, Recipient
 from messaging.mailer import DeliveryError
 from messaging.service import DeliveryFailed, MessagingService
 from messaging.settings import MessagingSettings
 from prometheus_client import REGISTRY
-from support import make_identity
+from support import make_identity, on_the_wire
 from tribune_shared.auth import Role
 from tribune_shared.errors import InvalidField, NotFound, Refused
 from tribune_shared.events import decode
@@ -68,10 +68,10 @@ class FakeStore:
 
 class FakeMailer:
     def __init__(self, fail_with: str | None = None) -> None:
-        self.sent: list[EmailMessage] = []
+        self.sent: list[OutgoingEmail] = []
         self.fail_with = fail_with
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         if self.fail_with:
             raise DeliveryError(self.fail_with)
         self.sent.append(message)
@@ -125,8 +125,9 @@ async def test_allowed_message_is_mailed_logged_and_announced(messages):
 
     assert doc["status"] == "sent"
     assert len(mailer.sent) == 1
-    assert mailer.sent[0]["To"].addresses[0].addr_spec == "ana@example.org"
-    assert mailer.sent[0]["X-Tribune-Message-Id"] == doc["_id"]
+    received = on_the_wire(mailer.sent[0])
+    assert received["To"].addresses[0].addr_spec == "ana@example.org"
+    assert received["X-Tribune-Message-Id"] == doc["_id"]
     assert messages.log[doc["_id"]]["status"] == MessageStatus.sent
     [envelope] = outbox.envelopes
     event = decode(envelope)

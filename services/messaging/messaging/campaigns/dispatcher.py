@@ -58,7 +58,12 @@ from messaging.campaigns.rules import (
     send_decision,
 )
 from messaging.campaigns.store import CampaignStore
-from messaging.composer import InvalidRecipientAddress, build_campaign_email, unsubscribe_url
+from messaging.composer import (
+    InvalidRecipientAddress,
+    OutgoingEmail,
+    build_campaign_email,
+    unsubscribe_url,
+)
 from messaging.domain import (
     ConsentState,
     MessageStatus,
@@ -91,7 +96,7 @@ class Content(Protocol):
 
 
 class EmailSender(Protocol):
-    async def send(self, message: Any) -> None: ...
+    async def send(self, message: OutgoingEmail) -> None: ...
 
 
 def _standings(campaign: Mapping[str, Any]) -> frozenset[Standing] | None:
