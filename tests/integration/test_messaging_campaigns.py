@@ -366,9 +366,9 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
     campaign_id = await kit.launched()
     await kit.select(campaign_id, people)
 
-    # the first worker claims 20 (and the next 10 ahead, while the first batch goes),
-    # hands the first messages over (as many as it has sessions), and freezes before
-    # recording: then it is killed (its task cancelled, nothing more written)
+    # the first worker claims 20, hands the first messages over (as many as it has
+    # sessions), and freezes before recording: then it is killed (its task cancelled,
+    # nothing more written)
     taps: list[Tap] = []
 
     def frozen(pool: FailoverMailer) -> Tap:
@@ -384,11 +384,7 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
             await tick
     handed_over = message_ids(sink)
     assert len(handed_over) == handing
-
-    async def all_claimed() -> bool:  # the claim ahead runs on after the cancelled tick
-        return (await kit.statuses(campaign_id)) == {"sending": 30}
-
-    await wait_for(all_claimed, timeout=20)
+    assert (await kit.statuses(campaign_id)) == {"sending": 20, "queued": 10}
 
     # another worker, once the claim timeout has passed, takes the claimed ones back
     await asyncio.sleep(kit.settings.campaign_claim_timeout_seconds + 0.5)
@@ -401,33 +397,42 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
     assert 0 < len(duplicates) <= kit.settings.campaign_handoff_size
     messages = await kit.messages(campaign_id)
     assert Counter(m["status"] for m in messages) == {"sent": 30}
-    # the dead worker's claims: the batch it was sending and the one claimed ahead
-    assert sum(1 for m in messages if m.get("resent")) == 30
+    assert sum(1 for m in messages if m.get("resent")) == 20  # the dead worker's claim
     campaign = await kit.campaign(campaign_id)
     assert campaign["status"] == CampaignStatus.completed.value
     assert campaign["stats"]["sent"] == 30
 
 
-async def test_a_stopping_worker_puts_the_batch_it_claimed_ahead_back_in_the_queue(
+async def test_the_next_batch_is_claimed_during_the_last_handoffs_and_put_back_on_stop(
     kit, smtp_server
 ):
+    """Batches of 20 in hand-offs of 5: the next batch is claimed when two hand-offs are
+    left (campaign_claim_ahead_handoffs). A worker stopped then finishes its batch and
+    puts the one claimed ahead back in the queue, none of it marked resent."""
     sink, _ = smtp_server
     people = [await kit.person() for _ in range(30)]
     campaign_id = await kit.launched()
     await kit.select(campaign_id, people)
     stop = asyncio.Event()
+    seen: list[dict[str, int]] = []
 
-    async def stop_once_the_next_batch_is_claimed() -> None:
-        async def claimed_ahead() -> bool:
-            return (await kit.statuses(campaign_id)) == {"sending": 30}
+    class StopWhenClaimedAhead:
+        def __init__(self, pool: FailoverMailer) -> None:
+            self.pool, self.sent = pool, 0
 
-        await wait_for(claimed_ahead, timeout=20)
-        stop.set()  # (SIGTERM) the batch in hand is finished, the one ahead released
+        async def send(self, message: Any) -> None:
+            self.sent += 1
+            if self.sent in (6, 11):  # the second hand-off (3 left), the third (2 left)
+                if self.sent == 11:
+                    await wait_for(lambda: d._claim_ahead and d._claim_ahead[1].done())
+                    stop.set()  # (SIGTERM) the batch in hand is finished, the one ahead put back
+                seen.append(dict(await kit.statuses(campaign_id)))
+            await self.pool.send(message)
 
-    async with kit.dispatcher(
-        email=lambda pool: Tap(pool, stop_once_the_next_batch_is_claimed)
-    ) as d:
+    async with kit.dispatcher(email=StopWhenClaimedAhead) as d:
         await asyncio.wait_for(d.run(stop), timeout=60)
+    assert seen[0] == {"sending": 15, "queued": 10, "sent": 5}  # not claimed ahead yet
+    assert seen[1] == {"sending": 20, "sent": 10}  # the last 10, claimed ahead
     assert len(message_ids(sink)) == 20
     messages = await kit.messages(campaign_id)
     assert Counter(m["status"] for m in messages) == {"sent": 20, "queued": 10}

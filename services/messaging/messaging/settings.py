@@ -315,12 +315,15 @@ class MessagingSettings(ServiceSettings):
     campaign_claim_size: int = Field(
         default=200, ge=1, le=10_000, description="queued messages a dispatcher takes at once"
     )
-    campaign_claim_ahead: bool = Field(
-        default=True,
-        description="claim the next batch while this one is being sent (a claim is one bulk "
-        "update of the queue; in between batches it held up about a quarter of a worker's "
-        "time in the bench). Messages claimed and not handed over are not in the crash "
-        "window: a stopping worker puts them back, a killed one's come back after "
+    campaign_claim_ahead_handoffs: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="when this many hand-offs of a full batch are left, the next batch is "
+        "claimed while they are sent (0: only once a batch is done). A claim is one bulk "
+        "update of the queue: between batches it held up about a quarter of a worker's time "
+        "in the bench. Messages claimed and not handed over are not in the crash window: a "
+        "stopping worker puts them back, a killed one's come back after "
         "campaign_claim_timeout_seconds",
     )
     campaign_handoff_size: int = Field(

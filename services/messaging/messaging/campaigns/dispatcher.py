@@ -217,7 +217,8 @@ class Dispatcher:
         # it goes, not when the hand-off started
         self._inflight = asyncio.Semaphore(settings.smtp_pool_size)
         self._renderers: dict[tuple[str, int], Render] = {}
-        #: the next batch, being claimed while this one is sent (campaign_claim_ahead)
+        #: the next batch, claimed while this one's last hand-offs are sent
+        #: (campaign_claim_ahead_handoffs)
         self._claim_ahead: tuple[str, asyncio.Task[list[dict[str, Any]]]] | None = None
         self._next_sweep = 0.0
         self._next_breaker_check = 0.0
@@ -303,14 +304,20 @@ class Dispatcher:
         if not claimed:
             await self._complete(active.values())
             return False
-        if self.settings.campaign_claim_ahead and len(claimed) >= self.settings.campaign_claim_size:
-            # the next batch is claimed while this one is sent: a claim (one bulk update
-            # of the queue) took a quarter of a worker's time when it came in between
-            token = uuid.uuid4().hex
-            task = asyncio.create_task(self._claim(list(active), utcnow(), token))
-            self._claim_ahead = (token, task)
-        await self._handoffs(claimed, active)
+        claim_next = None
+        if len(claimed) >= self.settings.campaign_claim_size:  # a full batch: more to come
+            claim_next = partial(self._claim_next, list(active))
+        await self._handoffs(claimed, active, claim_next)
         return True
+
+    def _claim_next(self, campaign_ids: list[str]) -> None:
+        """Claim the next batch while this one's last hand-offs are sent: a claim (one bulk
+        update of the queue) took a quarter of a worker's time when it came in between.
+        Not earlier: a claim older than campaign_claim_timeout_seconds is taken back."""
+        if self._claim_ahead is None:
+            token = uuid.uuid4().hex
+            task = asyncio.create_task(self._claim(campaign_ids, utcnow(), token))
+            self._claim_ahead = (token, task)
 
     async def _claim(
         self, campaign_ids: list[str], now: datetime, token: str
@@ -387,7 +394,10 @@ class Dispatcher:
     # ------------------------------------------------------------ one hand-off
 
     async def _handoffs(
-        self, claimed: list[dict[str, Any]], active: Mapping[str, dict[str, Any]]
+        self,
+        claimed: list[dict[str, Any]],
+        active: Mapping[str, dict[str, Any]],
+        claim_next: Callable[[], None] | None = None,
     ) -> None:
         """Work through a claimed batch in hand-offs, one after the other: each re-reads
         its campaigns' state, hands its messages over and records their outcomes. What
@@ -426,8 +436,11 @@ class Dispatcher:
             await self._record(outcomes, current)
             committed += 1
 
+        last = self.settings.campaign_claim_ahead_handoffs
         try:
             for index, chunk in enumerate(chunks):
+                if claim_next is not None and last and len(chunks) - index <= last:
+                    claim_next()  # (once: it does nothing while a claim ahead is pending)
                 if ahead:  # this one's read first, if not begun yet, then the next ones'
                     for later in range(index, min(len(chunks), index + 1 + ahead)):
                         read(later)
