@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +25,7 @@ from messaging.campaigns.handlers import campaign_handlers
 from messaging.campaigns.rules import CONSENT_REQUEST_PURPOSE
 from messaging.campaigns.service import CampaignService
 from messaging.campaigns.store import CampaignStore
+from messaging.composer import OutgoingEmail
 from messaging.handlers import consent_handlers, contact_handlers, suppression_handlers
 from messaging.mailer import FailoverMailer
 from messaging.privacy import erasure_handlers
@@ -283,7 +283,7 @@ class Tap:
         self.hang_from = hang_from  # the first send (counted from 1) that hangs
         self.sent = 0
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         if self.before_first is not None:
             first, self.before_first = self.before_first, None
             await first()
@@ -401,6 +401,31 @@ async def test_a_worker_dead_after_claiming_is_taken_over_and_resends_at_most_on
     campaign = await kit.campaign(campaign_id)
     assert campaign["status"] == CampaignStatus.completed.value
     assert campaign["stats"]["sent"] == 30
+
+
+async def test_a_claim_taken_back_by_a_sweep_is_not_sent_by_the_worker_that_lost_it(
+    kit, smtp_server
+):
+    """A worker slower than the claim timeout (a stalled store) loses its claim to a
+    sweep, which puts the messages back in the queue: each hand-off checks its claim
+    first, so those messages go once, from their new claim, not twice."""
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(20)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+
+    async def sweep_everything() -> None:  # as another worker's sweep would, much later
+        released = await CampaignStore(kit.store).release_stale(utcnow() + timedelta(hours=1))
+        assert released == 20  # the whole batch, its first hand-off on its way
+
+    async with kit.dispatcher(email=lambda pool: Tap(pool, sweep_everything)) as d:
+        await drain(d)
+    received = message_ids(sink)
+    assert len(received) == 20 and set(received.values()) == {1}  # every one, once
+    messages = await kit.messages(campaign_id)
+    assert Counter(m["status"] for m in messages) == {"sent": 20}
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["status"] == CampaignStatus.completed.value
 
 
 async def test_the_next_batch_is_claimed_during_the_last_handoffs_and_put_back_on_stop(

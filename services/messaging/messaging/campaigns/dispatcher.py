@@ -473,7 +473,15 @@ class Dispatcher:
         """One hand-off up to its record: the campaigns' state now, the decisions, the
         sends. Returns every message's outcome, and the campaigns as read."""
         ids = list({m["campaign_id"] for m in claimed})
-        current = await self.campaigns.by_ids(ids, with_stats=False)  # its state only
+        current, mine = await asyncio.gather(
+            self.campaigns.by_ids(ids, with_stats=False),  # their state only
+            self.campaigns.still_claimed([m["_id"] for m in claimed], claimed[0]["claim"]),
+        )
+        if len(mine) < len(claimed):
+            # claims older than the claim timeout, put back in the queue by a sweep: they
+            # are sent by whoever claims them again, not here as well
+            log.warning("campaigns.claims_lost", messages=len(claimed) - len(mine))
+            claimed = [m for m in claimed if m["_id"] in mine]
         outcomes: list[Outcome] = []
         sendable: list[dict[str, Any]] = []
         now = utcnow()
@@ -807,8 +815,13 @@ class Dispatcher:
                 cid = o.message["campaign_id"]
                 last_sent[cid] = max(o.at, last_sent.get(cid, o.at))
 
+        claims = {o.message.get("claim") for o in outcomes}
+        claim = claims.pop() if len(claims) == 1 else None  # (one batch's, always)
+
         async def write(session: AsyncClientSession) -> None:
-            await self.campaigns.record_outcomes(updates, session)
+            recorded = await self.campaigns.record_outcomes(updates, session, claim)
+            if recorded < len(updates):  # a claim lost since the hand-off began (rare)
+                log.warning("campaigns.outcomes_of_lost_claims", messages=len(updates) - recorded)
             await self.campaigns.count_stats(counts, session, last_sent=last_sent)
             await self.outbox.add_batch(session, events)
 

@@ -257,6 +257,8 @@ class CampaignStore:
             {"_id": {"$in": ids}, "status": MessageStatus.queued.value},
             {"$set": {"status": MessageStatus.sending.value, "claim": token, "claimed_at": now}},
         )
+        for d in found:  # the claim each message was taken under (hand-offs check it)
+            d["claim"] = token
         if result.modified_count == len(ids):  # none taken by another worker in between
             return found
         # another dispatcher took some of them between the read and the update: only those
@@ -276,18 +278,33 @@ class CampaignStore:
         )
         return result.modified_count
 
+    async def still_claimed(self, ids: Sequence[str], token: str) -> set[str]:
+        """Which of these messages are still being sent under this claim: one whose claim
+        outlived campaign_claim_timeout_seconds may have been put back in the queue (and
+        claimed again) by any worker's sweep."""
+        query = {"_id": {"$in": list(ids)}, "claim": token, "status": MessageStatus.sending.value}
+        return {d["_id"] async for d in self.messages.find(query, {"_id": 1})}
+
     async def record_outcomes(
-        self, outcomes: Sequence[tuple[str, Mapping[str, Any]]], session: AsyncClientSession
-    ) -> None:
+        self,
+        outcomes: Sequence[tuple[str, Mapping[str, Any]]],
+        session: AsyncClientSession,
+        claim: str | None = None,
+    ) -> int:
         """Set each claimed message's outcome (its new status and fields), in a few
-        statements for the whole hand-off (``set_each``)."""
-        if outcomes:
-            await set_each(
-                self.messages,
-                dict(outcomes),
-                where={"status": MessageStatus.sending.value},
-                session=session,
-            )
+        statements for the whole hand-off (``set_each``), while it is still being sent
+        under ``claim``, or was put back in the queue by a sweep and not claimed again
+        (what happened to it is known here: recording it keeps it from going twice).
+        Returns how many matched."""
+        if not outcomes:
+            return 0
+        where: dict[str, Any] = {"status": MessageStatus.sending.value}
+        if claim is not None:
+            where = {
+                "status": {"$in": [MessageStatus.sending.value, MessageStatus.queued.value]},
+                "claim": {"$in": [claim, None]},
+            }
+        return await set_each(self.messages, dict(outcomes), where=where, session=session)
 
     async def release_held(
         self, campaign_id: str, variant: str, session: AsyncClientSession
