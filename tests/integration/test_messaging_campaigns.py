@@ -428,6 +428,21 @@ async def test_a_claim_taken_back_by_a_sweep_is_not_sent_by_the_worker_that_lost
     assert campaign["status"] == CampaignStatus.completed.value
 
 
+async def test_a_sweep_spares_the_sweeping_workers_own_claims(kit):
+    people = [await kit.person() for _ in range(6)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+    queue = CampaignStore(kit.store)
+    now = utcnow()
+    ours = await queue.claim([campaign_id], now=now, limit=3, token="ours")
+    theirs = await queue.claim([campaign_id], now=now, limit=3, token="theirs")
+    assert len(ours) == len(theirs) == 3
+    released = await queue.release_stale(now + timedelta(hours=1), keep=["ours"])
+    assert released == 3
+    assert await queue.still_claimed([m["_id"] for m in ours], "ours") == {m["_id"] for m in ours}
+    assert await queue.still_claimed([m["_id"] for m in theirs], "theirs") == set()
+
+
 async def test_the_next_batch_is_claimed_during_the_last_handoffs_and_put_back_on_stop(
     kit, smtp_server
 ):

@@ -289,7 +289,10 @@ class Dispatcher:
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.settings.campaign_claim_timeout_seconds / 2
             stale = now - timedelta(seconds=self.settings.campaign_claim_timeout_seconds)
-            if released := await self.campaigns.release_stale(stale):
+            # (not its own batch claimed ahead: it may have aged past the timeout while
+            # the batch before it was slow, and is sent next)
+            mine = [self._claim_ahead[0]] if self._claim_ahead is not None else []
+            if released := await self.campaigns.release_stale(stale, keep=mine):
                 log.warning("campaigns.stale_claims_released", messages=released)
         if self.guard is not None and not self.guard.healthy:
             log.warning("campaigns.guard_not_watching")  # nothing goes out unguarded

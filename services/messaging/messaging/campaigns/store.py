@@ -269,12 +269,18 @@ class CampaignStore:
         }
         return [d for d in found if d["_id"] in mine]
 
-    async def release_stale(self, claimed_before: datetime) -> int:
+    async def release_stale(self, claimed_before: datetime, keep: Sequence[str] = ()) -> int:
         """Messages claimed by a worker that died before recording their outcome go back
-        to the queue (they may have been handed over already: the in-flight window)."""
+        to the queue (they may have been handed over already: the in-flight window);
+        those under the claims in ``keep`` (the sweeping worker's own) stay."""
+        query: dict[str, Any] = {
+            "status": MessageStatus.sending.value,
+            "claimed_at": {"$lt": claimed_before},
+        }
+        if keep:
+            query["claim"] = {"$nin": list(keep)}
         result = await self.messages.update_many(
-            {"status": MessageStatus.sending.value, "claimed_at": {"$lt": claimed_before}},
-            {"$set": {"status": MessageStatus.queued.value, "claim": None, "resent": True}},
+            query, {"$set": {"status": MessageStatus.queued.value, "claim": None, "resent": True}}
         )
         return result.modified_count
 
