@@ -223,7 +223,11 @@ def _header_value(name: str, value: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValueError(f"the {name} header may not contain line breaks")
     if value.isascii():
-        if len(name) + 2 + len(value) <= FOLD_AT or " " not in value:
+        if len(name) + 2 + len(value) <= FOLD_AT:
+            return value
+        if " " not in value:  # nowhere to fold it
+            if len(name) + 2 + len(value) > MAX_LINE:
+                raise ValueError(f"the {name} header is longer than SMTP's {MAX_LINE} bytes")
             return value
         header = Header(value, "us-ascii", header_name=name)
     else:

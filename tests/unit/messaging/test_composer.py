@@ -234,3 +234,8 @@ def test_ascii_text_goes_as_it_is_and_accents_as_quoted_printable():
 def test_the_envelope_names_the_bare_addresses():
     sent = campaign_email()
     assert (sent.sender, sent.recipient) == ("news@parti.example.org", "zoe.lefevre@example.org")
+
+
+def test_an_unbroken_header_value_longer_than_smtp_allows_is_refused():
+    with pytest.raises(ValueError, match="longer than SMTP"):
+        campaign_email(unsubscribe_link="https://tribune.example.org/u?token=" + "a" * 1000)

@@ -182,6 +182,16 @@ class Outcome:
     sms: SentSms | None = None
 
 
+def _not_sent(
+    message: dict[str, Any], campaign: Mapping[str, Any] | None, now: datetime
+) -> Outcome:
+    """A claimed message that does not go now: back to the queue while its campaign may
+    still send it (sending, or paused), cancelled with a cancelled or gone campaign."""
+    waiting = (CampaignStatus.sending.value, CampaignStatus.paused.value)
+    back = campaign is not None and campaign["status"] in waiting
+    return Outcome(message, MessageStatus.queued if back else MessageStatus.cancelled, now)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -256,14 +266,7 @@ class Dispatcher:
             list({m["campaign_id"] for m in claimed}), with_stats=False
         )
         now = utcnow()
-        outcomes = []
-        waiting = (CampaignStatus.sending.value, CampaignStatus.paused.value)
-        for message in claimed:
-            campaign = current.get(message["campaign_id"])
-            back = campaign is not None and campaign["status"] in waiting
-            outcomes.append(
-                Outcome(message, MessageStatus.queued if back else MessageStatus.cancelled, now)
-            )
+        outcomes = [_not_sent(m, current.get(m["campaign_id"]), now) for m in claimed]
         await self._record(outcomes, current)
         log.info("campaigns.claim_ahead_released", messages=len(outcomes))
 
@@ -490,13 +493,10 @@ class Dispatcher:
         now = utcnow()
         for message in claimed:
             campaign = current.get(message["campaign_id"])
-            status = campaign["status"] if campaign else CampaignStatus.cancelled.value
-            if status == CampaignStatus.sending.value:
+            if campaign is not None and campaign["status"] == CampaignStatus.sending.value:
                 sendable.append(message)
-            elif status == CampaignStatus.paused.value:
-                outcomes.append(Outcome(message, MessageStatus.queued, now))
             else:
-                outcomes.append(Outcome(message, MessageStatus.cancelled, now))
+                outcomes.append(_not_sent(message, campaign, now))
         if sendable:
             reads = await read()
             # the hand-offs not on record when the read began may be missing from it:
