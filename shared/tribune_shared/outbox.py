@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 import zlib
 from collections.abc import Sequence
 from datetime import timedelta
@@ -42,6 +43,16 @@ OUTBOX = "outbox"
 LOCKS = "locks"
 
 PROCESSED_EVENTS = "processed_events"
+
+#: the relays running in this process: a write to the outbox here keeps them polling at
+#: the fast pace (OutboxRelay.nudge), so what this process commits goes out at once even
+#: when its relay was idle
+_LOCAL_RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def _nudge_local_relays() -> None:
+    for relay in _LOCAL_RELAYS:
+        relay.nudge()
 
 
 def kernel_indexes(settings: ServiceSettings) -> list[IndexSpec]:
@@ -97,6 +108,7 @@ class Outbox:
         )
         for env in envelopes:  # the request's consistency token names them (if they commit)
             record_written(env.type, env.event_id, env.key)
+        _nudge_local_relays()
 
     async def committed(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these events (added one by one) are committed in the outbox."""
@@ -120,6 +132,7 @@ class Outbox:
 
     async def add_packed(self, session: AsyncClientSession, row: dict[str, Any]) -> None:
         await self.store[OUTBOX].insert_one(row, session=session)
+        _nudge_local_relays()
 
     async def add_batch(self, session: AsyncClientSession, envelopes: Sequence[Envelope]) -> None:
         if envelopes:
@@ -160,11 +173,29 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._lease_renew_at = 0.0  # monotonic: renew the lease from then on
+        self._busy_until = 0.0  # monotonic: poll at the fast pace until then
         self.lock_id = "outbox-relay"
 
     def request_stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    def nudge(self) -> None:
+        """Events are being written in this process (not committed yet): look now, and
+        keep looking at the fast pace for a while, so they go out as soon as they commit."""
+        self._busy_until = time.monotonic() + self.settings.outbox_idle_after_seconds
+        self._wake.set()
+
+    def _poll_interval(self, relayed: int) -> float:
+        """The fast pace while events flow (or were just written here), the idle pace once
+        none came for outbox_idle_after_seconds."""
+        now = time.monotonic()
+        if relayed:
+            self._busy_until = now + self.settings.outbox_idle_after_seconds
+        fast = self.settings.outbox_poll_interval_seconds
+        if now < self._busy_until:
+            return fast
+        return max(fast, self.settings.outbox_idle_poll_interval_seconds)
 
     async def _watch_outbox(self) -> None:
         """Wake the relay as soon as a transaction commits events (a change stream on the
@@ -248,32 +279,35 @@ class OutboxRelay:
         return len(singles)
 
     async def run(self) -> None:
-        interval = self.settings.outbox_poll_interval_seconds
         watcher = (
             asyncio.create_task(self._watch_outbox(), name="outbox-watch")
             if self.settings.outbox_wake_on_insert
             else None
         )
+        _LOCAL_RELAYS.add(self)
         try:
-            await self._relay_until_stopped(interval)
+            await self._relay_until_stopped()
         finally:
+            _LOCAL_RELAYS.discard(self)
             if watcher is not None:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
 
-    async def _relay_until_stopped(self, interval: float) -> None:
+    async def _relay_until_stopped(self) -> None:
+        fast = self.settings.outbox_poll_interval_seconds
         while not self._stopping.is_set():
             self._wake.clear()  # events committed from now on wake the next wait
+            relayed = 0
             try:
                 if await self._hold_lease():
-                    while await self.relay_once() and not self._stopping.is_set():
-                        pass
+                    while (n := await self.relay_once()) and not self._stopping.is_set():
+                        relayed += n
             except Exception as exc:  # keep relaying after transient broker/store errors
                 log.warning("outbox.relay_failed", error=repr(exc))
                 await self._report_backlog()  # so a broker outage shows as a growing backlog
-                await asyncio.sleep(min(1.0, interval * 10))
+                await asyncio.sleep(min(1.0, fast * 10))
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval(relayed))
             except TimeoutError:
                 pass
         # Drain what is committed before stopping (SIGTERM finishes in-flight work).

@@ -1,5 +1,6 @@
 """The outbox relay can be woken by a change stream on the outbox (a committed event is
-relayed at once instead of at the next poll): what the revocation benchmark tunes."""
+relayed at once instead of at the next poll): what the revocation benchmark tunes. An idle
+relay polls at a slower pace, and a write in its own process wakes it."""
 
 from __future__ import annotations
 
@@ -43,16 +44,53 @@ async def test_a_committed_event_wakes_the_relay_long_before_its_next_poll(isola
     task = asyncio.create_task(relay.run())
     try:
         await asyncio.sleep(1.0)  # the first (empty) poll is done; the stream is open
-        async with store.transaction() as session:
-            await Outbox(store).add(session, revoked("c1"))
+        # committed as another process would (Outbox.add would wake this process's relay)
+        row = await Outbox(store).pack([revoked("c1")])
+        await store[OUTBOX].insert_one(row)
 
         async def published():
-            return await store[OUTBOX].count_documents({"published_at": {"$ne": None}}) == 1
+            return await store[OUTBOX].count_documents({}) == 0  # a batch row goes once sent
 
         await wait_for(published, timeout=30)
     finally:
         relay.request_stop()
         await asyncio.wait_for(task, 30)  # stopping is not held up by the open stream
+        await publisher.stop()
+        await store.client.drop_database(settings.database_name)
+        await store.close()
+
+
+async def test_an_idle_relay_slows_down_and_a_write_in_its_process_wakes_it(isolated_env):
+    # Fast pace 50 ms, idle at once, idle pace a minute, no change stream.
+    settings = WakeSettings(
+        outbox_poll_interval_seconds=0.05,
+        outbox_idle_after_seconds=0,
+        outbox_idle_poll_interval_seconds=60,
+    )
+    await ensure_topics(settings, ["consent-revoked"])
+    store = Store(settings)
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    relay = OutboxRelay(store, publisher)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(1.0)  # the first (empty) poll is done: the relay is idle
+        row = await Outbox(store).pack([revoked("c1")])
+        await store[OUTBOX].insert_one(row)  # committed by another process
+        await asyncio.sleep(1.5)
+        assert await store[OUTBOX].count_documents({}) == 1  # waits for the idle poll
+
+        async with store.transaction() as session:  # a write here: relayed at once
+            await Outbox(store).add(session, revoked("c2"))
+
+        async def published():
+            return await store[OUTBOX].count_documents({"published_at": None}) == 0
+
+        await wait_for(published, timeout=30)
+        assert await store[OUTBOX].count_documents({}) == 1  # c2 kept for audit, c1 gone
+    finally:
+        relay.request_stop()
+        await asyncio.wait_for(task, 30)
         await publisher.stop()
         await store.client.drop_database(settings.database_name)
         await store.close()
