@@ -5,6 +5,8 @@ relay polls at a slower pace, and a write in its own process wakes it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from pydantic_settings import SettingsConfigDict
@@ -33,9 +35,9 @@ def revoked(contact_id: str):
     return new_envelope(event, producer="waketest", federation_id="f", federation_path="/f/")
 
 
-async def test_a_committed_event_wakes_the_relay_long_before_its_next_poll(isolated_env):
-    # A poll a minute: only the change stream publishes within the first seconds.
-    settings = WakeSettings(outbox_wake_on_insert=True, outbox_poll_interval_seconds=60)
+@asynccontextmanager
+async def running_relay(settings: WakeSettings) -> AsyncIterator[Store]:
+    """A relay running with these settings for the block; its store, dropped after."""
     await ensure_topics(settings, ["consent-revoked"])
     store = Store(settings)
     publisher = EventPublisher(settings)
@@ -43,7 +45,20 @@ async def test_a_committed_event_wakes_the_relay_long_before_its_next_poll(isola
     relay = OutboxRelay(store, publisher)
     task = asyncio.create_task(relay.run())
     try:
-        await asyncio.sleep(1.0)  # the first (empty) poll is done; the stream is open
+        await asyncio.sleep(1.0)  # the first (empty) poll is done; a stream is open
+        yield store
+    finally:
+        relay.request_stop()
+        await asyncio.wait_for(task, 30)  # stopping is not held up by an open stream
+        await publisher.stop()
+        await store.client.drop_database(settings.database_name)
+        await store.close()
+
+
+async def test_a_committed_event_wakes_the_relay_long_before_its_next_poll(isolated_env):
+    # A poll a minute: only the change stream publishes within the first seconds.
+    settings = WakeSettings(outbox_wake_on_insert=True, outbox_poll_interval_seconds=60)
+    async with running_relay(settings) as store:
         # committed as another process would (Outbox.add would wake this process's relay)
         row = await Outbox(store).pack([revoked("c1")])
         await store[OUTBOX].insert_one(row)
@@ -52,12 +67,6 @@ async def test_a_committed_event_wakes_the_relay_long_before_its_next_poll(isola
             return await store[OUTBOX].count_documents({}) == 0  # a batch row goes once sent
 
         await wait_for(published, timeout=30)
-    finally:
-        relay.request_stop()
-        await asyncio.wait_for(task, 30)  # stopping is not held up by the open stream
-        await publisher.stop()
-        await store.client.drop_database(settings.database_name)
-        await store.close()
 
 
 async def test_an_idle_relay_slows_down_and_a_write_in_its_process_wakes_it(isolated_env):
@@ -67,14 +76,7 @@ async def test_an_idle_relay_slows_down_and_a_write_in_its_process_wakes_it(isol
         outbox_idle_after_seconds=0,
         outbox_idle_poll_interval_seconds=60,
     )
-    await ensure_topics(settings, ["consent-revoked"])
-    store = Store(settings)
-    publisher = EventPublisher(settings)
-    await publisher.start()
-    relay = OutboxRelay(store, publisher)
-    task = asyncio.create_task(relay.run())
-    try:
-        await asyncio.sleep(1.0)  # the first (empty) poll is done: the relay is idle
+    async with running_relay(settings) as store:  # idle after its first (empty) poll
         row = await Outbox(store).pack([revoked("c1")])
         await store[OUTBOX].insert_one(row)  # committed by another process
         await asyncio.sleep(1.5)
@@ -88,9 +90,3 @@ async def test_an_idle_relay_slows_down_and_a_write_in_its_process_wakes_it(isol
 
         await wait_for(published, timeout=30)
         assert await store[OUTBOX].count_documents({}) == 1  # c2 kept for audit, c1 gone
-    finally:
-        relay.request_stop()
-        await asyncio.wait_for(task, 30)
-        await publisher.stop()
-        await store.client.drop_database(settings.database_name)
-        await store.close()
