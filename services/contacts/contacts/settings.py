@@ -83,6 +83,18 @@ class ContactsSettings(ServiceSettings):
     bulk_read_max_contacts: int = Field(
         default=1_000, ge=1, le=100_000_000, description="contacts returned, single reads too"
     )
+    # The local pre-budget (contacts.bulk_reads): reads a process gathers before it adds
+    # them to the store's counter, a share of each limit, or after this many seconds
+    bulk_read_sync_share: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="share of a limit a process counts locally before telling the store "
+        "(with R processes a user may pass a limit by R x this before being refused)",
+    )
+    bulk_read_sync_seconds: float = Field(
+        default=5, ge=0, le=3600, description="a process tells the store at least this often"
+    )
 
     # What each role sees (contacts.field_view): these roles see contact details (emails,
     # phones, address, birth year, custom fields); the others get the restricted view
