@@ -23,6 +23,9 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         app.state.consent_service = ConsentService(settings, app.state.store)
         app.state.privacy_service = PrivacyService(settings, app.state.store)
 
+    async def on_shutdown(app: FastAPI) -> None:
+        await app.state.consent_service.close()  # queued view audits are written first
+
     return create_service_app(
         settings,
         title="Tribune consent",
@@ -30,6 +33,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         routers=[privacy_person_router, router, privacy_router, *public_routers()],
         indexes=[*INDEXES, *PRIVACY_INDEXES],
         on_startup=on_startup,
+        on_shutdown=on_shutdown,
     )
 
 

@@ -73,6 +73,12 @@ class ConsentSettings(ServiceSettings):
     # Proof and audit: what is kept of where a request came from
     user_agent_max_chars: int = Field(default=64, ge=0, le=512)
     audit_default_limit: int = Field(default=50, ge=1, le=10_000)
+    view_audit_batch_max_entries: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="audit entries of concurrent consent views written in one insert, at most",
+    )
 
     # Consent texts
     text_max_chars: int = Field(default=20_000, ge=1, le=200_000)
