@@ -17,6 +17,7 @@ from consent.service import CONFIRM_PATH, CONFIRM_PURPOSE, ConsentService
 from consent.settings import ConsentSettings
 from consent.store import ConsentStore
 from fastapi.testclient import TestClient
+from pymongo.errors import ServerSelectionTimeoutError
 from support import deliver, identity_headers, make_identity, run_with_store
 from tribune_shared.auth import Role
 from tribune_shared.client_info import CLIENT_IP_HEADER, CLIENT_USER_AGENT_HEADER
@@ -440,3 +441,25 @@ def test_a_merged_duplicate_s_consents_follow_the_survivor_once(api):
     assert len(outbox(settings)) == before + 2
     again = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
     assert len(again["history"]) == len(view["history"])
+
+
+def test_a_view_whose_audit_entry_cannot_be_written_is_refused(api, monkeypatch):
+    client, settings = api
+    assert grant(client, settings).status_code == 200
+    manager = headers(settings, role=Role.campaign_manager, **ORIGIN)
+    service = client.app.state.consent_service
+
+    async def unreachable(docs, session):
+        raise ServerSelectionTimeoutError("the store is unreachable")
+
+    monkeypatch.setattr(service.consents, "add_audits", unreachable)
+    r = client.get("/api/v1/consents/ana", headers=manager)
+    assert r.status_code == 503, r.text
+    assert "news" not in r.text  # nothing of the person's consents
+    monkeypatch.undo()
+    assert client.get("/api/v1/consents/ana", headers=manager).status_code == 200
+    dpo = headers(settings, PARIS, Role.dpo)
+    items = client.get(
+        "/api/v1/consents/audit", params={"action": "consent_viewed"}, headers=dpo
+    ).json()["items"]
+    assert len(items) == 1  # the answered view, not the refused one
