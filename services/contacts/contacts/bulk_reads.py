@@ -122,15 +122,17 @@ class BulkReads:
         self.sync_pages = max(1, int(settings.bulk_read_max_pages * share))
         self.sync_contacts = max(1, int(settings.bulk_read_max_contacts * share))
         self.tallies: dict[str, Tally] = {}
+        self._window: datetime | None = None  # the window the tallies are of
 
     def _tally(self, user_id: str, start: datetime) -> tuple[str, Tally]:
+        if start != self._window:
+            # a new window (the same for every user): the ended ones' tallies go, what
+            # they had not sent is within the documented bound
+            self.tallies = {k: t for k, t in self.tallies.items() if t.window_start >= start}
+            self._window = start
         key = f"{user_id}:{int(start.timestamp())}"
         tally = self.tallies.get(key)
         if tally is None:
-            # a new window: the ended ones' tallies go (what they had not sent is within
-            # the documented bound)
-            for old in [k for k, t in self.tallies.items() if t.window_start < start]:
-                del self.tallies[old]
             tally = self.tallies[key] = Tally(start)
         return key, tally
 

@@ -6,8 +6,10 @@ and the trail: the store's own behaviour is tested in tests/integration)."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import contacts.bulk_reads as bulk_reads
 import pytest
 from contacts.bulk_reads import BulkReads
 from contacts.settings import ContactsSettings
@@ -121,3 +123,19 @@ async def test_a_failed_sync_keeps_the_reads_already_answered():
     await reads.count(viewer, pages=5, contacts=0)
     [total] = counter.totals.values()
     assert (total["pages"], total["contacts"]) == (5, 11)  # the failed read not counted
+
+
+async def test_a_new_window_starts_from_nothing_and_forgets_the_ended_ones(monkeypatch):
+    now = datetime(2026, 3, 1, 10, 59, tzinfo=UTC)
+    monkeypatch.setattr(bulk_reads, "utcnow", lambda: now)
+    counter = SharedCounter()
+    reads = process(counter)
+    viewer = make_identity(role=Role.viewer)
+    for _ in range(1_000):
+        await reads.count(viewer, pages=0, contacts=1)
+    with pytest.raises(TooManyRequests):
+        await reads.count(viewer, pages=0, contacts=1)
+    now += timedelta(minutes=2)  # the next hour's window
+    await reads.count(viewer, pages=0, contacts=1)
+    assert [t.window_start.hour for t in reads.tallies.values()] == [11]
+    assert sorted(t["contacts"] for t in counter.totals.values()) == [1, 1_001]
