@@ -92,7 +92,7 @@ def verify_identity(token: str, secret: str) -> Identity:
         raise InvalidIdentity(str(exc)) from exc
 
 
-def current_identity(
+async def current_identity(
     request: Request,
     x_tribune_identity: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Identity:
@@ -114,7 +114,7 @@ def require_roles(*roles: Role, admin: bool = True):
     unless ``admin=False``: e.g. privacy requests are the DPO's alone)."""
     allowed = {*roles, Role.admin} if admin else set(roles)
 
-    def check(identity: CurrentIdentity) -> Identity:
+    async def check(identity: CurrentIdentity) -> Identity:
         if identity.role not in allowed:
             raise Forbidden(f"role {identity.role} may not do this")
         return identity

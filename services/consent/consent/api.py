@@ -25,14 +25,14 @@ may_change = require_roles(Role.secretary, Role.campaign_manager, Role.dpo)
 may_write_texts = require_roles(Role.secretary, Role.dpo)
 
 
-def service(request: Request) -> ConsentService:
+async def service(request: Request) -> ConsentService:
     return request.app.state.consent_service
 
 
 Service = Annotated[ConsentService, Depends(service)]
 
 
-def client_info(request: Request) -> ClientInfo:
+async def client_info(request: Request) -> ClientInfo:
     """Where the request came from, as the gateway says, minimised (IPv4 /24, IPv6 /48,
     user agent truncated)."""
     settings = request.app.state.settings
@@ -42,7 +42,7 @@ def client_info(request: Request) -> ClientInfo:
 Client = Annotated[ClientInfo, Depends(client_info)]
 
 
-def dpo_only(identity: CurrentIdentity) -> Identity:
+async def dpo_only(identity: CurrentIdentity) -> Identity:
     """The audit log is the DPO's alone (not even an administrator's)."""
     if identity.role is not Role.dpo:
         raise Forbidden("only the data protection officer (role dpo) may read the audit log")

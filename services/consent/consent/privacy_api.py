@@ -22,7 +22,7 @@ router = dpo_router("/api/v1/privacy")
 person_router = dpo_router("/api/v1/consents")
 
 
-def service(request: Request) -> PrivacyService:
+async def service(request: Request) -> PrivacyService:
     return request.app.state.privacy_service
 
 

@@ -34,11 +34,11 @@ _RAW_ITEMS = 100
 _MAX_CUSTOM_QUERY = 20
 
 
-def service(request: Request) -> ContactsService:
+async def service(request: Request) -> ContactsService:
     return request.app.state.contacts_service
 
 
-def exports(request: Request) -> ExportsService:
+async def exports(request: Request) -> ExportsService:
     return request.app.state.exports_service
 
 

@@ -26,11 +26,11 @@ may_merge = require_roles(Role.secretary)
 may_read_merges = require_roles(Role.secretary, Role.dpo)
 
 
-def imports(request: Request) -> ImportsService:
+async def imports(request: Request) -> ImportsService:
     return request.app.state.imports_service
 
 
-def merges(request: Request) -> MergeService:
+async def merges(request: Request) -> MergeService:
     return request.app.state.merge_service
 
 

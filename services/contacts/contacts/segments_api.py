@@ -22,11 +22,11 @@ FilterBody = Annotated[
 ]
 
 
-def segments(request: Request) -> SegmentsService:
+async def segments(request: Request) -> SegmentsService:
     return request.app.state.segments_service
 
 
-def exports(request: Request) -> ExportsService:
+async def exports(request: Request) -> ExportsService:
     return request.app.state.exports_service
 
 

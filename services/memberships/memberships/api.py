@@ -16,7 +16,7 @@ from memberships.service import MembershipsService
 router = APIRouter(prefix="/api/v1", tags=["memberships"])
 
 
-def service(request: Request) -> MembershipsService:
+async def service(request: Request) -> MembershipsService:
     return request.app.state.memberships_service
 
 

@@ -25,7 +25,7 @@ may_read = require_roles(Role.campaign_manager, Role.secretary, Role.dpo)
 may_read_totals = require_roles(Role.campaign_manager, Role.secretary, Role.dpo, Role.viewer)
 
 
-def service(request: Request) -> MessagingService:
+async def service(request: Request) -> MessagingService:
     return request.app.state.messaging_service
 
 

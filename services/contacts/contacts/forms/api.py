@@ -18,7 +18,7 @@ may_edit = require_roles(Role.secretary, Role.campaign_manager)
 Kind = Literal["petition", "signup", "volunteer", "event_rsvp"]
 
 
-def forms(request: Request) -> FormsService:
+async def forms(request: Request) -> FormsService:
     return request.app.state.forms_service
 
 

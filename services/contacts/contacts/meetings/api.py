@@ -22,7 +22,7 @@ may_edit = require_roles(Role.secretary, Role.campaign_manager)
 Kind = Literal["meeting", "canvassing"]
 
 
-def meetings(request: Request) -> MeetingsService:
+async def meetings(request: Request) -> MeetingsService:
     return request.app.state.meetings_service
 
 

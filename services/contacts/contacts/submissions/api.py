@@ -15,7 +15,7 @@ FormId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_
 may_read = require_roles(Role.secretary, Role.campaign_manager, Role.dpo)
 
 
-def submissions(request: Request) -> SubmissionsService:
+async def submissions(request: Request) -> SubmissionsService:
     service = getattr(request.app.state, "submissions_service", None)
     if service is None:  # built on first use: the app's startup belongs to contacts.main
         service = SubmissionsService(request.app.state.settings, request.app.state.store)

@@ -35,11 +35,11 @@ def _memberships(request: Request) -> MembershipsService:
     return request.app.state.memberships_service
 
 
-def gift_rules(request: Request) -> GiftRules:
+async def gift_rules(request: Request) -> GiftRules:
     return _memberships(request).gifts
 
 
-def elections(request: Request) -> Elections:
+async def elections(request: Request) -> Elections:
     svc = _memberships(request)
     return Elections(svc.settings, svc.store)
 

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1/memberships", tags=["memberships lifecycle"])
 may_keep_members = require_roles(Role.secretary, Role.treasurer)
 
 
-def service(request: Request) -> LifecycleService:
+async def service(request: Request) -> LifecycleService:
     return LifecycleService(request.app.state.settings, request.app.state.store)
 
 

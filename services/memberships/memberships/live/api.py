@@ -19,7 +19,7 @@ may_read_figures = require_roles(Role.treasurer, Role.secretary, Role.viewer)
 Reader = Annotated[Identity, may_read_figures]
 
 
-def service(request: Request) -> LiveService:
+async def service(request: Request) -> LiveService:
     return request.app.state.live_service
 
 

@@ -48,18 +48,18 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="capped by MEMBERSHIPS_M
 SlipCursor = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")]
 
 
-def service(request: Request) -> MembershipsService:
+async def service(request: Request) -> MembershipsService:
     return request.app.state.memberships_service
 
 
 Service = Annotated[MembershipsService, Depends(service)]
 
 
-def _refunds(svc: Service) -> RefundService:
+async def _refunds(svc: Service) -> RefundService:
     return RefundService(svc.settings, svc.store, clock=svc.clock)
 
 
-def _slips(svc: Service) -> SlipService:
+async def _slips(svc: Service) -> SlipService:
     return SlipService(svc.settings, svc.store, clock=svc.clock)
 
 

@@ -38,7 +38,7 @@ FederationQuery = Annotated[
 YearQuery = Annotated[int | None, Query(ge=1900, le=2999, description="calendar year")]
 
 
-def catalog(request: Request) -> PlanCatalog:
+async def catalog(request: Request) -> PlanCatalog:
     return request.app.state.memberships_service.plans
 
 

@@ -17,7 +17,7 @@ from memberships.providers.service import Outcome, ProviderWebhooks
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
-def webhooks(request: Request) -> ProviderWebhooks:
+async def webhooks(request: Request) -> ProviderWebhooks:
     memberships = request.app.state.memberships_service
     return ProviderWebhooks(memberships.settings, memberships, clock=memberships.clock)
 

@@ -20,7 +20,7 @@ may_read = require_roles(Role.treasurer, Role.dpo)
 may_change = require_roles(Role.treasurer)
 
 
-def service(request: Request) -> ReceiptsService:
+async def service(request: Request) -> ReceiptsService:
     return ReceiptsService(request.app.state.settings, request.app.state.store)
 
 

@@ -32,7 +32,7 @@ FederationId = Annotated[
 ]
 
 
-def service(request: Request) -> ReportsService:
+async def service(request: Request) -> ReportsService:
     return ReportsService(request.app.state.settings, request.app.state.store)
 
 

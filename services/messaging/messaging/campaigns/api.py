@@ -22,7 +22,7 @@ may_read = require_roles(Role.campaign_manager, Role.admin, Role.secretary)
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
-def service(request: Request) -> CampaignService:
+async def service(request: Request) -> CampaignService:
     return request.app.state.campaign_service
 
 

@@ -19,7 +19,7 @@ from messaging.settings import SmsProviderName
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
-def service(request: Request) -> FeedbackService:
+async def service(request: Request) -> FeedbackService:
     return request.app.state.feedback_service
 
 

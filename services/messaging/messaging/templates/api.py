@@ -36,7 +36,7 @@ ContactId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN
 _VARIABLES = "; ".join(f"{k}: {v}" for k, v in TEMPLATE_VARIABLES.items())
 
 
-def service(request: Request) -> TemplateService:
+async def service(request: Request) -> TemplateService:
     return request.app.state.template_service
 
 

@@ -34,7 +34,7 @@ _NOT_FOUND_PAGE = (
 )
 
 
-def service(request: Request) -> TrackingService:
+async def service(request: Request) -> TrackingService:
     return request.app.state.tracking_service
 
 
