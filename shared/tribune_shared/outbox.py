@@ -174,6 +174,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._lease_renew_at = 0.0  # monotonic: renew the lease from then on
         self._busy_until = 0.0  # monotonic: poll at the fast pace until then
+        self._waiting_idle = False  # waiting out the idle pace right now
         self.lock_id = "outbox-relay"
 
     def request_stop(self) -> None:
@@ -181,10 +182,13 @@ class OutboxRelay:
         self._wake.set()
 
     def nudge(self) -> None:
-        """Events are being written in this process (not committed yet): look now, and
-        keep looking at the fast pace for a while, so they go out as soon as they commit."""
+        """Events are being written in this process (not committed yet): keep looking at
+        the fast pace for a while, so they go out as soon as they commit. A relay waiting
+        out the idle pace is woken to take it up; a busy one is not (a poll per write,
+        before its commit, would find nothing)."""
         self._busy_until = time.monotonic() + self.settings.outbox_idle_after_seconds
-        self._wake.set()
+        if self._waiting_idle:
+            self._wake.set()
 
     def _poll_interval(self, relayed: int) -> float:
         """The fast pace while events flow (or were just written here), the idle pace once
@@ -306,10 +310,14 @@ class OutboxRelay:
                 log.warning("outbox.relay_failed", error=repr(exc))
                 await self._report_backlog()  # so a broker outage shows as a growing backlog
                 await asyncio.sleep(min(1.0, fast * 10))
+            interval = self._poll_interval(relayed)
+            self._waiting_idle = interval > fast
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval(relayed))
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
             except TimeoutError:
                 pass
+            finally:
+                self._waiting_idle = False
         # Drain what is committed before stopping (SIGTERM finishes in-flight work).
         try:
             if await self._hold_lease():
