@@ -443,6 +443,40 @@ def test_a_merged_duplicate_s_consents_follow_the_survivor_once(api):
     assert len(again["history"]) == len(view["history"])
 
 
+def test_the_view_of_a_survivor_counts_the_addresses_of_the_contacts_merged_into_it(api):
+    client, settings = api
+    seed_contact(settings, "bob", PARIS, email="bob@example.org")
+
+    async def suppress_bob(store):
+        async with store.transaction() as session:
+            return await ConsentService(settings, store).suppress_contact(
+                session, "bob", federation_id="paris", federation_path=PARIS, reason="objection"
+            )
+
+    assert len(run_with_store(settings, suppress_bob)) == 1
+    view = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
+    assert view["suppressed"] is False  # bob's address, not ana's yet
+    merged = new_envelope(
+        ContactMergedV1(
+            merged_contact_id="bob", surviving_contact_id="ana", contact_version=2, merged_by="u1"
+        ),
+        producer="contacts",
+        federation_id="paris",
+        federation_path=PARIS,
+    )
+
+    async def merge(store):
+        handler = contact_merge_handlers(
+            ConsentService(settings, store), PrivacyService(settings, store)
+        )["contact-merged"]
+        async with store.transaction() as session:
+            await handler(merged, session)
+
+    run_with_store(settings, merge)
+    view = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
+    assert view["suppressed"] is True
+
+
 def test_a_view_whose_audit_entry_cannot_be_written_is_refused(api, monkeypatch):
     client, settings = api
     assert grant(client, settings).status_code == 200
