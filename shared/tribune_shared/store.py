@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pymongo import AsyncMongoClient, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -94,6 +94,14 @@ class IndexSpec:
     collection: str
     keys: Sequence[tuple[str, int]]
     options: dict[str, Any] = field(default_factory=dict)
+    #: an index an earlier version created and this one no longer wants: dropped if it is
+    #: there (every write to the collection pays for each index it keeps)
+    retired: bool = False
+
+    @property
+    def name(self) -> str:
+        """The index's name: its ``name`` option, else the server's default for its keys."""
+        return str(self.options.get("name") or "_".join(f"{k}_{d}" for k, d in self.keys))
 
 
 def subtree_filter(federation_path: str, field_name: str = "federation_path") -> dict[str, Any]:
@@ -164,8 +172,18 @@ class Store:
         return changed
 
     async def ensure_indexes(self, specs: Sequence[IndexSpec]) -> None:
+        """Create the wanted indexes (a no-op for those already there) and drop the retired
+        ones still there."""
         by_collection: dict[str, list[IndexModel]] = {}
         for spec in specs:
+            if spec.retired:
+                collection = self.db[self.physical(spec.collection)]
+                try:
+                    await collection.drop_index(spec.name)
+                except OperationFailure as exc:
+                    if exc.code not in (26, 27):  # no such collection, no such index: gone
+                        raise
+                continue
             by_collection.setdefault(self.physical(spec.collection), []).append(
                 IndexModel(list(spec.keys), **spec.options)
             )

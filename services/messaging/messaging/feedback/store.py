@@ -42,14 +42,26 @@ _FIELDS = {
 }
 
 INDEXES = [
-    # an SMS receipt names the provider's id of the message (set when it was handed over)
+    # An SMS receipt names the provider's id of the message (set when it was handed over,
+    # absent on emails: a sparse index holds the SMS only). The partial index it replaces
+    # ({"$type": "string"}) was never used for these lookups: no query states the type,
+    # so each receipt scanned every message (100 ms at 10,000 messages on the local store,
+    # where a campaign's receipts then held its sends to 3 per second).
+    IndexSpec(MESSAGES, [("provider_message_id", ASCENDING)], {"sparse": True}),
     IndexSpec(
         MESSAGES,
         [("provider_message_id", ASCENDING), ("provider", ASCENDING)],
         {"partialFilterExpression": {"provider_message_id": {"$type": "string"}}},
+        retired=True,
     ),
     IndexSpec(EARLY_RECEIPTS, [("received_at", ASCENDING)]),
 ]
+
+
+def provider_ids_query(provider_message_ids: Iterable[str]) -> dict[str, Any]:
+    """The messages that providers know by these ids (any provider: the caller matches
+    the provider), in the shape the sparse index above serves."""
+    return {"provider_message_id": {"$in": sorted(set(provider_message_ids))}}
 
 
 class FeedbackStore:
@@ -75,9 +87,7 @@ class FeedbackStore:
         if not wanted:
             return {}
         docs = self.messages.find(
-            {"provider_message_id": {"$in": list({pid for _, pid in wanted})}},
-            _FIELDS,
-            session=session,
+            provider_ids_query({pid for _, pid in wanted}), _FIELDS, session=session
         )
         found: dict[tuple[str, str], dict[str, Any]] = {}
         async for d in docs:
