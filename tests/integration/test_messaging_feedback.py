@@ -5,6 +5,7 @@ the purpose). No Kafka: events are handed to the handlers as the consumer would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from consent.settings import ConsentSettings
 from consent.store import SUPPRESSION, ConsentStore
 from fastapi.testclient import TestClient
 from messaging.campaigns.store import CAMPAIGNS, CampaignStore
+from messaging.feedback.domain import Feedback, FeedbackKind
 from messaging.feedback.service import FeedbackService
 from messaging.feedback.store import EARLY_RECEIPTS, provider_ids_query
 from messaging.feedback.store import INDEXES as FEEDBACK_INDEXES
@@ -337,6 +339,52 @@ def test_a_retired_index_left_by_an_earlier_version_is_dropped(api):
     assert "provider_message_id_1" in after
     # and again, with nothing left to drop
     assert run_with_store(settings, lambda store: indexes(store, False))[1] == after
+
+
+def test_concurrent_receipts_share_transactions_and_each_call_gets_its_own_answer(api):
+    """A provider calls back once per SMS: 30 calls at once (one of them a retry of
+    another, one naming no message of ours) are recorded in a few transactions, and each
+    call answers what became of its own receipt."""
+    _client, settings = api
+    ids = [f"9000{i:02d}" for i in range(28)]
+
+    async def work(store):
+        await store[MESSAGES].insert_many(
+            [
+                message(f"s{i}", "sms", provider="ovh", provider_message_id=pid)
+                for i, pid in enumerate(ids)
+            ]
+        )
+        service = FeedbackService(settings, store)
+        transactions = 0
+        run_transaction = store.run_transaction
+
+        async def counted(work, **kwargs):
+            nonlocal transactions
+            transactions += 1
+            return await run_transaction(work, **kwargs)
+
+        store.run_transaction = counted
+        at = datetime(2026, 3, 14, 9, 0, 5, tzinfo=UTC)
+
+        def delivered(pid: str) -> Feedback:
+            return Feedback(FeedbackKind.delivered, at, provider="ovh", provider_message_id=pid)
+
+        calls = [*ids, ids[0], "unknown-to-us"]
+        results = await asyncio.gather(*(service.record([delivered(p)]) for p in calls))
+        await service.close()
+        return results, transactions
+
+    results, transactions = run_with_store(settings, work)
+    answers = [(r.received, r.applied, r.duplicates, r.early) for r in results]
+    assert answers[:28] == [(1, 1, 0, 0)] * 28
+    assert answers[28] == (1, 0, 1, 0)  # the retry: already recorded in the same batch
+    assert answers[29] == (1, 0, 0, 1)  # not known yet: waits as an early receipt
+    assert transactions < 10  # not one per call
+    delivered_at = {d["_id"]: d.get("delivered_at") for d in docs(settings, MESSAGES).values()}
+    assert all(delivered_at[f"s{i}"] is not None for i in range(28))
+    assert stats(settings)["delivered"] == 28
+    assert len([e for e in outbox(settings) if e.type == "message-delivered"]) == 28
 
 
 def test_a_receipt_that_comes_before_its_message_s_outcome_waits_for_it(api):

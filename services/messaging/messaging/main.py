@@ -58,6 +58,7 @@ def create_app(settings: MessagingSettings | None = None, mailer: Mailer | None 
 
     async def on_shutdown(app: FastAPI) -> None:
         await app.state.tracking_service.stop()
+        await app.state.feedback_service.close()  # feedback received is recorded first
         app.state.revocations_stop.set()
         if (task := app.state.revocations_task) is not None:
             # it may be waiting on a broker that does not answer: nothing to finish

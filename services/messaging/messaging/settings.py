@@ -434,6 +434,13 @@ class MessagingSettings(ServiceSettings):
     feedback_max_events: int = Field(
         default=1000, ge=1, le=100_000, description="events one email events call may carry"
     )
+    feedback_batch_max_calls: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="concurrent single-feedback webhook calls (SMS receipts, abuse reports) "
+        "recorded in one transaction, at most",
+    )
     feedback_early_receipt_seconds: float = Field(
         default=3600,
         ge=1,
