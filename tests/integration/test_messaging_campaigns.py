@@ -897,6 +897,33 @@ async def test_sms_in_quiet_hours_is_deferred_to_the_recipients_morning_then_sen
     assert campaign["status"] == CampaignStatus.completed.value
 
 
+async def test_an_idle_dispatcher_asks_less_and_less_often_whether_a_deferred_campaign_is_done(
+    sms_kit,
+):
+    """A campaign waiting for its recipients' morning: asking on every idle tick whether it
+    is done read every deferred message's index entry each time (the store busy all
+    night); the question now comes after waits that double."""
+    kit = sms_kit
+    tahiti = await kit.person(phone="+68987123456", channel=Channel.sms)
+    campaign_id = await kit.launched(channel=Channel.sms, name="SMS")
+    await kit.select(campaign_id, [tahiti])
+    async with kit.dispatcher() as d:
+        await drain(d)  # deferred to the morning in Tahiti
+        asked = 0
+        unfinished = d.campaigns.unfinished
+
+        async def counted(cid: str) -> int:
+            nonlocal asked
+            asked += 1
+            return await unfinished(cid)
+
+        d.campaigns.unfinished = counted  # type: ignore[method-assign]
+        for _ in range(30):
+            assert not await d.tick()
+    assert asked <= 3, asked  # 30 idle ticks, not 30 questions
+    assert (await kit.campaign(campaign_id))["status"] == CampaignStatus.sending.value
+
+
 async def _sms_to(kit: Kit, number: str) -> list[dict[str, Any]]:
     import httpx
 

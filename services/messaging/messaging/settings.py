@@ -312,6 +312,14 @@ class MessagingSettings(ServiceSettings):
     campaign_poll_interval_seconds: float = Field(
         default=0.2, gt=0, le=60, description="how often an idle dispatcher looks for work"
     )
+    campaign_complete_check_max_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="longest wait before a dispatcher asks again whether a campaign with "
+        "messages left and none due (deferred by quiet hours, held, being sent elsewhere) "
+        "is done; the wait doubles from campaign_poll_interval_seconds while it is not",
+    )
     campaign_claim_size: int = Field(
         default=200, ge=1, le=10_000, description="queued messages a dispatcher takes at once"
     )

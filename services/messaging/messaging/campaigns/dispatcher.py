@@ -232,6 +232,8 @@ class Dispatcher:
         self._claim_ahead: tuple[str, asyncio.Task[list[dict[str, Any]]]] | None = None
         self._next_sweep = 0.0
         self._next_breaker_check = 0.0
+        #: campaign id -> (when its completion is asked again (monotonic), the wait before)
+        self._completion_checks: dict[str, tuple[float, float]] = {}
 
     # ------------------------------------------------------------ loop
 
@@ -310,6 +312,7 @@ class Dispatcher:
         if not claimed:
             await self._complete(active.values())
             return False
+        self._completion_checks.clear()  # work came: a finish is asked at once again
         claim_next = None
         if len(claimed) >= self.settings.campaign_claim_size:  # a full batch: more to come
             claim_next = partial(self._claim_next, list(active))
@@ -381,14 +384,31 @@ class Dispatcher:
         )
 
     async def _complete(self, campaigns: Iterable[dict[str, Any]]) -> None:
-        """Campaigns whose whole audience is in and nothing is left to send are done."""
+        """Campaigns whose whole audience is in and nothing is left to send are done.
+
+        A campaign that still holds messages with nothing due (deferred to the morning by
+        quiet hours, held for an A/B winner, being sent by another worker) is asked again
+        after a wait that doubles up to ``campaign_complete_check_max_seconds``: an idle
+        dispatcher ticks every ``campaign_poll_interval_seconds``, and on the local store
+        the question reads the index entry of every such message (20,000 deferred: about
+        0.35 s of the store's CPU per tick, which kept it busy all night)."""
+        clock = time.monotonic()
         for campaign in campaigns:
             audience = campaign.get("audience") or {}
             seen = (campaign.get("stats") or {}).get("selected", 0)
             if not audience.get("resolved") or seen < audience.get("recipients", 0):
                 continue
-            if await self.campaigns.unfinished(campaign["_id"]):
+            next_check, waited = self._completion_checks.get(campaign["_id"], (0.0, 0.0))
+            if clock < next_check:
                 continue
+            if await self.campaigns.unfinished(campaign["_id"]):
+                wait = min(
+                    max(2 * waited, self.settings.campaign_poll_interval_seconds),
+                    self.settings.campaign_complete_check_max_seconds,
+                )
+                self._completion_checks[campaign["_id"]] = (clock + wait, wait)
+                continue
+            self._completion_checks.pop(campaign["_id"], None)
             done = await self.campaigns.update(
                 campaign["_id"],
                 expected=[CampaignStatus.sending],

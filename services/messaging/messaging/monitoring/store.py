@@ -41,15 +41,18 @@ class CampaignWatchStore:
         claim it: not deferred past ``now``)."""
 
         async def due(campaign_id: str) -> bool:
-            found = await self.messages.find_one(
-                {
+            # the undeferred, then the deferred now due: each an equality prefix of the
+            # queue's index (campaign_id, status, not_before), as the claim asks; one query
+            # with $or scans every message of every campaign on the local store
+            for when in (None, {"$lte": now}):
+                queued = {
                     "campaign_id": campaign_id,
                     "status": MessageStatus.queued.value,
-                    "$or": [{"not_before": None}, {"not_before": {"$lte": now}}],
-                },
-                {"_id": 1},
-            )
-            return found is not None
+                    "not_before": when,
+                }
+                if await self.messages.find_one(queued, {"_id": 1}) is not None:
+                    return True
+            return False
 
         answers = await asyncio.gather(*(due(cid) for cid in campaign_ids))
         return {cid for cid, yes in zip(campaign_ids, answers, strict=True) if yes}
