@@ -267,6 +267,7 @@ def create_service_app(
         committed=lambda: Outbox(app.state.store).committed,
         wait_seconds=settings.consistency_wait_seconds,
         poll_seconds=settings.consistency_poll_seconds,
+        poll_max_seconds=settings.consistency_poll_max_seconds,
         max_entries=settings.consistency_max_entries,
         horizon_seconds=settings.consistency_horizon_seconds,
     )

@@ -185,18 +185,29 @@ async def wait_applied(
     *,
     timeout: float,
     poll_seconds: float,
+    poll_max_seconds: float | None = None,
 ) -> None:
-    """Return once ``applied`` reports every entry, else raise ``NotYetApplied``."""
+    """Return once ``applied`` reports every entry, else raise ``NotYetApplied``.
+
+    It looks again after ``poll_seconds``, then after waits that double up to
+    ``poll_max_seconds``: an event applied at once is seen at once, and a request held by a
+    backlog does not ask the store a hundred times a second while that backlog is digested
+    (measured during an import's digest: one service's waiting requests made 87 reads a
+    second, the busiest statement of the store)."""
     pending = entries
     deadline = time.monotonic() + timeout
+    interval = poll_seconds
+    ceiling = max(poll_seconds, poll_max_seconds if poll_max_seconds is not None else 0.0)
     while pending:
         done = await applied([e.event_id for e in pending])
         pending = [e for e in pending if e.event_id not in done]
         if not pending:
             return
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise NotYetApplied(pending)
-        await asyncio.sleep(poll_seconds)
+        await asyncio.sleep(min(interval, left))
+        interval = min(interval * 2, ceiling)
 
 
 # ---------------------------------------------------------------- the HTTP side
@@ -250,6 +261,7 @@ class ConsistencyMiddleware:
         poll_seconds: float,
         max_entries: int,
         horizon_seconds: float,
+        poll_max_seconds: float | None = None,
     ) -> None:
         self.app = app
         self.awaited = awaited
@@ -258,6 +270,7 @@ class ConsistencyMiddleware:
         self.committed = committed
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
+        self.poll_max_seconds = poll_max_seconds
         self.max_entries = max_entries
         self.horizon_seconds = horizon_seconds
 
@@ -317,7 +330,11 @@ class ConsistencyMiddleware:
         """Wait for ``entries``; False once a 503 has been answered instead."""
         try:
             await wait_applied(
-                self.applied(), entries, timeout=self.wait_seconds, poll_seconds=self.poll_seconds
+                self.applied(),
+                entries,
+                timeout=self.wait_seconds,
+                poll_seconds=self.poll_seconds,
+                poll_max_seconds=self.poll_max_seconds,
             )
             return True
         except NotYetApplied as exc:

@@ -195,7 +195,15 @@ class ServiceSettings(BaseSettings):
         default=600, gt=0, le=86_400, description="older entries of a token are dropped"
     )
     consistency_max_entries: int = Field(default=32, ge=1, le=256)
-    consistency_poll_seconds: float = Field(default=0.01, gt=0, le=5)
+    consistency_poll_seconds: float = Field(
+        default=0.01, gt=0, le=5, description="first wait before a waiting request looks again"
+    )
+    consistency_poll_max_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description="longest wait between two looks (the waits double from the first)",
+    )
     # Outbox relay limits
     outbox_poll_interval_seconds: float = Field(
         default=0.05,

@@ -87,6 +87,23 @@ async def test_waiting_returns_once_every_entry_is_applied_or_names_what_is_miss
     assert [e.event_id for e in err.value.missing] == ["c"]
 
 
+async def test_a_long_wait_looks_again_less_and_less_often():
+    """Held by a backlog for 0.5 s: the looks come after waits that double up to the
+    ceiling (10 ms, 20, 40, 80, 80...), not every 10 ms (about 50 looks)."""
+    looks = 0
+
+    async def check(ids: list[str]) -> set[str]:
+        nonlocal looks
+        looks += 1
+        return set()
+
+    with pytest.raises(NotYetApplied):
+        await wait_applied(
+            check, [entry("a")], timeout=0.5, poll_seconds=0.01, poll_max_seconds=0.08
+        )
+    assert 6 <= looks <= 12, looks
+
+
 # ---------------------------------------------------------------- the middleware
 
 URGENT = "consent-revoked"
