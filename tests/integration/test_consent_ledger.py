@@ -392,6 +392,30 @@ def test_malformed_audit_queries_are_422(api, params, field):
 # ---------------------------------------------------------------- merged duplicates
 
 
+def bob_merged_into_ana() -> Envelope:
+    return new_envelope(
+        ContactMergedV1(
+            merged_contact_id="bob", surviving_contact_id="ana", contact_version=2, merged_by="u1"
+        ),
+        producer="contacts",
+        federation_id="paris",
+        federation_path=PARIS,
+    )
+
+
+def deliver_merge(settings, merged: Envelope) -> None:
+    """Consent's contact-merged handler applies ``merged`` (as its worker would)."""
+
+    async def work(store):
+        handler = contact_merge_handlers(
+            ConsentService(settings, store), PrivacyService(settings, store)
+        )["contact-merged"]
+        async with store.transaction() as session:
+            await handler(merged, session)
+
+    run_with_store(settings, work)
+
+
 def test_a_merged_duplicate_s_consents_follow_the_survivor_once(api):
     client, settings = api
     seed_contact(settings, "bob", PARIS, email="bob@example.org")
@@ -404,25 +428,10 @@ def test_a_merged_duplicate_s_consents_follow_the_survivor_once(api):
     assert r.status_code == 200
     assert grant(client, settings, "bob", channel="sms").status_code == 200  # later: wins
     before = len(outbox(settings))
-    merged = new_envelope(
-        ContactMergedV1(
-            merged_contact_id="bob", surviving_contact_id="ana", contact_version=2, merged_by="u1"
-        ),
-        producer="contacts",
-        federation_id="paris",
-        federation_path=PARIS,
-    )
+    merged = bob_merged_into_ana()
 
     def deliver() -> None:
-        async def work(store):
-            handlers = contact_merge_handlers(
-                ConsentService(settings, store), PrivacyService(settings, store)
-            )
-            handler = handlers["contact-merged"]
-            async with store.transaction() as session:
-                await handler(merged, session)
-
-        run_with_store(settings, work)
+        deliver_merge(settings, merged)
 
     deliver()
     view = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
@@ -456,23 +465,7 @@ def test_the_view_of_a_survivor_counts_the_addresses_of_the_contacts_merged_into
     assert len(run_with_store(settings, suppress_bob)) == 1
     view = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
     assert view["suppressed"] is False  # bob's address, not ana's yet
-    merged = new_envelope(
-        ContactMergedV1(
-            merged_contact_id="bob", surviving_contact_id="ana", contact_version=2, merged_by="u1"
-        ),
-        producer="contacts",
-        federation_id="paris",
-        federation_path=PARIS,
-    )
-
-    async def merge(store):
-        handler = contact_merge_handlers(
-            ConsentService(settings, store), PrivacyService(settings, store)
-        )["contact-merged"]
-        async with store.transaction() as session:
-            await handler(merged, session)
-
-    run_with_store(settings, merge)
+    deliver_merge(settings, bob_merged_into_ana())
     view = client.get("/api/v1/consents/ana", headers=headers(settings)).json()
     assert view["suppressed"] is True
 
