@@ -217,6 +217,27 @@ def test_a_soft_bounce_is_counted_and_a_later_hard_one_makes_it_final(api):
     assert kinds == [("message-bounced", "soft", None), ("message-bounced", "hard", hashed)]
 
 
+def test_one_call_with_several_events_of_one_message_applies_them_in_order(api):
+    """A soft then a hard bounce of m1 and a delivery of m2 in one call: m1 ends hard
+    bounced (the second change's guard needs the first one's result), m2 delivered."""
+    client, settings = api
+    at = SENT_AT.isoformat()
+    body = json.dumps(
+        [
+            {"type": "bounced", "message_id": "m1", "bounce_type": "soft", "at": at},
+            {"type": "delivered", "message_id": "m2", "at": at},
+            {"type": "bounced", "message_id": "m1", "bounce_type": "hard", "at": at},
+        ]
+    ).encode()
+    assert post(client, EVENTS, body).json()["applied"] == 3
+    stored = docs(settings, MESSAGES)
+    assert stored["m1"]["bounce_type"] == "hard"
+    assert stored["m2"]["delivered_at"] is not None
+    counted = stats(settings)
+    assert counted["bounced"] == 1 and counted["delivered"] == 1
+    assert counted["bounced_by"].get("soft", 0) == 0 and counted["bounced_by"]["hard"] == 1
+
+
 def test_unsigned_forged_or_malformed_events_are_refused_and_change_nothing(api):
     client, settings = api
     body = json.dumps(

@@ -16,7 +16,7 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.store import IndexSpec, Store
+from tribune_shared.store import IndexSpec, Store, set_each
 
 from messaging.feedback.domain import Feedback, FeedbackKind
 from messaging.store import MESSAGES
@@ -101,13 +101,27 @@ class FeedbackStore:
         changes: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
         session: AsyncClientSession,
     ) -> None:
-        """Set fields on messages still matching their guard: (message id, guard, fields)."""
-        if changes:
+        """Set fields on messages still matching their guard: (message id, guard, fields).
+
+        The changes of distinct messages go in one statement per guard (``set_each``: a
+        batch of receipts is one update, not one statement per message, the costliest part
+        of a receipt on the local store). Two changes of one message (delivered, then
+        bounced, in one batch) go one after the other, in order."""
+        if not changes:
+            return
+        if len({mid for mid, _, _ in changes}) < len(changes):
             await self.messages.bulk_write(
                 [UpdateOne({"_id": mid, **guard}, {"$set": dict(f)}) for mid, guard, f in changes],
-                ordered=False,
+                ordered=True,
                 session=session,
             )
+            return
+        by_guard: dict[str, tuple[Mapping[str, Any], dict[str, Mapping[str, Any]]]] = {}
+        for mid, guard, fields in changes:
+            key = repr(sorted(guard.items()))
+            by_guard.setdefault(key, (guard, {}))[1][mid] = fields
+        for guard, values in by_guard.values():
+            await set_each(self.messages, values, where=guard, session=session)
 
     # ------------------------------------------------------------ early SMS receipts
 
