@@ -624,9 +624,13 @@ class ConsentService:
         )
         if contact is None or contact.get("erased"):
             raise NotFound("contact not found")
-        hashes = (
-            await self.consents.hashes_of([contact_id, *merged]) if merged else own_hashes
-        )
+        hashes = own_hashes
+        if merged:  # the addresses of the contacts merged into the person count too
+            theirs = await self.consents.hashes_of(merged)
+            hashes = {
+                kind: list(dict.fromkeys([*own_hashes[kind], *theirs[kind]]))
+                for kind in ("email", "phone")
+            }
         # the audit entry and the suppression read at once; an entry that cannot be
         # written still fails the view
         _, suppressed = await asyncio.gather(

@@ -161,7 +161,7 @@ class FeedbackService:
         the concurrent calls); an SMS receipt whose message is not known by its provider id
         yet waits for it."""
         if len(feedbacks) != 1:
-            return _summary((await self._record(feedbacks, early_entries=None))[1])
+            return (await self._record(feedbacks, early_entries=None))[0]
         call: dict[str, Any] = {"feedbacks": list(feedbacks)}
         await self.singles.write(call)
         return _summary(call["outcomes"])
