@@ -22,6 +22,7 @@ from tribune_shared.bus import ProcessedEvents
 from tribune_shared.consistency import ConsistencyMiddleware
 from tribune_shared.errors import ERROR_SCHEMAS, DomainError, ServiceUnavailable
 from tribune_shared.events.contracts import Lane
+from tribune_shared.expiry import expiry_task
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.limits import BodyLimit, HeaderCheck, check_route_limits, on_http_error
 from tribune_shared.logging import (
@@ -240,6 +241,7 @@ def create_service_app(
         routes_stop = asyncio.Event()
         routes = asyncio.create_task(routes_task(app.state.store, settings)(routes_stop))
         await app.state.store.ensure_indexes([*kernel_indexes(settings), *indexes])
+        expiry = asyncio.create_task(expiry_task(app.state.store, settings)(routes_stop))
         app.state.readiness = {
             "store": app.state.store.ping,
             "kafka": lambda: kafka_reachable(settings),
@@ -252,6 +254,7 @@ def create_service_app(
             await on_shutdown(app)
         routes_stop.set()
         await routes
+        await expiry
         await app.state.store.close()
         log.info("service.stopped")
 

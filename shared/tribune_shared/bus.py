@@ -290,7 +290,7 @@ class ProcessedEvents:
     transaction as the handlers' writes (so a redelivery is skipped) and read by the APIs
     for read-your-writes (``tribune_shared.consistency``)."""
 
-    collection = "processed_events"  # TTL index: outbox.kernel_indexes
+    collection = "processed_events"  # expiry: outbox.kernel_indexes
 
     def __init__(self, store: Store, group: str) -> None:
         self.store = store

@@ -65,16 +65,13 @@ def kernel_indexes(settings: ServiceSettings) -> list[IndexSpec]:
         IndexSpec(
             OUTBOX,
             [("published_at", ASCENDING)],
-            {
-                "name": "published_at_ttl",
-                "expireAfterSeconds": int(settings.outbox_retention_hours * 3600),
-            },
+            expire_after_seconds=settings.outbox_retention_hours * 3600,
         ),
         # Remembered event ids must outlive Kafka's retention so no replay is handled twice.
         IndexSpec(
             PROCESSED_EVENTS,
             [("at", ASCENDING)],
-            {"expireAfterSeconds": int(settings.processed_events_retention_days * 86400)},
+            expire_after_seconds=settings.processed_events_retention_days * 86400,
         ),
     ]
 

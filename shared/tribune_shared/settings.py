@@ -235,6 +235,20 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_retention_hours: float = Field(default=72, gt=0, le=24 * 365)
     processed_events_retention_days: float = Field(default=30, gt=0, le=3650)
+    # The expiry sweep (tribune_shared.expiry): every process deletes what expired in the
+    # collections it declares, in batches read through their date index.
+    expiry_interval_seconds: float = Field(
+        default=60, gt=0, le=86_400, description="how often expired documents are deleted"
+    )
+    expiry_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="documents deleted per statement"
+    )
+    expiry_max_documents_per_sweep: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="per collection and sweep; a bigger backlog goes on at the next sweep",
+    )
     outbox_lease_seconds: float = Field(default=10, gt=0, le=600)
     # Rebuildable projections (tribune_shared.projections)
     projection_routes_refresh_seconds: float = Field(

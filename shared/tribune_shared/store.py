@@ -97,11 +97,40 @@ class IndexSpec:
     #: an index an earlier version created and this one no longer wants: dropped if it is
     #: there (every write to the collection pays for each index it keeps)
     retired: bool = False
+    #: documents whose (single, date) key is older than this many seconds are deleted by
+    #: the kernel's expiry sweep (``tribune_shared.expiry``), through this index. Never a
+    #: TTL index (``expireAfterSeconds``): the local store's TTL monitor reads every
+    #: document of the collection each minute while holding its global lock, so every
+    #: other command waited ~2 s per 200,000 documents kept (measured); MongoDB's TTL
+    #: monitor is not needed either, one way for both.
+    expire_after_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if "expireAfterSeconds" in self.options:
+            raise ValueError(
+                f"index on {self.collection}: declare expiry with expire_after_seconds, "
+                "not a TTL index (expireAfterSeconds)"
+            )
+        if self.expire_after_seconds is not None:
+            if len(self.keys) != 1 or self.expire_after_seconds < 0:
+                raise ValueError(
+                    f"index on {self.collection}: expiry needs one date key and a delay >= 0"
+                )
 
     @property
     def name(self) -> str:
-        """The index's name: its ``name`` option, else the server's default for its keys."""
-        return str(self.options.get("name") or "_".join(f"{k}_{d}" for k, d in self.keys))
+        """The index's name: its ``name`` option, else the server's default for its keys
+        (``<field>_expiry`` for an expiry index: never the name of the TTL index an earlier
+        version made on the same key, which is dropped instead)."""
+        if self.options.get("name"):
+            return str(self.options["name"])
+        if self.expire_after_seconds is not None:
+            return f"{self.keys[0][0]}_expiry"
+        return "_".join(f"{k}_{d}" for k, d in self.keys)
+
+    @property
+    def expiry_field(self) -> str:
+        return self.keys[0][0]
 
 
 def subtree_filter(federation_path: str, field_name: str = "federation_path") -> dict[str, Any]:
@@ -150,6 +179,9 @@ class Store:
         #: a rebuildable projection's logical name -> the physical collection its reads and
         #: writes go to (``tribune_shared.projections``); a name not here is its own
         self.routes: dict[str, str] = {}
+        #: (collection, date field) -> seconds after which a document expires: what
+        #: ``ensure_indexes`` was given, swept by ``tribune_shared.expiry``
+        self.expiry: dict[tuple[str, str], float] = {}
 
     def __getitem__(self, name: str):
         return self.db[self.physical(name)]
@@ -172,23 +204,33 @@ class Store:
         return changed
 
     async def ensure_indexes(self, specs: Sequence[IndexSpec]) -> None:
-        """Create the wanted indexes (a no-op for those already there) and drop the retired
-        ones still there."""
+        """Create the wanted indexes (a no-op for those already there), drop the retired
+        ones still there and any TTL index (expiry is the kernel's sweep, see
+        ``IndexSpec.expire_after_seconds``), and remember the expiry rules for the sweep."""
         by_collection: dict[str, list[IndexModel]] = {}
         for spec in specs:
             if spec.retired:
-                collection = self.db[self.physical(spec.collection)]
-                try:
-                    await collection.drop_index(spec.name)
-                except OperationFailure as exc:
-                    if exc.code not in (26, 27):  # no such collection, no such index: gone
-                        raise
+                await self._drop_index(self.physical(spec.collection), spec.name)
                 continue
+            options = dict(spec.options)
+            if spec.expire_after_seconds is not None:
+                options["name"] = spec.name
+                self.expiry[(spec.collection, spec.expiry_field)] = spec.expire_after_seconds
             by_collection.setdefault(self.physical(spec.collection), []).append(
-                IndexModel(list(spec.keys), **spec.options)
+                IndexModel(list(spec.keys), **options)
             )
         for name, models in by_collection.items():
+            async for index in await self.db[name].list_indexes():
+                if "expireAfterSeconds" in index:  # an earlier version's TTL index
+                    await self._drop_index(name, str(index["name"]))
             await self.db[name].create_indexes(models)
+
+    async def _drop_index(self, collection: str, name: str) -> None:
+        try:
+            await self.db[collection].drop_index(name)
+        except OperationFailure as exc:
+            if exc.code not in (26, 27):  # no such collection, no such index: gone
+                raise
 
     async def ping(self) -> bool:
         try:

@@ -14,6 +14,7 @@ import uvloop
 from fastapi import FastAPI
 
 from tribune_shared.bus import EventConsumer, EventPublisher, ensure_topics
+from tribune_shared.expiry import expiry_task
 from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.logging import configure_logging, get_logger
 from tribune_shared.outbox import OutboxRelay, kernel_indexes
@@ -110,6 +111,7 @@ class Worker:
         await self.store.load_routes()
         self.background.append(routes_task(self.store, self.settings))
         await self.store.ensure_indexes([*kernel_indexes(self.settings), *self.indexes])
+        self.background.append(expiry_task(self.store, self.settings))
         await ensure_topics(self.settings)
         await self.publisher.start()
         for consumer in self.consumers:

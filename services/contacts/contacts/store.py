@@ -106,7 +106,7 @@ INDEXES = [
     # Export audit trail, by subtree and time.
     IndexSpec(EXPORTS, [("federation_path", ASCENDING), ("started_at", DESCENDING)]),
     # Bulk-read counters (one per user and time window): gone once the window is over.
-    IndexSpec(READ_COUNTERS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    IndexSpec(READ_COUNTERS, [("expires_at", ASCENDING)], expire_after_seconds=0),
 ]
 
 #: fields stored only when they have a value
@@ -536,10 +536,10 @@ IMPORT_INDEXES = [
     IndexSpec(IMPORTS, [("federation_path", ASCENDING), ("_id", DESCENDING)]),
     # The worker's queue: queued jobs, and running ones whose lease expired.
     IndexSpec(IMPORTS, [("status", ASCENDING), ("lease_until", ASCENDING)]),
-    IndexSpec(IMPORTS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    IndexSpec(IMPORTS, [("expires_at", ASCENDING)], expire_after_seconds=0),
     # Chunks and rows have "<job>:<n>" ids (read in order through the _id index).
-    IndexSpec(IMPORT_CHUNKS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
-    IndexSpec(IMPORT_ROWS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    IndexSpec(IMPORT_CHUNKS, [("expires_at", ASCENDING)], expire_after_seconds=0),
+    IndexSpec(IMPORT_ROWS, [("expires_at", ASCENDING)], expire_after_seconds=0),
     IndexSpec(IMPORT_ROWS, [("contact_id", ASCENDING)]),  # erasure
     IndexSpec(MERGES, [("federation_path", ASCENDING), ("_id", DESCENDING)]),
     IndexSpec(MERGES, [("surviving_contact_id", ASCENDING)]),

@@ -27,11 +27,7 @@ def audit_indexes(retention_days: int) -> list[IndexSpec]:
         IndexSpec(ACCESS_AUDIT, [("user_id", ASCENDING), ("_id", DESCENDING)]),
         # Entries are kept for the retention the DPO set, then expire (CNIL: 6 months to
         # a year for access logs).
-        IndexSpec(
-            ACCESS_AUDIT,
-            [("at", ASCENDING)],
-            {"name": "at_ttl", "expireAfterSeconds": retention_days * 86_400},
-        ),
+        IndexSpec(ACCESS_AUDIT, [("at", ASCENDING)], expire_after_seconds=retention_days * 86_400),
     ]
 
 
@@ -41,8 +37,8 @@ INDEXES = [
     IndexSpec(FEDERATIONS, [("path", ASCENDING)], {"unique": True}),
     IndexSpec(FEDERATIONS, [("parent_id", ASCENDING), ("name_key", ASCENDING)], {"unique": True}),
     # a counter goes once its window is over (reserve_attempt does not rely on it: it
-    # starts a new window over an expired counter the TTL monitor has not removed yet)
-    IndexSpec(LOGIN_ATTEMPTS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    # starts a new window over an expired counter the expiry sweep has not removed yet)
+    IndexSpec(LOGIN_ATTEMPTS, [("expires_at", ASCENDING)], expire_after_seconds=0),
 ]
 
 #: how often reserve_attempt tries again when it loses a race it cannot win at once (a
@@ -165,7 +161,7 @@ class GatewayStore:
 
 
 class AccessAuditStore:
-    """Append and read; nothing here updates or deletes an entry (the TTL index expires
+    """Append and read; nothing here updates or deletes an entry (the expiry sweep deletes
     them after the retention)."""
 
     def __init__(self, store: Store) -> None:

@@ -25,9 +25,7 @@ def indexes(retention_seconds: int) -> list[IndexSpec]:
         # a redelivered batch is recognised by its event ids (idempotent recording)
         IndexSpec(LIVE_EVENTS, [("event_id", ASCENDING)], {"unique": True}),
         IndexSpec(
-            LIVE_EVENTS,
-            [("recorded_at", ASCENDING)],
-            {"name": "recorded_at_ttl", "expireAfterSeconds": retention_seconds},
+            LIVE_EVENTS, [("recorded_at", ASCENDING)], expire_after_seconds=retention_seconds
         ),
     ]
 

@@ -1,5 +1,5 @@
 """Database access of rate limits: ``rate_limits``, one counter per principal and window,
-gone once the window is over (TTL)."""
+gone once the window is over (the kernel's expiry sweep)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tribune_shared.store import IndexSpec, Store
 
 RATE_LIMITS = "rate_limits"
 
-INDEXES = [IndexSpec(RATE_LIMITS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0})]
+INDEXES = [IndexSpec(RATE_LIMITS, [("expires_at", ASCENDING)], expire_after_seconds=0)]
 
 
 class RateLimitStore:

@@ -17,9 +17,9 @@ REFRESH_TOKENS = "refresh_tokens"
 INDEXES = [
     IndexSpec(SESSIONS, [("user_id", ASCENDING), ("revoked_at", ASCENDING)]),
     # a session goes once over (refresh tokens cannot outlive it)
-    IndexSpec(SESSIONS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    IndexSpec(SESSIONS, [("expires_at", ASCENDING)], expire_after_seconds=0),
     IndexSpec(REFRESH_TOKENS, [("session_id", ASCENDING)]),
-    IndexSpec(REFRESH_TOKENS, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    IndexSpec(REFRESH_TOKENS, [("expires_at", ASCENDING)], expire_after_seconds=0),
 ]
 
 

@@ -18,7 +18,7 @@ from messaging.store import MESSAGES
 #: the message id) and ``expires_at``; no contact, no time of the hit
 TRACKING_SEEN = "tracking_seen"
 
-INDEXES = [IndexSpec(TRACKING_SEEN, [("expires_at", ASCENDING)], {"expireAfterSeconds": 0})]
+INDEXES = [IndexSpec(TRACKING_SEEN, [("expires_at", ASCENDING)], expire_after_seconds=0)]
 
 #: what the flush needs of a message: its A/B variant, and to record it per person and
 #: publish its event
