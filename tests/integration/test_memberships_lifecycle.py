@@ -440,3 +440,33 @@ def test_the_roll_and_the_counts_at_a_day(settings, client):
     assert viewer.status_code == 403
     too_many = client.get("/api/v1/memberships/roll", params={"limit": 100_000}, headers=secretary)
     assert too_many.status_code == 422
+
+
+def test_the_sweeps_transition_queries_read_a_status_and_date_index(client, settings):
+    """The sweep's transitions were one `$or`, which the local store answers by scanning
+    every membership, once per batch and inside a transaction (every other transaction of
+    the store waited for it). Each of its queries now reads a (status, date) index."""
+    from memberships.lifecycle.store import transition_queries
+
+    today = date(2026, 6, 1)
+
+    async def plans(store: Store) -> list[dict[str, Any]]:
+        await store[MEMBERSHIPS].insert_one(
+            {"_id": "m", "status": "active", "ends_on": "2026-05-01", "grace_ends_on": "x"}
+        )
+        found = []
+        for query in transition_queries(today):
+            explained = await store[MEMBERSHIPS].find(query).explain()
+            found.append(explained["queryPlanner"]["winningPlan"])
+        return found
+
+    found = run_with_store(settings, plans)
+    assert len(found) == 2
+    for plan in found:
+        stages = []
+        while plan:
+            stages.append(plan)
+            plan = plan.get("inputStage")
+        assert all(s["stage"] != "COLLSCAN" for s in stages), stages
+        scan = next(s for s in stages if s["stage"] == "IXSCAN")
+        assert next(iter(scan["keyPattern"])) == "status", scan

@@ -80,6 +80,15 @@ def counts_filters(day: date) -> dict[str, dict[str, Any]]:
     }
 
 
+def transition_queries(today: date) -> list[dict[str, Any]]:
+    """The sweep's queries for memberships time has moved on by ``today``."""
+    day = _day(today)
+    return [
+        {"status": S.active.value, "ends_on": {"$lt": day}},
+        {"status": S.grace.value, "grace_ends_on": {"$lt": day}},
+    ]
+
+
 class LifecycleStore:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -91,27 +100,16 @@ class LifecycleStore:
     ) -> list[dict[str, Any]]:
         """Memberships time has moved on by ``today``: active past their paid period,
         grace past their grace days."""
-        day = _day(today)
-        query = {
-            "$or": [
-                {"status": S.active.value, "ends_on": {"$lt": day}},
-                {"status": S.grace.value, "grace_ends_on": {"$lt": day}},
-            ]
-        }
-        return (
-            await self.store[MEMBERSHIPS]
-            .find(query, session=session)
-            .sort([("ends_on", ASCENDING), ("_id", ASCENDING)])
-            .limit(limit)
-            .to_list()
-        )
+        return await self._first(transition_queries(today), limit, session)
 
     async def due_reminders(
         self, today: date, offsets: Sequence[int], limit: int, session: AsyncClientSession
     ) -> list[dict[str, Any]]:
         """Active memberships whose period ends within a reminder's window and whose
         reminder for that window is not settled yet (one query; each window spans at most
-        its offset's days, so the keys to exclude are few)."""
+        its offset's days, so the keys to exclude are few). The local store answers it
+        with a scan (it never uses an index beside a ``$nin``); a query per window would
+        scan once per window."""
         clauses = []
         for offset, fewest in reminder_windows(offsets):
             first, last = today + timedelta(days=fewest), today + timedelta(days=offset)
@@ -131,6 +129,26 @@ class LifecycleStore:
             .limit(limit)
             .to_list()
         )
+
+    async def _first(
+        self, queries: Sequence[dict[str, Any]], limit: int, session: AsyncClientSession
+    ) -> list[dict[str, Any]]:
+        """The first ``limit`` memberships (by end, then id) matching any of the queries:
+        one query each, each read through a (status, date) index. As one ``$or`` the
+        local store scanned every membership, once per sweep batch (in a transaction, so
+        every other transaction of the store waited for it)."""
+        found: dict[str, dict[str, Any]] = {}
+        for query in queries:
+            cursor = (
+                self.store[MEMBERSHIPS]
+                .find(query, session=session)
+                .sort([("ends_on", ASCENDING), ("_id", ASCENDING)])
+                .limit(limit)
+            )
+            async for doc in cursor:
+                found.setdefault(doc["_id"], doc)
+        ordered = sorted(found.values(), key=lambda d: (d.get("ends_on") or "", d["_id"]))
+        return ordered[:limit]
 
     async def apply(
         self, updates: Sequence[GuardedUpdate], session: AsyncClientSession
