@@ -207,6 +207,19 @@ def run_with_store(settings: ServiceSettings, work: Callable[[Store], Awaitable[
     return asyncio.run(go())
 
 
+def index_scan(explained: dict[str, Any]) -> dict[str, Any]:
+    """The IXSCAN stage of an ``explain()``'s winning plan; fails on a plan that scans the
+    collection (the local store's planner gives up on some query shapes: README,
+    Extending)."""
+    stages = []
+    plan = explained["queryPlanner"]["winningPlan"]
+    while plan:
+        stages.append(plan)
+        plan = plan.get("inputStage")
+    assert all(s["stage"] != "COLLSCAN" for s in stages), stages
+    return next(s for s in stages if s["stage"] == "IXSCAN")
+
+
 def read_collection(
     settings: ServiceSettings, collection: str, query: dict | None = None
 ) -> list[dict]:

@@ -238,10 +238,10 @@ def create_service_app(
         app.state.store = store or api_store(settings)
         # reads and writes go to each projection's active collection (a rebuild flips it)
         await app.state.store.load_routes()
-        routes_stop = asyncio.Event()
-        routes = asyncio.create_task(routes_task(app.state.store, settings)(routes_stop))
+        tasks_stop = asyncio.Event()
+        routes = asyncio.create_task(routes_task(app.state.store, settings)(tasks_stop))
         await app.state.store.ensure_indexes([*kernel_indexes(settings), *indexes])
-        expiry = asyncio.create_task(expiry_task(app.state.store, settings)(routes_stop))
+        expiry = asyncio.create_task(expiry_task(app.state.store, settings)(tasks_stop))
         app.state.readiness = {
             "store": app.state.store.ping,
             "kafka": lambda: kafka_reachable(settings),
@@ -252,7 +252,7 @@ def create_service_app(
         yield
         if on_shutdown:
             await on_shutdown(app)
-        routes_stop.set()
+        tasks_stop.set()
         await routes
         await expiry
         await app.state.store.close()

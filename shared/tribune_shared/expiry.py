@@ -4,7 +4,7 @@ bounded batches through the date index ``IndexSpec(expire_after_seconds=...)`` d
 Why not TTL indexes: the local store's TTL monitor (SecantusDB, as of 0.7) reads and
 decodes every document of each TTL collection once a minute while it holds the store's
 global lock, so every other command of every service waits for it: about 2 s per 200,000
-documents kept (measured, ``tests/integration/test_expiry.py`` says how), and the kept
+documents kept (measured: ``bench/expiry_stall.py``), and the kept
 documents grow with use (30 days of processed event ids, a year of access audit). This
 sweep reads only what expired, through the index, on MongoDB and the local store alike.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
@@ -42,6 +42,25 @@ EXPIRED = Counter(
 )
 
 
+def expired(date_field: str, cutoff: datetime, last: datetime | None = None) -> dict[str, Any]:
+    """What expired by ``cutoff`` (and, for a batch, dates up to ``last``): a range of the
+    date index, which the local store's planner reads through the index."""
+    bounds: dict[str, Any] = {"$lt": cutoff}
+    if last is not None:
+        bounds["$lte"] = last
+    return {date_field: bounds}
+
+
+def _expired_dates(values: list[Any], cutoff: datetime) -> list[datetime]:
+    """The expired dates of the values read (a value may be an array of dates)."""
+    out: list[datetime] = []
+    for value in values:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, datetime) and item < cutoff:
+                out.append(item)
+    return out
+
+
 async def sweep(
     store: Store, *, batch_size: int, max_documents: int, now: datetime | None = None
 ) -> dict[str, int]:
@@ -52,17 +71,26 @@ async def sweep(
     now = now or utcnow()
     deleted: dict[str, int] = {}
     for (collection, date_field), after in sorted(store.expiry.items()):
-        expired = {date_field: {"$lt": now - timedelta(seconds=after)}}
+        cutoff = now - timedelta(seconds=after)
         done = 0
         while done < max_documents:
             limit = min(batch_size, max_documents - done)
-            ids = [d["_id"] async for d in store[collection].find(expired, {"_id": 1}).limit(limit)]
-            if not ids:
+            found = [
+                d.get(date_field)
+                async for d in store[collection]
+                .find(expired(date_field, cutoff), {date_field: 1})
+                .sort(date_field, 1)
+                .limit(limit)
+            ]
+            if not found:
                 break
-            # the date is asked again: a document renewed since it was read stays
-            result = await store[collection].delete_many({"_id": {"$in": ids}, **expired})
+            # The batch is deleted as a range of the index, up to the newest date read: a
+            # query naming the ids beside the date is a full scan on the local store, and
+            # a document renewed since it was read (a later date) is no longer in range.
+            last = max(_expired_dates(found, cutoff))
+            result = await store[collection].delete_many(expired(date_field, cutoff, last))
             done += result.deleted_count
-            if len(ids) < limit:
+            if len(found) < limit:
                 break
             await asyncio.sleep(0)  # a backlog's batches leave the loop to the others
         if done:

@@ -125,7 +125,7 @@ class IndexSpec:
         if self.options.get("name"):
             return str(self.options["name"])
         if self.expire_after_seconds is not None:
-            return f"{self.keys[0][0]}_expiry"
+            return f"{self.expiry_field}_expiry"
         return "_".join(f"{k}_{d}" for k, d in self.keys)
 
     @property
