@@ -28,7 +28,7 @@ from pymongo import ASCENDING
 from tribune_devstack.infra import ensure_infra
 from tribune_devstack.stack import StackConfig
 from tribune_shared.events import utcnow
-from tribune_shared.expiry import sweep
+from tribune_shared.expiry import expiry_task
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 
@@ -51,16 +51,8 @@ async def fill(store: Store, collection: str, n: int) -> None:
 async def probe(store: Store, seconds: float, sweeping: bool) -> list[float]:
     await store["probe"].replace_one({"_id": 1}, {"_id": 1}, upsert=True)
     stop = asyncio.Event()
-
-    async def sweeper() -> None:
-        while not stop.is_set():
-            await sweep(store, batch_size=1000, max_documents=100_000)
-            try:
-                await asyncio.wait_for(stop.wait(), 5)
-            except TimeoutError:
-                pass
-
-    task = asyncio.create_task(sweeper()) if sweeping else None
+    # the services' own sweep task, at the run's interval (BenchSettings)
+    task = asyncio.create_task(expiry_task(store, store.settings)(stop)) if sweeping else None
     latencies: list[float] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -83,7 +75,9 @@ def row(name: str, lat: list[float]) -> str:
 
 
 async def run(args: argparse.Namespace, mongo_url: str) -> list[str]:
-    settings = BenchSettings(mongo_url=mongo_url, database_prefix="bench_expiry_")
+    settings = BenchSettings(
+        mongo_url=mongo_url, database_prefix="bench_expiry_", expiry_interval_seconds=5
+    )
     store = Store(settings)
     rows = []
     try:

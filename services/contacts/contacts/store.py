@@ -212,6 +212,14 @@ _KEYS_PROJECTION = {
 }
 
 
+def held_keys(doc: dict[str, Any]) -> set[str]:
+    """Every email and phone a stored contact holds (the primary ones and the lists)."""
+    keys = {doc.get("email"), doc.get("phone")}
+    keys |= {e.get("address") for e in doc.get("emails") or ()}
+    keys |= {p.get("number") for p in doc.get("phones") or ()}
+    return {k for k in keys if k}
+
+
 async def holders(
     collection,
     federation_id: str,
@@ -275,10 +283,7 @@ class ContactStore:
         docs = [d for d in docs if d["_id"] != exclude_id]
         for name, wanted in (("email", emails), ("phone", phones)):
             for doc in docs:
-                have = {doc.get(name)}
-                have |= {e.get("address") for e in doc.get("emails") or []}
-                have |= {p.get("number") for p in doc.get("phones") or []}
-                if have & set(wanted):
+                if held_keys(doc) & set(wanted):
                     return name, doc["_id"]
         return None
 
@@ -701,10 +706,7 @@ class ImportStore:
             {"email": 1, "phone": 1, "emails.address": 1, "phones.number": 1},
         ).batch_size(5000)
         async for doc in cursor:
-            keys = {doc.get("email"), doc.get("phone")}
-            keys |= {e.get("address") for e in doc.get("emails") or ()}
-            keys |= {p.get("number") for p in doc.get("phones") or ()}
-            yield doc["_id"], [k for k in keys if k]
+            yield doc["_id"], sorted(held_keys(doc))
 
     async def count_federation(self, federation_id: str, federation_path: str) -> int:
         return await self.contacts.count_documents(
@@ -725,10 +727,7 @@ class ImportStore:
         out: dict[str, str] = {}
         fields = {"emails.address": keys, "phones.number": keys, "email": keys, "phone": keys}
         for doc in await holders(self.contacts, federation_id, fields, session):
-            held: set[str | None] = {doc.get("email"), doc.get("phone")}
-            held |= {e.get("address") for e in doc.get("emails") or ()}
-            held |= {p.get("number") for p in doc.get("phones") or ()}
-            for key in wanted.intersection(held):
+            for key in wanted & held_keys(doc):
                 out[key] = doc["_id"]
         return out
 
