@@ -413,8 +413,8 @@ async def follow_job(admin: Client, digest: Digest, job_id: str) -> None:
         await asyncio.sleep(0.25)
 
 
-async def follow_digest(backlog: Backlog, mongo: AsyncMongoClient, db: str, digest: Digest) -> None:
-    outbox = mongo[db]["outbox"]
+async def follow_digest(backlog: Backlog, dbs: Databases, digest: Digest) -> None:
+    outbox = dbs["contacts"]["outbox"]
     last_move, last_sum = now(), -1
     while True:
         if digest.target is None and digest.imported_at is not None:
@@ -701,11 +701,26 @@ async def prepare(client: Client, prober: Prober, count: int) -> list[str]:
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def projections(mongo: AsyncMongoClient, prefix: str) -> dict[str, int]:
+class Databases(dict[str, Any]):
+    """Each service's database, in the store that holds it (StackConfig.store_url)."""
+
+    def __init__(self, cfg: StackConfig) -> None:
+        self.clients: list[AsyncMongoClient] = []
+        for svc in ("contacts", *CONSUMERS):
+            client: AsyncMongoClient = AsyncMongoClient(cfg.store_url(svc), tz_aware=True)
+            self.clients.append(client)
+            self[svc] = client[f"{cfg.database_prefix}{svc}"]
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+async def projections(dbs: Databases) -> dict[str, int]:
     """Contacts held by contacts, and by each consumer's own projection of them."""
-    out = {"contacts": await mongo[f"{prefix}contacts"]["contacts"].count_documents({})}
+    out = {"contacts": await dbs["contacts"]["contacts"].count_documents({})}
     for svc in CONSUMERS:
-        coll = mongo[f"{prefix}{svc}"]["contacts"]
+        coll = dbs[svc]["contacts"]
         out[svc] = await coll.count_documents({"erased": {"$ne": True}})
     return out
 
@@ -723,7 +738,7 @@ async def run(stack: RunningStack, args: argparse.Namespace, data: bytes, expect
         ) as gw,
         httpx.AsyncClient(timeout=30, trust_env=False, limits=limits) as direct,
     ):
-        mongo: AsyncMongoClient = AsyncMongoClient(cfg.mongo_url, tz_aware=True)
+        dbs = Databases(cfg)
         backlog = Backlog(cfg)
         try:
             email, password = stack.admin_credentials
@@ -766,7 +781,7 @@ async def run(stack: RunningStack, args: argparse.Namespace, data: bytes, expect
             )
             watchers = asyncio.gather(
                 follow_job(admin, digest, r.json()["id"]),
-                follow_digest(backlog, mongo, f"{cfg.database_prefix}contacts", digest),
+                follow_digest(backlog, dbs, digest),
             )
             load = asyncio.gather(
                 revocations_during(revoker, prober, during_ids, digest),
@@ -795,7 +810,7 @@ async def run(stack: RunningStack, args: argparse.Namespace, data: bytes, expect
             quiet = await revocations_quiet(revoker, prober, quiet_ids)
 
             await backlog.wait_idle()
-            counts = await projections(mongo, cfg.database_prefix)
+            counts = await projections(dbs)
 
             job = digest.job
             t_import = digest.imported_at - started
@@ -827,7 +842,7 @@ async def run(stack: RunningStack, args: argparse.Namespace, data: bytes, expect
             }
         finally:
             await backlog.stop()
-            await mongo.close()
+            await dbs.close()
     return figures
 
 

@@ -153,13 +153,17 @@ class Store:
     """Read-only looks into the services' databases (progress and outcomes)."""
 
     def __init__(self, stack: RunningStack) -> None:
-        self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            stack.cfg.mongo_url, tz_aware=True
-        )
+        self.cfg = stack.cfg
         self.prefix = stack.cfg.database_prefix
+        # one client per store process (StackConfig.store_urls: a service's database may be
+        # in a store of its own)
+        self.mongo: dict[str, AsyncMongoClient[dict[str, Any]]] = {}
 
     def db(self, service: str) -> Any:
-        return self.mongo[f"{self.prefix}{service}"]
+        url = self.cfg.store_url(service)
+        if url not in self.mongo:
+            self.mongo[url] = AsyncMongoClient(url, tz_aware=True)
+        return self.mongo[url][f"{self.prefix}{service}"]
 
     async def contacts(self) -> list[dict[str, Any]]:
         fields = {"federation_id": 1, "federation_path": 1, "emails": 1, "email": 1, "phones": 1}
@@ -182,7 +186,8 @@ class Store:
         )
 
     async def close(self) -> None:
-        await self.mongo.close()
+        for client in self.mongo.values():
+            await client.close()
 
 
 async def publish_consents(

@@ -193,10 +193,11 @@ def breakdown(stack: RunningStack, ids: list[str]) -> None:
     from pymongo import MongoClient
 
     cfg = stack.cfg
-    client = MongoClient(cfg.mongo_url, tz_aware=True)
+    client = MongoClient(cfg.store_url("consent"), tz_aware=True)
+    other = MongoClient(cfg.store_url("messaging"), tz_aware=True)
     try:
         consent = client[f"{cfg.database_prefix}consent"]
-        messaging = client[f"{cfg.database_prefix}messaging"]
+        messaging = other[f"{cfg.database_prefix}messaging"]
         rows = consent["outbox"].find(
             {"topic": "consent-revoked", "envelope.key": {"$in": ids}},
             {"created_at": 1, "published_at": 1},
@@ -211,6 +212,7 @@ def breakdown(stack: RunningStack, ids: list[str]) -> None:
             consume.append((handled["at"] - row["published_at"]).total_seconds() * 1000)
     finally:
         client.close()
+        other.close()
     if relay:
         print(
             f"  breakdown ms: commit -> published (relay) p50 {percentile(relay, 50):.1f} "

@@ -362,7 +362,7 @@ async def drained(
     """Wait until every accepted submission is applied and every person has their one
     confirmation email; then check nothing is there twice."""
     env = stack.env
-    client: AsyncMongoClient = AsyncMongoClient(env["TRIBUNE_MONGO_URL"])
+    client: AsyncMongoClient = AsyncMongoClient(stack.cfg.store_url("contacts"))
     db = client[f"{env['TRIBUNE_DATABASE_PREFIX']}contacts"]
     maildir = stack.cfg.infra_dir / "mail"
     began = now()
@@ -406,7 +406,8 @@ async def floor_rate(stack: RunningStack, count: int, batch: int) -> float:
     """The intake's writes raw: a submission document and an outbox entry each, in
     transactions of ``batch``, into a scratch database."""
     env = stack.env
-    client: AsyncMongoClient = AsyncMongoClient(env["TRIBUNE_MONGO_URL"])
+    # contacts' store: the one the intake writes to
+    client: AsyncMongoClient = AsyncMongoClient(stack.cfg.store_url("contacts"))
     db = client[f"{env['TRIBUNE_DATABASE_PREFIX']}floor_{uuid.uuid4().hex[:6]}"]
     await db.create_collection("form_submissions")
     await db.create_collection("outbox")

@@ -345,7 +345,7 @@ async def bench(stack: RunningStack, args: argparse.Namespace) -> int:
     )
     for label, (urls, headers) in targets.items():
         await load(label, urls, headers, concurrency=args.concurrency, seconds=args.warmup)
-    meter = CpuMeter(stack, ["gateway-api", "contacts-api", "store"])
+    meter = CpuMeter(stack, ["gateway-api", "contacts-api", *stack.cfg.stores])
     totals = {label: Run(label) for label in targets}
     for n in range(args.rounds):
         for label, (urls, headers) in targets.items():

@@ -82,7 +82,14 @@ async def bench(stack: RunningStack, args: argparse.Namespace, workers: bool) ->
     await load("warm-up", people, bearer, concurrency=args.concurrency, seconds=args.warmup)
     meter = CpuMeter(
         stack,
-        ["gateway-api", "contacts-api", "consent-api", "memberships-api", "messaging-api", "store"],
+        [
+            "gateway-api",
+            "contacts-api",
+            "consent-api",
+            "memberships-api",
+            "messaging-api",
+            *stack.cfg.stores,
+        ],
     )
     view = await load(
         "person", people, bearer, concurrency=args.concurrency, seconds=args.seconds, meter=meter

@@ -44,8 +44,12 @@ STORE_SOCKET_TIMEOUT_SECONDS = "4"
 @pytest.fixture(scope="session")
 def stack() -> Iterator[RunningStack]:
     """Its own infra and every API and worker (not the session's shared infra: the tests
-    stop its broker and pause its store). The store runs on disk, as in production."""
-    cfg = StackConfig.for_tests(name=f"chaos-{uuid.uuid4().hex[:6]}", store_in_memory=False)
+    stop its broker and pause its store). The store runs on disk, as in production, and
+    holds every service's database (one process: the store faults hit every service at
+    once, as an outage of production's one MongoDB cluster would)."""
+    cfg = StackConfig.for_tests(
+        name=f"chaos-{uuid.uuid4().hex[:6]}", store_in_memory=False, stores="one"
+    )
     # the processes inherit this process's environment (tribune_devstack.platform)
     saved = os.environ.get("TRIBUNE_STORE_SOCKET_TIMEOUT_SECONDS")
     os.environ["TRIBUNE_STORE_SOCKET_TIMEOUT_SECONDS"] = STORE_SOCKET_TIMEOUT_SECONDS

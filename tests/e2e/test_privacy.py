@@ -199,16 +199,17 @@ def test_erasure_closes_with_a_receipt_and_no_store_nor_topic_replay_brings_the_
     assert r.status_code == 404
 
     # no store of the platform holds the email, phone or names (the other person's are there)
-    client = MongoClient(stack.cfg.mongo_url, tz_aware=True)
-    try:
-        dumped = []
-        for name in client.list_database_names():
-            if name.startswith(stack.cfg.database_prefix):
-                for coll in client[name].list_collection_names():
-                    dumped += [f"{name}.{coll}: {d!r}" for d in client[name][coll].find({})]
-        everything = "\n".join(dumped)
-    finally:
-        client.close()
+    dumped = []
+    for url in stack.cfg.store_urls.values():  # each service's store and the main one
+        client = MongoClient(url, tz_aware=True)
+        try:
+            for name in client.list_database_names():
+                if name.startswith(stack.cfg.database_prefix):
+                    for coll in client[name].list_collection_names():
+                        dumped += [f"{name}.{coll}: {d!r}" for d in client[name][coll].find({})]
+        finally:
+            client.close()
+    everything = "\n".join(dumped)
     # Tax receipts keep the donor's name and address for their retention period (LPF art.
     # L102 E, memberships README), under a pseudonym: nowhere else.
     receipts = [

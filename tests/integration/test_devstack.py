@@ -23,9 +23,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient, monitoring
 from tribune_devstack import (
-    INFRA,
     RunningStack,
     StackConfig,
+    ensure_infra,
+    infra_names,
     kafka_ready,
     payments_ready,
     sms_ready,
@@ -74,7 +75,7 @@ def test_for_tests_owns_its_infra_and_isolates_the_rest(infra: StackConfig) -> N
 
 
 def test_the_session_runs_its_own_infra(infra: StackConfig) -> None:
-    records = {name: live_pid(infra.infra_pids_dir, name) for name in INFRA}
+    records = {name: live_pid(infra.infra_pids_dir, name) for name in infra_names(infra)}
     assert all(records.values()), records  # started by this session, not reused
     assert kafka_ready(infra) and store_ready(infra) and smtp_ready(infra) and sms_ready(infra)
     assert payments_ready(infra)
@@ -91,7 +92,7 @@ def test_the_session_runs_its_own_infra(infra: StackConfig) -> None:
 def _own_store_and_sink(infra: StackConfig, root: Path, *, keep: bool) -> StackConfig:
     """A test stack that reuses the session's Kafka and starts a store and a sink of its own
     (cheap to start, unlike a second broker)."""
-    cfg = StackConfig.for_tests(state_root=root)
+    cfg = StackConfig.for_tests(state_root=root, stores="one")
     return replace(
         cfg,
         kafka_port=infra.kafka_port,
@@ -118,6 +119,50 @@ def test_a_test_stack_stops_what_it_started_and_deletes_its_folder(
     assert not record_alive(store) and not record_alive(sink)
     assert not cfg.state_dir.exists()
     assert kafka_ready(infra)  # reused, so left running
+
+
+def test_each_service_keeps_its_database_in_a_store_of_its_own(tmp_path: Path) -> None:
+    cfg = StackConfig.for_tests(state_root=tmp_path, stores="per-service")
+    stores = list(cfg.stores)
+    handle = ensure_infra(cfg, only=stores)
+    try:
+        assert handle.started == stores and len(stores) == 5
+        assert all(store_ready(cfg, name=name) for name in stores)
+        env = stack_env(cfg, "test")
+
+        async def write_through_each_service() -> dict[str, set[str]]:
+            for svc in ("contacts", "messaging", "gateway"):
+                url = env.get(f"{svc.upper()}_MONGO_URL", env["TRIBUNE_MONGO_URL"])
+                client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+                try:
+                    await client[f"{cfg.database_prefix}{svc}"]["probe"].insert_one({"n": 1})
+                finally:
+                    await client.close()
+            found: dict[str, set[str]] = {}
+            for name, url in cfg.store_urls.items():
+                client = AsyncMongoClient(url)
+                try:
+                    names = await client.list_database_names()
+                    found[name] = {n for n in names if n.startswith(cfg.database_prefix)}
+                finally:
+                    await client.close()
+            return found
+
+        found = asyncio.run(write_through_each_service())
+        prefix = cfg.database_prefix
+        assert found == {
+            "store": {f"{prefix}gateway"},
+            "store-contacts": {f"{prefix}contacts"},
+            "store-consent": set(),
+            "store-memberships": set(),
+            "store-messaging": {f"{prefix}messaging"},
+        }
+        # every store on disk in a folder of its own, or in memory with its scratch there
+        assert all((cfg.infra_dir / name).is_dir() for name in stores)
+        # recorded, so the stack's next start keeps the layout its data has
+        assert (cfg.infra_dir / "stores.layout").read_text() == "per-service\n"
+    finally:
+        assert handle.stop_started() == dict.fromkeys(stores, "stopped")
 
 
 def test_keep_infra_leaves_a_test_stacks_infra_and_folder(

@@ -178,12 +178,12 @@ def cmd_logs(cfg: StackConfig, lines: int, follow: bool) -> None:
 
 COMMANDS = {
     "fetch": "fetch Kafka jars with mvn (idempotent; quick when cached)",
-    "infra-up": "start (or reuse) Kafka, the store, the SMTP sink, the fake SMS and payments",
+    "infra-up": "start (or reuse) Kafka, the stores, the SMTP sink, the fake SMS and payments",
     "up": "fetch + infra-up + start every service API and worker",
     "down": "stop services, then infra",
     "status": "table of processes, pids, ports, readiness",
     "logs": "follow all logs, prefixed by process name",
-    "infra-down": "stop Kafka, the store, the SMTP sink, the fake SMS and payments",
+    "infra-down": "stop Kafka, the stores, the SMTP sink, the fake SMS and payments",
     "env": "print the services' environment as export lines",
     "admin-password": "print this stack's administrator password (as first generated)",
 }

@@ -36,13 +36,14 @@ from tribune_devstack.procs import (
     stop_records,
     wait_until,
 )
-from tribune_devstack.stack import StackConfig
+from tribune_devstack.stack import LAYOUT_FILE, OWN_STORE_SERVICES, StackConfig
 
 __all__ = [
     "INFRA",
     "InfraHandle",
     "ensure_infra",
     "fetch_kafka",
+    "infra_names",
     "infra_status",
     "kafka_ready",
     "kafka_version",
@@ -53,7 +54,16 @@ __all__ = [
     "store_ready",
 ]
 
-INFRA: tuple[str, ...] = ("kafka", "store", "smtp", "sms", "payments")
+#: every infra process a stack may run; a stack runs the stores of its layout
+#: (StackConfig.stores: "store", plus "store-<service>" per service with a store of its own)
+INFRA: tuple[str, ...] = (
+    "kafka",
+    "store",
+    *(f"store-{svc}" for svc in OWN_STORE_SERVICES),
+    "smtp",
+    "sms",
+    "payments",
+)
 #: where the fake SMS provider calls the stack back, through the gateway: inbound SMS (the
 #: consent STOP webhook) and delivery receipts (messaging's, one path per provider style)
 SMS_INBOUND_PATH = "/api/v1/webhooks/sms"
@@ -98,12 +108,19 @@ def kafka_ready(cfg: StackConfig, timeout: float = 5.0) -> bool:
         quiet.setLevel(level)
 
 
-def store_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
-    if not port_open(cfg.host, cfg.store_port):
+def infra_names(cfg: StackConfig) -> tuple[str, ...]:
+    """The infra processes of this stack, in start order."""
+    return tuple(n for n in INFRA if not n.startswith("store") or n in cfg.stores)
+
+
+def store_ready(cfg: StackConfig, timeout: float = 2.0, *, name: str = "store") -> bool:
+    """The store process ``name`` ("store" or "store-<service>") answers a ping."""
+    port = cfg.stores[name]
+    if not port_open(cfg.host, port):
         return False
     ms = int(timeout * 1000)
     client: MongoClient[dict[str, object]] = MongoClient(
-        cfg.mongo_url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms
+        cfg.store_urls[name], serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms
     )
     try:
         client.admin.command("ping")
@@ -140,17 +157,23 @@ def payments_ready(cfg: StackConfig, timeout: float = 2.0) -> bool:
 
 _PROBES: dict[str, Callable[[StackConfig], bool]] = {
     "kafka": kafka_ready,
-    "store": store_ready,
     "smtp": smtp_ready,
     "sms": sms_ready,
     "payments": payments_ready,
 }
 
 
+def _ready(cfg: StackConfig, name: str) -> bool:
+    if name.startswith("store"):
+        return store_ready(cfg, name=name)
+    return _PROBES[name](cfg)
+
+
 def _port(cfg: StackConfig, name: str) -> int:
+    if name.startswith("store"):
+        return cfg.stores[name]
     return {
         "kafka": cfg.kafka_port,
-        "store": cfg.store_port,
         "smtp": cfg.smtp_port,
         "sms": cfg.sms_port,
         "payments": cfg.payments_port,
@@ -173,8 +196,8 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
     if name == "kafka":
         cmd, _ = prepare_kafka(cfg)
         return cmd
-    if name == "store":
-        home = cfg.infra_dir / "store"
+    if name.startswith("store"):
+        home = cfg.infra_dir / name
         home.mkdir(parents=True, exist_ok=True)
         # An explicit (empty) config turns off secantusd's auto-discovery of
         # ./secantusd.toml and ~/.secantus/: the flags below are the whole config.
@@ -189,7 +212,7 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
             "--host",
             cfg.host,
             "--port",
-            str(cfg.store_port),
+            str(cfg.stores[name]),
             "--storage-path",
             ":memory:" if cfg.store_in_memory else str(home),
             *cache,
@@ -242,10 +265,10 @@ def _command(cfg: StackConfig, name: str) -> list[str]:
 
 
 def _env(cfg: StackConfig, name: str) -> dict[str, str] | None:
-    if name == "store" and cfg.store_in_memory:
+    if name.startswith("store") and cfg.store_in_memory:
         # An in-memory secantusd still makes a scratch home with mkdtemp and deletes it on
         # a clean exit: after a SIGKILL it stays behind, so put it in the stack's folder.
-        return {**os.environ, "TMPDIR": str(cfg.infra_dir / "store")}
+        return {**os.environ, "TMPDIR": str(cfg.infra_dir / name)}
     if name == "sms":
         # The fake signs receipts and inbound SMS with the stack's secrets, which messaging
         # and consent are given too (platform.stack_env); in the environment, not argv.
@@ -297,12 +320,12 @@ class InfraHandle:
         return out
 
 
-def ensure_infra(cfg: StackConfig, only: Iterable[str] = INFRA) -> InfraHandle:
-    """Make Kafka, store, SMTP sink and fake SMS and payment providers answer on cfg's ports; start
-    what is missing."""
+def ensure_infra(cfg: StackConfig, only: Iterable[str] | None = None) -> InfraHandle:
+    """Make Kafka, the stores, SMTP sink and fake SMS and payment providers answer on cfg's
+    ports (``only``: those named); start what is missing."""
     # Concurrent starts of one stack's infra (two `make up`): the second waits, then reuses.
     with file_lock(cfg.infra_dir / "infra.lock"):
-        return _ensure_infra(cfg, only)
+        return _ensure_infra(cfg, infra_names(cfg) if only is None else only)
 
 
 def _ensure_infra(cfg: StackConfig, only: Iterable[str]) -> InfraHandle:
@@ -310,7 +333,7 @@ def _ensure_infra(cfg: StackConfig, only: Iterable[str]) -> InfraHandle:
     to_start: list[str] = []
     to_wait: list[str] = []
     for name in only:
-        if _PROBES[name](cfg):
+        if _ready(cfg, name):
             handle.reused.append(name)
         elif live_pid(cfg.infra_pids_dir, name) is not None:
             to_wait.append(name)  # our earlier start, still booting
@@ -321,6 +344,11 @@ def _ensure_infra(cfg: StackConfig, only: Iterable[str]) -> InfraHandle:
             )
         else:
             to_start.append(name)
+    if any(name.startswith("store") for name in to_start):
+        # what the data is laid out as, so a later start without TRIBUNE_STORES keeps it
+        # (StackConfig.from_env: existing_layout)
+        cfg.infra_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.infra_dir / LAYOUT_FILE).write_text(cfg.store_layout + "\n")
     try:
         for name in to_start:
             rec = spawn(
@@ -348,7 +376,6 @@ def _ensure_infra(cfg: StackConfig, only: Iterable[str]) -> InfraHandle:
 
 
 def _wait_ready(cfg: StackConfig, name: str, rec: PidRecord | None) -> None:
-    probe = _PROBES[name]
     timeout = _timeout(cfg, name)
     log = rec.log if rec else str(cfg.infra_logs_dir / f"{name}.log")
     start = rec.log_offset if rec else 0
@@ -358,7 +385,7 @@ def _wait_ready(cfg: StackConfig, name: str, rec: PidRecord | None) -> None:
             return None
         return f"{name} exited before it was ready; log {log}:\n{log_excerpt(log, start=start)}"
 
-    if not wait_until(lambda: probe(cfg), timeout=timeout, interval=0.5, abort=died):
+    if not wait_until(lambda: _ready(cfg, name), timeout=timeout, interval=0.5, abort=died):
         raise DevstackError(
             f"{name} not ready after {timeout:.0f}s (raise TRIBUNE_"
             f"{'KAFKA' if name == 'kafka' else 'INFRA'}_READY_TIMEOUT?); "
@@ -380,7 +407,7 @@ def stop_infra(cfg: StackConfig, timeout: float | None = None) -> dict[str, str]
 def infra_status(cfg: StackConfig) -> list[tuple[str, int | None, int, bool]]:
     """(name, pid or None if not ours, port, ready) for each infra process."""
     rows: list[tuple[str, int | None, int, bool]] = []
-    for name in INFRA:
+    for name in infra_names(cfg):
         rec = live_pid(cfg.infra_pids_dir, name)
-        rows.append((name, rec.pid if rec else None, _port(cfg, name), _PROBES[name](cfg)))
+        rows.append((name, rec.pid if rec else None, _port(cfg, name), _ready(cfg, name)))
     return rows

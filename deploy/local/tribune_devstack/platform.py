@@ -180,6 +180,12 @@ def stack_env(cfg: StackConfig, environment: str = "development") -> dict[str, s
         # the suites share the stack's administrator and poll through the gateway: its
         # per-user rate limit is the limiter's own tests' business (tests/integration)
         env["GATEWAY_RATE_LIMIT_USER_REQUESTS"] = "1000000"
+    # Each service's database in its own store when the layout says so (StackConfig.stores);
+    # the key vault is one for every service: in the main store, whatever the layout.
+    env["TRIBUNE_VAULT_MONGO_URL"] = cfg.mongo_url
+    for svc in SERVICES:
+        if f"store-{svc}" in cfg.stores:
+            env[f"{svc.upper()}_MONGO_URL"] = cfg.store_url(svc)
     env["MEMBERSHIPS_LIVE_PORT"] = str(cfg.http_ports[LIVE])
     env["GATEWAY_LIVE_URL"] = cfg.service_url(LIVE)
     for svc in SERVICES:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 SERVICES: tuple[str, ...] = ("contacts", "consent", "memberships", "messaging", "gateway")
 """Service packages; each runs `python -m <svc>.main` (API) and `python -m <svc>.worker`."""
@@ -37,6 +38,21 @@ _DEFAULT_WORKER_PORTS: dict[str, int] = {
     "memberships": 8203,
     "messaging": 8204,
 }
+#: How the local stack lays out its stores (TRIBUNE_STORES). "per-service" (the default):
+#: each service in OWN_STORE_SERVICES gets a SecantusDB process of its own, and the gateway
+#: and the key vault share the main one (``store``). "one": every database in the main one.
+#: Why: SecantusDB serves one command at a time per process (its Python threads take turns
+#: under one interpreter lock, and a transactional statement waits for every other
+#: transaction's statement: README, Known limits), so on one store an import's writes,
+#: three consumers' batches and a revocation all queue behind each other; production's
+#: MongoDB serves them in parallel. One process per service is what "each service owns its
+#: database" looks like locally, and it lets the store use every core. The vault stays in
+#: the main store because it is shared by every service (tribune_shared.vault).
+StoreLayout = Literal["one", "per-service"]
+STORE_LAYOUTS: tuple[StoreLayout, ...] = ("one", "per-service")
+OWN_STORE_SERVICES: tuple[str, ...] = ("contacts", "consent", "memberships", "messaging")
+#: a service's store port: the main store's + this offset (unless TRIBUNE_<SVC>_STORE_PORT)
+_STORE_OFFSETS: dict[str, int] = {svc: i + 1 for i, svc in enumerate(OWN_STORE_SERVICES)}
 #: memberships' live figures process (`python -m memberships.live`, faust): one HTTP port
 #: (figures, /health, /ready, /metrics), `http_ports["live"]`, TRIBUNE_LIVE_PORT
 LIVE = "live"
@@ -98,6 +114,10 @@ class StackConfig:
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     store_port: int = 27017
+    store_layout: StoreLayout = "per-service"
+    # the stores of OWN_STORE_SERVICES when store_layout is "per-service" (empty: the main
+    # store's port + _STORE_OFFSETS)
+    service_store_ports: Mapping[str, int] = field(default_factory=dict)
     smtp_port: int = 1025
     smtp_http_port: int = 8025
     sms_port: int = 8026  # the fake SMS provider (HTTP)
@@ -137,7 +157,32 @@ class StackConfig:
         return f"{self.host}:{self.kafka_port}"
 
     @property
+    def stores(self) -> dict[str, int]:
+        """Every store process of the stack: infra name ("store", "store-<service>") → port."""
+        out = {"store": self.store_port}
+        if self.store_layout == "per-service":
+            for svc in OWN_STORE_SERVICES:
+                port = self.service_store_ports.get(svc, self.store_port + _STORE_OFFSETS[svc])
+                out[f"store-{svc}"] = port
+        return out
+
+    @property
+    def store_urls(self) -> dict[str, str]:
+        """Every store process of the stack: infra name → its URL."""
+        return {name: self._store_url_at(port) for name, port in self.stores.items()}
+
+    def store_url(self, service: str) -> str:
+        """The URL of the store that holds ``service``'s database (the main store's for the
+        gateway, the vault, or every service when store_layout is "one")."""
+        return self._store_url_at(self.stores.get(f"store-{service}", self.store_port))
+
+    @property
     def mongo_url(self) -> str:
+        """The main store's URL (every database but those of services with a store of their
+        own: store_url)."""
+        return self._store_url_at(self.store_port)
+
+    def _store_url_at(self, port: int) -> str:
         # retryWrites=false: SecantusDB (0.7.0b3) keeps the reply of every retryable write
         # (a write outside a transaction: audit entries, counters, locks) for 30 min, up to
         # 10,000, and scans that table on each one, sorting it once full: with the driver's
@@ -147,7 +192,7 @@ class StackConfig:
         # the driver to retry across; transactions keep their own retries
         # (Store.run_transaction).
         # Production (MongoDB replica set) keeps the driver's default.
-        return f"mongodb://{self.host}:{self.store_port}/?directConnection=true&retryWrites=false"
+        return f"mongodb://{self.host}:{port}/?directConnection=true&retryWrites=false"
 
     @property
     def gateway_url(self) -> str:
@@ -215,6 +260,12 @@ class StackConfig:
 
         raw_jars = env.get("TRIBUNE_KAFKA_JARS_DIR", "").strip()
         defaults = cls.__dataclass_fields__
+        layout = _store_layout(env.get("TRIBUNE_STORES", "").strip() or existing_layout(infra_dir))
+        store_port = _env_int(env, "TRIBUNE_STORE_PORT", 27017)
+        service_store_ports = {
+            svc: _env_int(env, f"TRIBUNE_{svc.upper()}_STORE_PORT", store_port + off)
+            for svc, off in _STORE_OFFSETS.items()
+        }
         return cls(
             name=name,
             state_dir=state_dir,
@@ -222,7 +273,9 @@ class StackConfig:
             host=env.get("TRIBUNE_HOST", "").strip() or "127.0.0.1",
             kafka_port=_env_int(env, "TRIBUNE_KAFKA_PORT", 9092),
             kafka_controller_port=_env_int(env, "TRIBUNE_KAFKA_CONTROLLER_PORT", 9093),
-            store_port=_env_int(env, "TRIBUNE_STORE_PORT", 27017),
+            store_port=store_port,
+            store_layout=layout,
+            service_store_ports=service_store_ports,
             smtp_port=_env_int(env, "TRIBUNE_SMTP_PORT", 1025),
             smtp_http_port=_env_int(env, "TRIBUNE_SMTP_HTTP_PORT", 8025),
             sms_port=_env_int(env, "TRIBUNE_SMS_PORT", 8026),
@@ -255,6 +308,7 @@ class StackConfig:
         env: Mapping[str, str] | None = None,
         state_root: Path | None = None,
         store_in_memory: bool = True,
+        stores: StoreLayout | None = None,
     ) -> StackConfig:
         """A stack of its own for one test session or benchmark, sharing nothing with the
         dev stack: free ports for Kafka (broker and controller), the store, the SMTP sink
@@ -262,19 +316,21 @@ class StackConfig:
         ephemeral folder, `.local/tests/<name>` (or `<state_root>/<name>`). The fake SMS
         and payment providers get free ports too.
 
-        The rest (JDK, Kafka heap and jars, timeouts, store cache, TRIBUNE_KEEP_INFRA) is
-        read from env as for any stack.
+        The rest (JDK, Kafka heap and jars, timeouts, store cache, the store layout unless
+        ``stores`` says, TRIBUNE_KEEP_INFRA) is read from env as for any stack.
         """
         base = cls.from_env(env)
         tag = uuid.uuid4().hex[:8]
         name = name or f"test-{tag}"
         state_dir = (state_root or repo_root() / ".local" / "tests") / name
         kafka, controller, store, smtp, smtp_http, sms, payments, *ports = find_free_ports(
-            7 + 2 * len(SERVICES) + 1, base.host
+            7 + 2 * len(SERVICES) + 1 + len(OWN_STORE_SERVICES), base.host
         )
         http_ports = {svc: ports[i] for i, svc in enumerate(SERVICES)}
         http_ports[LIVE] = ports[2 * len(SERVICES)]
         worker_ports = {svc: ports[len(SERVICES) + i] for i, svc in enumerate(SERVICES)}
+        first = 2 * len(SERVICES) + 1
+        service_store_ports = {svc: ports[first + i] for i, svc in enumerate(OWN_STORE_SERVICES)}
         return replace(
             base,
             name=name,
@@ -283,6 +339,12 @@ class StackConfig:
             kafka_port=kafka,
             kafka_controller_port=controller,
             store_port=store,
+            # a test stack is new: its layout never follows the dev stack's data
+            store_layout=stores
+            or _store_layout(
+                (env or os.environ).get("TRIBUNE_STORES", "").strip() or "per-service"
+            ),
+            service_store_ports=service_store_ports,
             smtp_port=smtp,
             smtp_http_port=smtp_http,
             sms_port=sms,
@@ -295,6 +357,28 @@ class StackConfig:
             store_cache_size=base.store_cache_size or ("4G" if store_in_memory else None),
             ephemeral=True,
         )
+
+
+#: where a stack records the store layout its data was made with (tribune_devstack.infra)
+LAYOUT_FILE = "stores.layout"
+
+
+def _store_layout(value: str) -> StoreLayout:
+    if value not in STORE_LAYOUTS:
+        raise ValueError(f"TRIBUNE_STORES must be one of {', '.join(STORE_LAYOUTS)}, got {value!r}")
+    return value
+
+
+def existing_layout(infra_dir: Path) -> str:
+    """The layout a stack's data already has: the one recorded when its stores last started;
+    "one" for a stack made before stores per service (a main store's folder, no record),
+    whose databases are all in it; else the default, "per-service"."""
+    recorded = infra_dir / LAYOUT_FILE
+    if recorded.is_file():
+        return recorded.read_text().strip()
+    if (infra_dir / "store").is_dir():
+        return "one"
+    return "per-service"
 
 
 def _default_java(env: Mapping[str, str]) -> str:
