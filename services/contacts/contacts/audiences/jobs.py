@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -25,13 +26,23 @@ from tribune_shared.logging import get_logger
 from tribune_shared.outbox import Outbox
 from tribune_shared.store import Store
 
-from contacts.audiences.domain import AudienceError, address_condition, audience_scope
+from contacts.audiences.domain import (
+    AudienceError,
+    advance,
+    audience_scope,
+    has_address,
+    resume,
+)
 from contacts.audiences.store import AudienceStore
-from contacts.filter_language import FilterError, compile_filter, parse_filter
+from contacts.filter_language import Filter, FilterError, evaluate, parse_filter
 from contacts.import_jobs import worker_id
 from contacts.settings import ContactsSettings
 
 log = get_logger(__name__)
+
+#: ranges read in a row without selecting anyone before the job's cursor is saved anyway
+#: (which renews its lease); a worker that dies reads at most these again
+SAVE_EVERY_EMPTY_READS = 64
 
 
 class _LeaseLost(Exception):
@@ -48,10 +59,14 @@ class AudienceRunner:
     def _lease(self):
         return utcnow() + timedelta(seconds=self.settings.audience_lease_seconds)
 
-    async def selection(self, job: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The scope and conditions of a job's audience, or AudienceError (why not)."""
-        conditions = [address_condition(Channel(job["channel"]), job["needs_address"])]
+    async def selection(
+        self, job: dict[str, Any]
+    ) -> tuple[dict[str, Any], Callable[[Mapping[str, Any]], bool]]:
+        """The subtree of a job's audience and which of its contacts are in it, or
+        AudienceError (why not)."""
+        address = has_address(Channel(job["channel"]), job["needs_address"])
         segment_path = None
+        flt: Filter | None = None
         if job.get("segment_id"):
             segment = await self.audiences.segment(job["segment_id"])
             if segment is None:
@@ -60,9 +75,12 @@ class AudienceRunner:
                 flt = parse_filter(segment["filter"], self.settings.filter_limits)
             except FilterError as exc:  # saved under looser limits than today's
                 raise AudienceError(f"the segment's filter is no longer valid: {exc}") from exc
-            conditions.append(compile_filter(flt))
             segment_path = segment["federation_path"]
-        return audience_scope(job["federation_path"], segment_path), conditions
+        scope = audience_scope(job["federation_path"], segment_path)
+        if flt is None:
+            return scope, address
+        segment_filter = flt
+        return scope, lambda doc: address(doc) and evaluate(segment_filter, doc)
 
     def _envelope(self, job: dict[str, Any], event, federation_id: str, path: str) -> Envelope:
         envelope = new_envelope(
@@ -78,53 +96,61 @@ class AudienceRunner:
         """Resolve one claimed job to its end (or until ``stop``: the job is released)."""
         job_id = job["_id"]
         try:
-            scope, conditions = await self.selection(job)
+            scope, wanted = await self.selection(job)
         except AudienceError as exc:
             await self._finish(job, owner, recipients=job.get("selected", 0), error=str(exc))
             return
         size = self.settings.audience_page_size
-        cursor: str | None = job.get("cursor")
-        position: int = job.get("selected", 0)
-        while True:
+        paths = await self.audiences.paths(scope)
+        position = resume(job.get("cursor"), paths)
+        selected: int = job.get("selected", 0)
+        unsaved = 0  # ranges read since the cursor was last saved (they selected no one)
+        while position is not None:
             if stop is not None and stop.is_set():
                 await self.audiences.release(job_id, owner)
                 return
-            page = await self.audiences.page(scope, conditions, after=cursor, limit=size)
-            if page:
+            read = await self.audiences.read(position, limit=size)
+            page = [doc for doc in read if wanted(doc)]
+            after = advance(position, read, size, paths)
+            unsaved += 1
+            # An empty page is saved only now and then (it renews the lease): a worker that
+            # dies reads those ranges again, selecting no one twice.
+            if page or after is None or unsaved >= SAVE_EVERY_EMPTY_READS:
                 envelopes = [
                     self._envelope(
                         job,
                         CampaignRecipientSelectedV1(
-                            campaign_id=job_id, contact_id=doc["_id"], position=position + i
+                            campaign_id=job_id, contact_id=doc["_id"], position=selected + i
                         ),
                         doc["federation_id"],
                         doc["federation_path"],
                     )
                     for i, doc in enumerate(page)
                 ]
-                last = page[-1]["_id"]
+                saved = after or position
 
-                async def write(session: AsyncClientSession, last=last, envelopes=envelopes):
+                async def write(session: AsyncClientSession, saved=saved, envelopes=envelopes):
                     if not await self.audiences.advance(
                         job_id,
                         owner,
-                        cursor=last,
+                        cursor=saved,
                         selected=len(envelopes),
                         lease_until=self._lease(),
                         session=session,
                     ):
                         raise _LeaseLost(job_id)
-                    await self.outbox.add_batch(session, envelopes)
+                    if envelopes:
+                        await self.outbox.add_batch(session, envelopes)
 
                 try:
                     await self.store.run_transaction(write, what="audience page")
                 except _LeaseLost:
                     log.warning("audience.lease_lost", campaign_id=job_id)
                     return
-                cursor, position = last, position + len(page)
-            if len(page) < size:
-                await self._finish(job, owner, recipients=position, error=None)
-                return
+                selected += len(page)
+                unsaved = 0
+            position = after
+        await self._finish(job, owner, recipients=selected, error=None)
 
     async def _finish(
         self, job: dict[str, Any], owner: str, *, recipients: int, error: str | None

@@ -9,7 +9,8 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.store import IndexSpec, Store
 
-from contacts.store import CONTACTS, SEGMENTS, select
+from contacts.audiences.domain import Position, next_boundary
+from contacts.store import CONTACTS, SEGMENTS
 
 AUDIENCES = "campaign_audiences"
 
@@ -53,22 +54,26 @@ class AudienceStore:
             {"_id": segment_id}, {"filter": 1, "federation_path": 1}
         )
 
-    async def page(
-        self,
-        scope: dict[str, Any],
-        conditions: list[dict[str, Any]],
-        *,
-        after: str | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        """The next ``limit`` matching contacts in id order: their id and federation only."""
-        clauses = [*conditions, *([{"_id": {"$gt": after}}] if after is not None else [])]
-        cursor = (
-            self.store[CONTACTS]
-            .find(select(scope, clauses), {"federation_id": 1, "federation_path": 1})
-            .sort("_id", ASCENDING)
-            .limit(limit)
-        )
+    async def paths(self, scope: dict[str, Any]) -> list[str]:
+        """Every federation path holding contacts in the audience's subtree, sorted (one
+        read of the subtree per job: the ranges below are read path by path)."""
+        found = await self.store[CONTACTS].distinct("federation_path", scope)
+        return sorted(p for p in found if isinstance(p, str))
+
+    @staticmethod
+    def query(position: Position) -> dict[str, Any]:
+        """``position``'s federation path and the rest of its id range: a read bounded on
+        both sides in the (federation_path, _id) index (``domain``'s reading order says
+        why)."""
+        ids: dict[str, Any] = {"$gt" if position.strict else "$gte": position.key}
+        upper = next_boundary(position.key)
+        if upper is not None:
+            ids["$lt"] = upper
+        return {"federation_path": position.path, "_id": ids}
+
+    async def read(self, position: Position, *, limit: int) -> list[dict[str, Any]]:
+        """The next ``limit`` contacts at ``position``, in id order."""
+        cursor = self.store[CONTACTS].find(self.query(position)).sort("_id", ASCENDING).limit(limit)
         return await cursor.to_list()
 
     async def advance(
@@ -76,7 +81,7 @@ class AudienceStore:
         job_id: str,
         owner: str,
         *,
-        cursor: str,
+        cursor: Position,
         selected: int,
         lease_until: datetime,
         session: AsyncClientSession,
@@ -86,7 +91,7 @@ class AudienceStore:
         result = await self.jobs.update_one(
             {"_id": job_id, "owner": owner, "status": "running"},
             {
-                "$set": {"cursor": cursor, "lease_until": lease_until},
+                "$set": {"cursor": cursor.to_document(), "lease_until": lease_until},
                 "$inc": {"selected": selected},
             },
             session=session,
