@@ -4,6 +4,7 @@ health, clear validation errors, indexes at start-up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -246,8 +247,21 @@ def create_service_app(
             "store": app.state.store.ping,
             "kafka": lambda: kafka_reachable(settings),
         }
-        if on_startup:
-            await on_startup(app)
+        try:
+            if on_startup:
+                await on_startup(app)
+        except BaseException:
+            # A start that fails (the gateway without an admin password to show) stops what
+            # it started: left to the event loop's final cancellation, a background task in
+            # the middle of a store call could hold the process (seen once: a test client's
+            # loop waited 300 s for it).
+            if on_shutdown:
+                with contextlib.suppress(Exception):  # some of it may never have started
+                    await on_shutdown(app)
+            tasks_stop.set()
+            await asyncio.gather(routes, expiry, return_exceptions=True)
+            await app.state.store.close()
+            raise
         log.info("service.started", port=settings.http_port)
         yield
         if on_shutdown:

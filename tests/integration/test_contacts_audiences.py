@@ -90,113 +90,104 @@ async def seeded(settings: ContactsSettings) -> tuple[Store, set[str], set[str]]
     return store, reachable, tagged
 
 
-def test_an_audience_is_every_reachable_contact_of_the_subtree_once(settings) -> None:
+def on_seeded_store(settings: ContactsSettings, work) -> None:
+    """Run ``work(store, reachable, tagged)`` on a freshly seeded store (from sync tests)."""
+
     async def go() -> None:
-        store, reachable, _ = await seeded(settings)
+        store, reachable, tagged = await seeded(settings)
         try:
-            runner = AudienceRunner(settings, store)
-            campaign = job()
-            await store["campaign_audiences"].insert_one(campaign)
-            await runner.run(campaign, "test")
-            ids = await selected(store, campaign["_id"])
-            assert sorted(ids) == sorted(reachable) and len(ids) == len(set(ids)) == 77
-            done = await store["campaign_audiences"].find_one({"_id": campaign["_id"]})
-            assert done["status"] == "done" and done["selected"] == 77
+            await work(store, reachable, tagged)
         finally:
             await store.close()
 
     asyncio.run(go())
+
+
+async def resolve(settings, store: Store, campaign: dict[str, Any], **run: Any) -> dict[str, Any]:
+    """Record the job, run it to its end (or ``run``'s stop), and return it as it ends."""
+    await store["campaign_audiences"].insert_one(campaign)
+    await AudienceRunner(settings, store).run(campaign, "test", **run)
+    return await store["campaign_audiences"].find_one({"_id": campaign["_id"]})
+
+
+def test_an_audience_is_every_reachable_contact_of_the_subtree_once(settings) -> None:
+    async def work(store: Store, reachable: set[str], tagged: set[str]) -> None:
+        campaign = job()
+        done = await resolve(settings, store, campaign)
+        ids = await selected(store, campaign["_id"])
+        assert sorted(ids) == sorted(reachable) and len(ids) == len(set(ids)) == 77
+        assert done["status"] == "done" and done["selected"] == 77
+
+    on_seeded_store(settings, work)
 
 
 def test_a_segment_narrows_the_audience(settings) -> None:
-    async def go() -> None:
-        store, _, tagged = await seeded(settings)
-        try:
-            await store[SEGMENTS].insert_one(
-                {
-                    "_id": "vip",
-                    "federation_path": "/n/",  # inherited down the tree
-                    "filter": {"op": "tags", "match": "any", "tags": ["vip"]},
-                }
-            )
-            campaign = job(segment_id="vip")
-            await store["campaign_audiences"].insert_one(campaign)
-            await AudienceRunner(settings, store).run(campaign, "test")
-            assert sorted(await selected(store, campaign["_id"])) == sorted(tagged)
-        finally:
-            await store.close()
+    async def work(store: Store, reachable: set[str], tagged: set[str]) -> None:
+        await store[SEGMENTS].insert_one(
+            {
+                "_id": "vip",
+                "federation_path": "/n/",  # inherited down the tree
+                "filter": {"op": "tags", "match": "any", "tags": ["vip"]},
+            }
+        )
+        campaign = job(segment_id="vip")
+        await resolve(settings, store, campaign)
+        assert sorted(await selected(store, campaign["_id"])) == sorted(tagged)
 
-    asyncio.run(go())
+    on_seeded_store(settings, work)
 
 
-def test_a_job_resumes_where_its_worker_died_and_selects_no_one_twice(settings) -> None:
-    async def go() -> None:
-        store, reachable, _ = await seeded(settings)
-        try:
-            runner = AudienceRunner(settings, store)
-            campaign = job()
-            await store["campaign_audiences"].insert_one(campaign)
-            stop = asyncio.Event()
-            calls = 0
-            read = runner.audiences.read
+def test_a_job_resumes_where_its_worker_died_and_selects_no_one_twice(
+    settings, monkeypatch
+) -> None:
+    async def work(store: Store, reachable: set[str], tagged: set[str]) -> None:
+        stop = asyncio.Event()
+        calls = 0
+        read = AudienceStore.read
 
-            async def dying_read(position: Position, *, limit: int) -> list[dict[str, Any]]:
-                nonlocal calls
-                calls += 1
-                if calls == 5:  # the worker is stopped after a few pages
-                    stop.set()
-                return await read(position, limit=limit)
+        async def stopping_read(self, position: Position, *, limit: int) -> list[dict[str, Any]]:
+            nonlocal calls
+            calls += 1
+            if calls == 5:  # the worker is stopped after a few pages
+                stop.set()
+            return await read(self, position, limit=limit)
 
-            runner.audiences.read = dying_read  # type: ignore[method-assign]
-            await runner.run(campaign, "test", stop)
-            first = await selected(store, campaign["_id"])
-            assert 0 < len(first) < len(reachable)
-            # released: the next worker claims it and goes on from its cursor
-            resumed = await store["campaign_audiences"].find_one({"_id": campaign["_id"]})
-            assert resumed["status"] == "pending" and resumed["cursor"]["path"] == SUBTREE
-            resumed.update(status="running", owner="next")
-            await store["campaign_audiences"].replace_one({"_id": campaign["_id"]}, resumed)
-            await AudienceRunner(settings, store).run(resumed, "next")
-            ids = await selected(store, campaign["_id"])
-            assert sorted(ids) == sorted(reachable) and len(ids) == len(set(ids))
-        finally:
-            await store.close()
+        monkeypatch.setattr(AudienceStore, "read", stopping_read)
+        campaign = job()
+        released = await resolve(settings, store, campaign, stop=stop)
+        first = await selected(store, campaign["_id"])
+        assert 0 < len(first) < len(reachable)
+        # released: the next worker claims it and goes on from its cursor
+        assert released["status"] == "pending" and released["cursor"]["path"] == SUBTREE
+        released.update(status="running", owner="next")
+        await store["campaign_audiences"].replace_one({"_id": campaign["_id"]}, released)
+        await AudienceRunner(settings, store).run(released, "next")
+        ids = await selected(store, campaign["_id"])
+        assert sorted(ids) == sorted(reachable) and len(ids) == len(set(ids))
 
-    asyncio.run(go())
+    on_seeded_store(settings, work)
 
 
 def test_a_job_an_earlier_version_left_half_done_goes_on_after_its_last_id(settings) -> None:
     """The earlier version read the subtree in one id order and saved the last id read."""
 
-    async def go() -> None:
-        store, reachable, _ = await seeded(settings)
-        try:
-            last = sorted(reachable)[30]
-            campaign = job(cursor=last, selected=31)
-            await store["campaign_audiences"].insert_one(campaign)
-            await AudienceRunner(settings, store).run(campaign, "test")
-            ids = await selected(store, campaign["_id"])
-            assert sorted(ids) == sorted(i for i in reachable if i > last)
-            done = await store["campaign_audiences"].find_one({"_id": campaign["_id"]})
-            assert done["selected"] == len(reachable)
-        finally:
-            await store.close()
+    async def work(store: Store, reachable: set[str], tagged: set[str]) -> None:
+        last = sorted(reachable)[30]
+        campaign = job(cursor=last, selected=31)
+        done = await resolve(settings, store, campaign)
+        ids = await selected(store, campaign["_id"])
+        assert sorted(ids) == sorted(i for i in reachable if i > last)
+        assert done["selected"] == len(reachable)
 
-    asyncio.run(go())
+    on_seeded_store(settings, work)
 
 
 def test_each_read_is_a_bounded_range_of_the_path_and_id_index(settings) -> None:
-    async def go() -> None:
-        store, _, _ = await seeded(settings)
-        try:
-            audiences = AudienceStore(store)
-            for position in (Position(SUBTREE), Position(SUBTREE, "7f3a", strict=True)):
-                query = audiences.query(position)
-                explained = await store[CONTACTS].find(query).sort("_id", 1).limit(7).explain()
-                scan = index_scan(explained)
-                assert scan["indexName"] == "federation_path_1__id_1"
-                assert "$lt" in query["_id"]  # bounded above: the reading order's point
-        finally:
-            await store.close()
+    async def work(store: Store, reachable: set[str], tagged: set[str]) -> None:
+        for position in (Position(SUBTREE), Position(SUBTREE, "7f3a", strict=True)):
+            query = AudienceStore.query(position)
+            explained = await store[CONTACTS].find(query).sort("_id", 1).limit(7).explain()
+            assert index_scan(explained)["indexName"] == "federation_path_1__id_1"
+            assert "$lt" in query["_id"]  # bounded above: the reading order's point
 
-    asyncio.run(go())
+    on_seeded_store(settings, work)
