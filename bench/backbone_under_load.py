@@ -71,8 +71,8 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from campaign_kit import Store
 from contacts.messy_csv import write_messy_csv
-from pymongo import AsyncMongoClient
 from tribune_devstack.platform import RunningStack, process_specs
 from tribune_devstack.stack import StackConfig, repo_root
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
@@ -413,8 +413,8 @@ async def follow_job(admin: Client, digest: Digest, job_id: str) -> None:
         await asyncio.sleep(0.25)
 
 
-async def follow_digest(backlog: Backlog, dbs: Databases, digest: Digest) -> None:
-    outbox = dbs["contacts"]["outbox"]
+async def follow_digest(backlog: Backlog, dbs: Store, digest: Digest) -> None:
+    outbox = dbs.db("contacts")["outbox"]
     last_move, last_sum = now(), -1
     while True:
         if digest.target is None and digest.imported_at is not None:
@@ -701,26 +701,11 @@ async def prepare(client: Client, prober: Prober, count: int) -> list[str]:
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-class Databases(dict[str, Any]):
-    """Each service's database, in the store that holds it (StackConfig.store_url)."""
-
-    def __init__(self, cfg: StackConfig) -> None:
-        self.clients: list[AsyncMongoClient] = []
-        for svc in ("contacts", *CONSUMERS):
-            client: AsyncMongoClient = AsyncMongoClient(cfg.store_url(svc), tz_aware=True)
-            self.clients.append(client)
-            self[svc] = client[f"{cfg.database_prefix}{svc}"]
-
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.close()
-
-
-async def projections(dbs: Databases) -> dict[str, int]:
+async def projections(dbs: Store) -> dict[str, int]:
     """Contacts held by contacts, and by each consumer's own projection of them."""
-    out = {"contacts": await dbs["contacts"]["contacts"].count_documents({})}
+    out = {"contacts": await dbs.db("contacts")["contacts"].count_documents({})}
     for svc in CONSUMERS:
-        coll = dbs[svc]["contacts"]
+        coll = dbs.db(svc)["contacts"]
         out[svc] = await coll.count_documents({"erased": {"$ne": True}})
     return out
 
@@ -738,7 +723,7 @@ async def run(stack: RunningStack, args: argparse.Namespace, data: bytes, expect
         ) as gw,
         httpx.AsyncClient(timeout=30, trust_env=False, limits=limits) as direct,
     ):
-        dbs = Databases(cfg)
+        dbs = Store(stack)
         backlog = Backlog(cfg)
         try:
             email, password = stack.admin_credentials

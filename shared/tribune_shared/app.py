@@ -240,36 +240,38 @@ def create_service_app(
         # reads and writes go to each projection's active collection (a rebuild flips it)
         await app.state.store.load_routes()
         tasks_stop = asyncio.Event()
-        routes = asyncio.create_task(routes_task(app.state.store, settings)(tasks_stop))
-        await app.state.store.ensure_indexes([*kernel_indexes(settings), *indexes])
-        expiry = asyncio.create_task(expiry_task(app.state.store, settings)(tasks_stop))
-        app.state.readiness = {
-            "store": app.state.store.ping,
-            "kafka": lambda: kafka_reachable(settings),
-        }
+        tasks = [asyncio.create_task(routes_task(app.state.store, settings)(tasks_stop))]
+
+        async def stop(*, started: bool) -> None:
+            if on_shutdown:
+                if started:
+                    await on_shutdown(app)
+                else:  # a start that failed: some of what it hooks may never have begun
+                    with contextlib.suppress(Exception):
+                        await on_shutdown(app)
+            tasks_stop.set()
+            await asyncio.gather(*tasks, return_exceptions=not started)
+            await app.state.store.close()
+
         try:
+            await app.state.store.ensure_indexes([*kernel_indexes(settings), *indexes])
+            tasks.append(asyncio.create_task(expiry_task(app.state.store, settings)(tasks_stop)))
+            app.state.readiness = {
+                "store": app.state.store.ping,
+                "kafka": lambda: kafka_reachable(settings),
+            }
             if on_startup:
                 await on_startup(app)
         except BaseException:
-            # A start that fails (the gateway without an admin password to show) stops what
-            # it started: left to the event loop's final cancellation, a background task in
-            # the middle of a store call could hold the process (seen once: a test client's
-            # loop waited 300 s for it).
-            if on_shutdown:
-                with contextlib.suppress(Exception):  # some of it may never have started
-                    await on_shutdown(app)
-            tasks_stop.set()
-            await asyncio.gather(routes, expiry, return_exceptions=True)
-            await app.state.store.close()
+            # A start that fails (the gateway without an admin password to show, an index
+            # that cannot be built) stops what it started: left to the event loop's final
+            # cancellation, a background task in the middle of a store call could hold the
+            # process (seen once: a test client's loop waited 300 s for it).
+            await stop(started=False)
             raise
         log.info("service.started", port=settings.http_port)
         yield
-        if on_shutdown:
-            await on_shutdown(app)
-        tasks_stop.set()
-        await routes
-        await expiry
-        await app.state.store.close()
+        await stop(started=True)
         log.info("service.stopped")
 
     app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)

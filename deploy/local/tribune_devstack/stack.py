@@ -260,7 +260,8 @@ class StackConfig:
 
         raw_jars = env.get("TRIBUNE_KAFKA_JARS_DIR", "").strip()
         defaults = cls.__dataclass_fields__
-        layout = _store_layout(env.get("TRIBUNE_STORES", "").strip() or existing_layout(infra_dir))
+        raw_layout = env.get("TRIBUNE_STORES", "").strip()
+        layout = _store_layout(raw_layout) if raw_layout else existing_layout(infra_dir)
         store_port = _env_int(env, "TRIBUNE_STORE_PORT", 27017)
         service_store_ports = {
             svc: _env_int(env, f"TRIBUNE_{svc.upper()}_STORE_PORT", store_port + off)
@@ -363,19 +364,19 @@ class StackConfig:
 LAYOUT_FILE = "stores.layout"
 
 
-def _store_layout(value: str) -> StoreLayout:
+def _store_layout(value: str, source: str = "TRIBUNE_STORES") -> StoreLayout:
     if value not in STORE_LAYOUTS:
-        raise ValueError(f"TRIBUNE_STORES must be one of {', '.join(STORE_LAYOUTS)}, got {value!r}")
+        raise ValueError(f"{source} must be one of {', '.join(STORE_LAYOUTS)}, got {value!r}")
     return value
 
 
-def existing_layout(infra_dir: Path) -> str:
+def existing_layout(infra_dir: Path) -> StoreLayout:
     """The layout a stack's data already has: the one recorded when its stores last started;
     "one" for a stack made before stores per service (a main store's folder, no record),
     whose databases are all in it; else the default, "per-service"."""
     recorded = infra_dir / LAYOUT_FILE
     if recorded.is_file():
-        return recorded.read_text().strip()
+        return _store_layout(recorded.read_text().strip(), str(recorded))
     if (infra_dir / "store").is_dir():
         return "one"
     return "per-service"

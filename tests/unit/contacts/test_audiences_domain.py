@@ -7,10 +7,10 @@ from contacts.audiences.domain import (
     ID_BOUNDARIES,
     AudienceError,
     Position,
-    advance,
     audience_scope,
     has_address,
     next_boundary,
+    next_position,
     resume,
 )
 from tribune_shared.events.contracts import Channel
@@ -32,11 +32,11 @@ def test_the_id_space_is_cut_in_256_ranges_that_cover_every_string() -> None:
 def test_reading_goes_on_in_a_range_then_to_the_next_then_to_the_next_path() -> None:
     here = Position("/n/paris/", "7f")
     full = [{"_id": "7f01"}, {"_id": "7f02"}]
-    assert advance(here, full, 2, PATHS) == Position("/n/paris/", "7f02", strict=True)
-    assert advance(here, full[:1], 2, PATHS) == Position("/n/paris/", "80")
+    assert next_position(here, full, 2, PATHS) == Position("/n/paris/", "7f02", strict=True)
+    assert next_position(here, full[:1], 2, PATHS) == Position("/n/paris/", "80")
     last = Position("/n/paris/", "ff")
-    assert advance(last, [], 2, PATHS) == Position("/n/paris/p11/")
-    assert advance(Position("/n/paris/p12/", "ff"), [], 2, PATHS) is None
+    assert next_position(last, [], 2, PATHS) == Position("/n/paris/p11/")
+    assert next_position(Position("/n/paris/p12/", "ff"), [], 2, PATHS) is None
 
 
 def test_a_job_resumes_at_its_saved_position_or_the_path_after_it() -> None:
@@ -54,7 +54,7 @@ def test_an_earlier_versions_cursor_is_a_floor_under_every_path() -> None:
     start = resume("7f3a", PATHS)
     assert start == Position("/n/paris/", "7f3a", strict=True, floor="7f3a")
     at_end = Position("/n/paris/", "ff", floor="7f3a")
-    assert advance(at_end, [], 5, PATHS) == Position(
+    assert next_position(at_end, [], 5, PATHS) == Position(
         "/n/paris/p11/", "7f3a", strict=True, floor="7f3a"
     )
 

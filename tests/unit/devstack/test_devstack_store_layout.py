@@ -106,3 +106,6 @@ def test_a_stack_keeps_the_layout_its_data_was_made_with(tmp_path: Path) -> None
     assert StackConfig.for_tests(env={"TRIBUNE_STATE_DIR": str(state)}).store_layout == (
         "per-service"
     )
+    (state / LAYOUT_FILE).write_text("sharded\n")
+    with pytest.raises(ValueError, match=f"{LAYOUT_FILE} must be one of one, per-service"):
+        _cfg(tmp_path)

@@ -99,7 +99,7 @@ def resume(cursor: Any, paths: Sequence[str]) -> Position | None:
     return None
 
 
-def advance(
+def next_position(
     position: Position, read: Sequence[Mapping[str, Any]], limit: int, paths: Sequence[str]
 ) -> Position | None:
     """Where reading goes after ``read`` (what the range query at ``position`` returned,

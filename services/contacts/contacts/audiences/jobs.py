@@ -28,9 +28,9 @@ from tribune_shared.store import Store
 
 from contacts.audiences.domain import (
     AudienceError,
-    advance,
     audience_scope,
     has_address,
+    next_position,
     resume,
 )
 from contacts.audiences.store import AudienceStore
@@ -111,7 +111,7 @@ class AudienceRunner:
                 return
             read = await self.audiences.read(position, limit=size)
             page = [doc for doc in read if wanted(doc)]
-            after = advance(position, read, size, paths)
+            after = next_position(position, read, size, paths)
             unsaved += 1
             # An empty page is saved only now and then (it renews the lease): a worker that
             # dies reads those ranges again, selecting no one twice.
