@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import UTC, datetime
 
@@ -11,10 +10,6 @@ import httpx
 import pytest
 import support
 from support import eventually
-from tribune_devstack.infra import infra_names
-from tribune_devstack.platform import process_specs
-from tribune_devstack.procs import NICE_MAX
-from tribune_devstack.stack import BACKGROUND_PROCESSES
 from tribune_shared.webhooks import signature_headers
 
 pytestmark = pytest.mark.e2e
@@ -80,22 +75,6 @@ def test_every_process_is_alive_ready_and_exposes_metrics(stack):
             assert ready.status_code == 200, ready.text
             assert ready.json()["checks"] == {"store": True, "kafka": True}
             assert "tribune_" in httpx.get(f"{base}/metrics").text
-
-
-def test_bulk_processes_run_at_a_lower_cpu_priority_than_those_that_answer_people(stack):
-    """An import's worker and store, and the memberships projections behind it, yield the
-    CPU to the gateway, the APIs, consent's relay and messaging's sending (stack.py,
-    BACKGROUND_PROCESSES): the stack's processes share the machine's cores."""
-    cfg = stack.cfg
-    names = [*infra_names(cfg), *(s.name for s in process_specs(cfg))]
-    niceness = {n: os.getpriority(os.PRIO_PROCESS, pid) for n in names if (pid := stack.pid(n))}
-    assert set(niceness) == set(names)  # every process of the stack was looked at
-    base = niceness["gateway-api"]
-    lowered = {n: value - base for n, value in niceness.items() if value != base}
-    by = min(NICE_MAX, base + cfg.background_nice) - base  # (0: TRIBUNE_BACKGROUND_NICE=0)
-    assert lowered == (dict.fromkeys(BACKGROUND_PROCESSES & set(names), by) if by else {})
-    for n in ("consent-worker", "messaging-worker", "store-consent", "store-messaging", "kafka"):
-        assert niceness.get(n, base) == base
 
 
 def test_openapi_docs_are_served_by_the_gateway(http):

@@ -36,14 +36,7 @@ from tribune_devstack import (
     stop_infra,
     store_ready,
 )
-from tribune_devstack.procs import (
-    NICE_MAX,
-    kill_now,
-    live_pid,
-    record_alive,
-    spawn,
-    stop_records,
-)
+from tribune_devstack.procs import kill_now, live_pid, record_alive, spawn, stop_records
 from tribune_devstack.smtp_sink import serve
 from tribune_devstack.stack import find_free_ports, repo_root
 
@@ -168,11 +161,6 @@ def test_each_service_keeps_its_database_in_a_store_of_its_own(tmp_path: Path) -
         assert all((cfg.infra_dir / name).is_dir() for name in stores)
         # recorded, so the stack's next start keeps the layout its data has
         assert (cfg.infra_dir / "stores.layout").read_text() == "per-service\n"
-        # an import's store and the projections' behind it yield the CPU to the others
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        niceness = {n: os.getpriority(os.PRIO_PROCESS, handle.records[n].pid) for n in stores}
-        assert niceness == {n: min(NICE_MAX, own + cfg.nice_of(n)) for n in stores}
-        assert niceness["store-contacts"] > niceness["store-consent"] == own
     finally:
         assert handle.stop_started() == dict.fromkeys(stores, "stopped")
 
@@ -352,21 +340,6 @@ async def test_smtp_sink_filter_bound_and_clear(own_sink: tuple[int, int, Path])
         assert (await http.get("/health")).json() == {"status": "ok", "messages": 0}
         assert (await http.get("/nope")).status_code == 404
     assert len(list(maildir.glob("*.eml"))) == 3  # every message written, even dropped ones
-
-
-def test_a_process_can_be_started_at_a_lower_cpu_priority(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-c", "import time; time.sleep(60)"]
-    logs, pids = tmp_path / "logs", tmp_path / "pids"
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    normal = spawn("normal", cmd, logs_dir=logs, pids_dir=pids, env=dict(os.environ))
-    nicer = spawn("nicer", cmd, logs_dir=logs, pids_dir=pids, env=dict(os.environ), nice=5)
-    lowest = spawn("lowest", cmd, logs_dir=logs, pids_dir=pids, env=dict(os.environ), nice=99)
-    try:
-        assert os.getpriority(os.PRIO_PROCESS, normal.pid) == own
-        assert os.getpriority(os.PRIO_PROCESS, nicer.pid) == min(NICE_MAX, own + 5)
-        assert os.getpriority(os.PRIO_PROCESS, lowest.pid) == NICE_MAX  # capped, not refused
-    finally:
-        stop_records([normal, nicer, lowest], timeout=5, pids_dir=pids)
 
 
 def test_kill_and_stop_detached_process(tmp_path: Path) -> None:

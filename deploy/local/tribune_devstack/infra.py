@@ -358,7 +358,6 @@ def _ensure_infra(cfg: StackConfig, only: Iterable[str]) -> InfraHandle:
                 pids_dir=cfg.infra_pids_dir,
                 env=_env(cfg, name),
                 cwd=cfg.infra_dir,
-                nice=cfg.nice_of(name),
             )
             handle.records[name] = rec
             handle.started.append(name)

@@ -233,7 +233,6 @@ def _start_one(cfg: StackConfig, spec: ProcessSpec, environment: str) -> PidReco
         # Relative paths a service writes (e.g. faust's default "<app>-data" datadir)
         # land in the git-ignored state dir, not in the repo.
         cwd=cfg.state_dir,
-        nice=cfg.nice_of(spec.name),
     )
 
 

@@ -19,9 +19,6 @@ class DevstackError(RuntimeError):
     """A clear, user-facing failure (the CLI prints it without a traceback)."""
 
 
-#: the highest niceness Linux gives (the lowest CPU priority)
-NICE_MAX = 19
-
 # Popen objects of processes started by this Python process, so killed ones get reaped
 # instead of lingering as zombies that still look alive to os.kill(pid, 0).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -109,10 +106,8 @@ def spawn(
     pids_dir: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    nice: int = 0,
 ) -> PidRecord:
-    """Start `cmd` in its own session (survives the caller), output appended to the log;
-    ``nice`` > 0 runs it that much nicer (a lower CPU priority) than this process."""
+    """Start `cmd` in its own session (survives the caller), output appended to the log."""
     logs_dir.mkdir(parents=True, exist_ok=True)
     pids_dir.mkdir(parents=True, exist_ok=True)
     log_path = logs_dir / f"{name}.log"
@@ -128,8 +123,6 @@ def spawn(
             start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
-    if nice > 0:
-        lower(proc.pid, nice)
     rec = PidRecord(name, proc.pid, _proc_start_ticks(proc.pid), tuple(cmd), str(log_path), offset)
     tmp = pid_file(pids_dir, name).with_suffix(".tmp")
     raw = {
@@ -142,15 +135,6 @@ def spawn(
     tmp.write_text(json.dumps(raw))
     tmp.replace(pid_file(pids_dir, name))
     return rec
-
-
-def lower(pid: int, by: int) -> None:
-    """Make ``pid`` ``by`` nicer than this process (at most the lowest priority). Set just
-    after the start, not in the child before exec (``preexec_fn`` is unsafe with threads):
-    the first instants of a process that starts by importing its code do not matter."""
-    target = min(NICE_MAX, os.getpriority(os.PRIO_PROCESS, 0) + by)
-    with contextlib.suppress(ProcessLookupError):  # it exited at once: its log says why
-        os.setpriority(os.PRIO_PROCESS, pid, target)
 
 
 def exit_code(pid: int) -> int | None:

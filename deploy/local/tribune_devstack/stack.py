@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from tribune_devstack.procs import NICE_MAX
-
 SERVICES: tuple[str, ...] = ("contacts", "consent", "memberships", "messaging", "gateway")
 """Service packages; each runs `python -m <svc>.main` (API) and `python -m <svc>.worker`."""
 
@@ -55,19 +53,6 @@ STORE_LAYOUTS: tuple[StoreLayout, ...] = ("one", "per-service")
 OWN_STORE_SERVICES: tuple[str, ...] = ("contacts", "consent", "memberships", "messaging")
 #: a service's store port: the main store's + this offset (unless TRIBUNE_<SVC>_STORE_PORT)
 _STORE_OFFSETS: dict[str, int] = {svc: i + 1 for i, svc in enumerate(OWN_STORE_SERVICES)}
-#: Processes the local stack runs at a lower CPU priority (TRIBUNE_BACKGROUND_NICE).
-#: Locally every process shares the machine's cores; in production each deployment has
-#: CPU of its own. A 20,000-row import (contacts' worker and store) and the projections
-#: built behind it (memberships' worker and store) then took CPU from the processes a
-#: revocation goes through (the gateway, consent's API, store and relay, Kafka, messaging's
-#: API), whose answers waited their turn: in paired runs of bench/backbone_under_load.py
-#: the revocations' p99 during the digest went from 262 and 309 ms to 220 and 225 ms, the
-#: import's own time unchanged (bench/RESULTS.md). Only bulk work is here: consent's worker
-#: relays revocations, and messaging's sends campaigns under the guard that honours them.
-BACKGROUND_PROCESSES: frozenset[str] = frozenset(
-    {"contacts-worker", "store-contacts", "memberships-worker", "store-memberships"}
-)
-BACKGROUND_NICE_DEFAULT = 10
 #: memberships' live figures process (`python -m memberships.live`, faust): one HTTP port
 #: (figures, /health, /ready, /metrics), `http_ports["live"]`, TRIBUNE_LIVE_PORT
 LIVE = "live"
@@ -90,13 +75,6 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _background_nice(env: Mapping[str, str]) -> int:
-    value = _env_int(env, "TRIBUNE_BACKGROUND_NICE", BACKGROUND_NICE_DEFAULT)
-    if not 0 <= value <= NICE_MAX:
-        raise ValueError(f"TRIBUNE_BACKGROUND_NICE must be between 0 and {NICE_MAX}, got {value}")
-    return value
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -155,8 +133,6 @@ class StackConfig:
     java: str = "java"
     mvn: str = "mvn"
     smtp_max_messages: int = 10_000
-    # how much nicer than the stack's own processes BACKGROUND_PROCESSES run (0: the same)
-    background_nice: int = BACKGROUND_NICE_DEFAULT
     # InfraHandle.stop_started() leaves infra running, so a test stack keeps its folder too
     # (TRIBUNE_KEEP_INFRA: to look at a session's logs and data after it ended).
     keep_infra: bool = False
@@ -179,11 +155,6 @@ class StackConfig:
     @property
     def kafka_bootstrap(self) -> str:
         return f"{self.host}:{self.kafka_port}"
-
-    def nice_of(self, process: str) -> int:
-        """How much nicer than the stack's own processes ``process`` runs (an API, worker or
-        infra name): ``background_nice`` for BACKGROUND_PROCESSES, else 0."""
-        return self.background_nice if process in BACKGROUND_PROCESSES else 0
 
     @property
     def stores(self) -> dict[str, int]:
@@ -322,7 +293,6 @@ class StackConfig:
             java=env.get("TRIBUNE_JAVA", "").strip() or _default_java(env),
             mvn=env.get("TRIBUNE_MVN", "").strip() or "mvn",
             smtp_max_messages=_env_int(env, "TRIBUNE_SMTP_MAX_MESSAGES", 10_000),
-            background_nice=_background_nice(env),
             store_cache_size=env.get("TRIBUNE_STORE_CACHE_SIZE", "").strip() or None,
             keep_infra=env.get("TRIBUNE_KEEP_INFRA", "").strip().lower() in ("1", "true", "yes"),
             kafka_ready_timeout=_env_float(env, "TRIBUNE_KAFKA_READY_TIMEOUT", 90.0),

@@ -109,20 +109,3 @@ def test_a_stack_keeps_the_layout_its_data_was_made_with(tmp_path: Path) -> None
     (state / LAYOUT_FILE).write_text("sharded\n")
     with pytest.raises(ValueError, match=f"{LAYOUT_FILE} must be one of one, per-service"):
         _cfg(tmp_path)
-
-
-def test_bulk_processes_are_nicer_by_the_configured_amount(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
-    assert cfg.background_nice == 10
-    assert cfg.nice_of("contacts-worker") == cfg.nice_of("store-memberships") == 10
-    # consent's worker relays revocations, messaging's sends under the revocation guard
-    for name in ("consent-worker", "messaging-worker", "store-consent", "gateway-api", "kafka"):
-        assert cfg.nice_of(name) == 0
-    assert _cfg(tmp_path, TRIBUNE_BACKGROUND_NICE="0").nice_of("contacts-worker") == 0
-    assert _cfg(tmp_path, TRIBUNE_BACKGROUND_NICE="19").nice_of("store-contacts") == 19
-
-
-@pytest.mark.parametrize("value", ["-1", "20", "low"])
-def test_a_bad_background_nice_is_refused_naming_the_variable(tmp_path: Path, value: str) -> None:
-    with pytest.raises(ValueError, match="TRIBUNE_BACKGROUND_NICE"):
-        _cfg(tmp_path, TRIBUNE_BACKGROUND_NICE=value)
