@@ -35,6 +35,7 @@ from tribune_shared.logging import (
 from tribune_shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, WEBHOOK_REFUSALS
 from tribune_shared.outbox import Outbox, kernel_indexes
 from tribune_shared.projections import routes_task
+from tribune_shared.runtime import tune_gc
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store, is_transient, is_unreachable
 from tribune_shared.subscriptions import awaited_by, in_lane
@@ -322,6 +323,7 @@ def install_limits(app: FastAPI, settings: ServiceSettings) -> None:
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run an API process; uvicorn finishes in-flight requests on SIGTERM."""
+    tune_gc(settings)
     uvicorn.run(
         app,
         host=settings.http_host,

@@ -19,6 +19,7 @@ from tribune_shared.health import kafka_reachable, ops_router
 from tribune_shared.logging import configure_logging, get_logger
 from tribune_shared.outbox import OutboxRelay, kernel_indexes
 from tribune_shared.projections import routes_task
+from tribune_shared.runtime import tune_gc
 from tribune_shared.settings import ServiceSettings
 from tribune_shared.store import IndexSpec, Store
 from tribune_shared.subscriptions import Subscriptions
@@ -161,6 +162,7 @@ def run_worker(worker_factory) -> None:
 
     async def main() -> None:
         worker: Worker = worker_factory()
+        tune_gc(worker.settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
