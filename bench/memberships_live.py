@@ -17,8 +17,8 @@ trail is that moment minus the moment it was published.
 It prints the trail's p50/p99/max (goal: p99 <= 1 s), and faust's throughput (events/s
 from the first publish to the last payment counted) beside the producer's rate.
 
-``--through-webhook`` measures the platform's own path instead: memberships' API, worker
-and live process run as real processes (an isolated platform), ``--payments`` signed
+``--through-webhook`` measures the platform's own path instead: the whole platform runs as
+real processes (an isolated one, as `make up` runs it), ``--payments`` signed
 webhook calls arrive from ``--concurrency`` clients as fast as memberships accepts them,
 the relay publishes them, faust counts them, and a watcher reads the figures over HTTP
 every 5 ms as a dashboard would; the k-th payment counted is compared with the k-th
@@ -34,12 +34,11 @@ import os
 import secrets
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from bench_env import isolate
-from tribune_devstack.platform import RunningStack, start_platform, stop_processes
+from tribune_devstack.platform import RunningStack
 from tribune_devstack.stack import LIVE, StackConfig
 
 FEDERATION = ("bench", "/root/bench/")
@@ -290,16 +289,16 @@ async def run_through_webhook(
 
 
 def through_webhook(count: int, concurrency: int) -> int:
-    label = f"bench-live-{uuid.uuid4().hex[:6]}"
-    cfg = StackConfig.for_tests(name=label)
-    print(f"starting an isolated platform ({label}) ...", flush=True)
-    with RunningStack(cfg, environment="test", platform=False) as stack:
-        names = ["memberships-api", "memberships-worker", "memberships-live"]
-        started = start_platform(cfg, "test", only=names)
-        try:
-            out = asyncio.run(run_through_webhook(stack, count, concurrency))
-        finally:
-            stop_processes(cfg, started)
+    from campaign_kit import platform
+    from memberships.settings import MembershipsSettings
+
+    # The whole platform as `make up` runs it, with the membership sweep at its shipped
+    # interval (the test stack sweeps every second: in December every new membership of a
+    # calendar-year plan is due its 30-day reminder at once, and those sweeps scanned the
+    # memberships every second; the rate measured was the same with them, 72-87/s)
+    sweep = MembershipsSettings.model_fields["sweep_interval_seconds"].default
+    with platform("live", {"MEMBERSHIPS_SWEEP_INTERVAL_SECONDS": str(sweep)}) as stack:
+        out = asyncio.run(run_through_webhook(stack, count, concurrency))
     print(
         f"live figures, {out['payments']:,.0f} payments through the signed webhook "
         f"(x{concurrency} clients, as fast as memberships takes them)"
