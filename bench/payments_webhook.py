@@ -95,13 +95,17 @@ async def seed(settings, count: int) -> list[str]:
     return ids
 
 
+#: what each notice pays
+WEBHOOK_CENTS = 3000
+
+
 def notice(contact_id: str) -> bytes:
     return json.dumps(
         {
             "provider": "bench",
             "provider_payment_id": f"pi_{contact_id}",
             "contact_id": contact_id,
-            "amount_cents": 3000,
+            "amount_cents": WEBHOOK_CENTS,
             "currency": "EUR",
             "method": "card",
             "purpose": "dues",
@@ -111,31 +115,44 @@ def notice(contact_id: str) -> bytes:
     ).encode()
 
 
+async def send_notices(
+    client: Any, secret: str, ids: list[str], concurrency: int
+) -> tuple[list[float], int]:
+    """Each id's dues notice, signed with ``secret``, posted by ``concurrency`` clients at
+    once: when each call answered 201 (``time.perf_counter``), and how many did not."""
+    from tribune_shared.webhooks import signature_headers
+
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for c in ids:
+        queue.put_nowait(c)
+    accepted_at: list[float] = []
+    failures = 0
+
+    async def pay() -> None:
+        nonlocal failures
+        while not queue.empty():
+            raw = notice(queue.get_nowait())
+            headers = {"Content-Type": "application/json", **signature_headers(secret, raw)}
+            r = await client.post("/api/v1/webhooks/payments", content=raw, headers=headers)
+            if r.status_code == 201:
+                accepted_at.append(time.perf_counter())
+            else:
+                failures += 1
+
+    await asyncio.gather(*(pay() for _ in range(concurrency)))
+    return accepted_at, failures
+
+
 async def webhook_rate(settings, ids: list[str], concurrency: int) -> tuple[float, int]:
     import httpx
     from memberships.main import create_app
-    from tribune_shared.webhooks import signature_headers
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            queue: asyncio.Queue[str] = asyncio.Queue()
-            for c in ids:
-                queue.put_nowait(c)
-            failures = 0
-
-            async def pay() -> None:
-                nonlocal failures
-                while not queue.empty():
-                    raw = notice(queue.get_nowait())
-                    headers = {"Content-Type": "application/json", **signature_headers(SECRET, raw)}
-                    r = await client.post("/api/v1/webhooks/payments", content=raw, headers=headers)
-                    if r.status_code != 201:
-                        failures += 1
-
             started = time.perf_counter()
-            await asyncio.gather(*(pay() for _ in range(concurrency)))
+            _, failures = await send_notices(client, SECRET, ids, concurrency)
             return len(ids) / (time.perf_counter() - started), failures
 
 
@@ -208,7 +225,7 @@ async def floor_rate(settings, ids: list[str], *, indexed: bool) -> tuple[float,
                 "provider": "bench",
                 "provider_payment_id": f"pi_{contact_id}",
                 "contact_id": contact_id,
-                "amount_cents": 3000,
+                "amount_cents": WEBHOOK_CENTS,
                 "currency": "EUR",
                 "method": "card",
                 "purpose": "dues",

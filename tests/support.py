@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic_settings import SettingsConfigDict
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
 from tribune_shared.events import Envelope
 from tribune_shared.settings import ServiceSettings
@@ -31,6 +32,14 @@ if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
 T = TypeVar("T")
+
+
+class DemoSettings(ServiceSettings):
+    """The kernel's settings for a service named ``demo`` (env prefix ``DEMO_``), for tests
+    of what every service inherits."""
+
+    service_name = "demo"
+    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore")
 
 
 def make_identity(

@@ -7,7 +7,7 @@ import ssl
 from types import SimpleNamespace
 
 import pytest
-from pydantic_settings import SettingsConfigDict
+from support import DemoSettings
 from tribune_shared.bus import (
     PRODUCER_HEADER,
     SIGNATURE_HEADER,
@@ -17,14 +17,9 @@ from tribune_shared.bus import (
 )
 from tribune_shared.events import new_envelope, utcnow
 from tribune_shared.events.contracts import ContactCreatedV1, ContactState, ErasureCompletedV1
-from tribune_shared.settings import Environment, ServiceSettings
+from tribune_shared.settings import Environment
 
 KEYS = {"contacts": b"c" * 40, "consent": b"s" * 40, "messaging": b"m" * 40}
-
-
-class DemoSettings(ServiceSettings):
-    service_name = "demo"
-    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore")
 
 
 def created(producer: str = "contacts"):

@@ -11,14 +11,7 @@ import pytest
 import tribune_shared.app as app_module
 import tribune_shared.worker as worker_module
 from pydantic import ValidationError
-from pydantic_settings import SettingsConfigDict
-from tribune_shared.settings import ServiceSettings
-
-
-class DemoSettings(ServiceSettings):
-    service_name = "demo"
-    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore")
-
+from support import DemoSettings
 
 PROBE = """
 import gc

@@ -1,12 +1,7 @@
 import pytest
 from pydantic import ValidationError
-from pydantic_settings import SettingsConfigDict
-from tribune_shared.settings import DEV_SECRET, Environment, ServiceSettings
-
-
-class DemoSettings(ServiceSettings):
-    service_name = "demo"
-    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore")
+from support import DemoSettings
+from tribune_shared.settings import DEV_SECRET, Environment
 
 
 def test_service_prefix_wins_over_platform_fallback(monkeypatch):
