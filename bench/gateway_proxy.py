@@ -12,9 +12,15 @@ run and with the same number of concurrent clients (each with one keep-alive con
 - gateway: the same ``GET`` on the gateway with the administrator's bearer token (the
   gateway checks the user, signs the identity, forwards, audits the read).
 
-Rounds alternate (direct, gateway, direct, gateway, ...) so a noisy neighbour hits both.
+- bare hop: the same ``GET`` through ``BareHop`` below, a proxy that only forwards
+  (served and forwarding like the gateway: uvicorn on uvloop and httptools, aiohttp's
+  pooled client; no users, identities, audit or middleware). It is the floor of any
+  Python gateway on these CPUs: what the gateway costs above it is its own work.
+
+Rounds alternate (direct, bare hop, gateway, direct, ...) so a noisy neighbour hits all.
 It prints throughput, p50/p90/p99 latency, the throughput ratio gateway/direct and the p50
-overhead in ms, next to the goals (ratio >= 0.7, p50 overhead <= 5 ms).
+overhead in ms, next to the goals (ratio >= 0.7, p50 overhead <= 5 ms), and the same
+figures for the bare hop.
 
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio streams (an httpx
 client costs more CPU than the servers it measures on a 2-core machine).
@@ -28,19 +34,24 @@ import os
 import secrets
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
+import uvicorn
 from tribune_devstack.platform import RunningStack, start_platform, stop_processes
 from tribune_devstack.procs import DevstackError
-from tribune_devstack.stack import StackConfig
+from tribune_devstack.stack import StackConfig, find_free_ports
 from tribune_shared.auth import IDENTITY_HEADER, Identity, Role, sign_identity
+from yarl import URL
 
 GOAL_RATIO = 0.7
 GOAL_OVERHEAD_MS = 5.0
@@ -200,8 +211,10 @@ class CpuMeter:
     """CPU time of the platform's processes over a run: what a request costs each of them,
     a figure the other loads of a shared machine do not move (wall-clock ones do)."""
 
-    def __init__(self, stack: RunningStack, names: list[str]) -> None:
-        self.pids = {n: stack.pid(n) for n in names}
+    def __init__(
+        self, stack: RunningStack, names: list[str], others: dict[str, int | None] | None = None
+    ) -> None:
+        self.pids = {n: stack.pid(n) for n in names} | (others or {})
         self.pids["load generator"] = os.getpid()
 
     def snapshot(self) -> dict[str, float]:
@@ -317,10 +330,133 @@ HEADER = (
 )
 
 
+# ---------------------------------------------------------------- the bare hop
+
+#: hop-by-hop headers (RFC 9110 7.6.1) and the ones the client library sets itself
+_DROPPED = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"})
+
+
+class BareHop:
+    """The floor of any Python gateway on these CPUs: one HTTP hop and nothing else.
+
+    A plain ASGI app, served the way every Tribune API is served (uvicorn on uvloop and
+    httptools, no access log), forwarding each request with the HTTP client the gateway
+    uses (one aiohttp session, pooled kept-alive connections) and passing the answer back
+    as it is. No authentication, no identity of its own (the client's headers go on), no
+    audit, no middleware, no metrics: what the gateway costs above it is its own work;
+    what it costs against the direct calls is what any extra Python hop costs here."""
+
+    def __init__(self, upstream: str, max_connections: int) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.max_connections = max_connections
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            if self.session is not None:
+                await self.session.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if self.session is None:  # made on first use: a session belongs to the running loop
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                trust_env=False,
+            )
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        target = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k not in _DROPPED
+        }
+        async with self.session.request(
+            scope["method"],
+            URL(self.upstream + target, encoded=True),
+            headers=headers,
+            data=body or None,
+        ) as answer:
+            content = await answer.read()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status,
+                    "headers": [
+                        (k, v)
+                        for k, v in answer.raw_headers
+                        if k.lower() not in _DROPPED and k.lower() != b"content-length"
+                    ]
+                    + [(b"content-length", str(len(content)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": content})
+
+
+def serve_bare_hop(port: int, upstream: str) -> None:
+    """The bare hop's process (``--serve-bare-hop PORT``), served as every Tribune API is."""
+    uvicorn.run(
+        BareHop(upstream, max_connections=100),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
+
+
+@contextmanager
+def bare_hop(stack: RunningStack) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The bare hop in front of the contacts API, as a process of its own (this script
+    with ``--serve-bare-hop``): its base URL and its process, once it answers."""
+    (port,) = find_free_ports(1)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            f"--serve-bare-hop={port}",
+            f"--upstream={stack.url('contacts')}",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=2, trust_env=False)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bare hop did not start") from None
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 # ---------------------------------------------------------------- the bench
 
 
 async def bench(stack: RunningStack, args: argparse.Namespace) -> int:
+    with bare_hop(stack) as (hop_url, hop):
+        return await _bench(stack, args, hop_url, hop.pid)
+
+
+async def _bench(stack: RunningStack, args: argparse.Namespace, hop_url: str, hop_pid: int) -> int:
     token = admin_token(stack)
     contact_id = create_contact(stack, token)
     identity = identity_of(stack, token)
@@ -328,14 +464,20 @@ async def bench(stack: RunningStack, args: argparse.Namespace) -> int:
     signed = sign_identity(identity, stack.env["TRIBUNE_IDENTITY_SECRET"], 3600)
     path = f"/api/v1/contacts/{contact_id}"
     direct_url, gateway_url = stack.url("contacts") + path, stack.gateway_url + path
+    hop_target = hop_url + path
     async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
         r = await http.get(direct_url, headers={IDENTITY_HEADER: signed})
+        h = await http.get(hop_target, headers={IDENTITY_HEADER: signed})
         g = await http.get(gateway_url, headers={"Authorization": f"Bearer {token}"})
-    if r.status_code != 200 or g.status_code != 200 or r.json() != g.json():
-        print(f"direct {r.status_code} {r.text[:200]}\ngateway {g.status_code} {g.text[:200]}")
+    if {r.status_code, h.status_code, g.status_code} != {200} or not (
+        r.json() == h.json() == g.json()
+    ):
+        for label, answer in (("direct", r), ("bare hop", h), ("gateway", g)):
+            print(f"{label} {answer.status_code} {answer.text[:200]}")
         return 1
     targets = {
         "direct": ([direct_url], {IDENTITY_HEADER: signed}),
+        "bare hop": ([hop_target], {IDENTITY_HEADER: signed}),
         "gateway": ([gateway_url], {"Authorization": f"Bearer {token}"}),
     }
     print(
@@ -345,7 +487,9 @@ async def bench(stack: RunningStack, args: argparse.Namespace) -> int:
     )
     for label, (urls, headers) in targets.items():
         await load(label, urls, headers, concurrency=args.concurrency, seconds=args.warmup)
-    meter = CpuMeter(stack, ["gateway-api", "contacts-api", *stack.cfg.stores])
+    meter = CpuMeter(
+        stack, ["gateway-api", "contacts-api", *stack.cfg.stores], {"bare hop": hop_pid}
+    )
     totals = {label: Run(label) for label in targets}
     for n in range(args.rounds):
         for label, (urls, headers) in targets.items():
@@ -367,25 +511,30 @@ async def bench(stack: RunningStack, args: argparse.Namespace) -> int:
             f"{label} x1", urls, headers, concurrency=1, seconds=args.seconds / 2
         )
         print(f"  unloaded {row(alone[label])}", flush=True)
-    direct, gateway = totals["direct"], totals["gateway"]
-    ratio = gateway.rate / direct.rate if direct.rate else float("nan")
-    overhead = gateway.p(50) - direct.p(50)
-    alone_overhead = alone["gateway"].p(50) - alone["direct"].p(50)
+    direct, hop, gateway = totals["direct"], totals["bare hop"], totals["gateway"]
     print()
     print(HEADER)
-    print(row(direct))
-    print(row(gateway))
-    print(row(alone["direct"]))
-    print(row(alone["gateway"]))
+    for run in (direct, hop, gateway, *alone.values()):
+        print(row(run))
     print()
-    print(cpu_table([direct, gateway]))
+    print(cpu_table([direct, hop, gateway]))
     print()
-    print(f"{'figure':<28}{'value':>10}{'goal':>12}  met")
-    print(f"{'throughput gateway/direct':<28}{ratio:>10.2f}{'>= 0.7':>12}  {ratio >= GOAL_RATIO}")
-    print(f"{'p50 overhead (ms)':<28}{overhead:>10.1f}{'<= 5':>12}  {overhead <= GOAL_OVERHEAD_MS}")
-    print(f"{'p99 overhead (ms)':<28}{gateway.p(99) - direct.p(99):>10.1f}{'-':>12}")
-    print(f"{'p50 overhead, 1 client (ms)':<28}{alone_overhead:>10.1f}{'-':>12}")
-    return 0 if not gateway.errors and not direct.errors else 1
+    print(f"{'figure':<34}{'value':>10}{'goal':>12}  met")
+    for label, through in (("gateway", gateway), ("bare hop", hop)):
+        ratio = through.rate / direct.rate if direct.rate else float("nan")
+        overhead = through.p(50) - direct.p(50)
+        alone_overhead = alone[label].p(50) - alone["direct"].p(50)
+        goal_ratio, goal_overhead = (">= 0.7", "<= 5") if label == "gateway" else ("-", "-")
+        met_ratio = str(ratio >= GOAL_RATIO) if label == "gateway" else ""
+        met_overhead = str(overhead <= GOAL_OVERHEAD_MS) if label == "gateway" else ""
+        print(f"{f'throughput {label}/direct':<34}{ratio:>10.2f}{goal_ratio:>12}  {met_ratio}")
+        name = f"p50 overhead {label} (ms)"
+        print(f"{name:<34}{overhead:>10.1f}{goal_overhead:>12}  {met_overhead}")
+        print(f"{f'p99 overhead {label} (ms)':<34}{through.p(99) - direct.p(99):>10.1f}{'-':>12}")
+        print(f"{f'p50 overhead {label}, 1 client (ms)':<34}{alone_overhead:>10.1f}{'-':>12}")
+    rate_above = gateway.rate / hop.rate if hop.rate else float("nan")
+    print(f"{'throughput gateway/bare hop':<34}{rate_above:>10.2f}{'-':>12}")
+    return 0 if not any(run.errors for run in totals.values()) else 1
 
 
 def main() -> int:
@@ -394,7 +543,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10, help="per round and side")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--serve-bare-hop", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_bare_hop:  # the bare hop's own process (started by bare_hop below)
+        serve_bare_hop(args.serve_bare_hop, args.upstream)
+        return 0
     if args.concurrency < 1 or args.rounds < 1 or args.seconds <= 0:
         parser.error("--concurrency, --rounds and --seconds must be positive")
     with platform("gw", ["gateway", "contacts"]) as (stack, _):
