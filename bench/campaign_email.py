@@ -28,6 +28,14 @@ CSV import API, consents as signed consent-granted events), and runs, through th
    more than 250 ms after their revocation was accepted (the sink records arrival times).
    Goal: 0.
 
+After 1, a **durable floor** is measured too (printed, not a goal): the raw loop again, but
+with the least bookkeeping an at-most-once sender needs, done as the dispatcher does it, in
+a scratch database on messaging's store with messaging's own indexes on its messages: a
+claim of CAMPAIGN_CLAIM_SIZE queued messages (one find, one update_many), then hand-offs
+of CAMPAIGN_HANDOFF_SIZE sent and recorded (one update_many in a transaction each). No
+rendering, views, rules, events or statistics: what the campaign costs below this floor is
+the dispatcher's own work per message and the platform's reactions to it.
+
 ``--only-one-worker`` runs 1 alone (a quicker measure of the dispatcher; the other rows are
 not printed).
 
@@ -64,16 +72,23 @@ from campaign_kit import (
     until,
     until_done,
 )
+from messaging import store as messaging_store
+from messaging.campaigns import store as campaign_store
+from messaging.feedback import store as feedback_store
 from messaging.settings import MessagingSettings
+from messaging.store import MESSAGES
+from pymongo import AsyncMongoClient
 from tribune_devstack.platform import RunningStack
 from tribune_devstack.procs import DevstackError
 from tribune_devstack.stack import find_free_ports
+from tribune_shared.events import utcnow
 from tribune_shared.events.contracts import Channel
 
 POOL_SIZE = 8
 #: the crash window the kill -9 row is held to: the shipped default hand-off size (the run
 #: measures the dispatcher as it ships; it used 25 before 2026-12-04)
 HANDOFF: int = MessagingSettings.model_fields["campaign_handoff_size"].default
+CLAIM: int = MessagingSettings.model_fields["campaign_claim_size"].default
 GRANT = {"channel": "email", "purpose": "news", "source": "bench"}
 
 
@@ -146,6 +161,80 @@ async def raw_smtp(stack: RunningStack, raw: bytes, mail_from: str, to: list[str
     return len(to) / (now() - started)
 
 
+async def durable_floor(stack: RunningStack, raw: bytes, mail_from: str, to: list[str]) -> float:
+    """The raw loop with the dispatcher's least bookkeeping (module docstring): messages/s.
+    In a scratch database of messaging's store, dropped at the end."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        stack.cfg.store_url("messaging"), tz_aware=True
+    )
+    db = client[f"{stack.cfg.database_prefix}bench_floor"]
+    messages = db[MESSAGES]
+    try:
+        for spec in (*messaging_store.INDEXES, *campaign_store.INDEXES, *feedback_store.INDEXES):
+            if spec.collection == MESSAGES and not spec.retired:
+                await messages.create_index(list(spec.keys), **spec.options)
+        created = utcnow()
+        await messages.insert_many(
+            [
+                {
+                    "_id": f"floor-{i:08d}",
+                    "campaign_id": "floor",
+                    "contact_id": f"c{i:08d}",
+                    "federation_path": "/floor/",
+                    "created_at": created,
+                    "status": "queued",
+                    "not_before": None,
+                    "address": address,
+                }
+                for i, address in enumerate(to)
+            ]
+        )
+        sessions: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        for _ in range(POOL_SIZE):
+            smtp = aiosmtplib.SMTP(hostname=stack.cfg.host, port=stack.cfg.smtp_port)
+            await smtp.connect()
+            sessions.put_nowait(smtp)
+
+        async def send(address: str) -> None:
+            smtp = await sessions.get()
+            try:
+                await smtp.sendmail(mail_from, [address], raw)
+            finally:
+                sessions.put_nowait(smtp)
+
+        started = now()
+        sent = 0
+        while (
+            claimed := await messages.find(
+                {"campaign_id": "floor", "status": "queued", "not_before": None}, {"address": 1}
+            )
+            .limit(CLAIM)
+            .to_list()
+        ):
+            ids = [m["_id"] for m in claimed]
+            await messages.update_many(
+                {"_id": {"$in": ids}, "status": "queued"},
+                {"$set": {"status": "sending", "claim": "floor", "claimed_at": utcnow()}},
+            )
+            for start in range(0, len(claimed), HANDOFF):
+                handoff = claimed[start : start + HANDOFF]
+                await asyncio.gather(*(send(m["address"]) for m in handoff))
+                sent += len(handoff)
+                async with client.start_session() as session, await session.start_transaction():
+                    await messages.update_many(
+                        {"_id": {"$in": [m["_id"] for m in handoff]}},
+                        {"$set": {"status": "sent", "sent_at": utcnow()}},
+                        session=session,
+                    )
+        rate = sent / (now() - started)
+        while not sessions.empty():
+            await sessions.get_nowait().quit()
+        return rate
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
 def second_worker(stack: RunningStack, port: int) -> subprocess.Popen[bytes]:
     """Another messaging worker process beside the stack's (its log with the stack's)."""
     with open(stack.cfg.logs_dir / "messaging-worker-2.log", "ab") as log:
@@ -206,6 +295,15 @@ async def run(stack: RunningStack, args: argparse.Namespace) -> list[dict[str, s
                 stack, sample["raw"].encode(), sample["mail_from"], list(emails.values())
             )
             print(f"raw SMTP: {raw_rate:.0f}/s", flush=True)
+            await sink.clear()
+            floor = await durable_floor(
+                stack, sample["raw"].encode(), sample["mail_from"], list(emails.values())
+            )
+            print(
+                f"durable floor (raw SMTP + claim and record in the store): {floor:.0f}/s, "
+                f"{floor / raw_rate:.2f}x raw; the campaign {one['rate'] / floor:.2f}x the floor",
+                flush=True,
+            )
             if args.only_one_worker:
                 return [one_worker_row(n, one, raw_rate)]
 
