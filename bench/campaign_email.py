@@ -169,6 +169,7 @@ async def durable_floor(stack: RunningStack, raw: bytes, mail_from: str, to: lis
     )
     db = client[f"{stack.cfg.database_prefix}bench_floor"]
     messages = db[MESSAGES]
+    sessions: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
     try:
         for spec in (*messaging_store.INDEXES, *campaign_store.INDEXES, *feedback_store.INDEXES):
             if spec.collection == MESSAGES and not spec.retired:
@@ -189,7 +190,6 @@ async def durable_floor(stack: RunningStack, raw: bytes, mail_from: str, to: lis
                 for i, address in enumerate(to)
             ]
         )
-        sessions: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
         for _ in range(POOL_SIZE):
             smtp = aiosmtplib.SMTP(hostname=stack.cfg.host, port=stack.cfg.smtp_port)
             await smtp.connect()
@@ -226,11 +226,10 @@ async def durable_floor(stack: RunningStack, raw: bytes, mail_from: str, to: lis
                         {"$set": {"status": "sent", "sent_at": utcnow()}},
                         session=session,
                     )
-        rate = sent / (now() - started)
-        while not sessions.empty():
-            await sessions.get_nowait().quit()
-        return rate
+        return sent / (now() - started)
     finally:
+        while not sessions.empty():
+            sessions.get_nowait().close()
         await client.drop_database(db.name)
         await client.close()
 

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 import uvicorn
+from gateway.settings import GatewaySettings
 from tribune_devstack.platform import RunningStack, start_platform, stop_processes
 from tribune_devstack.procs import DevstackError
 from tribune_devstack.stack import StackConfig, find_free_ports
@@ -404,7 +405,7 @@ class BareHop:
 def serve_bare_hop(port: int, upstream: str) -> None:
     """The bare hop's process (``--serve-bare-hop PORT``), served as every Tribune API is."""
     uvicorn.run(
-        BareHop(upstream, max_connections=100),
+        BareHop(upstream, GatewaySettings.model_fields["upstream_max_connections"].default),
         host="127.0.0.1",
         port=port,
         loop="uvloop",
@@ -451,12 +452,7 @@ def bare_hop(stack: RunningStack) -> Iterator[tuple[str, subprocess.Popen[bytes]
 # ---------------------------------------------------------------- the bench
 
 
-async def bench(stack: RunningStack, args: argparse.Namespace) -> int:
-    with bare_hop(stack) as (hop_url, hop):
-        return await _bench(stack, args, hop_url, hop.pid)
-
-
-async def _bench(stack: RunningStack, args: argparse.Namespace, hop_url: str, hop_pid: int) -> int:
+async def bench(stack: RunningStack, args: argparse.Namespace, hop_url: str, hop_pid: int) -> int:
     token = admin_token(stack)
     contact_id = create_contact(stack, token)
     identity = identity_of(stack, token)
@@ -551,8 +547,8 @@ def main() -> int:
         return 0
     if args.concurrency < 1 or args.rounds < 1 or args.seconds <= 0:
         parser.error("--concurrency, --rounds and --seconds must be positive")
-    with platform("gw", ["gateway", "contacts"]) as (stack, _):
-        return asyncio.run(bench(stack, args))
+    with platform("gw", ["gateway", "contacts"]) as (stack, _), bare_hop(stack) as (hop, proc):
+        return asyncio.run(bench(stack, args, hop, proc.pid))
 
 
 if __name__ == "__main__":
