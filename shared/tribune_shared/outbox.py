@@ -172,6 +172,7 @@ class OutboxRelay:
         self._lease_renew_at = 0.0  # monotonic: renew the lease from then on
         self._busy_until = 0.0  # monotonic: poll at the fast pace until then
         self._waiting_idle = False  # waiting out the idle pace right now
+        self._next_report = 0.0  # monotonic: the backlog gauge is read again from then on
         self.lock_id = "outbox-relay"
 
     def request_stop(self) -> None:
@@ -240,6 +241,9 @@ class OutboxRelay:
         return held
 
     async def _report_backlog(self) -> None:
+        if time.monotonic() < self._next_report:
+            return
+        self._next_report = time.monotonic() + self.settings.outbox_backlog_report_seconds
         try:
             backlog = await Outbox(self.store).backlog()
         except Exception:  # the store is down too: nothing trustworthy to report

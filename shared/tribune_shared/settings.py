@@ -250,6 +250,16 @@ class ServiceSettings(BaseSettings):
     #: wake the relay on each outbox insert (a change stream) rather than at the next poll
     outbox_wake_on_insert: bool = False
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # The backlog gauge is two store reads (pending rows counted, batch rows' sizes summed).
+    # Reported after every batch row, it was as many reads as the relay's own work for a
+    # stream of small batch rows (a campaign's hand-offs, an audience's pages).
+    outbox_backlog_report_seconds: float = Field(
+        default=1,
+        ge=0,
+        le=300,
+        description="least time between two reports of the outbox backlog gauge while "
+        "events flow (an empty outbox is reported at once)",
+    )
     outbox_retention_hours: float = Field(default=72, gt=0, le=24 * 365)
     processed_events_retention_days: float = Field(default=30, gt=0, le=3650)
     # The expiry sweep (tribune_shared.expiry): every process deletes what expired in the

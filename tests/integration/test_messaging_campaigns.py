@@ -280,16 +280,19 @@ class Tap:
         hang_from: int = 1,
     ) -> None:
         self.pool, self.before_first, self.hang = pool, before_first, hang
-        self.hang_from = hang_from  # the first send (counted from 1) that hangs
+        self.hang_from = hang_from  # the first send (counted from 1, as they begin) that hangs
+        self.began = 0
         self.sent = 0
 
     async def send(self, message: OutgoingEmail) -> None:
         if self.before_first is not None:
             first, self.before_first = self.before_first, None
             await first()
+        self.began += 1
+        turn = self.began
         await self.pool.send(message)
         self.sent += 1
-        if self.hang and self.sent >= self.hang_from:
+        if self.hang and turn >= self.hang_from:
             await asyncio.Event().wait()
 
 
@@ -309,7 +312,7 @@ def campaign_settings(port: int, **overrides: Any) -> MessagingSettings:
         "campaign_claim_timeout_seconds": 5,
         # hand-offs of campaign_handoff_size, each recorded before the next goes: what
         # most tests count (the overlapping mode has its own test)
-        "campaign_record_while_sending": False,
+        "campaign_overlap_handoffs": False,
         "sms_holiday_country": "",
         **overrides,
     }
@@ -479,13 +482,14 @@ async def test_the_next_batch_is_claimed_during_the_last_handoffs_and_put_back_o
     assert not any(m.get("resent") or m.get("claim") for m in messages)
 
 
-async def test_recording_while_the_next_handoff_is_sent_keeps_the_crash_window(kit, smtp_server):
-    """campaign_record_while_sending: a hand-off is recorded while the next one is at
-    the server, in hand-offs of half the size. Every message still goes once; a worker
+async def test_overlapping_handoffs_keep_the_crash_window(kit, smtp_server):
+    """campaign_overlap_handoffs (the shipped default): the next hand-off goes as soon as
+    every message of this one has a session, and this one is recorded once its messages
+    are back, in hand-offs of half the size. Every message still goes once; a worker
     frozen mid-way (then killed) has at most campaign_handoff_size messages handed over
     and not on record, which the worker taking over sends again."""
     sink, _ = smtp_server
-    overlapping = kit.settings.model_copy(update={"campaign_record_while_sending": True})
+    overlapping = kit.settings.model_copy(update={"campaign_overlap_handoffs": True})
     people = [await kit.person() for _ in range(12)]
     first = await kit.launched(name="Première")
     await kit.select(first, people)
@@ -499,8 +503,10 @@ async def test_recording_while_the_next_handoff_is_sent_keeps_the_crash_window(k
 
     second = await kit.launched(name="Seconde")
     await kit.select(second, people)
-    # hand-offs of 2: the first goes and is recorded while the second is at the server;
-    # from the third message on, every send freezes once it reached the server
+    # hand-offs of 2 on 4 sessions: the first goes and is recorded; from the third message
+    # on, every send freezes once it reached the server. The second hand-off went with
+    # the first's, the third once the first was on record; the fourth waits for the
+    # second's record, which never comes: two hand-offs handed over and not on record
     taps: list[Tap] = []
 
     def frozen(pool: FailoverMailer) -> Tap:
@@ -509,22 +515,22 @@ async def test_recording_while_the_next_handoff_is_sent_keeps_the_crash_window(k
 
     async with kit.dispatcher(email=frozen, settings=overlapping) as doomed:
         tick = asyncio.create_task(doomed.tick())
-        await wait_for(lambda: taps[0].sent == 4, timeout=20)
-        await asyncio.sleep(0.5)  # the first hand-off's record
+        await wait_for(lambda: taps[0].sent == 6, timeout=20)
+        await asyncio.sleep(0.5)  # nothing more goes
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick
     handed_over = message_ids(sink)
-    assert len(handed_over) == 4
+    assert len(handed_over) == 6
     assert (await kit.statuses(second)) == {"sent": 2, "sending": 10}
 
     await asyncio.sleep(kit.settings.campaign_claim_timeout_seconds + 0.5)
     async with kit.dispatcher(settings=overlapping) as survivor:
         await drain(survivor)
     received = message_ids(sink)
-    assert len(received) == 10  # the 10 not on record, the 2 frozen ones among them
+    assert len(received) == 10  # the 10 not on record, the 4 frozen ones among them
     duplicates = [mid for mid in handed_over if mid in received]
-    assert len(duplicates) == 2 <= kit.settings.campaign_handoff_size
+    assert len(duplicates) == 4 <= kit.settings.campaign_handoff_size
     assert await kit.statuses(second) == {"sent": 12}
 
 

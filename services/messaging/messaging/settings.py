@@ -340,15 +340,15 @@ class MessagingSettings(ServiceSettings):
         le=1_000,
         description="messages handed over and not yet on record, at most: a crash re-sends "
         "at most this many. A hand-off (between two re-checks of consent and state) is this "
-        "size, or half of it with campaign_record_while_sending",
+        "size, or half of it with campaign_overlap_handoffs",
     )
-    campaign_record_while_sending: bool = Field(
-        default=False,
-        description="record a hand-off's outcomes while the next one is at the provider; "
+    campaign_overlap_handoffs: bool = Field(
+        default=True,
+        description="hand the next hand-off's messages over as soon as every message of "
+        "this one has a session, and record this one once its last message is back (the "
+        "sessions never wait for a hand-off's slowest message, record or state reads); "
         "hand-offs are then half of campaign_handoff_size (two are unrecorded at once), so "
-        "a crash still re-sends at most campaign_handoff_size. Off by default: with two "
-        "workers and a 10 s claim timeout the bench wedged the local store on write "
-        "conflicts (messaging README, issue 10 notes)",
+        "a crash still re-sends at most campaign_handoff_size",
     )
     campaign_read_ahead_handoffs: int = Field(
         default=1,

@@ -40,9 +40,9 @@ from contacts.settings import ContactsSettings
 
 log = get_logger(__name__)
 
-#: ranges read in a row without selecting anyone before the job's cursor is saved anyway
-#: (which renews its lease); a worker that dies reads at most these again
-SAVE_EVERY_EMPTY_READS = 64
+#: ranges read in a row before the job's cursor (and what they selected) is saved, even if
+#: the page is not full (which renews the lease); a worker that dies reads at most these again
+SAVE_EVERY_READS = 64
 
 
 class _LeaseLost(Exception):
@@ -104,18 +104,23 @@ class AudienceRunner:
         paths = await self.audiences.paths(scope)
         position = resume(job.get("cursor"), paths)
         selected: int = job.get("selected", 0)
-        unsaved = 0  # ranges read since the cursor was last saved (they selected no one)
+        page: list[dict[str, Any]] = []  # selected since the cursor was last saved
+        unsaved = 0  # ranges read since the cursor was last saved
         while position is not None:
             if stop is not None and stop.is_set():
                 await self.audiences.release(job_id, owner)
                 return
-            read = await self.audiences.read(position, limit=size)
-            page = [doc for doc in read if wanted(doc)]
-            after = next_position(position, read, size, paths)
+            limit = size - len(page)
+            read = await self.audiences.read(position, limit=limit)
+            page += [doc for doc in read if wanted(doc)]
+            after = next_position(position, read, limit, paths)
             unsaved += 1
-            # An empty page is saved only now and then (it renews the lease): a worker that
-            # dies reads those ranges again, selecting no one twice.
-            if page or after is None or unsaved >= SAVE_EVERY_EMPTY_READS:
+            # A page is committed once it is full, however many ranges it took (a small
+            # federation's 256 ranges hold a few contacts each: one transaction, outbox row
+            # and publication per range cost the store more than the reads), at the end,
+            # and every SAVE_EVERY_READS ranges (which renews the lease). A worker that
+            # dies reads the uncommitted ranges again, selecting no one twice.
+            if len(page) >= size or after is None or unsaved >= SAVE_EVERY_READS:
                 envelopes = [
                     self._envelope(
                         job,
@@ -148,7 +153,7 @@ class AudienceRunner:
                     log.warning("audience.lease_lost", campaign_id=job_id)
                     return
                 selected += len(page)
-                unsaved = 0
+                page, unsaved = [], 0
             position = after
         await self._finish(job, owner, recipients=selected, error=None)
 
