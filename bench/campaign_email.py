@@ -31,8 +31,9 @@ CSV import API, consents as signed consent-granted events), and runs, through th
 After 1, a **durable floor** is measured too (printed, not a goal): the raw loop again, but
 with the least bookkeeping an at-most-once sender needs, done as the dispatcher does it, in
 a scratch database on messaging's store with messaging's own indexes on its messages: a
-claim of CAMPAIGN_CLAIM_SIZE queued messages (one find, one update_many), then hand-offs
-of CAMPAIGN_HANDOFF_SIZE sent and recorded (one update_many in a transaction each). No
+claim of CAMPAIGN_CLAIM_SIZE queued messages (finds in windows of ids as the dispatcher's
+claim reads them, one update_many), then hand-offs of CAMPAIGN_HANDOFF_SIZE sent and
+recorded (one update_many in a transaction each). No
 rendering, views, rules, events or statistics: what the campaign costs below this floor is
 the dispatcher's own work per message and the platform's reactions to it.
 
@@ -74,6 +75,7 @@ from campaign_kit import (
 )
 from messaging import store as messaging_store
 from messaging.campaigns import store as campaign_store
+from messaging.campaigns.domain import ID_RANGES, ClaimCursor, message_id
 from messaging.feedback import store as feedback_store
 from messaging.settings import MessagingSettings
 from messaging.store import MESSAGES
@@ -178,7 +180,7 @@ async def durable_floor(stack: RunningStack, raw: bytes, mail_from: str, to: lis
         await messages.insert_many(
             [
                 {
-                    "_id": f"floor-{i:08d}",
+                    "_id": message_id("floor", f"c{i:08d}"),  # (sha256 hex, as the campaign's)
                     "campaign_id": "floor",
                     "contact_id": f"c{i:08d}",
                     "federation_path": "/floor/",
@@ -202,15 +204,33 @@ async def durable_floor(stack: RunningStack, raw: bytes, mail_from: str, to: lis
             finally:
                 sessions.put_nowait(smtp)
 
+        queued = {"campaign_id": "floor", "status": "queued", "not_before": None}
+        cursor = ClaimCursor()
+
+        async def claim() -> list[dict[str, Any]]:
+            """Up to CLAIM queued messages, read in windows of ids as the dispatcher's
+            claim reads them (campaigns.domain.ClaimCursor)."""
+            nonlocal cursor
+            found: dict[str, dict[str, Any]] = {}
+            covered = 0
+            while len(found) < CLAIM and covered < ID_RANGES:
+                wanted = CLAIM - len(found)
+                page = (
+                    await messages.find({**queued, "_id": cursor.ids()}, {"address": 1})
+                    .sort("_id", 1)
+                    .limit(wanted)
+                    .to_list()
+                )
+                found |= {m["_id"]: m for m in page}
+                later = cursor.after([m["_id"] for m in page], wanted)
+                if not later.strict:
+                    covered += cursor.span
+                cursor = later
+            return list(found.values())
+
         started = now()
         sent = 0
-        while (
-            claimed := await messages.find(
-                {"campaign_id": "floor", "status": "queued", "not_before": None}, {"address": 1}
-            )
-            .limit(CLAIM)
-            .to_list()
-        ):
+        while claimed := await claim():
             ids = [m["_id"] for m in claimed]
             await messages.update_many(
                 {"_id": {"$in": ids}, "status": "queued"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -294,6 +295,29 @@ class Projected:
     replace: bool = False
 
 
+#: Range reads on the local store. Its planner answers a query open on one side (``_id >
+#: cursor``, sorted, limited) by reading every index key after the cursor, and an equality
+#: prefix with a limit by reading every document of the prefix before the limit applies:
+#: a read bounded on both sides costs what the range holds. These boundaries cut the id
+#: space of random hex ids in 256 ranges by their first two characters (each holds 1/256
+#: of the ids; any other string falls in one of the ranges too).
+ID_BOUNDARIES: tuple[str, ...] = tuple(f"{i:02x}" for i in range(1, 256))
+
+
+def next_boundary(key: str) -> str | None:
+    """The first range boundary above ``key`` (None: ``key`` is in the last range)."""
+    i = bisect.bisect_right(ID_BOUNDARIES, key)
+    return ID_BOUNDARIES[i] if i < len(ID_BOUNDARIES) else None
+
+
+def by_id(ids: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    """An update pipeline's expression for "this document's own value": ``values[i]`` in the
+    document whose ``_id`` is ``ids[i]`` (one ``update_many`` over ``{"_id": {"$in": ids}}``
+    then sets each document its own value; see ``set_each``)."""
+    position = {"$indexOfArray": [{"$literal": list(ids)}, "$_id"]}
+    return {"$arrayElemAt": [{"$literal": list(values)}, position]}
+
+
 async def set_each(
     collection,
     values: Mapping[str, Mapping[str, Any]],
@@ -312,11 +336,7 @@ async def set_each(
         groups.setdefault(tuple(sorted(fields)), []).append(doc_id)
     matched = 0
     for names, ids in groups.items():
-        position = {"$indexOfArray": [{"$literal": ids}, "$_id"]}
-        stage = {
-            name: {"$arrayElemAt": [{"$literal": [values[i][name] for i in ids]}, position]}
-            for name in names
-        }
+        stage = {name: by_id(ids, [values[i][name] for i in ids]) for name in names}
         result = await collection.update_many(
             {"_id": {"$in": ids}, **(where or {})}, [{"$set": stage}], session=session
         )

@@ -19,11 +19,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from messaging.campaigns.content import TemplateContent
 from messaging.campaigns.dispatcher import Dispatcher
-from messaging.campaigns.domain import Action, CampaignStatus
+from messaging.campaigns.domain import Action, CampaignStatus, ClaimCursor, message_id
 from messaging.campaigns.guard import Guard
 from messaging.campaigns.handlers import campaign_handlers
 from messaging.campaigns.rules import CONSENT_REQUEST_PURPOSE
 from messaging.campaigns.service import CampaignService
+from messaging.campaigns.store import INDEXES as CAMPAIGN_INDEXES
 from messaging.campaigns.store import CampaignStore
 from messaging.composer import OutgoingEmail
 from messaging.handlers import consent_handlers, contact_handlers, suppression_handlers
@@ -34,7 +35,7 @@ from messaging.settings import MessagingSettings
 from messaging.sms.providers import build_sms_sender, sms_http_client
 from messaging.store import MESSAGES, MessagingStore
 from messaging.templates.service import TemplateService
-from support import deliver, make_identity, wait_for
+from support import deliver, index_scan, make_identity, wait_for
 from tribune_devstack import fake_sms
 from tribune_devstack.stack import find_free_ports
 from tribune_shared.auth import Role
@@ -333,6 +334,34 @@ async def kit(isolated_env, smtp_server) -> AsyncIterator[Kit]:
 
 
 # ---------------------------------------------------------------- at most once
+
+
+async def test_claims_read_the_queue_in_bounded_windows_and_take_each_message_once(kit):
+    """The queue is read in windows of message ids (ClaimCursor), each a range of the
+    queue's index bounded on both sides: claims from a cursor in the middle of the id space
+    take every queued message once, those before the cursor on the next turn."""
+    await kit.store.ensure_indexes(CAMPAIGN_INDEXES)
+    campaign_id = uuid.uuid4().hex
+    ids = [message_id(campaign_id, f"c{i}") for i in range(600)]
+    queued = {"campaign_id": campaign_id, "status": "queued", "not_before": None}
+    await kit.store[MESSAGES].insert_many(
+        [{"_id": mid, "contact_id": f"c{i}", **queued, "claim": None} for i, mid in enumerate(ids)]
+    )
+    campaigns = CampaignStore(kit.store)
+    cursors = {campaign_id: ClaimCursor("80")}
+    taken: list[str] = []
+    while got := await campaigns.claim(
+        [campaign_id], now=utcnow(), limit=70, token=uuid.uuid4().hex, cursors=cursors
+    ):
+        assert len(got) <= 70
+        taken += [d["_id"] for d in got]
+    assert sorted(taken) == sorted(ids)  # every one, once
+    assert await kit.store[MESSAGES].count_documents({"status": "sending"}) == 600
+
+    window = {**queued, "_id": ClaimCursor("7f", span=2).ids()}
+    explained = await kit.store[MESSAGES].find(window).sort("_id", 1).limit(10).explain()
+    assert index_scan(explained)["indexName"] == "campaign_id_1_status_1_not_before_1__id_1"
+    assert window["_id"] == {"$gte": "7f", "$lt": "81"}
 
 
 async def test_two_dispatchers_on_one_queue_send_each_message_exactly_once(kit, smtp_server):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.auth import Identity
-from tribune_shared.store import IndexSpec, Store, insert_absent
+from tribune_shared.store import IndexSpec, Store, by_id, insert_absent
 
 from consent.privacy import RequestKind, RequestStatus, RetentionRule, retention_cutoff
 from consent.store import CURRENT, LEDGER
@@ -42,6 +42,26 @@ PRIVACY_INDEXES = [
 ]
 
 
+_V = TypeVar("_V")
+
+
+def _combined(
+    first: dict[str, _V], later: dict[str, _V], pick: Callable[[_V, _V], _V]
+) -> dict[str, _V]:
+    both = {**first, **later}
+    return {k: pick(first[k], v) if k in first and k in later else v for k, v in both.items()}
+
+
+def merged_touches(touches: Sequence[ClockTouch]) -> list[ClockTouch]:
+    """One touch per person, in the order people first appear, each what that person's
+    touches make one after the other."""
+    merged: dict[str, ClockTouch] = {}
+    for touch in touches:
+        seen = merged.get(touch.contact_id)
+        merged[touch.contact_id] = touch if seen is None else seen.then(touch)
+    return list(merged.values())
+
+
 @dataclass(frozen=True)
 class ClockTouch:
     """What one event does to a person's retention clocks."""
@@ -54,21 +74,28 @@ class ClockTouch:
     latest: dict[str, datetime] = dataclasses.field(default_factory=dict)
     inc: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def update(self) -> UpdateOne:
-        update: dict[str, Any] = {
-            "$set": {
-                "federation_id": self.federation_id,
-                "federation_path": self.federation_path,
-                **self.set_fields,
-            }
-        }
-        if self.earliest:
-            update["$min"] = self.earliest
-        if self.latest:
-            update["$max"] = self.latest
-        if self.inc:
-            update["$inc"] = self.inc
-        return UpdateOne({"_id": self.contact_id}, update, upsert=True)
+    def then(self, later: ClockTouch) -> ClockTouch:
+        """This touch and a later one of the same person, as one: what the two updates
+        make one after the other (later fields set win; earliest and latest dates and
+        counts combine)."""
+        return ClockTouch(
+            self.contact_id,
+            later.federation_id,
+            later.federation_path,
+            set_fields={**self.set_fields, **later.set_fields},
+            earliest=_combined(self.earliest, later.earliest, min),
+            latest=_combined(self.latest, later.latest, max),
+            inc=_combined(self.inc, later.inc, lambda a, b: a + b),
+        )
+
+    def shape(self) -> tuple[tuple[str, ...], ...]:
+        """The fields it moves, and how: touches of one shape share one statement."""
+        return (
+            tuple(sorted(self.set_fields)),
+            tuple(sorted(self.earliest)),
+            tuple(sorted(self.latest)),
+            tuple(sorted(self.inc)),
+        )
 
     def document(self) -> dict[str, Any]:
         """The clocks of a person not seen before: what ``update`` makes of no document."""
@@ -201,13 +228,33 @@ class PrivacyStore:
             return
         clocks = self.store[RETENTION_CLOCKS]
         # people seen for the first time (an import's contacts) in one insert; the others,
-        # and a batch's later touches of a new person, as updates in the batch's order
+        # and a batch's later touches of a new person, merged per person and updated in
+        # one statement per shape of touch (a campaign's message-sent events: one for the
+        # batch; an update per event cost the local store a statement each)
         inserted = set(
             await insert_absent(clocks, [t.document() for t in touches], session=session)
         )
-        updates = [t.update() for i, t in enumerate(touches) if i not in inserted]
-        if updates:
-            await clocks.bulk_write(updates, ordered=True, session=session)
+        rest = merged_touches([t for i, t in enumerate(touches) if i not in inserted])
+        groups: dict[tuple[tuple[str, ...], ...], list[ClockTouch]] = {}
+        for touch in rest:
+            groups.setdefault(touch.shape(), []).append(touch)
+        for (set_names, earliest, latest, inc), group in groups.items():
+            ids = [t.contact_id for t in group]
+            stage: dict[str, Any] = {
+                "federation_id": by_id(ids, [t.federation_id for t in group]),
+                "federation_path": by_id(ids, [t.federation_path for t in group]),
+            }
+            for name in set_names:
+                stage[name] = by_id(ids, [t.set_fields[name] for t in group])
+            # ($min and $max of an expression leave out a missing or null field)
+            for name in earliest:
+                stage[name] = {"$min": [f"${name}", by_id(ids, [t.earliest[name] for t in group])]}
+            for name in latest:
+                stage[name] = {"$max": [f"${name}", by_id(ids, [t.latest[name] for t in group])]}
+            for name in inc:
+                was = {"$ifNull": [f"${name}", 0]}
+                stage[name] = {"$add": [was, by_id(ids, [t.inc[name] for t in group])]}
+            await clocks.update_many({"_id": {"$in": ids}}, [{"$set": stage}], session=session)
 
     async def clock(self, contact_id: str) -> dict[str, Any] | None:
         return await self.store[RETENTION_CLOCKS].find_one({"_id": contact_id})

@@ -19,6 +19,7 @@ from consent.privacy import (
     retention_cutoff,
     retention_due,
 )
+from consent.privacy_store import ClockTouch, merged_touches
 from consent.settings import ConsentSettings
 from pydantic import ValidationError
 from tribune_shared.errors import InvalidField
@@ -144,3 +145,37 @@ def test_privacy_settings_have_bounds(monkeypatch):
     monkeypatch.setenv("CONSENT_PRIVACY_DEADLINE_MONTHS", "0")
     with pytest.raises(ValidationError):
         ConsentSettings()
+
+
+def test_touches_of_one_person_merge_into_what_they_make_one_after_the_other() -> None:
+    """A batch's touches are merged per person before one statement per shape: later
+    fields set win, the earliest and latest dates and the counts combine, whatever the
+    order the events came in."""
+    first = ClockTouch(
+        "a",
+        "f1",
+        "/n/f1/",
+        set_fields={"origin_kind": "form"},
+        earliest={"created_at": at(2026, 1, 5)},
+        latest={"last_activity_at": at(2026, 1, 5)},
+    )
+    sent = ClockTouch(
+        "a", "f1", "/n/f1/", earliest={"first_message_at": at(2026, 2, 1)}, inc={"sent": 1}
+    )
+    older = ClockTouch(
+        "a", "f2", "/n/f2/", earliest={"first_message_at": at(2026, 1, 20)}, inc={"sent": 1}
+    )
+    moved = ClockTouch("a", "f2", "/n/f2/", set_fields={"origin_kind": "event"})
+    other = ClockTouch("b", "f1", "/n/f1/", latest={"last_activity_at": at(2026, 3, 1)})
+
+    merged = merged_touches([first, other, sent, older, moved])
+    assert [t.contact_id for t in merged] == ["a", "b"]
+    a = merged[0]
+    assert (a.federation_id, a.federation_path) == ("f2", "/n/f2/")
+    assert a.set_fields == {"origin_kind": "event"}
+    assert a.earliest == {"created_at": at(2026, 1, 5), "first_message_at": at(2026, 1, 20)}
+    assert a.latest == {"last_activity_at": at(2026, 1, 5)}
+    assert a.inc == {"sent": 2}
+    assert merged[1] == other
+    # the same touches as two batches' worth of message-sent share one shape
+    assert sent.shape() == older.shape() != first.shape()

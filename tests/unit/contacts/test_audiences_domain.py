@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import pytest
 from contacts.audiences.domain import (
-    ID_BOUNDARIES,
     AudienceError,
     Position,
     audience_scope,
     has_address,
-    next_boundary,
     next_position,
     resume,
 )
 from tribune_shared.events.contracts import Channel
 
 PATHS = ["/n/paris/", "/n/paris/p11/", "/n/paris/p12/"]
-
-
-def test_the_id_space_is_cut_in_256_ranges_that_cover_every_string() -> None:
-    assert len(ID_BOUNDARIES) == 255 and list(ID_BOUNDARIES) == sorted(ID_BOUNDARIES)
-    assert next_boundary("") == "01"
-    assert next_boundary("00ff") == "01"
-    assert next_boundary("7f") == "80"  # a boundary starts its own range
-    assert next_boundary("7f3a9c") == "80"
-    assert next_boundary("Z-legacy") == "a0"  # upper case sorts between digits and a-f
-    assert next_boundary("fe99") == "ff"
-    assert next_boundary("ff") is None and next_boundary("zz") is None  # the last range
 
 
 def test_reading_goes_on_in_a_range_then_to_the_next_then_to_the_next_path() -> None:

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from messaging.campaigns.domain import (
+    ID_RANGES,
     Action,
     BreakerPolicy,
     CampaignStatus,
+    ClaimCursor,
     add_stats,
     breaker_reason,
     check_schedule,
@@ -155,3 +157,25 @@ def test_statistics_shards_add_up_nested_counters_and_keep_the_campaigns_own():
         "ab": {"a": {"sent": 1}},
     }
     assert own == {"sent": 4, "refused_by": {"no_consent": 1}}  # the shards' reader's copy
+
+
+def test_a_claim_reads_the_queue_in_windows_of_id_ranges_that_adapt_and_wrap() -> None:
+    """The claim's windows (ClaimCursor): bounded on both sides, wider after a window with
+    too few, narrower after a full one, on after the last id read, and from the first range
+    again after the last."""
+    first = ClaimCursor("7f")
+    assert first.ids() == {"$gte": "7f", "$lt": "80"}
+    # too few in it: the next window starts at its end, twice as wide
+    wider = first.after(["7f01", "7f99"], wanted=5)
+    assert wider == ClaimCursor("80", False, 2)
+    assert wider.ids() == {"$gte": "80", "$lt": "82"}
+    # a full window: on after the last id read, half as wide (never below one range)
+    full = wider.after(["8001", "8005", "81aa"], wanted=3)
+    assert full == ClaimCursor("81aa", True, 1)
+    assert full.ids() == {"$gt": "81aa", "$lt": "82"}
+    # the last range reaches the end of the id space; after it, the first range again
+    last = ClaimCursor("ff", False, 4)
+    assert last.ids() == {"$gte": "ff"} and last.upper() is None
+    assert last.after([], wanted=1) == ClaimCursor("", False, 8)
+    assert ClaimCursor("", False, ID_RANGES).ids() == {"$gte": ""}  # the whole queue
+    assert ClaimCursor("", False, ID_RANGES).after([], 1).span == ID_RANGES

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tribune_shared.events.contracts import Channel
-from tribune_shared.store import subtree_filter
+from tribune_shared.store import next_boundary, subtree_filter
 
 #: the contact field holding the address a channel sends to
 ADDRESS_FIELD = {Channel.email: "email", Channel.sms: "phone"}
@@ -41,9 +40,9 @@ def has_address(channel: Channel, needs_address: bool) -> Callable[[Mapping[str,
 # ---------------------------------------------------------------- reading order
 #
 # The audience is read one federation path at a time, in id order, and each read is bounded
-# on both sides in the (federation_path, _id) index: ``ID_BOUNDARIES`` cut the id space in
-# 256 ranges by the ids' first two characters (contact ids are random hex, so each range
-# holds 1/256 of a federation's contacts; any other string falls in one of the ranges too).
+# on both sides in the (federation_path, _id) index: the kernel's ``ID_BOUNDARIES`` cut the
+# id space in 256 ranges by the ids' first two characters (contact ids are random hex, so
+# each range holds 1/256 of a federation's contacts; any other string falls in one too).
 # Why: the local store's planner answers a page query that is open on one side (``_id >
 # cursor``, sorted, limited) by reading every key after the cursor, and scans the whole
 # collection when another field stands beside the path (the address, a segment's tags):
@@ -52,15 +51,6 @@ def has_address(channel: Channel, needs_address: bool) -> Callable[[Mapping[str,
 # sides costs what the range holds. The segment filter and the address are then applied
 # to the documents read (``filter_language.evaluate``, which agrees with the query the
 # filter compiles to).
-
-ID_BOUNDARIES: tuple[str, ...] = tuple(f"{i:02x}" for i in range(1, 256))
-
-
-def next_boundary(key: str) -> str | None:
-    """The first range boundary above ``key`` (None: ``key`` is in the last range)."""
-    i = bisect.bisect_right(ID_BOUNDARIES, key)
-    return ID_BOUNDARIES[i] if i < len(ID_BOUNDARIES) else None
-
 
 @dataclass(frozen=True)
 class Position:

@@ -15,7 +15,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from tribune_shared.store import IndexSpec, Store, insert_absent, set_each
 
-from messaging.campaigns.domain import CampaignStatus, add_stats
+from messaging.campaigns.domain import ID_RANGES, CampaignStatus, ClaimCursor, add_stats
 from messaging.domain import MessageStatus
 from messaging.store import MESSAGES
 
@@ -35,8 +35,17 @@ INDEXES = [
     IndexSpec(CAMPAIGNS, [("federation_path", ASCENDING), ("_id", DESCENDING)]),
     IndexSpec(CAMPAIGNS, [("status", ASCENDING), ("scheduled_at", ASCENDING)]),
     IndexSpec(CAMPAIGN_STATS, [("campaign_id", ASCENDING)]),
-    # the dispatchers' queue: a campaign's queued messages, those due first
-    IndexSpec(MESSAGES, [("campaign_id", ASCENDING), ("status", ASCENDING), ("not_before", 1)]),
+    # the dispatchers' queue: a campaign's queued messages, those due first, read in windows
+    # of ids (domain.ClaimCursor)
+    IndexSpec(
+        MESSAGES,
+        [("campaign_id", ASCENDING), ("status", ASCENDING), ("not_before", 1), ("_id", 1)],
+    ),
+    IndexSpec(  # (the queue's index before the windows)
+        MESSAGES,
+        [("campaign_id", ASCENDING), ("status", ASCENDING), ("not_before", 1)],
+        retired=True,
+    ),
     # stale claims of a killed worker
     IndexSpec(MESSAGES, [("status", ASCENDING), ("claimed_at", ASCENDING)]),
     # a person's recent messages, across federations (frequency caps)
@@ -225,26 +234,48 @@ class CampaignStore:
         now: datetime,
         limit: int,
         token: str,
+        cursors: dict[str, ClaimCursor] | None = None,
     ) -> list[dict[str, Any]]:
         """Take up to ``limit`` due queued messages of these campaigns: marked ``sending``
         with this claim's token before any provider sees them (the intent is on record).
         Two workers never take the same message: the update only matches queued ones.
-        Each message comes with the fields a dispatcher sends it with (CLAIMED_FIELDS)."""
+        Each message comes with the fields a dispatcher sends it with (CLAIMED_FIELDS).
+        ``cursors``: where each campaign's queue is read next (``ClaimCursor``, moved on
+        here; a dispatcher keeps its own)."""
         if not campaign_ids or limit <= 0:
             return []
-        # per campaign, the undeferred ones then the deferred ones now due: each query an
-        # equality prefix of the queue's index (campaign_id, status, not_before); one
-        # with $in and $or, as before, is a collection scan on the local store
+        cursors = {} if cursors is None else cursors
+        # per campaign, the undeferred ones in windows of the queue's index (campaign_id,
+        # status, not_before, _id), then the deferred ones now due: each query an equality
+        # prefix of the index and one range (one with $in and $or is a collection scan on
+        # the local store)
         found: list[dict[str, Any]] = []
         for campaign_id in campaign_ids:
-            for when in (None, {"$lte": now}):
-                if len(found) >= limit:
-                    break
-                due = {
-                    "campaign_id": campaign_id,
-                    "status": MessageStatus.queued.value,
-                    "not_before": when,
-                }
+            queued = {
+                "campaign_id": campaign_id,
+                "status": MessageStatus.queued.value,
+                "not_before": None,
+            }
+            cursor = cursors.get(campaign_id) or ClaimCursor()
+            covered = 0  # id ranges read through (a whole turn: nothing more is queued)
+            taken = {d["_id"] for d in found}  # (a wide window may reach the turn's start)
+            while len(found) < limit and covered < ID_RANGES:
+                wanted = limit - len(found)
+                page = (
+                    await self.messages.find({**queued, "_id": cursor.ids()}, CLAIMED_FIELDS)
+                    .sort("_id", ASCENDING)
+                    .limit(wanted)
+                    .to_list()
+                )
+                found += [d for d in page if d["_id"] not in taken]
+                taken.update(d["_id"] for d in page)
+                later = cursor.after([d["_id"] for d in page], wanted)
+                if not later.strict:
+                    covered += cursor.span
+                cursor = later
+            cursors[campaign_id] = cursor
+            if len(found) < limit:
+                due = {**queued, "not_before": {"$lte": now}}
                 found += (
                     await self.messages.find(due, CLAIMED_FIELDS)
                     .limit(limit - len(found))
