@@ -98,7 +98,7 @@ class ClockTouch:
         )
 
     def document(self) -> dict[str, Any]:
-        """The clocks of a person not seen before: what ``update`` makes of no document."""
+        """The clocks of a person not seen before: what this touch makes of no document."""
         return {
             "_id": self.contact_id,
             "federation_id": self.federation_id,
