@@ -75,7 +75,7 @@ from campaign_kit import (
 )
 from messaging import store as messaging_store
 from messaging.campaigns import store as campaign_store
-from messaging.campaigns.domain import ID_RANGES, ClaimCursor, message_id
+from messaging.campaigns.domain import ClaimCursor, message_id
 from messaging.feedback import store as feedback_store
 from messaging.settings import MessagingSettings
 from messaging.store import MESSAGES
@@ -208,25 +208,12 @@ async def durable_floor(stack: RunningStack, raw: bytes, mail_from: str, to: lis
         cursor = ClaimCursor()
 
         async def claim() -> list[dict[str, Any]]:
-            """Up to CLAIM queued messages, read in windows of ids as the dispatcher's
-            claim reads them (campaigns.domain.ClaimCursor)."""
+            """Up to CLAIM queued messages, read as the dispatcher's claim reads them."""
             nonlocal cursor
-            found: dict[str, dict[str, Any]] = {}
-            covered = 0
-            while len(found) < CLAIM and covered < ID_RANGES:
-                wanted = CLAIM - len(found)
-                page = (
-                    await messages.find({**queued, "_id": cursor.ids()}, {"address": 1})
-                    .sort("_id", 1)
-                    .limit(wanted)
-                    .to_list()
-                )
-                found |= {m["_id"]: m for m in page}
-                later = cursor.after([m["_id"] for m in page], wanted)
-                if not later.strict:
-                    covered += cursor.span
-                cursor = later
-            return list(found.values())
+            found, cursor = await campaign_store.read_queue(
+                messages, queued, cursor, CLAIM, {"address": 1}
+            )
+            return found
 
         started = now()
         sent = 0

@@ -302,11 +302,14 @@ class Projected:
 #: space of random hex ids in 256 ranges by their first two characters (each holds 1/256
 #: of the ids; any other string falls in one of the ranges too).
 ID_BOUNDARIES: tuple[str, ...] = tuple(f"{i:02x}" for i in range(1, 256))
+#: how many ranges the boundaries make
+ID_RANGES = len(ID_BOUNDARIES) + 1
 
 
-def next_boundary(key: str) -> str | None:
-    """The first range boundary above ``key`` (None: ``key`` is in the last range)."""
-    i = bisect.bisect_right(ID_BOUNDARIES, key)
+def next_boundary(key: str, ranges: int = 1) -> str | None:
+    """The first range boundary above ``key``, or the ``ranges``-th one (the end of a
+    window of that many ranges from ``key``'s); None: the window reaches the last range."""
+    i = bisect.bisect_right(ID_BOUNDARIES, key) + ranges - 1
     return ID_BOUNDARIES[i] if i < len(ID_BOUNDARIES) else None
 
 

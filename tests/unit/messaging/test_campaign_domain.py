@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from messaging.campaigns.domain import (
-    ID_RANGES,
     Action,
     BreakerPolicy,
     CampaignStatus,
@@ -18,6 +17,7 @@ from messaging.campaigns.domain import (
     transition,
 )
 from tribune_shared.errors import Conflict, InvalidField
+from tribune_shared.store import ID_RANGES
 
 S = CampaignStatus
 

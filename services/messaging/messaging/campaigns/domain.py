@@ -11,7 +11,7 @@ from typing import Any
 
 from tribune_shared.errors import Conflict, InvalidField
 from tribune_shared.events.contracts import Channel
-from tribune_shared.store import ID_BOUNDARIES, next_boundary
+from tribune_shared.store import ID_RANGES, next_boundary
 
 #: channels a campaign may use
 CAMPAIGN_CHANNELS = frozenset({Channel.email, Channel.sms})
@@ -74,10 +74,6 @@ def transition(current: CampaignStatus, action: Action) -> CampaignStatus:
     return target
 
 
-#: the id ranges (the kernel's ID_BOUNDARIES cut the hex ids in this many)
-ID_RANGES = len(ID_BOUNDARIES) + 1
-
-
 @dataclass(frozen=True)
 class ClaimCursor:
     """Where a dispatcher reads a campaign's queue next: the message ids from ``key`` (after
@@ -98,10 +94,7 @@ class ClaimCursor:
 
     def upper(self) -> str | None:
         """The window's upper bound (None: it reaches the end of the id space)."""
-        upper: str | None = self.key
-        for _ in range(self.span):
-            upper = next_boundary(upper) if upper is not None else None
-        return upper
+        return next_boundary(self.key, self.span)
 
     def ids(self) -> dict[str, str]:
         """The window's ``_id`` condition."""

@@ -13,9 +13,10 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
-from tribune_shared.store import IndexSpec, Store, insert_absent, set_each
+from pymongo.asynchronous.collection import AsyncCollection
+from tribune_shared.store import ID_RANGES, IndexSpec, Store, insert_absent, set_each
 
-from messaging.campaigns.domain import ID_RANGES, CampaignStatus, ClaimCursor, add_stats
+from messaging.campaigns.domain import CampaignStatus, ClaimCursor, add_stats
 from messaging.domain import MessageStatus
 from messaging.store import MESSAGES
 
@@ -63,6 +64,36 @@ CLAIMED_FIELDS = {
     "federation_id": 1,
     "federation_path": 1,
 }
+
+
+async def read_queue(
+    messages: AsyncCollection[Any],
+    queued: Mapping[str, Any],
+    cursor: ClaimCursor,
+    limit: int,
+    projection: Mapping[str, Any],
+) -> tuple[list[dict[str, Any]], ClaimCursor]:
+    """Up to ``limit`` messages matching ``queued`` (an equality prefix of the queue's
+    index), read in windows of ids from ``cursor`` (domain.ClaimCursor) for one turn of the
+    id space at most, each once; and where the next read goes. ``messages``: the messages
+    collection (also the bench's scratch one: its durable floor claims the same way)."""
+    found: dict[str, dict[str, Any]] = {}  # (a wide window may reach the turn's start)
+    covered = 0  # id ranges read through (a whole turn: nothing more is queued)
+    while len(found) < limit and covered < ID_RANGES:
+        wanted = limit - len(found)
+        page = (
+            await messages.find({**queued, "_id": cursor.ids()}, projection)
+            .sort("_id", ASCENDING)
+            .limit(wanted)
+            .to_list()
+        )
+        for doc in page:
+            found.setdefault(doc["_id"], doc)
+        later = cursor.after([d["_id"] for d in page], wanted)
+        if not later.strict:
+            covered += cursor.span
+        cursor = later
+    return list(found.values()), cursor
 
 
 class CampaignStore:
@@ -256,24 +287,14 @@ class CampaignStore:
                 "status": MessageStatus.queued.value,
                 "not_before": None,
             }
-            cursor = cursors.get(campaign_id) or ClaimCursor()
-            covered = 0  # id ranges read through (a whole turn: nothing more is queued)
-            taken = {d["_id"] for d in found}  # (a wide window may reach the turn's start)
-            while len(found) < limit and covered < ID_RANGES:
-                wanted = limit - len(found)
-                page = (
-                    await self.messages.find({**queued, "_id": cursor.ids()}, CLAIMED_FIELDS)
-                    .sort("_id", ASCENDING)
-                    .limit(wanted)
-                    .to_list()
-                )
-                found += [d for d in page if d["_id"] not in taken]
-                taken.update(d["_id"] for d in page)
-                later = cursor.after([d["_id"] for d in page], wanted)
-                if not later.strict:
-                    covered += cursor.span
-                cursor = later
-            cursors[campaign_id] = cursor
+            page, cursors[campaign_id] = await read_queue(
+                self.messages,
+                queued,
+                cursors.get(campaign_id) or ClaimCursor(),
+                limit - len(found),
+                CLAIMED_FIELDS,
+            )
+            found += page
             if len(found) < limit:
                 due = {**queued, "not_before": {"$lte": now}}
                 found += (
