@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import time
 import uuid
 from datetime import timedelta
 
+from bench_env import on_own_store
 from pymongo import ASCENDING
-from tribune_devstack.infra import ensure_infra
-from tribune_devstack.stack import StackConfig
 from tribune_shared.events import utcnow
 from tribune_shared.expiry import expiry_task
 from tribune_shared.settings import ServiceSettings
@@ -106,14 +104,7 @@ def main() -> int:
     parser.add_argument("--documents", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=65.0)
     args = parser.parse_args()
-    cfg = StackConfig.for_tests(name=f"bench-expiry-{uuid.uuid4().hex[:6]}", store_in_memory=False)
-    handle = ensure_infra(cfg, only=["store"])
-    try:
-        rows = asyncio.run(run(args, cfg.mongo_url))
-    finally:
-        handle.stop_started()
-        if not cfg.keep_infra:
-            shutil.rmtree(cfg.state_dir, ignore_errors=True)
+    rows = on_own_store("bench-expiry", lambda mongo_url: run(args, mongo_url))
     print(
         f"{'a read every 10 ms, with':<34} {'reads':>7} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>9} {'> 100 ms':>9}"

@@ -19,7 +19,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from messaging.campaigns.content import TemplateContent
 from messaging.campaigns.dispatcher import Dispatcher
-from messaging.campaigns.domain import Action, CampaignStatus, ClaimCursor, message_id
+from messaging.campaigns.domain import (
+    Action,
+    CampaignStatus,
+    ClaimCursor,
+    QueuePosition,
+    message_id,
+)
 from messaging.campaigns.guard import Guard
 from messaging.campaigns.handlers import campaign_handlers
 from messaging.campaigns.rules import CONSENT_REQUEST_PURPOSE
@@ -348,10 +354,10 @@ async def test_claims_read_the_queue_in_bounded_windows_and_take_each_message_on
         [{"_id": mid, "contact_id": f"c{i}", **queued, "claim": None} for i, mid in enumerate(ids)]
     )
     campaigns = CampaignStore(kit.store)
-    cursors = {campaign_id: ClaimCursor("80")}
+    positions = {campaign_id: QueuePosition.starting_at("80")}
     taken: list[str] = []
     while got := await campaigns.claim(
-        [campaign_id], now=utcnow(), limit=70, token=uuid.uuid4().hex, cursors=cursors
+        [campaign_id], now=utcnow(), limit=70, token=uuid.uuid4().hex, positions=positions
     ):
         assert len(got) <= 70
         taken += [d["_id"] for d in got]
@@ -362,6 +368,67 @@ async def test_claims_read_the_queue_in_bounded_windows_and_take_each_message_on
     explained = await kit.store[MESSAGES].find(window).sort("_id", 1).limit(10).explain()
     assert index_scan(explained)["indexName"] == "campaign_id_1_status_1_not_before_1__id_1"
     assert window["_id"] == {"$gte": "7f", "$lt": "81"}
+
+
+async def test_messages_deferred_to_a_time_that_has_come_are_claimed_once_in_windows(kit):
+    """SMS deferred by quiet hours wait for a few times, thousands each: once a time has
+    come its messages are claimed in windows of ids on that one time (never a range of
+    times, which the local store reads whole on every claim), each once, the earliest time
+    first, and none deferred to a time still to come."""
+    await kit.store.ensure_indexes(CAMPAIGN_INDEXES)
+    campaign_id = uuid.uuid4().hex
+    now = utcnow().replace(microsecond=0)
+    times = [now - timedelta(hours=2), now - timedelta(minutes=5), now + timedelta(hours=1)]
+    ids = [message_id(campaign_id, f"c{i}") for i in range(450)]
+    deferred_to = {mid: times[i % 3] for i, mid in enumerate(ids)}
+    await kit.store[MESSAGES].insert_many(
+        [
+            {
+                "_id": mid,
+                "contact_id": f"c{i}",
+                "campaign_id": campaign_id,
+                "status": "queued",
+                "not_before": deferred_to[mid],
+                "claim": None,
+            }
+            for i, mid in enumerate(ids)
+        ]
+    )
+    campaigns = CampaignStore(kit.store)
+    reads: list[dict] = []
+    find = campaigns.messages.find
+
+    def recorded(query, *args, **kwargs):
+        reads.append(query)
+        return find(query, *args, **kwargs)
+
+    campaigns.messages.find = recorded  # type: ignore[method-assign]
+    positions = {campaign_id: QueuePosition.starting_at("c0")}
+    claims: list[list[str]] = []
+    while got := await campaigns.claim(
+        [campaign_id], now=now, limit=40, token=uuid.uuid4().hex, positions=positions
+    ):
+        assert len(got) <= 40
+        claims.append([d["_id"] for d in got])
+    taken = [mid for claim in claims for mid in claim]
+    assert sorted(taken) == sorted(mid for mid in ids if deferred_to[mid] <= now)  # once each
+    # the earliest time first: every message of the first time before any of the second
+    firsts = [i for i, mid in enumerate(taken) if deferred_to[mid] == times[0]]
+    assert firsts == list(range(150))
+    assert positions[campaign_id].due == {}  # both times spent, the later one not followed
+    assert await kit.store[MESSAGES].count_documents({"status": "queued"}) == 150
+    deferred_reads = [q for q in reads if q.get("not_before") is not None]
+    assert deferred_reads and all(
+        isinstance(q["not_before"], datetime) and "_id" in q for q in deferred_reads
+    )
+    window = {
+        "campaign_id": campaign_id,
+        "status": "queued",
+        "not_before": times[0],
+        "_id": ClaimCursor("7f", span=2).ids(),
+    }
+    explained = await kit.store[MESSAGES].find(window).sort("_id", 1).limit(10).explain()
+    assert index_scan(explained)["indexName"] == "campaign_id_1_status_1_not_before_1__id_1"
 
 
 async def test_two_dispatchers_on_one_queue_send_each_message_exactly_once(kit, smtp_server):

@@ -10,6 +10,7 @@ from messaging.campaigns.domain import (
     BreakerPolicy,
     CampaignStatus,
     ClaimCursor,
+    QueuePosition,
     add_stats,
     breaker_reason,
     check_schedule,
@@ -179,3 +180,21 @@ def test_a_claim_reads_the_queue_in_windows_of_id_ranges_that_adapt_and_wrap() -
     assert last.after([], wanted=1) == ClaimCursor("", False, 8)
     assert ClaimCursor("", False, ID_RANGES).ids() == {"$gte": ""}  # the whole queue
     assert ClaimCursor("", False, ID_RANGES).after([], 1).span == ID_RANGES
+
+
+def test_a_queue_position_follows_each_deferred_time_once_it_has_come() -> None:
+    """Times learnt from the store get a cursor each, starting in the dispatcher's range;
+    the ones that have come are read earliest first; learning a time again keeps where its
+    reading got to."""
+    position = QueuePosition.starting_at("a0")
+    assert position.now == ClaimCursor("a0") and position.due == {}
+    morning = datetime(2027, 3, 1, 7, tzinfo=UTC)
+    later = morning + timedelta(hours=2)
+    position.learn([later, morning])
+    assert position.due == {morning: ClaimCursor("a0"), later: ClaimCursor("a0")}
+    assert position.come(morning - timedelta(seconds=1)) == []
+    assert position.come(morning) == [morning]
+    assert position.come(later + timedelta(minutes=1)) == [morning, later]
+    position.due[morning] = ClaimCursor("a7", True, 1)
+    position.learn([morning])
+    assert position.due[morning] == ClaimCursor("a7", True, 1)

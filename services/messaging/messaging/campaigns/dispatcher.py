@@ -44,7 +44,7 @@ from messaging.campaigns.domain import (
     AbMetric,
     BreakerPolicy,
     CampaignStatus,
-    ClaimCursor,
+    QueuePosition,
     ab_winner,
     breaker_reason,
 )
@@ -249,7 +249,7 @@ class Dispatcher:
         self._claim_ahead: tuple[str, asyncio.Task[list[dict[str, Any]]]] | None = None
         #: where this dispatcher reads each sending campaign's queue next: each starts in a
         #: random id range, so that workers seldom read (and race to claim) the same messages
-        self._cursors: dict[str, ClaimCursor] = {}
+        self._positions: dict[str, QueuePosition] = {}
         self._next_sweep = 0.0
         self._next_breaker_check = 0.0
         #: campaign id -> (when its completion is asked again (monotonic), the wait before)
@@ -351,18 +351,18 @@ class Dispatcher:
     async def _claim(
         self, campaign_ids: list[str], now: datetime, token: str
     ) -> list[dict[str, Any]]:
-        for gone in set(self._cursors) - set(campaign_ids):
-            del self._cursors[gone]
+        for gone in set(self._positions) - set(campaign_ids):
+            del self._positions[gone]
         for campaign_id in campaign_ids:
-            if campaign_id not in self._cursors:
+            if campaign_id not in self._positions:
                 start = random.choice(("", *ID_BOUNDARIES))
-                self._cursors[campaign_id] = ClaimCursor(start)
+                self._positions[campaign_id] = QueuePosition.starting_at(start)
         return await self.campaigns.claim(
             campaign_ids,
             now=now,
             limit=self.settings.campaign_claim_size,
             token=token,
-            cursors=self._cursors,
+            positions=self._positions,
         )
 
     async def _claimed(self, campaign_ids: list[str], now: datetime) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -110,6 +111,41 @@ class ClaimCursor:
         if read and len(read) >= wanted:
             return ClaimCursor(read[-1], True, max(1, self.span // 2))
         return ClaimCursor(self.upper() or "", False, min(ID_RANGES, self.span * 2))
+
+
+@dataclass
+class QueuePosition:
+    """Where a dispatcher reads one campaign's queue next: its messages to send as soon as
+    possible (``now``, not deferred), and its messages deferred to a time that has come
+    (``due``: one cursor per such time, learnt from the store, forgotten once a turn of the
+    id space finds none left).
+
+    Why a cursor per time: SMS deferred by quiet hours wait for a handful of times (each
+    zone's next allowed hour), thousands of messages each, and the morning's first claims
+    would otherwise ask for "deferred to any time up to now": a range the local store reads
+    whole before the limit applies (20,000 due messages: ~0.4 s per claim of 200, every
+    claim, on a scratch store). An equality on one time and a window of ids is a range of
+    the queue's index bounded on both sides, like the messages not deferred. ``start``:
+    the id range where each of its cursors begins (the dispatcher draws it at random, so
+    that workers seldom race for the same messages)."""
+
+    start: str = ""
+    now: ClaimCursor = dataclass_field(default_factory=ClaimCursor)
+    due: dict[datetime, ClaimCursor] = dataclass_field(default_factory=dict)
+
+    @classmethod
+    def starting_at(cls, start: str) -> QueuePosition:
+        return cls(start, ClaimCursor(start))
+
+    def learn(self, times: Sequence[datetime]) -> None:
+        """Times that have come for some of the queue's deferred messages (read from the
+        store): a cursor for each one not followed yet."""
+        for at in times:
+            self.due.setdefault(at, ClaimCursor(self.start))
+
+    def come(self, now: datetime) -> list[datetime]:
+        """The followed times that have come, the earliest first."""
+        return sorted(at for at in self.due if at <= now)
 
 
 def message_id(campaign_id: str, contact_id: str) -> str:

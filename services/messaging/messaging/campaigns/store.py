@@ -16,7 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from tribune_shared.store import ID_RANGES, IndexSpec, Store, insert_absent, set_each
 
-from messaging.campaigns.domain import CampaignStatus, ClaimCursor, add_stats
+from messaging.campaigns.domain import CampaignStatus, ClaimCursor, QueuePosition, add_stats
 from messaging.domain import MessageStatus
 from messaging.store import MESSAGES
 
@@ -265,43 +265,57 @@ class CampaignStore:
         now: datetime,
         limit: int,
         token: str,
-        cursors: dict[str, ClaimCursor] | None = None,
+        positions: dict[str, QueuePosition] | None = None,
     ) -> list[dict[str, Any]]:
         """Take up to ``limit`` due queued messages of these campaigns: marked ``sending``
         with this claim's token before any provider sees them (the intent is on record).
         Two workers never take the same message: the update only matches queued ones.
         Each message comes with the fields a dispatcher sends it with (CLAIMED_FIELDS).
-        ``cursors``: where each campaign's queue is read next (``ClaimCursor``, moved on
-        here; a dispatcher keeps its own)."""
+        ``positions``: where each campaign's queue is read next (``QueuePosition``, moved
+        on here; a dispatcher keeps its own)."""
         if not campaign_ids or limit <= 0:
             return []
-        cursors = {} if cursors is None else cursors
-        # per campaign, the undeferred ones in windows of the queue's index (campaign_id,
-        # status, not_before, _id), then the deferred ones now due: each query an equality
-        # prefix of the index and one range (one with $in and $or is a collection scan on
-        # the local store)
+        positions = {} if positions is None else positions
+        # per campaign, the messages not deferred, then those deferred to a time that has
+        # come, each read in windows of the queue's index (campaign_id, status, not_before,
+        # _id): an equality prefix of it and a window of ids (a range of not_before, or a
+        # query with $in or $or, is read whole on the local store)
         found: list[dict[str, Any]] = []
         for campaign_id in campaign_ids:
-            queued = {
-                "campaign_id": campaign_id,
-                "status": MessageStatus.queued.value,
-                "not_before": None,
-            }
-            page, cursors[campaign_id] = await read_queue(
+            position = positions.setdefault(campaign_id, QueuePosition())
+            queued = {"campaign_id": campaign_id, "status": MessageStatus.queued.value}
+            page, position.now = await read_queue(
                 self.messages,
-                queued,
-                cursors.get(campaign_id) or ClaimCursor(),
+                {**queued, "not_before": None},
+                position.now,
                 limit - len(found),
                 CLAIMED_FIELDS,
             )
             found += page
-            if len(found) < limit:
-                due = {**queued, "not_before": {"$lte": now}}
-                found += (
-                    await self.messages.find(due, CLAIMED_FIELDS)
-                    .limit(limit - len(found))
-                    .to_list()
+            if len(found) < limit and not position.come(now):
+                # (read whole, but only once the times followed are spent: each message
+                # deferred to a time that has come is in it about once)
+                position.learn(
+                    await self.messages.distinct(
+                        "not_before", {**queued, "not_before": {"$lte": now}}
+                    )
                 )
+            for at in position.come(now):
+                if len(found) >= limit:
+                    break
+                wanted = limit - len(found)
+                page, cursor = await read_queue(
+                    self.messages,
+                    {**queued, "not_before": at},
+                    position.due[at],
+                    wanted,
+                    CLAIMED_FIELDS,
+                )
+                found += page
+                if len(page) < wanted:  # a whole turn: none left deferred to that time
+                    del position.due[at]
+                else:
+                    position.due[at] = cursor
         if not found:
             return []
         ids = [d["_id"] for d in found]
