@@ -999,6 +999,37 @@ async def test_sms_in_quiet_hours_is_deferred_to_the_recipients_morning_then_sen
     assert campaign["status"] == CampaignStatus.completed.value
 
 
+async def test_a_dispatcher_claims_what_it_deferred_at_its_time_without_asking_the_store(
+    sms_kit, monkeypatch
+):
+    """The times a dispatcher defers messages to are the times it claims them at: when they
+    come, it does not need the store to say which times have come (a read of every message
+    due, 2.2 s for 100,000 on the local store)."""
+    kit = sms_kit
+    phones = [f"+6898712345{i}" for i in range(3)]
+    people = [await kit.person(phone=phone, channel=Channel.sms) for phone in phones]
+    campaign_id = await kit.launched(channel=Channel.sms, name="SMS")
+    await kit.select(campaign_id, people)
+    async with kit.dispatcher() as d:
+        await drain(d)
+        deferred = await kit.messages(campaign_id)
+        assert [m["status"] for m in deferred] == ["queued"] * 3
+        answers: list[list[datetime]] = []
+        distinct = d.campaigns.messages.distinct
+
+        async def asked(*args: Any, **kwargs: Any) -> list[datetime]:
+            answers.append(await distinct(*args, **kwargs))
+            return answers[-1]
+
+        d.campaigns.messages.distinct = asked  # type: ignore[method-assign]
+        later = max(m["not_before"] for m in deferred) + timedelta(minutes=1)
+        monkeypatch.setattr("messaging.campaigns.dispatcher.utcnow", lambda: later)
+        await drain(d)
+    for phone in phones:
+        assert len(await _sms_to(kit, phone)) == 1
+    assert all(answer == [] for answer in answers), answers  # the store told it nothing
+
+
 async def test_an_idle_dispatcher_asks_less_and_less_often_whether_a_deferred_campaign_is_done(
     sms_kit,
 ):

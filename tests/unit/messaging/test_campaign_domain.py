@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from messaging.campaigns.domain import (
@@ -198,3 +199,8 @@ def test_a_queue_position_follows_each_deferred_time_once_it_has_come() -> None:
     position.due[morning] = ClaimCursor("a7", True, 1)
     position.learn([morning])
     assert position.due[morning] == ClaimCursor("a7", True, 1)
+    # a time the dispatcher decided is kept as the store keeps it (UTC, milliseconds)
+    paris = ZoneInfo("Europe/Paris")
+    position.learn([datetime(2027, 3, 2, 8, 0, 0, 123456, tzinfo=paris)])
+    assert datetime(2027, 3, 2, 7, 0, 0, 123000, tzinfo=UTC) in position.due
+    assert all(at.tzinfo is UTC for at in position.due)

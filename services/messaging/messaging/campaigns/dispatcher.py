@@ -626,6 +626,10 @@ class Dispatcher:
                 outcomes.append(
                     Outcome(message, MessageStatus.queued, now, not_before=decision.until)
                 )
+                if (position := self._positions.get(message["campaign_id"])) is not None:
+                    # claimed at its time without asking the store which times have come
+                    # (read whole: 2.2 s for 100,000 due, bench/campaign_deferred_claims.py)
+                    position.learn([decision.until])
                 continue
             view.history.append(PastSend(now, channel))  # the cap counts this one at once
             message["address_hash"] = view.address_hash

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -117,8 +117,8 @@ class ClaimCursor:
 class QueuePosition:
     """Where a dispatcher reads one campaign's queue next: its messages to send as soon as
     possible (``now``, not deferred), and its messages deferred to a time that has come
-    (``due``: one cursor per such time, learnt from the store, forgotten once a turn of the
-    id space finds none left).
+    (``due``: one cursor per such time, learnt when the dispatcher defers a message, or from
+    the store, forgotten once a turn of the id space finds none left).
 
     Why a cursor per time: SMS deferred by quiet hours wait for a handful of times (each
     zone's next allowed hour), thousands of messages each, and the morning's first claims
@@ -137,11 +137,15 @@ class QueuePosition:
     def starting_at(cls, start: str) -> QueuePosition:
         return cls(start, ClaimCursor(start))
 
-    def learn(self, times: Sequence[datetime]) -> None:
-        """Times that have come for some of the queue's deferred messages (read from the
-        store): a cursor for each one not followed yet."""
+    def learn(self, times: Iterable[datetime]) -> None:
+        """Times some of the queue's messages are deferred to (read from the store, or
+        decided by this dispatcher): a cursor for each one not followed yet. Each is kept as
+        the store keeps it (UTC, to the millisecond), so that it matches as an equality."""
         for at in times:
-            self.due.setdefault(at, ClaimCursor(self.start))
+            at = at.astimezone(UTC)
+            self.due.setdefault(
+                at.replace(microsecond=at.microsecond // 1000 * 1000), ClaimCursor(self.start)
+            )
 
     def come(self, now: datetime) -> list[datetime]:
         """The followed times that have come, the earliest first."""
