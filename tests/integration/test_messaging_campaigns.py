@@ -899,6 +899,53 @@ async def test_cancel_mid_way_cancels_the_claimed_and_the_queued_messages(kit, s
     assert campaign["stats"]["cancelled"] == 25 and campaign["stats"]["queued"] == 0
 
 
+async def test_a_cancel_changes_the_campaign_at_once_and_its_messages_in_batches(kit, smtp_server):
+    """Cancelling changes only the campaign (one statement over 100,000 messages outlived
+    the local store's transaction limit); the dispatchers then cancel its queued, deferred
+    and held messages a batch per transaction, none of them sent, the counts moving with
+    them."""
+    sink, _ = smtp_server
+    people = [await kit.person() for _ in range(40)]
+    campaign_id = await kit.launched()
+    await kit.select(campaign_id, people)
+    ids = sorted(m["_id"] for m in await kit.messages(campaign_id))
+    later = utcnow() + timedelta(hours=2)
+    await kit.store[MESSAGES].update_many(
+        {"_id": {"$in": ids[:10]}},
+        {"$set": {"not_before": later}},  # quiet hours
+    )
+    await kit.store[MESSAGES].update_many(
+        {"_id": {"$in": ids[10:20]}},
+        {"$set": {"status": "held"}},  # an A/B test's rest
+    )
+    async with kit.store.transaction() as session:
+        await kit.campaigns.count_stats({campaign_id: {"queued": -10, "held": 10}}, session)
+
+    cancelled = await kit.act(campaign_id, Action.cancel)
+    assert cancelled["status"] == CampaignStatus.cancelled.value and cancelled["cancelling"]
+    assert await kit.statuses(campaign_id) == {"queued": 30, "held": 10}
+
+    batches: list[int] = []
+    small = kit.settings.model_copy(update={"campaign_cancel_batch_size": 7})
+    async with kit.dispatcher(settings=small) as d:
+        cancel_messages = d.campaigns.cancel_messages
+
+        async def counted(ids: Any, at: datetime, session: Any) -> dict[str, int]:
+            batches.append(sum(len(some) for some in ids.values()))
+            return await cancel_messages(ids, at, session)
+
+        d.campaigns.cancel_messages = counted  # type: ignore[method-assign]
+        await drain(d)
+
+    assert not message_ids(sink)  # none sent
+    assert await kit.statuses(campaign_id) == {"cancelled": 40}
+    assert sum(batches) == 40 and max(batches) <= 7, batches
+    campaign = await kit.campaign(campaign_id)
+    assert campaign["status"] == CampaignStatus.cancelled.value and not campaign["cancelling"]
+    assert campaign["stats"]["cancelled"] == 40
+    assert campaign["stats"]["queued"] == 0 and campaign["stats"]["held"] == 0
+
+
 async def test_the_circuit_breaker_pauses_a_bouncing_campaign_with_the_reason(kit, smtp_server):
     sink, _ = smtp_server
     people = [await kit.person() for _ in range(30)]

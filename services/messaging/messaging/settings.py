@@ -323,6 +323,14 @@ class MessagingSettings(ServiceSettings):
     campaign_claim_size: int = Field(
         default=200, ge=1, le=10_000, description="queued messages a dispatcher takes at once"
     )
+    campaign_cancel_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="messages of a cancelled campaign that a dispatcher cancels per "
+        "transaction, one batch per campaign per tick (the cancel itself changes only the "
+        "campaign)",
+    )
     campaign_claim_ahead_handoffs: int = Field(
         default=2,
         ge=0,

@@ -121,6 +121,11 @@ class CampaignView(BaseModel):
     status_reason: str | None = Field(
         default=None, description="why it is paused or failed (e.g. the circuit breaker)"
     )
+    cancelling: bool = Field(
+        default=False,
+        description="cancelled, and its messages not sent are still being marked cancelled "
+        "by the dispatchers (stats.queued falls to 0 as they go); none of them is sent",
+    )
     scheduled_at: datetime | None = None
     launched_at: datetime | None = None
     completed_at: datetime | None = None

@@ -45,6 +45,7 @@ from messaging.campaigns.domain import (
     BreakerPolicy,
     CampaignStatus,
     QueuePosition,
+    UnsentSweep,
     ab_winner,
     breaker_reason,
 )
@@ -250,6 +251,8 @@ class Dispatcher:
         #: where this dispatcher reads each sending campaign's queue next: each starts in a
         #: random id range, so that workers seldom read (and race to claim) the same messages
         self._positions: dict[str, QueuePosition] = {}
+        #: where this dispatcher got to in cancelling each cancelled campaign's messages
+        self._sweeps: dict[str, UnsentSweep] = {}
         self._next_sweep = 0.0
         self._next_breaker_check = 0.0
         #: campaign id -> (when its completion is asked again (monotonic), the wait before)
@@ -319,25 +322,57 @@ class Dispatcher:
             mine = [self._claim_ahead[0]] if self._claim_ahead is not None else []
             if released := await self.campaigns.release_stale(stale, keep=mine):
                 log.warning("campaigns.stale_claims_released", messages=released)
+        cancelled = await self._cancel_unsent()
         if self.guard is not None and not self.guard.healthy:
             log.warning("campaigns.guard_not_watching")  # nothing goes out unguarded
-            return False
+            return cancelled
         active = {c["_id"]: c for c in await self.campaigns.in_status([CampaignStatus.sending])}
         if not active:
             await self.release_claimed_ahead()  # their campaigns were paused or cancelled
-            return False
+            return cancelled
         for campaign in active.values():
             await self._decide_ab(campaign, now)
         claimed = await self._claimed(list(active), now)
         if not claimed:
             await self._complete(active.values())
-            return False
+            return cancelled
         self._completion_checks.clear()  # work came: a finish is asked at once again
         claim_next = None
         if len(claimed) >= self.settings.campaign_claim_size:  # a full batch: more to come
             claim_next = partial(self._claim_next, list(active))
         await self._handoffs(claimed, active, claim_next)
         return True
+
+    async def _cancel_unsent(self) -> bool:
+        """Cancel a batch of each cancelled campaign's messages not handed over yet (its
+        statistics with them, in one transaction), where this dispatcher's sweep of it got
+        to; a campaign with none left is done. True if any was cancelled."""
+        cancelling = await self.campaigns.cancelling()
+        for gone in set(self._sweeps) - set(cancelling):
+            del self._sweeps[gone]
+        worked = False
+        for campaign_id in cancelling:
+            sweep = self._sweeps.setdefault(campaign_id, UnsentSweep())
+            unsent = await self.campaigns.unsent(
+                campaign_id, sweep, self.settings.campaign_cancel_batch_size
+            )
+            if not unsent:
+                await self.campaigns.update(
+                    campaign_id, expected=[CampaignStatus.cancelled], fields={"cancelling": False}
+                )
+                continue
+            await self._cancel(campaign_id, unsent)
+            worked = True
+        return worked
+
+    async def _cancel(self, campaign_id: str, unsent: dict[MessageStatus, list[str]]) -> None:
+        async def write(session: AsyncClientSession) -> None:
+            cancelled = await self.campaigns.cancel_messages(unsent, utcnow(), session)
+            counts = {status: -n for status, n in cancelled.items()}
+            counts["cancelled"] = sum(cancelled.values())
+            await self.campaigns.count_stats({campaign_id: counts}, session)
+
+        await self.store.run_transaction(write, what="campaign cancel")
 
     def _claim_next(self, campaign_ids: list[str]) -> None:
         """Claim the next batch while this one's last hand-offs are sent: a claim (one bulk

@@ -246,6 +246,10 @@ class CampaignService:
         # who last did what, apart from the state's own fields (scheduled_at is the
         # launch time, not when it was scheduled)
         fields[f"audit.{action.value}"] = {"by": identity.user_id, "at": utcnow()}
+        if action is Action.cancel:
+            # its messages not handed over are cancelled by the dispatchers, a batch at a
+            # time (domain.UnsentSweep): none of them goes from now on
+            fields["cancelling"] = True
 
         async def write(session: AsyncClientSession) -> dict[str, Any]:
             changed = await self.campaigns.update(
@@ -253,12 +257,6 @@ class CampaignService:
             )
             if changed is None:
                 raise Conflict("the campaign changed meanwhile: read it again")
-            if action is Action.cancel:
-                cancelled = await self.campaigns.cancel_queued(campaign_id, utcnow(), session)
-                counts = {status: -n for status, n in cancelled.items()}
-                await self.campaigns.count_stats(
-                    {campaign_id: {**counts, "cancelled": sum(cancelled.values())}}, session
-                )
             return changed
 
         changed = await self.store.run_transaction(write, what=f"campaign {action.value}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
@@ -16,11 +16,19 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from tribune_shared.store import ID_RANGES, IndexSpec, Store, insert_absent, set_each
 
-from messaging.campaigns.domain import CampaignStatus, ClaimCursor, QueuePosition, add_stats
+from messaging.campaigns.domain import (
+    CampaignStatus,
+    ClaimCursor,
+    QueuePosition,
+    UnsentSweep,
+    add_stats,
+)
 from messaging.domain import MessageStatus
 from messaging.store import MESSAGES
 
 CAMPAIGNS = "campaigns"
+#: before any deferral (a range of dates that leaves out the messages not deferred)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: a campaign's live statistics, spread over shards: its intake (one transaction per
 #: partition, several at once), its dispatchers, the feedback and tracking webhooks all
 #: count at the same time, and on one counter document every transaction but the first
@@ -292,30 +300,17 @@ class CampaignStore:
                 CLAIMED_FIELDS,
             )
             found += page
-            if len(found) < limit and not position.come(now):
-                # (read whole, but only once the times followed are spent: each message
-                # deferred to a time that has come is in it about once)
-                position.learn(
-                    await self.messages.distinct(
-                        "not_before", {**queued, "not_before": {"$lte": now}}
+            if len(found) < limit:
+                if not position.come(now):
+                    # (read whole, so only when no time followed has come)
+                    position.learn(
+                        await self.messages.distinct(
+                            "not_before", {**queued, "not_before": {"$lte": now}}
+                        )
                     )
+                found += await self._deferred(
+                    queued, position, position.come(now), limit - len(found), CLAIMED_FIELDS
                 )
-            for at in position.come(now):
-                if len(found) >= limit:
-                    break
-                wanted = limit - len(found)
-                page, cursor = await read_queue(
-                    self.messages,
-                    {**queued, "not_before": at},
-                    position.due[at],
-                    wanted,
-                    CLAIMED_FIELDS,
-                )
-                found += page
-                if len(page) < wanted:  # a whole turn: none left deferred to that time
-                    del position.due[at]
-                else:
-                    position.due[at] = cursor
         if not found:
             return []
         ids = [d["_id"] for d in found]
@@ -334,6 +329,87 @@ class CampaignStore:
             async for d in self.messages.find({"_id": {"$in": ids}, "claim": token}, {"_id": 1})
         }
         return [d for d in found if d["_id"] in mine]
+
+    async def _deferred(
+        self,
+        queued: Mapping[str, Any],
+        position: QueuePosition,
+        times: Sequence[datetime],
+        limit: int,
+        projection: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the ``queued`` messages deferred to ``times`` (followed by
+        ``position``), the earliest time first, each read in windows of ids on an equality of
+        its time; a time whose whole turn finds nothing more is forgotten."""
+        found: list[dict[str, Any]] = []
+        for at in times:
+            if len(found) >= limit:
+                break
+            wanted = limit - len(found)
+            page, cursor = await read_queue(
+                self.messages, {**queued, "not_before": at}, position.due[at], wanted, projection
+            )
+            found += page
+            if len(page) < wanted:  # a whole turn: none left deferred to that time
+                del position.due[at]
+            else:
+                position.due[at] = cursor
+        return found
+
+    # ------------------------------------------------------------ cancelled campaigns
+
+    async def cancelling(self) -> list[str]:
+        """The cancelled campaigns whose unsent messages are still being cancelled."""
+        query = {"status": CampaignStatus.cancelled.value, "cancelling": True}
+        return [d["_id"] async for d in self.campaigns.find(query, {"_id": 1})]
+
+    async def unsent(
+        self, campaign_id: str, sweep: UnsentSweep, limit: int
+    ) -> dict[MessageStatus, list[str]]:
+        """Up to ``limit`` of a campaign's messages not handed over (held for an A/B winner,
+        queued, deferred or not) by status, read in windows of the queue's index from where
+        ``sweep`` got to (moved on here): nothing when none is left."""
+        base = {"campaign_id": campaign_id}
+        held = {**base, "status": MessageStatus.held.value, "not_before": None}
+        queued = {**base, "status": MessageStatus.queued.value}
+        found, sweep.held = await read_queue(self.messages, held, sweep.held, limit, {"_id": 1})
+        out = {MessageStatus.held: [d["_id"] for d in found]}
+        if len(found) < limit:
+            page, sweep.queued.now = await read_queue(
+                self.messages,
+                {**queued, "not_before": None},
+                sweep.queued.now,
+                limit - len(found),
+                {"_id": 1},
+            )
+            found += page
+            out[MessageStatus.queued] = [d["_id"] for d in page]
+        if len(found) < limit:
+            if not sweep.queued.due:  # (read whole: once per sweep, or when spent)
+                sweep.queued.learn(
+                    await self.messages.distinct(
+                        "not_before", {**queued, "not_before": {"$gt": _EPOCH}}
+                    )
+                )
+            times = sorted(sweep.queued.due)
+            page = await self._deferred(queued, sweep.queued, times, limit - len(found), {"_id": 1})
+            out[MessageStatus.queued] = out.get(MessageStatus.queued, []) + [d["_id"] for d in page]
+        return {status: ids for status, ids in out.items() if ids}
+
+    async def cancel_messages(
+        self, ids: Mapping[MessageStatus, Sequence[str]], at: datetime, session: AsyncClientSession
+    ) -> dict[str, int]:
+        """Cancel these messages if they are still in the status they were read in (another
+        worker's sweep may have been first): how many of each status."""
+        cancelled: dict[str, int] = {}
+        for status, some in ids.items():
+            result = await self.messages.update_many(
+                {"_id": {"$in": list(some)}, "status": status.value},
+                {"$set": {"status": MessageStatus.cancelled.value, "cancelled_at": at}},
+                session=session,
+            )
+            cancelled[status.value] = result.modified_count
+        return cancelled
 
     async def release_stale(self, claimed_before: datetime, keep: Sequence[str] = ()) -> int:
         """Messages claimed by a worker that died before recording their outcome go back
@@ -388,21 +464,6 @@ class CampaignStore:
             session=session,
         )
         return result.modified_count
-
-    async def cancel_queued(
-        self, campaign_id: str, at: datetime, session: AsyncClientSession
-    ) -> dict[str, int]:
-        """Cancel what was not sent yet (queued, or held for an A/B winner): how many of
-        each."""
-        cancelled = {}
-        for status in (MessageStatus.queued, MessageStatus.held):
-            result = await self.messages.update_many(
-                {"campaign_id": campaign_id, "status": status.value},
-                {"$set": {"status": MessageStatus.cancelled.value, "cancelled_at": at}},
-                session=session,
-            )
-            cancelled[status.value] = result.modified_count
-        return cancelled
 
     async def unfinished(self, campaign_id: str) -> int:
         """Messages of the campaign still queued or being sent."""
