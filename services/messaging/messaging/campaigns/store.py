@@ -44,6 +44,8 @@ INDEXES = [
     IndexSpec(CAMPAIGNS, [("federation_path", ASCENDING), ("_id", DESCENDING)]),
     IndexSpec(CAMPAIGNS, [("status", ASCENDING), ("scheduled_at", ASCENDING)]),
     IndexSpec(CAMPAIGN_STATS, [("campaign_id", ASCENDING)]),
+    # the cancelled campaigns whose messages are still being cancelled (asked every tick)
+    IndexSpec(CAMPAIGNS, [("cancelling", ASCENDING)]),
     # the dispatchers' queue: a campaign's queued messages, those due first, read in windows
     # of ids (domain.ClaimCursor)
     IndexSpec(
@@ -360,8 +362,7 @@ class CampaignStore:
 
     async def cancelling(self) -> list[str]:
         """The cancelled campaigns whose unsent messages are still being cancelled."""
-        query = {"status": CampaignStatus.cancelled.value, "cancelling": True}
-        return [d["_id"] async for d in self.campaigns.find(query, {"_id": 1})]
+        return [d["_id"] async for d in self.campaigns.find({"cancelling": True}, {"_id": 1})]
 
     async def unsent(
         self, campaign_id: str, sweep: UnsentSweep, limit: int
