@@ -12,6 +12,7 @@ from messaging.campaigns.domain import (
     CampaignStatus,
     ClaimCursor,
     QueuePosition,
+    UnsentSweep,
     add_stats,
     breaker_reason,
     check_schedule,
@@ -204,3 +205,12 @@ def test_a_queue_position_follows_each_deferred_time_once_it_has_come() -> None:
     position.learn([datetime(2027, 3, 2, 8, 0, 0, 123456, tzinfo=paris)])
     assert datetime(2027, 3, 2, 7, 0, 0, 123000, tzinfo=UTC) in position.due
     assert all(at.tzinfo is UTC for at in position.due)
+
+
+def test_a_sweep_of_a_cancelled_campaign_starts_every_cursor_in_its_range() -> None:
+    """Two workers sweeping one cancelled campaign from different ranges cancel different
+    batches: the held, queued and deferred cursors all start where the sweep does."""
+    sweep = UnsentSweep.starting_at("c4")
+    assert sweep.held == ClaimCursor("c4") and sweep.queued.now == ClaimCursor("c4")
+    sweep.queued.learn([datetime(2027, 3, 1, 7, tzinfo=UTC)])
+    assert list(sweep.queued.due.values()) == [ClaimCursor("c4")]

@@ -150,6 +150,12 @@ class _Reads:
     recorded: int
 
 
+def _random_start() -> str:
+    """One of the kernel's id ranges, at random: where a dispatcher starts reading a
+    campaign's queue, so that workers seldom read (and race for) the same messages."""
+    return random.choice(("", *ID_BOUNDARIES))
+
+
 async def _nothing(value: _T) -> _T:
     """A read that a hand-off does not need (what asyncio.gather waits on instead)."""
     return value
@@ -352,7 +358,8 @@ class Dispatcher:
             del self._sweeps[gone]
         worked = False
         for campaign_id in cancelling:
-            sweep = self._sweeps.setdefault(campaign_id, UnsentSweep())
+            if (sweep := self._sweeps.get(campaign_id)) is None:
+                sweep = self._sweeps[campaign_id] = UnsentSweep.starting_at(_random_start())
             unsent = await self.campaigns.unsent(
                 campaign_id, sweep, self.settings.campaign_cancel_batch_size
             )
@@ -390,8 +397,7 @@ class Dispatcher:
             del self._positions[gone]
         for campaign_id in campaign_ids:
             if campaign_id not in self._positions:
-                start = random.choice(("", *ID_BOUNDARIES))
-                self._positions[campaign_id] = QueuePosition.starting_at(start)
+                self._positions[campaign_id] = QueuePosition.starting_at(_random_start())
         return await self.campaigns.claim(
             campaign_ids,
             now=now,

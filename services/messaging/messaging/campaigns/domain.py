@@ -163,6 +163,12 @@ class UnsentSweep:
     held: ClaimCursor = dataclass_field(default_factory=ClaimCursor)
     queued: QueuePosition = dataclass_field(default_factory=QueuePosition)
 
+    @classmethod
+    def starting_at(cls, start: str) -> UnsentSweep:
+        """A sweep from the id range ``start`` (drawn at random by each dispatcher, so that
+        two workers sweeping one campaign cancel different batches, not the same ones)."""
+        return cls(ClaimCursor(start), QueuePosition.starting_at(start))
+
 
 def message_id(campaign_id: str, contact_id: str) -> str:
     """The id of a campaign's message to a contact: one per pair, whatever is redelivered
